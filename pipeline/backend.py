@@ -1,0 +1,103 @@
+"""Array and dataframe namespaces: the one place that knows NumPy from CuPy and pandas from cuDF.
+
+Numeric code elsewhere asks the data for its namespace (``xp = namespace(X)``) and creates new
+arrays on the input's device. Moving data between devices happens only here, in :func:`to_host`
+and :func:`to_device_of`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array
+
+__all__ = [
+    "device",
+    "frame_to_array",
+    "gpu_count",
+    "is_cudf",
+    "namespace",
+    "preferred_device",
+    "to_device_of",
+    "to_host",
+]
+
+DEVICE_ENV = "PIPELINE_DEVICE"
+
+
+def namespace(*arrays: Any) -> Any:
+    """The array-API namespace of ``arrays`` (numpy, cupy, array_api_strict, ...)."""
+    return array_namespace(*arrays)
+
+
+def to_host(x: Any) -> np.ndarray:
+    """Copy an array to host memory as a NumPy array (no copy if it already is one).
+
+    This is the named boundary where device data meets the host: gradients from CuPy blocks
+    cross here when a round mixes devices, and results cross here before they reach the client.
+    """
+    if is_numpy_array(x) or np.isscalar(x):
+        return np.asarray(x)
+    if is_cupy_array(x):
+        return x.get()
+    if hasattr(x, "to_pandas"):  # cudf Series/DataFrame
+        return x.to_pandas().to_numpy()
+    # array_api_strict and other standard arrays: go through DLPack / buffer protocol.
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        return np.asarray(x)
+
+
+def to_device_of(x: Any, like: Any) -> Any:
+    """``x`` (host or device) as an array of ``like``'s namespace on ``like``'s device."""
+    xp = namespace(like)
+    return xp.asarray(x, device=device(like))
+
+
+def is_cudf(obj: Any) -> bool:
+    """True for cuDF DataFrames/Series, without importing cudf."""
+    return type(obj).__module__.split(".")[0] == "cudf"
+
+
+def frame_to_array(frame: Any, dtype: Any = np.float32) -> Any:
+    """A pandas/cuDF DataFrame or Series as one contiguous 2-D array (NumPy or CuPy).
+
+    A Series becomes an ``(n, 1)`` column. Never a view on the frame: the result owns its memory.
+    """
+    if is_cudf(frame):
+        arr = frame.to_cupy(dtype=dtype) if hasattr(frame, "to_cupy") else frame.values.astype(dtype)
+        import cupy  # only reached with cuDF data, i.e. on a GPU worker
+
+        arr = cupy.ascontiguousarray(arr)
+    else:
+        arr = np.ascontiguousarray(np.asarray(frame, dtype=dtype))
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    return arr
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices visible to this process, without creating a CUDA context.
+
+    ``PIPELINE_DEVICE=cpu`` forces 0; ``PIPELINE_DEVICE=gpu`` forces at least 1.
+    """
+    choice = os.environ.get(DEVICE_ENV, "auto").lower()
+    if choice == "cpu":
+        return 0
+    try:
+        from distributed.diagnostics.nvml import device_get_count
+
+        count = int(device_get_count())
+    except Exception:  # no pynvml, no driver: a CPU machine
+        count = 0
+    if choice == "gpu":
+        return max(count, 1)
+    return count
+
+
+def preferred_device() -> str:
+    """``"gpu"`` if this process sees a CUDA device (or is told to), else ``"cpu"``."""
+    return "gpu" if gpu_count() > 0 else "cpu"

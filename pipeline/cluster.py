@@ -1,0 +1,93 @@
+"""Getting a Dask client: the one function in the library that builds clusters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from distributed import Client, get_client
+
+from .backend import gpu_count
+
+__all__ = ["connect", "current_client"]
+
+logger = logging.getLogger(__name__)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    dashboard_address: str = "127.0.0.1:8787",
+    security: Any = None,
+    device: str = "auto",
+    **cluster_kwargs: Any,
+) -> Client:
+    """Connect to a Dask cluster, starting a local one when no address is given.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address (``"tcp://host:8786"``, ``"tls://host:8786"``). ``None`` starts an
+        embedded cluster: ``LocalCUDACluster`` (one worker per GPU) when GPUs are visible,
+        else ``LocalCluster``.
+    n_workers : int, optional
+        Workers of the embedded cluster (default 2 on CPU, one per GPU on GPU).
+    threads_per_worker : int
+        One thread per worker keeps BLAS from oversubscribing the cores.
+    dashboard_address : str
+        Bound to localhost by default; pass ``":8787"`` to expose it.
+    security : distributed.Security or bool, optional
+        TLS settings (mutual TLS with your CA), passed to the cluster and the client.
+    device : {"auto", "cpu", "gpu"}
+        ``"auto"`` detects GPUs cheaply (NVML, no CUDA context in this process).
+
+    Returns
+    -------
+    distributed.Client
+        Also made the current client, so library functions called with ``client=None`` use it.
+    """
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    if address is not None:
+        return Client(address, security=security)
+
+    use_gpu = device == "gpu" or (device == "auto" and gpu_count() > 0)
+    if use_gpu:
+        from dask_cuda import LocalCUDACluster  # the gpu extra
+
+        kwargs: dict[str, Any] = dict(dashboard_address=dashboard_address, **cluster_kwargs)
+        if n_workers is not None:
+            kwargs["n_workers"] = n_workers
+        if security is not None:
+            kwargs["security"] = security
+        cluster = LocalCUDACluster(**kwargs)
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=2 if n_workers is None else n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+            host="127.0.0.1",
+            security=security,
+            **cluster_kwargs,
+        )
+    client = Client(cluster, security=security)
+    logger.info("dashboard: %s", client.dashboard_link)
+    return client
+
+
+def current_client(client: Client | None = None) -> Client:
+    """``client`` if given, else the current client; a clear error if there is none."""
+    if client is not None:
+        return client
+    try:
+        return get_client()
+    except ValueError as exc:
+        raise RuntimeError(
+            "no Dask client: call pipeline.connect() first or pass client=..."
+        ) from exc
