@@ -1,0 +1,279 @@
+"""Training data layout: one contiguous feature block and target block per partition.
+
+Each partition of the preprocessed data becomes a :class:`Block` (``X`` of shape ``(n, d)`` and
+``Y`` of shape ``(n, k)``, both in the training dtype, NumPy or CuPy) on the worker that computed
+it. The blocks are persisted as futures and reused every round: data never moves between workers
+or to the client during training; only parameters and gradients travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import dask
+import numpy as np
+from distributed import wait
+
+from .backend import frame_to_array, namespace, to_host
+
+__all__ = ["Block", "BlockSet", "encode_targets", "split_blocks", "to_blocks"]
+
+
+class Block(NamedTuple):
+    """One partition's training rows, resident on one worker."""
+
+    X: Any  # (n, n_features), contiguous, training dtype
+    Y: Any  # (n, n_outputs), contiguous, training dtype
+
+
+class BlockSet(NamedTuple):
+    """Futures of the blocks (in partition order) and what the trainer needs to know of them."""
+
+    futures: list[Any]
+    rows: list[int]
+    n_features: int
+    n_outputs: int
+    classes: np.ndarray | None
+    dtype: str = "float32"
+
+    @property
+    def n_samples(self) -> int:
+        return int(sum(self.rows))
+
+
+def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
+    X = frame_to_array(x_part, dtype=dtype)
+    if y_part is None:
+        return X, None
+    if hasattr(y_part, "to_numpy") or hasattr(y_part, "values"):
+        y = y_part.to_cupy() if hasattr(y_part, "to_cupy") else np.asarray(y_part)
+    else:
+        y = y_part
+    if len(y) != X.shape[0]:
+        raise ValueError(
+            f"features and target disagree in a partition: {X.shape[0]} rows vs {len(y)} labels"
+        )
+    return X, y
+
+
+def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
+    X, y = raw
+    out: dict[str, Any] = {"rows": int(X.shape[0]), "n_features": int(X.shape[1])}
+    if y is not None:
+        y_host = to_host(y)
+        out["y_ndim"] = y_host.ndim
+        out["y_cols"] = 1 if y_host.ndim == 1 else int(y_host.shape[1])
+        if want_labels:
+            out["labels"] = np.unique(y_host)
+            out["y_null"] = int(np.sum(_isnull(y_host)))
+        else:
+            out["y_nonfinite"] = int(np.sum(~np.isfinite(y_host.astype(np.float64))))
+    return out
+
+
+def _isnull(y: np.ndarray) -> np.ndarray:
+    if y.dtype.kind in "fc":
+        return np.isnan(y)
+    if y.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in y])
+    return np.zeros(y.shape, dtype=bool)
+
+
+def encode_targets(y: Any, classes: np.ndarray | None, dtype: Any) -> Any:
+    """Targets as the ``(n, k)`` float matrix the loss expects, on ``y``'s device.
+
+    Binary classification: a 0/1 column (1 = ``classes[1]``); multi-class: one-hot; regression
+    (``classes is None``): the values as a column (or the given columns).
+    """
+    if classes is None:
+        y_host = np.asarray(to_host(y), dtype=np.float64)
+        Y = y_host.reshape(-1, 1) if y_host.ndim == 1 else y_host
+        return _like(np.ascontiguousarray(Y, dtype=dtype), y)
+    y_host = to_host(y)
+    idx = np.searchsorted(classes, y_host)
+    idx = np.clip(idx, 0, len(classes) - 1)
+    unknown = classes[idx] != y_host
+    if np.any(unknown):
+        bad = np.unique(y_host[unknown])[:5]
+        raise ValueError(
+            f"labels {bad.tolist()} are not among the classes seen in training {classes.tolist()}"
+        )
+    if len(classes) == 2:
+        Y = (idx == 1).astype(dtype).reshape(-1, 1)
+    else:
+        Y = np.zeros((len(idx), len(classes)), dtype=dtype)
+        Y[np.arange(len(idx)), idx] = 1
+    return _like(Y, y)
+
+
+def _like(host: np.ndarray, like: Any) -> Any:
+    """``host`` on ``like``'s device (no-op for NumPy)."""
+    try:
+        xp = namespace(like)
+    except TypeError:
+        return host
+    if xp.__name__.endswith("numpy"):
+        return host
+    return xp.asarray(host)
+
+
+def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
+    X, y = raw
+    return Block(X=X, Y=encode_targets(y, classes, dtype))
+
+
+def _partitions(obj: Any) -> list[Any]:
+    """One delayed piece per declared partition (see TECH_NOTES: Parquet column fusion)."""
+    import dask.array as da
+
+    if isinstance(obj, da.Array):
+        if obj.ndim == 2 and len(obj.chunks[1]) > 1:
+            obj = obj.rechunk({1: -1})
+        pieces = obj.to_delayed()
+        return [p for p in np.asarray(pieces, dtype=object).reshape(len(obj.chunks[0]), -1)[:, 0]]
+    return list(obj.to_delayed())
+
+
+def _as_dask(X: Any, y: Any, npartitions: int | None) -> tuple[Any, Any]:
+    import dask.array as da
+    import dask.dataframe as dd
+
+    if isinstance(X, (dd.DataFrame, dd.Series, da.Array)):
+        return X, y
+    n = npartitions or 1
+    if hasattr(X, "iloc"):
+        Xd = dd.from_pandas(X, npartitions=n, sort=False)
+    else:
+        X = np.asarray(X)
+        rows = max(1, -(-len(X) // n))
+        Xd = da.from_array(X, chunks=(rows, -1))
+    if y is None or isinstance(y, (dd.DataFrame, dd.Series, da.Array)):
+        return Xd, y
+    if hasattr(y, "iloc"):
+        yd = dd.from_pandas(y, npartitions=n, sort=False)
+    else:
+        y = np.asarray(y)
+        rows = max(1, -(-len(y) // n))
+        yd = da.from_array(y, chunks=(rows,) + ((-1,) if y.ndim == 2 else ()))
+    return Xd, yd
+
+
+def to_blocks(
+    client: Any,
+    X: Any,
+    y: Any = None,
+    *,
+    classes: Sequence[Any] | None = None,
+    classification: bool = False,
+    dtype: str = "float32",
+    npartitions: int | None = None,
+    name: str = "training-block",
+) -> BlockSet:
+    """Materialise ``X`` (and targets ``y``) as one :class:`Block` per partition on the workers.
+
+    Parameters
+    ----------
+    X, y : dask DataFrame/Series/Array (or pandas/NumPy, split into ``npartitions``)
+        Same partitioning: partition ``i`` of ``X`` pairs with partition ``i`` of ``y``.
+    classes : sequence, optional
+        Known class labels (classification). Discovered from the blocks when ``None``.
+    classification : bool
+        Encode ``y`` as class indicators (True) or regression targets (False).
+
+    Returns
+    -------
+    BlockSet
+        Futures in partition order plus row counts, feature/output sizes and ``classes``.
+    """
+    X, y = _as_dask(X, y, npartitions)
+    x_parts = _partitions(X)
+    y_parts = _partitions(y) if y is not None else [None] * len(x_parts)
+    if len(x_parts) != len(y_parts):
+        raise ValueError(
+            f"X has {len(x_parts)} partitions but y has {len(y_parts)}: they must be aligned"
+        )
+    token = dask.base.tokenize(X, y, dtype)
+    raw_delayed = [
+        dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype,
+                                                        dask_key_name=(f"raw-{name}-{token}", i))
+        for i, (xp_, yp) in enumerate(zip(x_parts, y_parts))
+    ]
+    raw = client.compute(raw_delayed)
+    summaries = client.gather(
+        client.map(_block_summary, raw, want_labels=classification, key=[
+            f"block-summary-{token}-{i}" for i in range(len(raw))
+        ])
+    )
+    rows = [s["rows"] for s in summaries]
+    if sum(rows) == 0:
+        raise ValueError("the training data is empty: every partition has 0 rows")
+    n_features = summaries[0]["n_features"]
+    cls_arr: np.ndarray | None = None
+    n_outputs = 0
+    if y is not None:
+        if classification:
+            if sum(s.get("y_null", 0) for s in summaries):
+                raise ValueError("the label has missing values; drop or impute those rows first")
+            if classes is None:
+                labels = [s["labels"] for s in summaries if s["rows"]]
+                cls_arr = np.unique(np.concatenate(labels))
+            else:
+                cls_arr = np.asarray(classes)
+            if len(cls_arr) < 2:
+                raise ValueError(
+                    f"the label has a single class {cls_arr.tolist()}: a classifier needs at "
+                    "least two"
+                )
+            n_outputs = 1 if len(cls_arr) == 2 else len(cls_arr)
+        else:
+            bad = sum(s.get("y_nonfinite", 0) for s in summaries)
+            if bad:
+                raise ValueError(f"the regression target has {bad} missing or non-finite values")
+            n_outputs = summaries[0]["y_cols"]
+    futures = client.map(
+        _final_block,
+        raw,
+        classes=cls_arr,
+        dtype=dtype,
+        key=[f"{name}-{token}-{i}" for i in range(len(raw))],
+    )
+    wait(futures)
+    del raw
+    return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
+
+
+def _split_block(block: Block, fraction: float, seed: int, index: int, keep_valid: bool) -> Block:
+    n = block.X.shape[0]
+    mask = np.random.default_rng([seed, index, 7]).random(n) < fraction
+    rows = np.flatnonzero(mask if keep_valid else ~mask)
+    xp = namespace(block.X)
+    from .backend import device
+
+    idx = xp.asarray(rows, device=device(block.X))
+    return Block(xp.take(block.X, idx, axis=0), xp.take(block.Y, idx, axis=0))
+
+
+def _split_rows(n: int, fraction: float, seed: int, index: int) -> tuple[int, int]:
+    valid = int(np.sum(np.random.default_rng([seed, index, 7]).random(n) < fraction))
+    return n - valid, valid
+
+
+def split_blocks(client: Any, blocks: BlockSet, fraction: float, seed: int) -> tuple[BlockSet,
+                                                                                    BlockSet]:
+    """Hold out ``fraction`` of every block's rows for validation, on the block's worker.
+
+    The held-out rows depend only on ``seed`` and the block index, never on the workers.
+    """
+    idx = list(range(len(blocks.futures)))
+    train = client.map(_split_block, blocks.futures, fraction=fraction, seed=seed, index=idx,
+                       keep_valid=False, key=[f"train-{f.key}" for f in blocks.futures])
+    valid = client.map(_split_block, blocks.futures, fraction=fraction, seed=seed, index=idx,
+                       keep_valid=True, key=[f"valid-{f.key}" for f in blocks.futures])
+    counts = [_split_rows(n, fraction, seed, i) for i, n in enumerate(blocks.rows)]
+    wait(train + valid)
+    common = (blocks.n_features, blocks.n_outputs, blocks.classes, blocks.dtype)
+    return (
+        BlockSet(train, [c[0] for c in counts], *common),
+        BlockSet(valid, [c[1] for c in counts], *common),
+    )

@@ -1,0 +1,459 @@
+"""scikit-learn estimators over the functional training core (:func:`pipeline.train.train`).
+
+``MLPClassifier`` and ``MLPRegressor`` take scikit-learn's parameter names and defaults, accept
+dask DataFrames/Arrays (and pandas/NumPy for convenience), train data-parallel on the current Dask
+cluster and predict lazily, partition by partition, on the workers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
+
+from . import nn
+from .backend import frame_to_array, namespace, to_host
+from .blocks import BlockSet, split_blocks, to_blocks
+from .cluster import current_client
+from .train import TrainConfig, TrainResult, TrainState, evaluate, train
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+
+def _is_dask(obj: Any) -> bool:
+    return type(obj).__module__.startswith(("dask", "dask_expr", "dask_cudf"))
+
+
+def _as_matrix(part: Any, dtype: Any) -> Any:
+    if hasattr(part, "iloc") or hasattr(part, "to_cupy"):
+        return frame_to_array(part, dtype=dtype)
+    xp = namespace(part)
+    arr = xp.astype(xp.asarray(part), dtype)
+    return arr if arr.ndim == 2 else xp.reshape(arr, (-1, 1))
+
+
+def _forward_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) -> Any:
+    X = _as_matrix(part, dtype)
+    if X.shape[0] == 0:
+        xp = namespace(X)
+        return xp.zeros((0, spec.layer_sizes[-1]), dtype=X.dtype)
+    return nn.forward(spec, params, X)
+
+
+def _predict_proba_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) -> Any:
+    out = _forward_block(part, params, spec, dtype)
+    if spec.loss == "binary_log_loss":
+        xp = namespace(out)
+        return xp.concat([1.0 - out, out], axis=1)
+    return out
+
+
+def _predict_class_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any,
+                         classes: np.ndarray) -> Any:
+    proba = _predict_proba_block(part, params, spec, dtype)
+    xp = namespace(proba)
+    idx = xp.argmax(proba, axis=1)
+    if classes.dtype.kind in "biuf" and not xp.__name__.endswith("numpy"):
+        return xp.take(xp.asarray(classes), idx)
+    return classes[to_host(idx)]
+
+
+def _predict_value_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) -> Any:
+    out = _forward_block(part, params, spec, dtype)
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared fit/predict machinery. Parameters follow ``sklearn.neural_network``."""
+
+    _loss: str = "squared_error"
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 1e-4,
+        batch_size: int | str | None = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 1e-3,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | None = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        max_fun: int = 15000,
+        sync: str = "gradient",
+        local_steps: int | None = None,
+        outer_learning_rate: float = 1.0,
+        outer_momentum: float = 0.0,
+        split_every: int = 8,
+        dtype: str = "float32",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.sync = sync
+        self.local_steps = local_steps
+        self.outer_learning_rate = outer_learning_rate
+        self.outer_momentum = outer_momentum
+        self.split_every = split_every
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ configuration ---------
+
+    def _hidden(self) -> tuple[int, ...]:
+        h = self.hidden_layer_sizes
+        if isinstance(h, numbers.Integral):
+            h = (int(h),)
+        h = tuple(int(v) for v in h)
+        if any(v < 1 for v in h):
+            raise ValueError(f"hidden_layer_sizes must be positive, got {self.hidden_layer_sizes}")
+        return h
+
+    def _seed(self) -> int:
+        rs = self.random_state
+        if rs is None:
+            return int(np.random.SeedSequence().entropy % (2**31))
+        if isinstance(rs, numbers.Integral):
+            return int(rs)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(2**31 - 1))
+        raise ValueError(f"random_state must be an int, None or a RandomState, got {rs!r}")
+
+    def _train_config(self, n_samples: int, seed: int) -> TrainConfig:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        bs = self.batch_size
+        if bs == "auto":
+            bs = min(200, n_samples)
+        elif bs is not None:
+            if not isinstance(bs, numbers.Integral) or bs < 1:
+                raise ValueError(f"batch_size must be 'auto', None or a positive int, got {bs!r}")
+            bs = min(int(bs), n_samples)
+        return TrainConfig(
+            solver=self.solver, learning_rate=self.learning_rate,
+            learning_rate_init=self.learning_rate_init, power_t=self.power_t,
+            momentum=self.momentum, nesterovs_momentum=self.nesterovs_momentum,
+            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, alpha=self.alpha,
+            batch_size=bs, max_iter=self.max_iter, max_fun=self.max_fun, shuffle=self.shuffle,
+            tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            early_stopping=self.early_stopping, sync=self.sync, local_steps=self.local_steps,
+            outer_learning_rate=self.outer_learning_rate, outer_momentum=self.outer_momentum,
+            split_every=self.split_every, random_state=seed,
+        )
+
+    def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
+        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, self._loss)
+
+    # ------------------------------------------------------------------ fitting ---------------
+
+    def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        validation_data: tuple[Any, Any] | None = None,
+        client: Any = None,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+        preprocessor: Any = None,
+    ) -> _BaseMLP:
+        """Train on ``X``, ``y`` (dask or in-memory), data-parallel on the current cluster.
+
+        Parameters
+        ----------
+        validation_data : (X_valid, y_valid), optional
+            Scored after every epoch (``validation_scores_``); used by ``early_stopping``.
+            Without it, ``early_stopping=True`` holds out ``validation_fraction`` of each block.
+        checkpoint_dir, checkpoint_every, resume
+            Write a checkpoint every ``checkpoint_every`` epochs; ``resume=True`` continues from
+            the latest one exactly (see :mod:`pipeline.checkpoint`).
+        preprocessor : fitted Preprocessor, optional
+            Stored with checkpoints so a resumed run can check the data schema.
+        """
+        client = current_client(client)
+        seed = self._seed()
+        if resume and checkpoint_dir is not None and self.random_state is None:
+            from .checkpoint import Checkpointer
+
+            seed = Checkpointer.saved_seed(checkpoint_dir) or seed
+        blocks = self._blocks(client, X, y)
+        valid = None
+        if validation_data is not None:
+            valid = self._blocks(client, *validation_data, classes=blocks.classes)
+        elif self.early_stopping:
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError("validation_fraction must be in (0, 1)")
+            blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
+        config = self._train_config(blocks.n_samples, seed)
+        spec = self._spec(blocks.n_features, blocks.n_outputs)
+        params = None
+        if self.warm_start and hasattr(self, "params_"):
+            if self.params_.shape != (spec.n_params,):
+                raise ValueError("warm_start: the network shape changed since the last fit")
+            params = self.params_.astype(self.dtype)
+        state: TrainState | None = None
+        on_epoch_end = None
+        if checkpoint_dir is not None:
+            from .checkpoint import Checkpointer
+
+            ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, estimator=self,
+                                config=config, spec=spec, blocks=blocks,
+                                preprocessor=preprocessor)
+            if resume:
+                state = ckpt.restore()
+            on_epoch_end = ckpt.save
+        elif resume:
+            raise ValueError("resume=True needs checkpoint_dir")
+        result = train(client, blocks, spec=spec, config=config, params=params,
+                       validation=valid, state=state, on_epoch_end=on_epoch_end,
+                       run_name=type(self).__name__, verbose=self.verbose)
+        self._set_fitted(result, spec, blocks, X)
+        return self
+
+    def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,
+                    X: Any) -> None:
+        self.params_ = np.asarray(result.params)
+        self.spec_ = spec
+        layers = nn.unpack(spec, self.params_)
+        self.coefs_ = [np.asarray(W) for W, _ in layers]
+        self.intercepts_ = [np.asarray(b) for _, b in layers]
+        self.n_iter_ = result.n_iter
+        self.loss_ = result.loss
+        self.loss_curve_ = list(result.state.loss_curve)
+        self.validation_scores_ = list(result.state.validation_scores) or None
+        self.best_loss_ = result.state.best_loss
+        self.best_validation_score_ = (result.state.best_validation_score
+                                       if self.early_stopping else None)
+        self.t_ = result.state.t
+        self.n_features_in_ = blocks.n_features
+        self.n_outputs_ = blocks.n_outputs
+        self.n_layers_ = len(spec.layer_sizes)
+        self.out_activation_ = {"binary_log_loss": "logistic", "log_loss": "softmax",
+                                "squared_error": "identity"}[spec.loss]
+        self.history_ = list(result.history)
+        self.train_summary_ = {
+            "run_id": result.run_id, "seconds": result.seconds, "rounds": result.rounds,
+            "retries": result.retries, "n_partitions": len(blocks.futures),
+            "n_samples": blocks.n_samples, "stopped_early": result.stopped_early,
+        }
+        self.optimizer_state_ = result.state.opt_state
+        columns = getattr(X, "columns", None)
+        if columns is not None:
+            self.feature_names_in_ = np.asarray([str(c) for c in columns], dtype=object)
+
+    # ------------------------------------------------------------------ prediction ------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first."
+            )
+
+    def _map(self, X: Any, func: Any, n_out: int | None, dtype: Any, **kwargs: Any) -> Any:
+        """Apply ``func`` to every partition lazily (dask in, dask out); eager for NumPy/pandas."""
+        self._check_fitted()
+        np_dtype = np.dtype(self.dtype)
+        if not _is_dask(X):
+            if hasattr(X, "shape") and len(X.shape) == 2 and X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input"
+                )
+            return to_host(func(X, self.params_, self.spec_, np_dtype, **kwargs))
+        import dask.array as da
+        import dask.dataframe as dd
+
+        arr = X.to_dask_array() if isinstance(X, dd.DataFrame) else X
+        if not isinstance(arr, da.Array):
+            raise TypeError(f"expected a dask DataFrame or Array, got {type(X).__name__}")
+        if arr.ndim == 2 and len(arr.chunks[1]) > 1:
+            arr = arr.rechunk({1: -1})
+        if arr.ndim == 2 and arr.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        xp = namespace(arr._meta)
+        dtype = np.dtype(dtype)
+        if n_out is None:
+            meta = (xp.zeros((0,), dtype=dtype) if dtype.kind in "biuf"
+                    else np.empty((0,), dtype=dtype))
+            return arr.map_blocks(func, self.params_, self.spec_, np_dtype, drop_axis=1,
+                                  dtype=dtype, meta=meta,
+                                  name=f"{func.__name__.lstrip('_')}", **kwargs)
+        return arr.map_blocks(func, self.params_, self.spec_, np_dtype,
+                              chunks=(arr.chunks[0], (n_out,)), dtype=dtype,
+                              name=f"{func.__name__.lstrip('_')}", **kwargs)
+
+    def _score_blocks(self, X: Any, y: Any, client: Any = None) -> dict[str, float]:
+        self._check_fitted()
+        client = current_client(client)
+        blocks = self._blocks(client, X, y, classes=getattr(self, "classes_", None))
+        try:
+            return evaluate(client, blocks, self.params_, self.spec_,
+                            split_every=self.split_every)
+        finally:
+            client.cancel(blocks.futures)
+
+    def save(self, path: str, *, preprocessor: Any = None) -> str:
+        """Save weights, optimizer state, hyperparameters and (optionally) the preprocessor to
+        the directory ``path`` without pickle; :func:`pipeline.load` reads it back."""
+        from .persist import save
+
+        return save(path, self, preprocessor=preprocessor)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained data-parallel on Dask.
+
+    Same parameters as :class:`sklearn.neural_network.MLPClassifier`, plus:
+
+    sync : {"gradient", "average"}
+        ``"gradient"``: one exact synchronous step per mini-batch. ``"average"``: local SGD with
+        ``local_steps`` inner steps per round (default: one epoch per round), far fewer rounds.
+    local_steps, outer_learning_rate, outer_momentum
+        Local-SGD settings (``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps).
+    split_every : int
+        Fan-in of the tree that combines the blocks' gradients.
+    dtype : {"float32", "float64"}
+        Training precision of the blocks and parameters.
+
+    Examples
+    --------
+    >>> import pipeline as pl                                           # doctest: +SKIP
+    >>> client = pl.connect()                                           # doctest: +SKIP
+    >>> clf = pl.MLPClassifier(hidden_layer_sizes=(64,), max_iter=20).fit(X, y)  # doctest: +SKIP
+    >>> proba = clf.predict_proba(X_new)   # a lazy dask Array          # doctest: +SKIP
+    """
+
+    def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
+        return to_blocks(client, X, y, classification=True, classes=classes, dtype=self.dtype)
+
+    def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
+        loss = "binary_log_loss" if n_outputs == 1 else "log_loss"
+        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, loss)
+
+    def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPClassifier:  # type: ignore[override]
+        super().fit(X, y, **kwargs)
+        return self
+
+    def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,
+                    X: Any) -> None:
+        self.classes_ = blocks.classes
+        super()._set_fitted(result, spec, blocks, X)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None, **kwargs: Any) -> MLPClassifier:
+        """One more epoch from the current weights (``classes`` required on the first call)."""
+        if not hasattr(self, "params_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+        saved = (self.max_iter, self.warm_start)
+        self.max_iter, self.warm_start = 1, True
+        try:
+            client = current_client(kwargs.pop("client", None))
+            cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
+            blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype)
+            seed = self._seed()
+            config = self._train_config(blocks.n_samples, seed)
+            spec = self._spec(blocks.n_features, blocks.n_outputs)
+            params = self.params_.astype(self.dtype) if hasattr(self, "params_") else None
+            result = train(client, blocks, spec=spec, config=config, params=params,
+                           run_name="MLPClassifier.partial_fit")
+            self._set_fitted(result, spec, blocks, X)
+        finally:
+            self.max_iter, self.warm_start = saved
+        return self
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, ``(n, n_classes)``; a lazy dask Array for dask input."""
+        return self._map(X, _predict_proba_block, len(self.classes_), np.dtype(self.dtype))
+
+    def predict_log_proba(self, X: Any) -> Any:
+        proba = self.predict_proba(X)
+        if _is_dask(proba):
+            import dask.array as da
+
+            return da.log(proba)
+        return np.log(proba)
+
+    def predict(self, X: Any) -> Any:
+        """Predicted class labels, ``(n,)``; a lazy dask Array for dask input."""
+        self._check_fitted()
+        return self._map(X, _predict_class_block, None, self.classes_.dtype,
+                         classes=self.classes_)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy, computed on the workers from per-partition counts."""
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported by score yet")
+        return float(self._score_blocks(X, y)["accuracy"])
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor (squared error) trained data-parallel on Dask.
+
+    Same parameters as :class:`sklearn.neural_network.MLPRegressor`, plus the Dask-specific ones
+    documented on :class:`MLPClassifier`.
+    """
+
+    _loss = "squared_error"
+
+    def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
+        return to_blocks(client, X, y, classification=False, dtype=self.dtype)
+
+    def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:  # type: ignore[override]
+        super().fit(X, y, **kwargs)
+        return self
+
+    def predict(self, X: Any) -> Any:
+        """Predictions ``(n,)`` (or ``(n, n_outputs)``); a lazy dask Array for dask input."""
+        self._check_fitted()
+        if self.n_outputs_ == 1:
+            return self._map(X, _predict_value_block, None, np.dtype(self.dtype))
+        return self._map(X, _predict_value_block, self.n_outputs_, np.dtype(self.dtype))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² (uniform average over outputs), computed on the workers from partial sums."""
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported by score yet")
+        return float(self._score_blocks(X, y)["r2"])

@@ -1,0 +1,802 @@
+"""Data-parallel training on Dask: the functional core behind the estimators.
+
+One round is one Dask graph. Each block (a partition's rows, resident on its worker) computes a
+partial result with the array namespace of its data (NumPy or CuPy); the partials are combined by
+:func:`pipeline.reduce.tree_graph`, whose pairing is fixed by block position, never by completion
+order; only the small combined result reaches the client, where the optimizer step runs.
+
+Two synchronisation modes:
+
+``sync="gradient"``
+    One optimizer step per round. Block ``p`` computes the loss and gradient *sum* over its share
+    of the global mini-batch (its share proportional to its rows); the sums are tree-reduced and the
+    optimizer runs once on their mean. Full batch (``batch_size=None``) gives the same parameters,
+    to float rounding, for any number of blocks, workers or ``split_every``.
+``sync="average"`` (local SGD / model averaging)
+    Each block starts from the global parameters, runs ``local_steps`` steps of the inner optimizer
+    on its share of the same global step schedule, and returns its parameter change weighted by the
+    rows it processed; the outer update applies the weighted average (optionally with Nesterov
+    momentum, as in DiLoCo). With one block, or with ``local_steps=1`` and plain SGD, it equals
+    ``sync="gradient"``. Far fewer rounds, so far less Dask overhead: use it for large data.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from dask.base import tokenize
+
+from . import nn, optim
+from .backend import namespace, to_host
+from .blocks import Block, BlockSet
+from .reduce import tree_graph
+
+__all__ = [
+    "SOLVERS",
+    "SYNC_MODES",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "evaluate",
+    "train",
+]
+
+SYNC_MODES = ("gradient", "average")
+SOLVERS = ("sgd", "adam", "lbfgs")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+EVENT_TOPIC = "pipeline.train"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (hashed for checkpoints)."""
+
+    solver: str = "adam"
+    learning_rate: str = "constant"
+    learning_rate_init: float = 1e-3
+    power_t: float = 0.5
+    momentum: float = 0.9
+    nesterovs_momentum: bool = True
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+    alpha: float = 1e-4
+    batch_size: int | None = 200
+    max_iter: int = 200
+    max_fun: int = 15000
+    shuffle: bool = True
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+    early_stopping: bool = False
+    sync: str = "gradient"
+    local_steps: int | None = None
+    outer_learning_rate: float = 1.0
+    outer_momentum: float = 0.0
+    split_every: int = 8
+    random_state: int = 0
+
+    def validate(self) -> None:
+        checks = [
+            (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),
+            (self.sync in SYNC_MODES, f"sync must be one of {SYNC_MODES}, got {self.sync!r}"),
+            (
+                self.learning_rate in LEARNING_RATES,
+                f"learning_rate must be one of {LEARNING_RATES}, got {self.learning_rate!r}",
+            ),
+            (self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}"),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"batch_size must be >= 1 or None, got {self.batch_size}",
+            ),
+            (self.learning_rate_init > 0, "learning_rate_init must be > 0"),
+            (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
+            (self.split_every >= 2, f"split_every must be >= 2, got {self.split_every}"),
+            (
+                self.local_steps is None or self.local_steps >= 1,
+                f"local_steps must be >= 1 or None, got {self.local_steps}",
+            ),
+            (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def inner_optimizer(self) -> optim.GradientTransformation:
+        if self.solver == "sgd":
+            return optim.sgd(
+                self.learning_rate_init, momentum=self.momentum, nesterov=self.nesterovs_momentum
+            )
+        return optim.adam(
+            self.learning_rate_init, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon
+        )
+
+
+class TrainState(NamedTuple):
+    """Where a run stands after an epoch: enough to resume it exactly."""
+
+    params: np.ndarray
+    opt_state: Any  # global optimizer state (sync="gradient"), host arrays
+    local_states: list[Any] | None  # per-block inner optimizer states (sync="average"), host
+    outer_state: Any  # outer optimizer state (sync="average" with momentum)
+    epoch: int  # epochs completed
+    t: int  # samples seen
+    learning_rate: float
+    loss_curve: list[float]
+    validation_scores: list[float]
+    best_loss: float
+    best_validation_score: float
+    no_improvement_count: int
+    best_params: np.ndarray | None
+    history: list[dict[str, Any]]
+    rounds: int
+
+
+@dataclass
+class TrainResult:
+    params: np.ndarray
+    state: TrainState
+    n_iter: int
+    loss: float
+    stopped_early: bool
+    run_id: str
+    seconds: float
+    rounds: int
+    retries: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- worker side (tasks) ----------
+
+
+class Partial(NamedTuple):
+    """What a block sends back: sums, so partials add associatively."""
+
+    loss: float  # sum of per-row data loss
+    vector: Any  # gradient sum (gradient mode) or rows * parameter delta (average mode)
+    n: int  # rows behind the sums
+    timings: tuple[tuple[int, float, str, float, int], ...]  # (block, seconds, worker, loss, n)
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:
+        return "local"
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_order(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.ndarray | None:
+    if not shuffle:
+        return None
+    return np.random.default_rng([seed, block, epoch]).permutation(n)
+
+
+def _step_rows(n: int, step: int, steps: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a block's epoch order that belong to global step ``step``."""
+    return (step * n) // steps, ((step + 1) * n) // steps
+
+
+def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int) -> tuple[Any, Any]:
+    if order is None:
+        return X[lo:hi, ...], Y[lo:hi, ...]
+    xp = namespace(X)
+    from .backend import device
+
+    idx = xp.asarray(order[lo:hi], device=device(X))
+    return xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+
+
+def partition_grad(
+    block: Block,
+    params: np.ndarray,
+    spec: nn.MLPSpec,
+    index: int,
+    epoch: int,
+    step: int,
+    steps: int,
+    seed: int,
+    shuffle: bool,
+) -> Partial:
+    """Loss and gradient sums of block ``index`` over its share of global step ``step``."""
+    start = time.perf_counter()
+    X, Y = block
+    n = X.shape[0]
+    lo, hi = _step_rows(n, step, steps)
+    Xb, Yb = _rows(X, Y, _epoch_order(n, seed, index, epoch, shuffle), lo, hi)
+    loss, grad = nn.loss_and_grad(spec, params, Xb, Yb)
+    seconds = time.perf_counter() - start
+    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), loss, hi - lo),))
+
+
+def partition_local_steps(
+    block: Block,
+    params: np.ndarray,
+    state: Any,
+    spec: nn.MLPSpec,
+    config: TrainConfig,
+    learning_rate: float,
+    index: int,
+    schedule: tuple[tuple[int, int], ...],
+    steps: int,
+) -> tuple[Partial, Any]:
+    """Run the inner optimizer over ``schedule`` (``(epoch, step)`` pairs) on block ``index``.
+
+    Returns the rows-weighted parameter change and the block's new inner optimizer state.
+    """
+    start = time.perf_counter()
+    X, Y = block
+    xp = namespace(X)
+    from .backend import device
+
+    n = X.shape[0]
+    w0 = xp.asarray(params, device=device(X), dtype=X.dtype)
+    w = w0
+    opt = config.inner_optimizer()
+    if state is None:
+        state = opt.init(w)
+    else:
+        state = type(state)(*(xp.asarray(s, device=device(X)) for s in state))
+    state = optim.set_learning_rate(state, learning_rate)
+    loss_total, rows_total = 0.0, 0
+    for epoch, step in schedule:
+        lo, hi = _step_rows(n, step, steps)
+        if hi <= lo:
+            continue
+        Xb, Yb = _rows(X, Y, _epoch_order(n, config.random_state, index, epoch, config.shuffle),
+                       lo, hi)
+        loss, grad = nn.loss_and_grad(spec, w, Xb, Yb)
+        m = hi - lo
+        pen, pen_grad = nn.l2_penalty(spec, w, config.alpha, m)
+        g = grad / float(m) + pen_grad
+        updates, state = opt.update(g, state, w)
+        w = optim.apply_updates(w, updates)
+        loss_total += loss + pen * m
+        rows_total += m
+    delta = (w - w0) * float(rows_total)
+    seconds = time.perf_counter() - start
+    timing = ((index, seconds, _worker_address(), loss_total, rows_total),)
+    return Partial(loss_total, delta, rows_total, timing), state
+
+
+def _same_namespace(vectors: Sequence[Any]) -> bool:
+    try:
+        namespace(*vectors)
+        return True
+    except TypeError:
+        return False
+
+
+def combine_grads(parts: list[Partial]) -> Partial:
+    """Sum partials in the given (position) order. Mixed devices meet on the host."""
+    vectors = [p.vector for p in parts]
+    if not _same_namespace(vectors):
+        vectors = [to_host(v) for v in vectors]
+    total = vectors[0]
+    for v in vectors[1:]:
+        total = total + v
+    return Partial(
+        sum(float(p.loss) for p in parts),
+        total,
+        sum(int(p.n) for p in parts),
+        tuple(t for p in parts for t in p.timings),
+    )
+
+
+class ScorePartial(NamedTuple):
+    n: int
+    loss: float
+    correct: float  # classification
+    sse: np.ndarray  # regression, per output
+    sum_y: np.ndarray
+    sum_y2: np.ndarray
+
+
+def partition_score(block: Block, params: np.ndarray, spec: nn.MLPSpec) -> ScorePartial:
+    """Sums behind accuracy / R² and the mean loss on a validation block."""
+    X, Y = block
+    xp = namespace(X)
+    n = int(X.shape[0])
+    k = int(Y.shape[1]) if Y.ndim == 2 else 1
+    zeros = np.zeros(k)
+    if n == 0:
+        return ScorePartial(0, 0.0, 0.0, zeros, zeros, zeros)
+    loss = _loss_only(spec, params, X, Y)
+    out = nn.forward(spec, params, X)
+    if spec.loss == "squared_error":
+        r = out - Y
+        return ScorePartial(
+            n,
+            loss,
+            0.0,
+            to_host(xp.sum(r * r, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y * Y, axis=0)).astype(np.float64),
+        )
+    if spec.loss == "binary_log_loss":
+        pred = xp.astype(out[:, 0] > 0.5, X.dtype)
+        correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
+    else:
+        correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
+    return ScorePartial(n, loss, float(to_host(correct)), zeros, zeros, zeros)
+
+
+def _loss_only(spec: nn.MLPSpec, params: np.ndarray, X: Any, Y: Any) -> float:
+    loss, _ = nn.loss_and_grad(spec, params, X, Y)
+    return float(loss)
+
+
+def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
+    return ScorePartial(
+        sum(p.n for p in parts),
+        sum(p.loss for p in parts),
+        sum(p.correct for p in parts),
+        sum((p.sse for p in parts), np.zeros_like(parts[0].sse)),
+        sum((p.sum_y for p in parts), np.zeros_like(parts[0].sum_y)),
+        sum((p.sum_y2 for p in parts), np.zeros_like(parts[0].sum_y2)),
+    )
+
+
+# ---------------------------------------------------------------- client side -----------------
+
+
+def _getitem(obj: Any, i: int) -> Any:
+    return obj[i]
+
+
+class _Rounds:
+    """Builds and runs one graph per round; keys read like the algorithm on the dashboard."""
+
+    def __init__(self, client: Any, blocks: BlockSet, spec: nn.MLPSpec, config: TrainConfig,
+                 run_id: str):
+        self.client = client
+        self.blocks = blocks
+        self.spec = spec
+        self.config = config
+        self.run_id = run_id
+        self.block_keys = list(blocks.futures)  # futures in the graph become dependencies
+        self.retries = 0
+
+    def _run(self, dsk: dict, keys: list, label: str) -> list[Any]:
+        futures = self.client.get(dsk, keys, sync=False)
+        try:
+            return self.client.gather(futures)
+        finally:
+            del futures
+
+    def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
+        token = tokenize(self.run_id, "grad", epoch, step)
+        pkey = f"params-{token}"
+        dsk: dict[Any, Any] = {pkey: params}
+        leaves = []
+        for i, bkey in enumerate(self.block_keys):
+            key = (f"partition_grad-{token}", i)
+            dsk[key] = (partition_grad, bkey, pkey, self.spec, i, epoch, step, steps,
+                        self.config.random_state, self.config.shuffle)
+            leaves.append(key)
+        tree, root = tree_graph(leaves, combine_grads, split_every=self.config.split_every,
+                                name=f"combine_grads-{token}")
+        dsk.update(tree)
+        (out,) = self._run(dsk, [root], "gradient")
+        return out
+
+    def local_steps(
+        self,
+        params: np.ndarray,
+        states: list[Any],
+        learning_rate: float,
+        schedule: tuple[tuple[int, int], ...],
+        steps: int,
+    ) -> tuple[Partial, list[Any]]:
+        token = tokenize(self.run_id, "local", schedule)
+        pkey = f"params-{token}"
+        dsk: dict[Any, Any] = {pkey: params}
+        leaves, state_keys = [], []
+        for i, bkey in enumerate(self.block_keys):
+            key = (f"partition_local_steps-{token}", i)
+            dsk[key] = (partition_local_steps, bkey, pkey, states[i], self.spec, self.config,
+                        learning_rate, i, schedule, steps)
+            dsk[(f"partition_delta-{token}", i)] = (_getitem, key, 0)
+            dsk[(f"partition_state-{token}", i)] = (_to_host_state, (_getitem, key, 1))
+            leaves.append((f"partition_delta-{token}", i))
+            state_keys.append((f"partition_state-{token}", i))
+        tree, root = tree_graph(leaves, combine_grads, split_every=self.config.split_every,
+                                name=f"combine_deltas-{token}")
+        dsk.update(tree)
+        out, *new_states = self._run(dsk, [root, *state_keys], "average")
+        return out, new_states
+
+    def score(self, blocks: BlockSet, params: np.ndarray, tag: Any) -> ScorePartial:
+        token = tokenize(self.run_id, "score", tag)
+        pkey = f"params-{token}"
+        dsk: dict[Any, Any] = {pkey: params}
+        leaves = []
+        for i, f in enumerate(blocks.futures):
+            key = (f"partition_score-{token}", i)
+            dsk[key] = (partition_score, f, pkey, self.spec)
+            leaves.append(key)
+        tree, root = tree_graph(leaves, combine_scores, split_every=self.config.split_every,
+                                name=f"combine_scores-{token}")
+        dsk.update(tree)
+        (out,) = self._run(dsk, [root], "score")
+        return out
+
+
+def _to_host_state(state: Any) -> Any:
+    """Inner optimizer states come back to the client as host arrays (small: parameter-sized),
+    so a round's graph never depends on an earlier round and recovery recomputes one round."""
+    return type(state)(*(to_host(s) for s in state))
+
+
+def _check_finite(part: Partial, round_no: int, what: str) -> None:
+    if math.isfinite(part.loss) and np.all(np.isfinite(to_host(part.vector))):
+        return
+    bad = [t for t in part.timings if not math.isfinite(t[3])]
+    where = f" in block {bad[0][0]} (worker {bad[0][2]})" if bad else ""
+    raise FloatingPointError(
+        f"training diverged at round {round_no}: non-finite {what}{where}. Lower "
+        "learning_rate_init, check the inputs for inf/NaN, or scale the features."
+    )
+
+
+def _score_value(s: ScorePartial, spec: nn.MLPSpec) -> float:
+    if s.n == 0:
+        return float("nan")
+    if spec.loss == "squared_error":
+        ss_tot = s.sum_y2 - s.sum_y**2 / s.n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - s.sse / ss_tot, np.where(s.sse == 0, 1.0, 0.0))
+        return float(np.mean(r2))
+    return float(s.correct / s.n)
+
+
+def evaluate(
+    client: Any,
+    blocks: BlockSet,
+    params: np.ndarray,
+    spec: nn.MLPSpec,
+    *,
+    split_every: int = 8,
+) -> dict[str, float]:
+    """Mean loss and accuracy (classification) or R² (regression) of ``params`` on ``blocks``."""
+    rounds = _Rounds(client, blocks, spec, TrainConfig(split_every=split_every), uuid.uuid4().hex)
+    s = rounds.score(blocks, params, "evaluate")
+    name = "r2" if spec.loss == "squared_error" else "accuracy"
+    return {"loss": s.loss / max(s.n, 1), name: _score_value(s, spec), "n": s.n}
+
+
+def _log(client: Any, msg: dict[str, Any]) -> None:
+    msg.setdefault("time", time.time())
+    try:
+        client.log_event(EVENT_TOPIC, msg)
+    except Exception:  # monitoring must never break training
+        pass
+
+
+def _steps_per_epoch(n_samples: int, batch_size: int | None) -> int:
+    if batch_size is None or batch_size >= n_samples:
+        return 1
+    return math.ceil(n_samples / batch_size)
+
+
+def initial_state(params: np.ndarray, config: TrainConfig, n_blocks: int) -> TrainState:
+    opt_state = None
+    outer = None
+    local = None
+    if config.solver != "lbfgs":
+        if config.sync == "gradient":
+            opt_state = _to_host_state(config.inner_optimizer().init(params))
+        else:
+            local = [None] * n_blocks
+            if config.outer_momentum:
+                outer = _to_host_state(_outer_optimizer(config).init(params))
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        local_states=local,
+        outer_state=outer,
+        epoch=0,
+        t=0,
+        learning_rate=config.learning_rate_init,
+        loss_curve=[],
+        validation_scores=[],
+        best_loss=math.inf,
+        best_validation_score=-math.inf,
+        no_improvement_count=0,
+        best_params=None,
+        history=[],
+        rounds=0,
+    )
+
+
+def _outer_optimizer(config: TrainConfig) -> optim.GradientTransformation:
+    return optim.sgd(config.outer_learning_rate, momentum=config.outer_momentum, nesterov=True)
+
+
+def train(
+    client: Any,
+    blocks: BlockSet,
+    *,
+    spec: nn.MLPSpec,
+    config: TrainConfig,
+    params: np.ndarray | None = None,
+    validation: BlockSet | None = None,
+    state: TrainState | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
+    run_name: str = "fit",
+    verbose: bool = False,
+) -> TrainResult:
+    """Train ``spec`` on ``blocks`` data-parallel; returns the final parameters and history.
+
+    Parameters
+    ----------
+    blocks : BlockSet
+        Training blocks (see :func:`pipeline.blocks.to_blocks`), one per partition.
+    spec : nn.MLPSpec
+        The network.
+    config : TrainConfig
+        Solver, schedule, batch size (global, in rows), sync mode and stopping rules.
+    params : ndarray, optional
+        Starting flat parameters (host); Glorot-initialised from ``random_state`` when omitted.
+    validation : BlockSet, optional
+        Scored after every epoch (accuracy or R²); drives ``early_stopping``.
+    state : TrainState, optional
+        Resume from a checkpointed state: the run continues exactly where it stopped.
+    on_epoch_end : callable, optional
+        Called with the :class:`TrainState` after every epoch (checkpointing hook).
+    """
+    config.validate()
+    dtype = np.dtype("float64" if _block_dtype_is_64(blocks) else "float32")
+    if state is None:
+        if params is None:
+            params = nn.init_params(spec, config.random_state, dtype=dtype)
+        state = initial_state(np.asarray(params, dtype=dtype), config, len(blocks.futures))
+    if config.early_stopping and validation is None:
+        raise ValueError("early_stopping=True needs validation data")
+    run_id = f"{run_name}-{uuid.uuid4().hex[:8]}"
+    rounds = _Rounds(client, blocks, spec, config, run_id)
+    started = time.time()
+    _log(client, {
+        "event": "start", "run": run_id, "config": asdict(config),
+        "n_partitions": len(blocks.futures), "n_samples": blocks.n_samples,
+        "n_features": blocks.n_features, "n_params": spec.n_params, "sync": config.sync,
+        "estimator": run_name,
+    })
+    try:
+        if config.solver == "lbfgs":
+            result = _train_lbfgs(client, rounds, blocks, spec, config, state, validation,
+                                  run_id, verbose)
+        else:
+            result = _train_stochastic(client, rounds, blocks, spec, config, state, validation,
+                                       on_epoch_end, run_id, verbose)
+    except BaseException as exc:
+        _log(client, {"event": "end", "run": run_id, "status": "failed", "n_iter": 0,
+                      "rounds": 0, "seconds": time.time() - started, "error": repr(exc)})
+        raise
+    result.seconds = time.time() - started
+    _log(client, {"event": "end", "run": run_id,
+                  "status": "stopped_early" if result.stopped_early else "finished",
+                  "n_iter": result.n_iter, "rounds": result.rounds, "seconds": result.seconds,
+                  "error": None})
+    return result
+
+
+def _block_dtype_is_64(blocks: BlockSet) -> bool:
+    return np.dtype(blocks.dtype) == np.float64
+
+
+def _round_event(client: Any, run_id: str, state_round: int, epoch: int, part: Partial,
+                 seconds: float, loss: float) -> None:
+    timings = sorted(part.timings)
+    _log(client, {
+        "event": "round", "run": run_id, "round": state_round, "epoch": epoch,
+        "loss": loss, "samples": int(part.n), "round_seconds": seconds,
+        "samples_per_s": part.n / seconds if seconds > 0 else None,
+        "partition_seconds": [t[1] for t in timings],
+        "partition_workers": [t[2] for t in timings],
+    })
+
+
+def _train_stochastic(
+    client: Any,
+    rounds: _Rounds,
+    blocks: BlockSet,
+    spec: nn.MLPSpec,
+    config: TrainConfig,
+    state: TrainState,
+    validation: BlockSet | None,
+    on_epoch_end: Callable[[TrainState], None] | None,
+    run_id: str,
+    verbose: bool,
+) -> TrainResult:
+    n_total = blocks.n_samples
+    steps = _steps_per_epoch(n_total, config.batch_size)
+    if config.sync == "gradient":
+        per_round = 1
+    else:
+        per_round = steps if config.local_steps is None else min(config.local_steps, steps)
+    opt = config.inner_optimizer()
+    params = state.params
+    opt_state = state.opt_state
+    local_states = state.local_states
+    outer_state = state.outer_state
+    lr = state.learning_rate
+    loss_curve = list(state.loss_curve)
+    val_scores = list(state.validation_scores)
+    history = list(state.history)
+    best_loss, best_val = state.best_loss, state.best_validation_score
+    no_improve = state.no_improvement_count
+    best_params = state.best_params
+    t = state.t
+    round_no = state.rounds
+    stopped_early = False
+    epoch = state.epoch
+    last_event = 0.0
+
+    while epoch < config.max_iter:
+        epoch_start = time.perf_counter()
+        epoch_loss, epoch_rows, round_times = 0.0, 0, []
+        for first in range(0, steps, per_round):
+            r0 = time.perf_counter()
+            if config.sync == "gradient":
+                part = rounds.gradient(params, epoch, first, steps)
+                _check_finite(part, round_no, "loss or gradient")
+                grad = to_host(part.vector)
+                m = max(part.n, 1)
+                pen, pen_grad = nn.l2_penalty(spec, params, config.alpha, m)
+                g = grad / float(m) + pen_grad
+                opt_state = optim.set_learning_rate(opt_state, lr)
+                updates, opt_state = opt.update(g, opt_state, params)
+                params = optim.apply_updates(params, updates)
+                round_loss = part.loss / m + pen
+            else:
+                schedule = tuple((epoch, s) for s in range(first, min(first + per_round, steps)))
+                part, local_states = rounds.local_steps(params, local_states, lr, schedule, steps)
+                _check_finite(part, round_no, "loss or parameter update")
+                m = max(part.n, 1)
+                avg_delta = (to_host(part.vector) / float(m)).astype(params.dtype)
+                if outer_state is None and config.outer_learning_rate == 1.0:
+                    params = params + avg_delta
+                else:
+                    outer = _outer_optimizer(config)
+                    if outer_state is None:
+                        outer_state = _to_host_state(outer.init(params))
+                    updates, outer_state = outer.update(-avg_delta, outer_state, params)
+                    params = optim.apply_updates(params, updates)
+                round_loss = part.loss / m  # includes each step's penalty
+            seconds = time.perf_counter() - r0
+            round_times.append(seconds)
+            epoch_loss += round_loss * part.n
+            epoch_rows += part.n
+            round_no += 1
+            now = time.perf_counter()
+            if now - last_event > 0.25 or first + per_round >= steps:
+                _round_event(client, run_id, round_no, epoch + 1, part, seconds, round_loss)
+                last_event = now
+        epoch += 1
+        t += epoch_rows
+        loss = epoch_loss / max(epoch_rows, 1)
+        loss_curve.append(loss)
+        score = None
+        if validation is not None:
+            score = _score_value(rounds.score(validation, params, (epoch, "val")), spec)
+            val_scores.append(score)
+        # scikit-learn's stopping rule (_update_no_improvement_count)
+        if config.early_stopping:
+            assert score is not None
+            no_improve = no_improve + 1 if score < best_val + config.tol else 0
+            if score > best_val:
+                best_val = score
+                best_params = params.copy()
+        else:
+            no_improve = no_improve + 1 if loss > best_loss - config.tol else 0
+        best_loss = min(best_loss, loss)
+        epoch_seconds = time.perf_counter() - epoch_start
+        record = {
+            "epoch": epoch, "loss": loss, "validation_score": score,
+            "samples_per_s": epoch_rows / epoch_seconds if epoch_seconds > 0 else None,
+            "seconds": epoch_seconds, "learning_rate": lr, "rounds": len(round_times),
+            "round_seconds_median": float(np.median(round_times)),
+        }
+        history.append(record)
+        _log(client, {"event": "epoch", "run": run_id, "round": round_no, **record})
+        if verbose:
+            print(f"epoch {epoch}: loss {loss:.6f}" + (f", validation {score:.4f}"
+                                                      if score is not None else ""))
+        if config.learning_rate == "invscaling" and config.solver == "sgd":
+            lr = optim.invscaling(config.learning_rate_init, config.power_t, t)
+        if no_improve > config.n_iter_no_change:
+            if config.solver == "sgd" and config.learning_rate == "adaptive" and lr > 1e-6:
+                lr /= 5.0
+                no_improve = 0
+            else:
+                stopped_early = True
+        state = TrainState(params, opt_state, local_states, outer_state, epoch, t, lr,
+                           loss_curve, val_scores, best_loss, best_val, no_improve, best_params,
+                           history, round_no)
+        if on_epoch_end is not None:
+            on_epoch_end(state)
+        if stopped_early:
+            break
+    final = best_params if (config.early_stopping and best_params is not None) else params
+    return TrainResult(final, state, epoch, loss_curve[-1] if loss_curve else math.nan,
+                       stopped_early, run_id, 0.0, round_no, rounds.retries, history)
+
+
+def _train_lbfgs(
+    client: Any,
+    rounds: _Rounds,
+    blocks: BlockSet,
+    spec: nn.MLPSpec,
+    config: TrainConfig,
+    state: TrainState,
+    validation: BlockSet | None,
+    run_id: str,
+    verbose: bool,
+) -> TrainResult:
+    """Full-batch L-BFGS (scipy) driven by distributed loss-and-gradient rounds, like Spark's
+    MLP with treeAggregate."""
+    from scipy.optimize import minimize
+
+    dtype = state.params.dtype
+    n_total = blocks.n_samples
+    counter = {"rounds": state.rounds}
+    loss_curve: list[float] = []
+    history: list[dict[str, Any]] = []
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        r0 = time.perf_counter()
+        p = x.astype(dtype)
+        part = rounds.gradient(p, 0, 0, 1)
+        _check_finite(part, counter["rounds"], "loss or gradient")
+        pen, pen_grad = nn.l2_penalty(spec, p, config.alpha, n_total)
+        loss = part.loss / n_total + pen
+        grad = to_host(part.vector) / n_total + pen_grad
+        counter["rounds"] += 1
+        _round_event(client, run_id, counter["rounds"], len(loss_curve) + 1, part,
+                     time.perf_counter() - r0, loss)
+        return float(loss), np.asarray(grad, dtype=np.float64)
+
+    def callback(xk: Any) -> None:
+        # scipy passes an OptimizeResult (new style) or the parameter vector
+        fx = getattr(xk, "fun", None)
+        if fx is not None:
+            loss_curve.append(float(fx))
+            history.append({"epoch": len(loss_curve), "loss": float(fx),
+                            "validation_score": None, "samples_per_s": None,
+                            "seconds": None, "learning_rate": None})
+
+    res = minimize(
+        fun,
+        state.params.astype(np.float64),
+        jac=True,
+        method="L-BFGS-B",
+        callback=_wrap_callback(callback),
+        options={"maxfun": config.max_fun, "maxiter": config.max_iter, "gtol": config.tol},
+    )
+    params = res.x.astype(dtype)
+    val_scores: list[float] = []
+    if validation is not None:
+        val_scores.append(_score_value(rounds.score(validation, params, "lbfgs"), spec))
+        if history:
+            history[-1]["validation_score"] = val_scores[-1]
+    new_state = state._replace(params=params, epoch=int(res.nit), t=n_total * int(res.nfev),
+                               loss_curve=loss_curve, validation_scores=val_scores,
+                               history=history, rounds=counter["rounds"])
+    return TrainResult(params, new_state, int(res.nit), float(res.fun), False, run_id, 0.0,
+                       counter["rounds"], rounds.retries, history)
+
+
+def _wrap_callback(cb: Callable[[Any], None]) -> Callable[..., None]:
+    def wrapped(intermediate_result: Any) -> None:
+        cb(intermediate_result)
+
+    return wrapped
