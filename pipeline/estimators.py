@@ -8,11 +8,12 @@ cluster and predict lazily, partition by partition, on the workers.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from . import nn
 from .backend import frame_to_array, namespace, to_host
@@ -248,6 +249,14 @@ class _BaseMLP(BaseEstimator):
                        validation=valid, state=state, on_epoch_end=on_epoch_end,
                        run_name=type(self).__name__, verbose=self.verbose)
         self._set_fitted(result, spec, blocks, X)
+        if (config.solver != "lbfgs" and not result.stopped_early
+                and result.n_iter >= config.max_iter):
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({config.max_iter}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
 
     def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,

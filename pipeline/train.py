@@ -185,6 +185,11 @@ def _step_rows(n: int, step: int, steps: int) -> tuple[int, int]:
     return (step * n) // steps, ((step + 1) * n) // steps
 
 
+def _span(n: int, step: int, steps: int) -> int:
+    lo, hi = _step_rows(n, step, steps)
+    return hi - lo
+
+
 def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int) -> tuple[Any, Any]:
     if order is None:
         return X[lo:hi, ...], Y[lo:hi, ...]
@@ -214,7 +219,15 @@ def partition_grad(
     Xb, Yb = _rows(X, Y, _epoch_order(n, seed, index, epoch, shuffle), lo, hi)
     loss, grad = nn.loss_and_grad(spec, params, Xb, Yb)
     seconds = time.perf_counter() - start
-    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), loss, hi - lo),))
+    flag = _finite_or_nan(loss, grad)
+    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), flag, hi - lo),))
+
+
+def _finite_or_nan(loss: float, vector: Any) -> float:
+    """``loss`` if the loss and ``vector`` are finite, else NaN: marks the block that diverged."""
+    xp = namespace(vector)
+    ok = math.isfinite(loss) and bool(xp.all(xp.isfinite(vector)))
+    return loss if ok else math.nan
 
 
 def partition_local_steps(
@@ -228,7 +241,8 @@ def partition_local_steps(
     schedule: tuple[tuple[int, int], ...],
     steps: int,
 ) -> tuple[Partial, Any]:
-    """Run the inner optimizer over ``schedule`` (``(epoch, step)`` pairs) on block ``index``.
+    """Run the inner optimizer over ``schedule`` (``(epoch, step, rows of the global step)``)
+    on block ``index``.
 
     Returns the rows-weighted parameter change and the block's new inner optimizer state.
     """
@@ -247,7 +261,7 @@ def partition_local_steps(
         state = type(state)(*(xp.asarray(s, device=device(X)) for s in state))
     state = optim.set_learning_rate(state, learning_rate)
     loss_total, rows_total = 0.0, 0
-    for epoch, step in schedule:
+    for epoch, step, step_rows in schedule:
         lo, hi = _step_rows(n, step, steps)
         if hi <= lo:
             continue
@@ -255,7 +269,9 @@ def partition_local_steps(
                        lo, hi)
         loss, grad = nn.loss_and_grad(spec, w, Xb, Yb)
         m = hi - lo
-        pen, pen_grad = nn.l2_penalty(spec, w, config.alpha, m)
+        # The penalty is scaled by the *global* step's rows, so that with local_steps=1 and
+        # plain SGD the rows-weighted average of the blocks' steps is the synchronous step.
+        pen, pen_grad = nn.l2_penalty(spec, w, config.alpha, step_rows)
         g = grad / float(m) + pen_grad
         updates, state = opt.update(g, state, w)
         w = optim.apply_updates(w, updates)
@@ -263,7 +279,8 @@ def partition_local_steps(
         rows_total += m
     delta = (w - w0) * float(rows_total)
     seconds = time.perf_counter() - start
-    timing = ((index, seconds, _worker_address(), loss_total, rows_total),)
+    timing = ((index, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
+               rows_total),)
     return Partial(loss_total, delta, rows_total, timing), state
 
 
@@ -658,7 +675,10 @@ def _train_stochastic(
                 params = optim.apply_updates(params, updates)
                 round_loss = part.loss / m + pen
             else:
-                schedule = tuple((epoch, s) for s in range(first, min(first + per_round, steps)))
+                schedule = tuple(
+                    (epoch, s, sum(_span(n, s, steps) for n in blocks.rows))
+                    for s in range(first, min(first + per_round, steps))
+                )
                 part, local_states = rounds.local_steps(params, local_states, lr, schedule, steps)
                 _check_finite(part, round_no, "loss or parameter update")
                 m = max(part.n, 1)
@@ -780,7 +800,10 @@ def _train_lbfgs(
         jac=True,
         method="L-BFGS-B",
         callback=_wrap_callback(callback),
-        options={"maxfun": config.max_fun, "maxiter": config.max_iter, "gtol": config.tol},
+        # ftol as scikit-learn's LogisticRegression sets it: stop on the gradient (gtol=tol),
+        # not on a relative loss change that would stop far from the optimum.
+        options={"maxfun": config.max_fun, "maxiter": config.max_iter, "gtol": config.tol,
+                 "ftol": 64 * np.finfo(float).eps},
     )
     params = res.x.astype(dtype)
     val_scores: list[float] = []
