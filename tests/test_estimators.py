@@ -1,0 +1,109 @@
+"""scikit-learn conventions, lazy prediction, clear errors."""
+
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from pipeline import MLPClassifier, MLPRegressor
+
+
+def _xy(n=200, seed=0, classes=2):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4))
+    y = np.digitize(X[:, 0] + 0.3 * X[:, 1], np.linspace(-1, 1, classes - 1))
+    return X, y
+
+
+def test_init_stores_params_only_and_clone_works():
+    m = MLPClassifier(hidden_layer_sizes=(5,), alpha=0.1, sync="average", local_steps=3)
+    c = clone(m)
+    assert c.get_params() == m.get_params()
+    c.set_params(alpha=0.5)
+    assert c.alpha == 0.5 and m.alpha == 0.1
+    # validation happens in fit, not __init__
+    bad = MLPClassifier(solver="nope")
+    assert bad.solver == "nope"
+
+
+def test_invalid_params_fail_in_fit(client):
+    X, y = _xy()
+    with pytest.raises(ValueError, match="solver"):
+        MLPClassifier(solver="nope").fit(X, y)
+    with pytest.raises(ValueError, match="sync"):
+        MLPClassifier(sync="sometimes").fit(X, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        MLPClassifier(batch_size=0).fit(X, y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        MLPClassifier(hidden_layer_sizes=(0,)).fit(X, y)
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(np.zeros((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_fit_returns_self_and_learned_attributes(client):
+    X, y = _xy(classes=3)
+    m = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0)
+    assert m.fit(X, y) is m
+    assert list(m.classes_) == [0, 1, 2]
+    assert m.n_features_in_ == 4 and m.n_outputs_ == 3 and m.n_iter_ == 3
+    assert len(m.loss_curve_) == 3 and m.out_activation_ == "softmax"
+    assert [c.shape for c in m.coefs_] == [(4, 6), (6, 3)]
+    assert m.t_ == 3 * len(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_predictions_are_lazy_and_match_in_memory(client):
+    X, y = _xy(n=300)
+    labels = np.array(["no", "yes"])[y]
+    m = MLPClassifier(hidden_layer_sizes=(6,), max_iter=5, random_state=0).fit(X, labels)
+    Xd = dd.from_pandas(pd.DataFrame(X, columns=list("abcd")), npartitions=3)
+    proba = m.predict_proba(Xd)
+    pred = m.predict(Xd)
+    assert isinstance(proba, da.Array) and isinstance(pred, da.Array)
+    np.testing.assert_allclose(proba.compute(), m.predict_proba(X), rtol=1e-6)
+    assert list(pred.compute()) == list(m.predict(X))
+    assert set(pred.compute()) <= {"no", "yes"}
+    np.testing.assert_allclose(m.predict_proba(X).sum(axis=1), 1, rtol=1e-6)
+    # score is computed on the workers and equals the in-memory accuracy
+    assert m.score(Xd, dd.from_pandas(pd.Series(labels), npartitions=3)) == pytest.approx(
+        np.mean(m.predict(X) == labels))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_feature_count_mismatch_is_clear(client):
+    X, y = _xy()
+    m = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="expecting 4 features"):
+        m.predict(np.zeros((3, 5)))
+
+
+def test_single_class_is_refused(client):
+    X, _ = _xy()
+    with pytest.raises(ValueError, match="single class"):
+        MLPClassifier().fit(X, np.ones(len(X)))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_unknown_validation_labels_are_refused(client):
+    X, y = _xy()
+    with pytest.raises(ValueError, match="not among the classes"):
+        MLPClassifier(max_iter=1).fit(X, y, validation_data=(X, y + 5))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_partial_fit_continues(client):
+    X, y = _xy()
+    m = MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    m.partial_fit(X, y, classes=[0, 1])
+    first = m.params_.copy()
+    m.partial_fit(X, y)
+    assert not np.array_equal(first, m.params_)
+    with pytest.raises(ValueError, match="classes"):
+        MLPClassifier().partial_fit(X, y)

@@ -1,0 +1,99 @@
+"""Save/load without pickle; foreign and tampered files are refused."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import pipeline as pl
+from pipeline.persist import ModelFormatError
+
+
+@pytest.fixture(scope="module")
+def fitted(client):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 3))
+    y = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tiny budget does not converge; irrelevant here
+        m = pl.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    return m, X
+
+
+def test_round_trip_predicts_identically(fitted, tmp_path):
+    m, X = fitted
+    m.save(tmp_path / "m")
+    saved = pl.load(tmp_path / "m")
+    loaded = saved.model
+    assert type(loaded) is pl.MLPClassifier
+    assert loaded.get_params() == m.get_params()
+    assert np.array_equal(loaded.predict_proba(X), m.predict_proba(X))
+    assert list(loaded.predict(X)) == list(m.predict(X))
+    assert list(loaded.classes_) == list(m.classes_)
+    assert loaded.loss_curve_ == m.loss_curve_
+    for a, b in zip(loaded.optimizer_state_, m.optimizer_state_):
+        assert np.array_equal(a, b)
+    assert saved.preprocessor is None
+    assert "numpy" in saved.metadata["versions"]
+
+
+def test_no_pickle_in_the_files(fitted, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert manifest["format"] == "dask-pipeline"
+    with np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_tampered_arrays_are_refused(fitted, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path / "m")
+    data = bytearray((tmp_path / "m" / "arrays.npz").read_bytes())
+    data[-40] ^= 0xFF
+    (tmp_path / "m" / "arrays.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="modified or corrupted"):
+        pl.load(tmp_path / "m")
+
+
+def test_foreign_files_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ModelFormatError, match="not written by dask-pipeline"):
+        pl.load(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.json").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(ModelFormatError):
+        pl.load(tmp_path / "b")
+    with pytest.raises(FileNotFoundError):
+        pl.load(tmp_path / "missing")
+
+
+def test_pickled_arrays_are_refused_even_with_a_valid_checksum(fitted, tmp_path):
+    import hashlib
+    import io
+
+    m, _ = fitted
+    m.save(tmp_path / "m")
+    buf = io.BytesIO()
+    np.savez(buf, evil=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "m" / "arrays.npz").write_bytes(buf.getvalue())
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    manifest["sha256"]["arrays.npz"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (tmp_path / "m" / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="pickle"):
+        pl.load(tmp_path / "m")
+
+
+def test_unknown_class_names_are_not_imported(fitted, tmp_path):
+    m, _ = fitted
+    m.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["objects"]["model"]["class"] = "os.system"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="unknown estimator class"):
+        pl.load(tmp_path / "m")
