@@ -14,14 +14,19 @@ Two synchronisation modes:
     to float rounding, for any number of blocks, workers or ``split_every``.
 ``sync="average"`` (local SGD / model averaging)
     Each block starts from the global parameters, runs ``local_steps`` steps of the inner optimizer
-    on its share of the same global step schedule, and returns its parameter change weighted by the
-    rows it processed; the outer update applies the weighted average (optionally with Nesterov
-    momentum, as in DiLoCo). With one block, or with ``local_steps=1`` and plain SGD, it equals
-    ``sync="gradient"``. Far fewer rounds, so far less Dask overhead: use it for large data.
+    on local mini-batches of about ``batch_size`` rows (the largest block takes exactly
+    ``batch_size``; smaller blocks proportionally fewer, so all finish an epoch together), and
+    returns its parameter change weighted by the rows it processed; the outer update applies the
+    weighted average (optionally with Nesterov momentum, as in DiLoCo). With one block it equals
+    ``sync="gradient"``; with ``local_steps=1``, plain SGD and P equal blocks it equals
+    ``sync="gradient"`` with a global batch of ``P * batch_size``. Far fewer rounds, so far less
+    Dask overhead: use it for large data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -30,8 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+import dask
 import numpy as np
 from dask.base import tokenize
+from dask.utils import parse_timedelta
+from distributed import KilledWorker
+from distributed.client import FutureCancelledError
+from distributed.comm import CommClosedError
 
 from . import nn, optim
 from .backend import namespace, to_host
@@ -148,8 +158,9 @@ class TrainResult:
     run_id: str
     seconds: float
     rounds: int
-    retries: int = 0
+    retries: int = 0  # disrupted rounds recovered (lost workers, resubmitted rounds)
     history: list[dict[str, Any]] = field(default_factory=list)
+    recovery_seconds: float = 0.0  # time the disrupted rounds took beyond a typical round
 
 
 # ---------------------------------------------------------------- worker side (tasks) ----------
@@ -369,6 +380,34 @@ def _getitem(obj: Any, i: int) -> Any:
     return obj[i]
 
 
+# What a round's futures raise when workers die under them (rather than a bug in a task).
+_DISRUPTIONS = (KilledWorker, FutureCancelledError, CommClosedError)
+
+
+def _renamed(dsk: dict, keys: list, suffix: str) -> tuple[dict, list]:
+    """The same graph under fresh keys (``key-suffix``), so a retry never meets the failed
+    round's task states on the client or the scheduler. Block futures keep their keys."""
+    names: dict[Any, Any] = {
+        k: f"{k}-{suffix}" if isinstance(k, str) else (f"{k[0]}-{suffix}", *k[1:]) for k in dsk
+    }
+
+    def sub(x: Any) -> Any:
+        if type(x) is str:
+            return names.get(x, x)
+        if type(x) is tuple:
+            try:
+                if x in names:
+                    return names[x]
+            except TypeError:  # holds an unhashable constant: cannot be a key
+                pass
+            return tuple(sub(v) for v in x)
+        if type(x) is list:
+            return [sub(v) for v in x]
+        return x
+
+    return {names[k]: sub(v) for k, v in dsk.items()}, [names[k] for k in keys]
+
+
 class _Rounds:
     """Builds and runs one graph per round; keys read like the algorithm on the dashboard."""
 
@@ -380,14 +419,121 @@ class _Rounds:
         self.config = config
         self.run_id = run_id
         self.block_keys = list(blocks.futures)  # futures in the graph become dependencies
-        self.retries = 0
+        self.retries = 0  # disrupted rounds recovered (one "retry" event each)
+        self.recovery_seconds = 0.0  # time those rounds took beyond a typical round
+        self.round = 0  # training rounds submitted so far (set to the resumed state's count)
+        self.max_retries = int(dask.config.get("pipeline.train.retries", 3))
+        self.no_workers_timeout = parse_timedelta(
+            dask.config.get("pipeline.train.no-workers-timeout", "30s"))
+        self.watchdog_interval = parse_timedelta(
+            dask.config.get("pipeline.train.watchdog-interval", "1s"))
+        self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
+        self._healthy: list[float] = []  # recent undisrupted round times, seconds
+        self._lost: set[str] = set()  # workers already reported lost
 
     def _run(self, dsk: dict, keys: list, label: str) -> list[Any]:
-        futures = self.client.get(dsk, keys, sync=False)
-        try:
-            return self.client.gather(futures)
-        finally:
-            del futures
+        """Compute ``keys`` of the round graph ``dsk`` and return their values, surviving faults.
+
+        A worker lost mid-round is handled by Dask (its blocks are recomputed from lineage on the
+        survivors); the round is then reported as recovered. A round whose futures fail because
+        workers died (``KilledWorker``, cancelled futures, closed comms) is resubmitted, the same
+        graph under fresh keys, up to ``pipeline.train.retries`` times. When no worker is left for
+        ``pipeline.train.no-workers-timeout`` the round fails with a RuntimeError instead of
+        waiting forever. The happy path costs no scheduler round trip beyond the gather.
+        """
+        if label != "score":
+            self.round += 1
+        start = time.perf_counter()
+        reasons: list[str] = []
+        graph, want = dsk, keys
+        while True:
+            futures = self.client.get(graph, want, sync=False)
+            try:
+                self._watch(futures, label)
+                results = self.client.gather(futures)
+                break
+            except _DISRUPTIONS as exc:
+                self.client.cancel(futures)
+                reason = f"{type(exc).__name__}: {exc}"
+                if len(reasons) >= self.max_retries:
+                    raise RuntimeError(
+                        f"round {self.round} ({label}) failed {len(reasons) + 1} times, "
+                        f"last: {reason}"
+                    ) from exc
+                reasons.append(reason)
+                self._retried(reason, "resubmitted", start, attempt=len(reasons))
+                graph, want = _renamed(dsk, keys, f"retry{len(reasons)}")
+            finally:
+                del futures
+        seconds = time.perf_counter() - start
+        lost, moved = self._moved(results)
+        if reasons:
+            pass  # already reported by _retried, once per resubmission
+        elif lost - self._lost:  # a new loss: one retry event per incident
+            self._retried(moved, "recomputed", start)
+        elif lost:  # a later round rebuilding blocks of a worker already reported lost
+            self.recovery_seconds += max(0.0, seconds - self._typical())
+        else:
+            self._healthy = [*self._healthy[-19:], seconds]
+        self._lost |= lost
+        return results
+
+    def _watch(self, futures: list[Any], label: str) -> None:
+        """Wait for ``futures``; every ``watchdog_interval`` of waiting, check that the cluster
+        still has workers, and give up after ``no_workers_timeout`` without any."""
+        from distributed import wait
+
+        alone_since = None
+        while True:
+            try:
+                wait(futures, timeout=self.watchdog_interval)
+                return
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+            # Slow path only: one scheduler round trip per interval of waiting.
+            if self.client.scheduler_info()["workers"]:
+                alone_since = None
+                continue
+            now = time.monotonic()
+            alone_since = now if alone_since is None else alone_since
+            if now - alone_since >= self.no_workers_timeout:
+                self.client.cancel(futures)
+                raise RuntimeError(
+                    f"no workers left: round {self.round} ({label}) cannot finish; waited "
+                    f"{now - alone_since:.0f} s for a worker to join "
+                    "(dask config pipeline.train.no-workers-timeout). Restart workers and resume "
+                    "from the last checkpoint."
+                )
+
+    def _moved(self, results: list[Any]) -> tuple[set[str], str]:
+        """Workers lost since the last round, and what happened to their blocks.
+
+        A block whose partial now comes from another worker was rebuilt from lineage after its
+        worker died, or copied by the scheduler for load balance: only the first is a disruption,
+        told apart with one scheduler round trip, made only when a block moved.
+        """
+        where = {t[0]: t[2] for r in results if isinstance(r, Partial) for t in r.timings}
+        moved = {i: self._where[i] for i, w in where.items()
+                 if self._where.get(i, w) != w}
+        self._where.update(where)
+        if not moved:
+            return set(), ""
+        alive = set(self.client.scheduler_info()["workers"])
+        lost = {w for w in moved.values() if w not in alive}
+        blocks = sorted(i for i, w in moved.items() if w in lost)
+        return lost, (f"worker(s) {', '.join(sorted(lost))} lost; blocks {blocks} recomputed "
+                      f"from lineage on {', '.join(sorted({where[i] for i in blocks}))}")
+
+    def _typical(self) -> float:
+        return float(np.median(self._healthy)) if self._healthy else 0.0
+
+    def _retried(self, reason: str, action: str, start: float, attempt: int = 0) -> None:
+        extra = max(0.0, time.perf_counter() - start - self._typical())
+        self.retries += 1
+        self.recovery_seconds += extra
+        _log(self.client, {"event": "retry", "run": self.run_id, "round": self.round,
+                           "reason": reason, "action": action, "attempt": attempt,
+                           "recovery_seconds": extra})
 
     def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
         token = tokenize(self.run_id, "grad", epoch, step)
@@ -492,10 +638,8 @@ def evaluate(
 
 def _log(client: Any, msg: dict[str, Any]) -> None:
     msg.setdefault("time", time.time())
-    try:
+    with contextlib.suppress(Exception):  # monitoring must never break training
         client.log_event(EVENT_TOPIC, msg)
-    except Exception:  # monitoring must never break training
-        pass
 
 
 def _steps_per_epoch(n_samples: int, batch_size: int | None) -> int:
@@ -580,6 +724,7 @@ def train(
         raise ValueError("early_stopping=True needs validation data")
     run_id = f"{run_name}-{uuid.uuid4().hex[:8]}"
     rounds = _Rounds(client, blocks, spec, config, run_id)
+    rounds.round = state.rounds
     started = time.time()
     _log(client, {
         "event": "start", "run": run_id, "config": asdict(config),
@@ -599,6 +744,7 @@ def train(
                       "rounds": 0, "seconds": time.time() - started, "error": repr(exc)})
         raise
     result.seconds = time.time() - started
+    result.recovery_seconds = rounds.recovery_seconds
     _log(client, {"event": "end", "run": run_id,
                   "status": "stopped_early" if result.stopped_early else "finished",
                   "n_iter": result.n_iter, "rounds": result.rounds, "seconds": result.seconds,
@@ -635,10 +781,15 @@ def _train_stochastic(
     verbose: bool,
 ) -> TrainResult:
     n_total = blocks.n_samples
-    steps = _steps_per_epoch(n_total, config.batch_size)
     if config.sync == "gradient":
+        # batch_size is the global mini-batch; each block contributes its proportional share
+        steps = _steps_per_epoch(n_total, config.batch_size)
         per_round = 1
     else:
+        # batch_size is each block's local mini-batch (as in DDP / local SGD): the largest
+        # block takes batch_size rows per step, the others proportionally fewer, so every block
+        # sees each of its rows once per epoch in the same number of steps.
+        steps = _steps_per_epoch(max(blocks.rows), config.batch_size)
         per_round = steps if config.local_steps is None else min(config.local_steps, steps)
     opt = config.inner_optimizer()
     params = state.params

@@ -88,11 +88,12 @@ def test_average_with_one_block_equals_gradient_mode(client):
 
 
 def test_average_one_local_step_plain_sgd_equals_gradient_mode(client):
-    """H=1 plain SGD: the rows-weighted average of the blocks' steps is the synchronous step."""
-    X, y = _data(n=200)
-    kw = dict(solver="sgd", momentum=0.0, batch_size=40, max_iter=3, learning_rate_init=0.05)
-    grad, _ = _fit_params(client, X, y, 4, sync="gradient", **kw)
-    avg, _ = _fit_params(client, X, y, 4, sync="average", local_steps=1, **kw)
+    """H=1 plain SGD: the rows-weighted average of the blocks' steps (local batch 10 on each of
+    4 equal blocks) is the synchronous step with a global batch of 40."""
+    X, y = _data(n=200)  # 4 blocks of 50 rows
+    kw = dict(solver="sgd", momentum=0.0, max_iter=3, learning_rate_init=0.05)
+    grad, _ = _fit_params(client, X, y, 4, sync="gradient", batch_size=40, **kw)
+    avg, _ = _fit_params(client, X, y, 4, sync="average", local_steps=1, batch_size=10, **kw)
     np.testing.assert_allclose(avg, grad, rtol=1e-9, atol=1e-12)
 
 

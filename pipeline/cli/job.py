@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
+
+from sklearn.exceptions import ConvergenceWarning
 
 from ..config import ClusterConfig, RunConfig
 from .progress import TrainingProgress, step
@@ -68,7 +71,7 @@ def open_client(cfg: ClusterConfig) -> Any:
 
 
 def _dashboard_page(client: Any) -> str | None:
-    from analytics.dashboard import PAGE_PATH
+    from analytics.dashboard import PAGE as PAGE_PATH
 
     link = client.dashboard_link
     if not link:
@@ -150,7 +153,9 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
         fit_start = time.perf_counter()
         progress_ctx = (TrainingProgress(client, t.max_iter, err) if progress
                         else contextlib.nullcontext())
-        with progress_ctx:
+        with progress_ctx, warnings.catch_warnings():
+            # the epoch budget is the config's choice; the report shows whether loss still falls
+            warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X_train, y_train, validation_data=validation,
                       checkpoint_dir=t.checkpoint_dir, checkpoint_every=t.checkpoint_every,
                       resume=t.resume, preprocessor=prep)
