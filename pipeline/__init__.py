@@ -1,9 +1,36 @@
-"""Dask pipeline: profile, clean, standardize, train, evaluate and score tabular data on Dask."""
+"""Dask pipeline: profile, clean, standardize, train, evaluate and score tabular data on Dask.
 
-from .cluster import connect
-from .estimators import MLPClassifier, MLPRegressor
-from .persist import SavedModel, load, save
+The public names are re-exported lazily (PEP 562) so that a worker unpickling a task from
+``pipeline.train`` does not pay for importing scikit-learn and the estimators.
+"""
 
-__all__ = ["MLPClassifier", "MLPRegressor", "SavedModel", "connect", "load", "save"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "MLPClassifier": "estimators",
+    "MLPRegressor": "estimators",
+    "Preprocessor": "preprocessing",
+    "SavedModel": "persist",
+    "connect": "cluster",
+    "load": "persist",
+    "read": "io",
+    "save": "persist",
+    "train_test_split": "preprocessing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

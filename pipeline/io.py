@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from dask.dataframe.utils import clear_known_categories
-from dask.utils import parse_bytes
+from dask.utils import natural_sort_key, parse_bytes
 from fsspec.core import url_to_fs
 from fsspec.utils import infer_compression
 
@@ -185,7 +185,7 @@ def _expand(path, storage_options) -> tuple[Any, list[_Source]]:
                     raise FileNotFoundError(f"directory {item!r} holds no data files")
             else:
                 matches = {p: info}
-        for k in sorted(matches):
+        for k in sorted(matches, key=natural_sort_key):  # part-2 before part-10, as dask does
             found.setdefault(k, matches[k])
     sources = []
     for k, info in found.items():
@@ -534,6 +534,9 @@ class _CSVLoader:
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
             return None
+        for c, d in self.dtypes.items():
+            if (_is_int(d) or _is_bool(d)) and table.column(c).null_count:
+                return None  # int and bool columns cannot hold missing values
         frame = table.to_pandas()
         for c, d in self.dtypes.items():
             if _is_float(d) and np.isinf(frame[c].to_numpy(dtype="float64")).any():
@@ -680,7 +683,7 @@ def _plan_csv(path, fs, sources, *, columns, dtype, blocksize, loader_policy):
             raise ValueError(
                 f"{src.name}: header {list(names)} differs from {expected_from}: {list(expected)}"
             )
-        has_rows = any(ln for ln in lines[1:]) or (not at_eof and len(lines) < 2)
+        has_rows = any(lines[1:]) or not at_eof  # more bytes than the head: more lines
         if has_rows and sample_src is None:
             sample_src = (src, compression)
         parts_of.append((src, compression))
@@ -690,10 +693,9 @@ def _plan_csv(path, fs, sources, *, columns, dtype, blocksize, loader_policy):
 
     src, compression = sample_src
     sample, at_eof = _read_head(fs, src, compression, _SAMPLE_BYTES)
-    lines = _split_lines(_check_text(src, sample, at_eof))
-    if not at_eof:
-        lines = lines[:-1]  # maybe cut mid-line
-    rows = [r for r in csv.reader(ln for ln in lines[1:] if ln) if len(r) == len(expected)]
+    lines = _split_lines(_check_text(src, sample, at_eof))  # whole lines only
+    rows = [next(csv.reader((ln,))) for ln in lines[1:] if ln]
+    rows = [r for r in rows if len(r) == len(expected)]
     raw = pd.DataFrame(rows, columns=list(expected), dtype=object)
     inferred = {c: _infer_column(raw[c]) for c in expected}
     dtypes = _resolve_dtypes(inferred, dtype, src.name)
@@ -884,8 +886,9 @@ def read(
     dtype : dtype or dict of column -> dtype, optional
         CSV column types. By default inferred from the first 256 kB of the first file with rows,
         as pandas does, except that a column whose sample values are mostly numbers is float64
-        and its stray words become bad rows. An int or bool column has no missing values: pass
-        ``dtype={"col": "float64"}`` if later blocks may have them.
+        and its stray words become bad rows. An int or bool column has no missing values (they
+        are bad rows there): pass ``dtype={"col": "float64"}`` if later blocks may have them.
+        For Parquet, a cast after reading.
     on_bad_rows : {"raise", "quarantine"}
         See the module docstring. Only computing the frame finds bad rows.
     quarantine_path : str, optional
@@ -903,8 +906,13 @@ def read(
         a file is neither CSV nor Parquet, files disagree on their columns, a CSV header repeats
         a column name, the files hold no rows, or an argument is invalid.
 
-    Row numbers: a CSV partition knows its file and byte range; lines are counted only when a
-    bad row is found, so the clean path never reads a byte twice.
+    Notes
+    -----
+    Partitions: one per CSV block (byte range of one file, cut at line ends), one per group of
+    Parquet row groups of one file; each knows its file and where it starts, so errors can name
+    them. Line numbers are counted only when a block holds a bad row: clean blocks are parsed once
+    by pyarrow. Each partition has its own RangeIndex, as with ``dask.dataframe.read_csv``; a
+    pandas index stored in a Parquet file is read as an ordinary column.
     """
     if on_bad_rows not in BAD_ROW_POLICIES:
         raise ValueError(f"on_bad_rows must be one of {BAD_ROW_POLICIES}, got {on_bad_rows!r}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SavedModel", "load", "save"]
 
@@ -55,12 +56,10 @@ def _registry() -> dict[str, type]:
         "AdamState": optim.AdamState,
         "TrainState": TrainState,
     }
-    try:
-        from .preprocessing import Preprocessor
+    from . import preprocessing as pp
 
-        classes["Preprocessor"] = Preprocessor
-    except ImportError:  # pragma: no cover - preprocessing is part of the package
-        pass
+    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
+        classes[cls.__name__] = cls
     return classes
 
 
@@ -117,6 +116,12 @@ class _Encoder:
                                             self.encode(v, f"{name}/v{i}")]
                                            for i, (k, v) in enumerate(value.items())]}
             return {"__dict__": {k: self.encode(v, f"{name}/{k}") for k, v in value.items()}}
+        if isinstance(value, pd.Series):
+            return {"__series__": {
+                "index": self.encode(np.asarray(value.index, dtype=object), f"{name}/index"),
+                "values": self.encode(value.to_numpy(), f"{name}/values"),
+                "name": self.encode(value.name, f"{name}/name"),
+            }}
         if hasattr(value, "shape") and hasattr(value, "dtype") or isinstance(value, np.ndarray):
             arr = np.asarray(to_host(value))
             if arr.dtype.kind == "O":
@@ -147,6 +152,11 @@ class _Encoder:
         if "__dict_items__" in value:
             return {self.decode(k, arrays): self.decode(v, arrays)
                     for k, v in value["__dict_items__"]}
+        if "__series__" in value:
+            parts = {k: self.decode(v, arrays) for k, v in value["__series__"].items()}
+            index = np.asarray(parts["index"])
+            return pd.Series(parts["values"], index=pd.Index(index, dtype=index.dtype),
+                             name=parts["name"])
         if "__objarray__" in value:
             flat = [self.decode(v, arrays) for v in value["__objarray__"]]
             out = np.empty(len(flat), dtype=object)
@@ -166,7 +176,7 @@ def _object_record(obj: Any, key: str, enc: _Encoder) -> dict[str, Any]:
     cls = type(obj).__name__
     if cls not in _registry():
         raise TypeError(f"cannot save a {cls}: only this library's estimators are supported")
-    fitted = {k: v for k, v in vars(obj).items() if k.endswith("_") and not k.startswith("_")}
+    fitted = {k: v for k, v in vars(obj).items() if k.endswith("_") and not k.startswith("__")}
     return {
         "class": cls,
         "params": enc.encode(obj.get_params(deep=False), f"{key}/params"),

@@ -1,0 +1,77 @@
+"""The README's main command, end to end, as a user runs it (small size)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, bundled_config, load_config
+
+
+def _pipeline(*args, cwd, timeout=420):
+    exe = shutil.which("pipeline")
+    cmd = [exe] if exe else [sys.executable, "-m", "pipeline.cli.main"]
+    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_pipeline_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    proc = _pipeline("demo", "--rows", "20000", "--partitions", "4", "--epochs", "3",
+                     "--output", str(out), "--dashboard-address", "127.0.0.1:0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout
+    for label in ("rows (train)", "partitions", "epochs", "fit wall time", "training samples/s",
+                  "test accuracy", "test log loss", "training page:", "report:"):
+        assert label in table, table
+    acc = float(next(line for line in table.splitlines()
+                     if line.startswith("test accuracy")).split()[-1])
+    assert acc > 0.7  # the demo label has real signal; a majority guess gets ~0.6
+    for name in ("report.html", "profile.html", "model/model.json", "model/arrays.npz"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "model" / "model.json").read_text())
+    assert manifest["objects"]["model"]["class"] == "MLPClassifier"
+    assert "preprocessor" in manifest["objects"]
+    assert "==> training" in proc.stderr  # progress is shown
+
+    # the saved model scores new data lazily to Parquet
+    pred = _pipeline("predict", str(out / "model"), str(out / "data"), str(out / "pred"),
+                     "--workers", "1", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    import pandas as pd
+
+    scored = pd.read_parquet(out / "pred")
+    assert len(scored) == 20000
+    assert set(np.unique(scored["prediction"])) <= {0, 1}
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"unknown key train\.epochs.*max_iter"):
+        load_config(bundled_config(), {"train": {"epochs": 3}})
+    with pytest.raises(ConfigError, match=r"train\.sync: 'fast' is not allowed.*'gradient'"):
+        load_config(bundled_config(), {"train": {"sync": "fast"}})
+    with pytest.raises(ConfigError, match=r"model\.hidden_layer_sizes\[1\]: expected an integer"):
+        load_config(bundled_config(), {"model": {"hidden_layer_sizes": [8, "x"]}})
+    with pytest.raises(ConfigError, match=r"unknown key clustr"):
+        load_config({"clustr": {}})
+
+
+def test_toml_and_yaml_configs_agree(tmp_path):
+    (tmp_path / "a.toml").write_text('[train]\nmax_iter = 3\nsync = "gradient"\n'
+                                     '[model]\nhidden_layer_sizes = [8]\n')
+    (tmp_path / "a.yaml").write_text("train: {max_iter: 3, sync: gradient}\n"
+                                     "model: {hidden_layer_sizes: [8]}\n")
+    assert load_config(tmp_path / "a.toml") == load_config(tmp_path / "a.yaml")
+
+
+def test_run_reports_config_errors_cleanly(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {max_iter: many}\n")
+    proc = _pipeline("run", str(bad), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "train.max_iter: expected an integer" in proc.stderr
