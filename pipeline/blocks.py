@@ -17,7 +17,7 @@ from distributed import wait
 
 from .backend import frame_to_array, namespace, to_host
 
-__all__ = ["Block", "BlockSet", "encode_targets", "split_blocks", "to_blocks"]
+__all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
 
 
 class Block(NamedTuple):
@@ -118,6 +118,42 @@ def _like(host: np.ndarray, like: Any) -> Any:
     return xp.asarray(host)
 
 
+def coalesce_groups(rows: Sequence[int], min_rows: int) -> list[list[int]]:
+    """Group consecutive partitions so that every group has at least ``min_rows`` rows.
+
+    Greedy in partition order; a short tail joins the last group. Depends only on ``rows``.
+
+    >>> coalesce_groups([5, 5, 5, 20, 1], 10)
+    [[0, 1], [2, 3, 4]]
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count = 0
+    for i, n in enumerate(rows):
+        current.append(i)
+        count += n
+        if count >= min_rows:
+            groups.append(current)
+            current, count = [], 0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    return groups
+
+
+def _concat_raw(*raws: tuple[Any, Any]) -> tuple[Any, Any]:
+    xs = [r[0] for r in raws]
+    X = namespace(*xs).concat(xs, axis=0)
+    ys = [r[1] for r in raws]
+    if ys[0] is None:
+        return X, None
+    if isinstance(ys[0], np.ndarray):
+        return X, np.concatenate([np.asarray(y) for y in ys])
+    return X, namespace(*ys).concat(ys, axis=0)
+
+
 def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
     X, y = raw
     return Block(X=X, Y=encode_targets(y, classes, dtype))
@@ -168,6 +204,7 @@ def to_blocks(
     classification: bool = False,
     dtype: str = "float32",
     npartitions: int | None = None,
+    min_block_rows: int | None = None,
     name: str = "training-block",
 ) -> BlockSet:
     """Materialise ``X`` (and targets ``y``) as one :class:`Block` per partition on the workers.
@@ -180,6 +217,11 @@ def to_blocks(
         Known class labels (classification). Discovered from the blocks when ``None``.
     classification : bool
         Encode ``y`` as class indicators (True) or regression targets (False).
+    min_block_rows : int, optional
+        Coalesce consecutive partitions into blocks of at least this many rows (see
+        :func:`coalesce_groups`). Many tiny partitions are the usual way Dask training gets
+        slow: every block is a task per round. The grouping depends only on the partitions' row
+        counts, never on the workers, so the model stays the same whatever the cluster size.
 
     Returns
     -------
@@ -206,6 +248,16 @@ def to_blocks(
         ])
     )
     rows = [s["rows"] for s in summaries]
+    if min_block_rows and len(raw) > 1:
+        groups = coalesce_groups(rows, min_block_rows)
+        if len(groups) < len(raw):
+            raw = [
+                raw[g[0]] if len(g) == 1 else client.submit(
+                    _concat_raw, *[raw[i] for i in g],
+                    key=f"coalesce-{name}-{token}-{j}")
+                for j, g in enumerate(groups)
+            ]
+            rows = [sum(rows[i] for i in g) for g in groups]
     if sum(rows) == 0:
         raise ValueError("the training data is empty: every partition has 0 rows")
     n_features = summaries[0]["n_features"]

@@ -103,6 +103,7 @@ class _BaseMLP(BaseEstimator):
         outer_learning_rate: float = 1.0,
         outer_momentum: float = 0.0,
         split_every: int = 8,
+        min_block_rows: int | None = 16_384,
         dtype: str = "float32",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -133,6 +134,7 @@ class _BaseMLP(BaseEstimator):
         self.outer_learning_rate = outer_learning_rate
         self.outer_momentum = outer_momentum
         self.split_every = split_every
+        self.min_block_rows = min_block_rows
         self.dtype = dtype
 
     # ------------------------------------------------------------------ configuration ---------
@@ -282,7 +284,8 @@ class _BaseMLP(BaseEstimator):
         self.history_ = list(result.history)
         self.train_summary_ = {
             "run_id": result.run_id, "seconds": result.seconds, "rounds": result.rounds,
-            "retries": result.retries, "n_partitions": len(blocks.futures),
+            "retries": result.retries, "recovery_seconds": result.recovery_seconds,
+            "n_partitions": len(blocks.futures),
             "n_samples": blocks.n_samples, "stopped_early": result.stopped_early,
         }
         self.optimizer_state_ = result.state.opt_state
@@ -364,6 +367,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Local-SGD settings (``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps).
     split_every : int
         Fan-in of the tree that combines the blocks' gradients.
+    min_block_rows : int or None
+        Consecutive partitions are coalesced into training blocks of at least this many rows
+        (a function of the data only, so the model does not depend on the cluster size).
     dtype : {"float32", "float64"}
         Training precision of the blocks and parameters.
 
@@ -376,7 +382,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
-        return to_blocks(client, X, y, classification=True, classes=classes, dtype=self.dtype)
+        return to_blocks(client, X, y, classification=True, classes=classes, dtype=self.dtype,
+                         min_block_rows=self.min_block_rows)
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
         loss = "binary_log_loss" if n_outputs == 1 else "log_loss"
@@ -401,7 +408,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         try:
             client = current_client(kwargs.pop("client", None))
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
-            blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype)
+            blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
+                               min_block_rows=self.min_block_rows)
             seed = self._seed()
             config = self._train_config(blocks.n_samples, seed)
             spec = self._spec(blocks.n_features, blocks.n_outputs)
@@ -448,7 +456,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _loss = "squared_error"
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
-        return to_blocks(client, X, y, classification=False, dtype=self.dtype)
+        return to_blocks(client, X, y, classification=False, dtype=self.dtype,
+                         min_block_rows=self.min_block_rows)
 
     def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:  # type: ignore[override]
         super().fit(X, y, **kwargs)

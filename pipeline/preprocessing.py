@@ -44,7 +44,7 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import is_cudf, namespace, to_host
+from .backend import device, is_cudf, namespace, to_host
 from .reduce import tree_reduce
 
 __all__ = [
@@ -111,10 +111,12 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
 
 def constant_moments(value: float, count: int) -> Moments:
     """The moments of ``count`` copies of ``value`` (how imputation enters the statistics)."""
+    if count == 0:
+        return Moments(0, 0.0, 0.0, 0.0, 0, math.inf, -math.inf)
     return Moments(count, value, 0.0, 0.0, 0, value, value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare Series elementwise
 class Counts:
     """Value counts of one column on the host (value -> count, non-null values only).
 
@@ -156,7 +158,7 @@ class StatsSpec:
     max_categories: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PartialStats:
     """Everything :class:`Preprocessor` learns, for a contiguous run of partitions."""
 
@@ -745,10 +747,11 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def transform_xy(self, df):
         """``(transform(df), df[label])``: the features and the untouched label column."""
         check_is_fitted(self)
-        if self.label is None:
-            raise ValueError("transform_xy needs label= to be set")
-        _check_columns(list(_meta(df).columns), [self.label], "label column")
-        return self.transform(df), df[self.label]
+        label = self._spec_.label
+        if label is None:
+            raise ValueError("transform_xy needs a Preprocessor fitted with label=...")
+        _check_columns(list(_meta(df).columns), [label], "label column")
+        return self.transform(df), df[label]
 
     def inverse_transform(self, X):
         """Numeric features back in original units, as float64 columns named like the input.
@@ -817,17 +820,27 @@ def row_hash(part: Any) -> Any:
     return pd.util.hash_pandas_object(part, index=False).to_numpy()
 
 
-def _splitmix64(z: Any) -> Any:
-    """SplitMix64's finaliser on uint64 arrays (or Python ints masked to 64 bits); it wraps."""
-    z = z + 0x9E3779B97F4A7C15
-    if isinstance(z, int):
-        z &= _MASK64
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-    if isinstance(z, int):
-        z &= _MASK64
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-    if isinstance(z, int):
-        z &= _MASK64
+_SPLITMIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def _splitmix64(z: int) -> int:
+    """SplitMix64's finaliser on a Python int (mod 2**64)."""
+    z = (z + _SPLITMIX[0]) & _MASK64
+    z = ((z ^ (z >> 30)) * _SPLITMIX[1]) & _MASK64
+    z = ((z ^ (z >> 27)) * _SPLITMIX[2]) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64_array(z: Any) -> Any:
+    """The same finaliser on a uint64 array (NumPy or CuPy); uint64 arithmetic wraps."""
+    xp = namespace(z)
+
+    def u64(value: int) -> Any:
+        return xp.asarray(value, dtype=xp.uint64, device=device(z))
+
+    z = z + u64(_SPLITMIX[0])
+    z = (z ^ (z >> 30)) * u64(_SPLITMIX[1])
+    z = (z ^ (z >> 27)) * u64(_SPLITMIX[2])
     return z ^ (z >> 31)
 
 
@@ -835,7 +848,8 @@ def row_uniform(part: Any, random_state: int) -> Any:
     """A uniform [0, 1) number per row, a function of the row's values and ``random_state``."""
     h = row_hash(part)
     xp = namespace(h)
-    z = _splitmix64(h ^ _splitmix64(int(random_state) & _MASK64))
+    seed = xp.asarray(_splitmix64(int(random_state) & _MASK64), dtype=xp.uint64, device=device(h))
+    z = _splitmix64_array(h ^ seed)
     # The top 53 bits give every float64 multiple of 2**-53 in [0, 1) with equal probability.
     return xp.astype(z >> 11, xp.float64) * 2.0**-53
 

@@ -173,3 +173,19 @@ def test_early_stopping_keeps_best_and_records_validation(client):
     m2 = MLPClassifier(hidden_layer_sizes=(8,), max_iter=200, early_stopping=True,
                        n_iter_no_change=3, random_state=0, learning_rate_init=0.05).fit(X, y)
     assert m2.validation_scores_ is not None and m2.n_iter_ < 200
+
+
+def test_coalesced_blocks_do_not_depend_on_workers(client, one_worker):
+    """Many tiny partitions are coalesced by row count only: same blocks, same model."""
+    X, y = _data(n=400)
+    Xd, yd = da.from_array(X, chunks=(10, -1)), da.from_array(y, chunks=10)  # 40 partitions
+    kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=32, random_state=0,
+              sync="average", local_steps=2, min_block_rows=64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fixed budget
+        a = MLPClassifier(**kw).fit(Xd, yd, client=client)
+        b = MLPClassifier(**kw).fit(Xd, yd, client=one_worker)
+    assert a.train_summary_["n_partitions"] == 5  # 7 partitions of 10 rows per block; tail merged
+    assert np.array_equal(a.params_, b.params_)
