@@ -1,0 +1,499 @@
+"""One self-contained HTML file describing a fitted model: training curves and test metrics.
+
+The file embeds Bokeh's JavaScript (inline resources, ~1.3 MB), so it opens offline and can
+be mailed or archived. Test-set numbers come from :mod:`analytics.metrics`, which reduces
+partials on the cluster; only summaries (and a bounded sample for the regression scatter)
+reach this process.
+
+Example
+-------
+>>> from analytics.report import report
+>>> report(model, X_test, y_test, "report.html")  # doctest: +SKIP
+PosixPath('report.html')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+from bokeh.embed import components
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    HoverTool,
+    LinearColorMapper,
+    NumeralTickFormatter,
+    Range1d,
+)
+from bokeh.palettes import Blues256, Category10_10
+from bokeh.plotting import figure
+from bokeh.resources import Resources
+from dask.base import is_dask_collection
+
+from analytics import metrics
+from pipeline.backend import to_host
+
+__all__ = ["report"]
+
+SAMPLE_ROWS = 5000  # regression scatter and residual histogram
+MAX_CURVE_CLASSES = 10  # one-vs-rest ROC/PR curves drawn for at most this many classes
+MAX_CURVE_POINTS = 2000
+CURVE_SIZE = 370  # px; confusion matrix, ROC and PR side by side fit a 1300 px window
+# BokehJS inlined (no CDN). The report uses plots only: the widgets, tables, WebGL and MathJax
+# bundles would add ~2.7 MB for nothing.
+_RESOURCES = Resources(mode="inline", components=["bokeh"])
+
+
+def report(model: Any, X_test: Any, y_test: Any, path: str | os.PathLike[str], *,
+           config: Any = None) -> Path:
+    """Write an offline HTML report of ``model`` evaluated on ``(X_test, y_test)``.
+
+    Parameters
+    ----------
+    model : fitted MLPClassifier or MLPRegressor (or anything with the same attributes)
+        Read: ``loss_curve_``, ``validation_scores_``, ``history_`` (per-epoch dicts with
+        ``epoch``, ``loss``, ``validation_score``, ``samples_per_s``, ``seconds``,
+        ``learning_rate``, ``round_seconds_median``), ``train_summary_`` if present,
+        ``get_params()``; ``classes_`` and ``predict_proba`` make it a classifier.
+    X_test, y_test : dask or in-memory collections, row-aligned
+        Predictions are lazy (``model.predict_proba(X_test)`` / ``model.predict(X_test)``),
+        persisted once, and reduced by :mod:`analytics.metrics`.
+    path : path-like
+        The HTML file to write (replaced atomically).
+    config : dataclass or dict, optional
+        The run's configuration (e.g. a ``pipeline.config.RunConfig``), shown next to the
+        estimator parameters.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Notes
+    -----
+    Classifier: accuracy, log loss, confusion matrix, ROC and precision-recall curves (binary:
+    of the positive class ``classes_[1]``, with AUC and average precision; multi-class:
+    one-vs-rest for up to 10 classes). Regressor: MSE, RMSE, MAE, R² on all rows; the
+    predicted-vs-true scatter and the residual histogram use a uniform sample of at most
+    5,000 rows (first output only for multi-output models). Throughput is per epoch: the model
+    keeps per-epoch records, not per-round ones.
+    """
+    path = Path(path)
+    is_classifier = hasattr(model, "classes_") and hasattr(model, "predict_proba")
+    if is_classifier:
+        cards, figures = _classifier_section(model, X_test, y_test)
+    else:
+        cards, figures = _regressor_section(model, X_test, y_test)
+    training = _training_figures(model)
+    page = _page(model, cards, training, figures, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: atomic replace
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def _persist(*collections: Any) -> tuple[Any, ...]:
+    """Persist the dask ones together, so each metric does not recompute the predictions."""
+    lazy = [i for i, c in enumerate(collections) if is_dask_collection(c)]
+    if not lazy:
+        return collections
+    persisted = dask.persist(*(collections[i] for i in lazy))
+    out = list(collections)
+    for i, c in zip(lazy, persisted, strict=True):
+        out[i] = c
+    return tuple(out)
+
+
+def _column(a: Any, j: int) -> Any:
+    return a[:, j] if getattr(a, "ndim", 1) == 2 else a
+
+
+def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """At most MAX_CURVE_POINTS evenly spaced points of a curve, ends kept (for the browser)."""
+    n = len(arrays[0])
+    if n <= MAX_CURVE_POINTS:
+        return arrays
+    idx = np.unique(np.linspace(0, n - 1, MAX_CURVE_POINTS).round().astype(int))
+    return tuple(a[idx] for a in arrays)
+
+
+def _classifier_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str]], list[Any]]:
+    classes = np.asarray(model.classes_)
+    y, proba, pred = _persist(y, model.predict_proba(X), model.predict(X))
+    cm = np.asarray(metrics.confusion_matrix(y, pred, labels=classes))
+    cards = [
+        ("test rows", f"{int(cm.sum()):,}"),
+        ("accuracy", f"{metrics.accuracy_score(y, pred):.4f}"),
+        ("log loss", f"{metrics.log_loss(y, proba, labels=classes):.4f}"),
+    ]
+    curves = []  # (label, fpr, tpr, auc, precision, recall, ap, prevalence)
+    if len(classes) == 2:
+        targets = [(f"class {classes[1]}", y, _column(proba, 1), classes[1])]
+    else:
+        targets = [(str(c), y == c, _column(proba, j), True)
+                   for j, c in enumerate(classes[:MAX_CURVE_CLASSES])]
+    for j, (label, y_true, score, pos) in enumerate(targets):
+        fpr, tpr, _ = metrics.roc_curve(y_true, score, pos_label=pos)
+        precision, recall, _ = metrics.precision_recall_curve(
+            y_true, score, pos_label=pos, drop_intermediate=True
+        )
+        auc = float(metrics.roc_auc_score(y_true, score))
+        ap = float(metrics.average_precision_score(y_true, score, pos_label=pos))
+        row = len(classes) - 1 if len(classes) == 2 else j
+        prevalence = cm[row].sum() / cm.sum() if cm.sum() else math.nan
+        curves.append((label, fpr, tpr, auc, precision, recall, ap, prevalence))
+    if len(classes) == 2:
+        cards += [("ROC AUC", f"{curves[0][3]:.4f}"), ("average precision", f"{curves[0][6]:.4f}")]
+    else:
+        cards.append(("macro ROC AUC (OvR)", f"{np.mean([c[3] for c in curves]):.4f}"))
+    return cards, [_confusion_figure(cm, classes), _roc_figure(curves), _pr_figure(curves)]
+
+
+def _blocks(a: Any) -> list[Any]:
+    """One delayed piece per partition (rows), or the whole in-memory object."""
+    if not is_dask_collection(a):
+        return [a]
+    if hasattr(a, "to_delayed") and hasattr(a, "npartitions"):
+        return list(a.to_delayed())
+    if a.ndim == 2:
+        a = a.rechunk({1: -1})
+    return list(a.to_delayed().ravel())
+
+
+def _sample_rows(i: int, y: Any, p: Any, k: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The ``k`` rows of one partition with the smallest random keys (keys, y, prediction)."""
+    y, p = to_host(y), to_host(p)
+    if y.ndim == 2:
+        y = y[:, 0]
+    if p.ndim == 2:
+        p = p[:, 0]
+    if len(y) != len(p):
+        raise ValueError(f"partition {i}: {len(y)} rows of y_test but {len(p)} predictions")
+    keys = np.random.default_rng([seed, i]).random(len(y))
+    keep = np.argsort(keys)[:k]
+    return keys[keep], y[keep].astype(float), p[keep].astype(float)
+
+
+def _sample(y: Any, pred: Any, k: int = SAMPLE_ROWS, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """A uniform sample of at most ``k`` (y, prediction) pairs, without knowing the length:
+    each row gets a random key, each partition keeps its ``k`` smallest, then the union its."""
+    if is_dask_collection(y) != is_dask_collection(pred):
+        y, pred = (np.asarray(dask.compute(y)[0]) if is_dask_collection(y) else y,
+                   np.asarray(dask.compute(pred)[0]) if is_dask_collection(pred) else pred)
+    if (hasattr(y, "chunks") and hasattr(pred, "chunks") and is_dask_collection(y)
+            and not any(math.isnan(c) for c in y.chunks[0]) and y.chunks[0] != pred.chunks[0]):
+        pred = pred.rechunk({0: y.chunks[0]})
+    ys, ps = _blocks(y), _blocks(pred)
+    if len(ys) != len(ps):
+        raise ValueError(f"y_test has {len(ys)} partitions but the predictions {len(ps)}")
+    sample = dask.delayed(_sample_rows, pure=True)
+    (parts,) = dask.compute([sample(i, a, b, k, seed) for i, (a, b) in enumerate(zip(ys, ps,
+                                                                                    strict=True))])
+    keys = np.concatenate([p[0] for p in parts])
+    keep = np.argsort(keys)[:k]
+    return (np.concatenate([p[1] for p in parts])[keep],
+            np.concatenate([p[2] for p in parts])[keep])
+
+
+def _regressor_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str]], list[Any]]:
+    y, pred = _persist(y, model.predict(X))
+    mse = float(metrics.mean_squared_error(y, pred))
+    y_s, p_s = _sample(y, pred)
+    cards = [
+        ("MSE", f"{mse:.4g}"),
+        ("RMSE", f"{math.sqrt(mse):.4g}"),
+        ("MAE", f"{float(metrics.mean_absolute_error(y, pred)):.4g}"),
+        ("R²", f"{float(metrics.r2_score(y, pred)):.4f}"),
+    ]
+    return cards, [_scatter_figure(y_s, p_s), _residual_figure(y_s - p_s)]
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("width", 560)
+    kwargs.setdefault("height", 340)
+    fig = figure(title=title, tools="pan,wheel_zoom,box_zoom,reset,save",
+                 toolbar_location="above", **kwargs)
+    fig.xaxis.axis_label = x_label
+    fig.yaxis.axis_label = y_label
+    fig.title.text_font_size = "14px"
+    fig.toolbar.logo = None
+    fig.grid.grid_line_alpha = 0.4
+    return fig
+
+
+def _history(model: Any) -> list[dict[str, Any]]:
+    history = list(getattr(model, "history_", None) or [])
+    if history:
+        return history
+    losses = list(getattr(model, "loss_curve_", None) or [])
+    scores = list(getattr(model, "validation_scores_", None) or [])
+    return [{"epoch": i, "loss": loss, "validation_score": scores[i] if i < len(scores) else None}
+            for i, loss in enumerate(losses)]
+
+
+def _values(history: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+    return [math.nan if h.get(key) is None else float(h[key]) * scale for h in history]
+
+
+def _training_figures(model: Any) -> list[Any]:
+    history = _history(model)
+    if not history:
+        return []
+    data = {
+        "epoch": [h.get("epoch", i) for i, h in enumerate(history)],
+        "loss": _values(history, "loss"),
+        "validation_score": _values(history, "validation_score"),
+        "samples_per_s": _values(history, "samples_per_s"),
+        "round_ms": _values(history, "round_seconds_median", 1e3),
+        "seconds": _values(history, "seconds"),
+        "learning_rate": _values(history, "learning_rate"),
+    }
+    source = ColumnDataSource(data)
+    figs = []
+
+    loss = _figure("Training loss per epoch", "epoch", "loss")
+    line = loss.line("epoch", "loss", source=source, line_width=2.5, color="#ff7f0e")
+    loss.scatter("epoch", "loss", source=source, size=6, color="#ff7f0e")
+    loss.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
+        ("epoch", "@epoch"), ("loss", "@loss{0.00000}"), ("learning rate", "@learning_rate"),
+    ]))
+    figs.append(loss)
+
+    if any(math.isfinite(v) for v in data["validation_score"]):
+        val = _figure("Validation score per epoch", "epoch", "score", x_range=loss.x_range)
+        line = val.line("epoch", "validation_score", source=source, line_width=2.5,
+                        color="#2ca02c")
+        val.scatter("epoch", "validation_score", source=source, size=6, color="#2ca02c")
+        val.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
+            ("epoch", "@epoch"), ("validation score", "@validation_score{0.0000}"),
+        ]))
+        figs.append(val)
+
+    if any(math.isfinite(v) for v in data["samples_per_s"]):
+        rate = _figure("Throughput per epoch", "epoch", "samples/s", x_range=loss.x_range)
+        bars = rate.vbar(x="epoch", top="samples_per_s", source=source, width=0.8,
+                         color="#9467bd", alpha=0.8)
+        rate.y_range.start = 0
+        rate.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
+        rate.add_tools(HoverTool(renderers=[bars], tooltips=[
+            ("epoch", "@epoch"), ("samples/s", "@samples_per_s{0,0}"),
+            ("epoch time", "@seconds{0.00} s"),
+        ]))
+        figs.append(rate)
+    if any(math.isfinite(v) for v in data["round_ms"]):
+        lat = _figure("Round latency per epoch (median)", "epoch", "ms", x_range=loss.x_range)
+        line = lat.line("epoch", "round_ms", source=source, line_width=2.5, color="#8c564b")
+        lat.scatter("epoch", "round_ms", source=source, size=6, color="#8c564b")
+        lat.y_range.start = 0
+        lat.add_tools(HoverTool(renderers=[line], mode="vline", tooltips=[
+            ("epoch", "@epoch"), ("median round", "@round_ms{0.0} ms"),
+        ]))
+        figs.append(lat)
+    return figs
+
+
+def _confusion_figure(cm: np.ndarray, classes: np.ndarray) -> Any:
+    labels = [str(c) for c in classes]
+    totals = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
+    true_l, pred_l, count, frac, text, text_colour = [], [], [], [], [], []
+    for i, t in enumerate(labels):
+        for j, p in enumerate(labels):
+            true_l.append(t)
+            pred_l.append(p)
+            count.append(int(cm[i, j]))
+            frac.append(float(share[i, j]))
+            text.append(f"{int(cm[i, j]):,}\n{share[i, j]:.1%}")
+            text_colour.append("white" if share[i, j] > 0.5 else "#222222")
+    source = ColumnDataSource({"true": true_l, "pred": pred_l, "count": count, "share": frac,
+                               "text": text, "text_colour": text_colour})
+    size = max(CURVE_SIZE, min(560, 120 + 40 * len(labels)))
+    fig = _figure("Confusion matrix (colour: share of true class)", "predicted", "true",
+                  x_range=labels, y_range=list(reversed(labels)), width=size + 30, height=size)
+    mapper = LinearColorMapper(palette=Blues256[::-1], low=0, high=1)
+    fig.rect("pred", "true", 1, 1, source=source, line_color="white",
+             fill_color={"field": "share", "transform": mapper})
+    if len(labels) <= 12:
+        fig.text("pred", "true", text="text", source=source, text_align="center",
+                 text_baseline="middle", text_font_size="12px", text_color="text_colour")
+    fig.add_layout(ColorBar(color_mapper=mapper, width=10), "right")
+    fig.add_tools(HoverTool(tooltips=[("true", "@true"), ("predicted", "@pred"),
+                                      ("rows", "@count{0,0}"), ("share of true", "@share{0.0%}")]))
+    fig.grid.grid_line_color = None
+    fig.axis.major_tick_line_color = None
+    return fig
+
+
+def _roc_figure(curves: list[tuple[Any, ...]]) -> Any:
+    fig = _figure("ROC curve", "false positive rate", "true positive rate",
+                  x_range=Range1d(-0.01, 1.01), y_range=Range1d(-0.01, 1.01),
+                  width=CURVE_SIZE, height=CURVE_SIZE)
+    fig.line([0, 1], [0, 1], line_dash="dashed", color="#999999")
+    for k, (label, fpr, tpr, auc, *_rest) in enumerate(curves):
+        fpr, tpr = _thin(np.asarray(fpr, float), np.asarray(tpr, float))
+        fig.line(fpr, tpr, line_width=2.5, color=Category10_10[k % 10],
+                 legend_label=f"{label}: AUC {auc:.3f}")
+    fig.legend.location = "bottom_right"
+    fig.legend.click_policy = "hide"
+    return fig
+
+
+def _pr_figure(curves: list[tuple[Any, ...]]) -> Any:
+    fig = _figure("Precision-recall curve", "recall", "precision",
+                  x_range=Range1d(-0.01, 1.01), y_range=Range1d(-0.01, 1.01),
+                  width=CURVE_SIZE, height=CURVE_SIZE)
+    for k, (label, *_roc, precision, recall, ap, prevalence) in enumerate(curves):
+        precision, recall = _thin(np.asarray(precision, float), np.asarray(recall, float))
+        colour = Category10_10[k % 10]
+        fig.step(recall, precision, mode="after", line_width=2.5, color=colour,
+                 legend_label=f"{label}: AP {ap:.3f}")
+        if len(curves) == 1:  # the no-skill line: precision = prevalence
+            fig.line([0, 1], [prevalence, prevalence], line_dash="dashed", color="#999999")
+    fig.legend.location = "bottom_left"
+    fig.legend.click_policy = "hide"
+    return fig
+
+
+def _scatter_figure(y: np.ndarray, p: np.ndarray) -> Any:
+    fig = _figure(f"Predicted vs true ({len(y):,} sampled rows)", "true", "predicted",
+                  width=460, height=CURVE_SIZE)
+    if len(y):
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        fig.line([lo, hi], [lo, hi], line_dash="dashed", color="#999999")
+    fig.scatter(y, p, size=4, alpha=0.35, color="#1f77b4")
+    return fig
+
+
+def _residual_figure(residuals: np.ndarray) -> Any:
+    fig = _figure(f"Residuals: true − predicted ({len(residuals):,} sampled rows)",
+                  "residual", "rows", width=560, height=CURVE_SIZE)
+    if len(residuals):
+        counts, edges = np.histogram(residuals, bins=min(60, max(10, len(residuals) // 50)))
+        fig.quad(left=edges[:-1], right=edges[1:], bottom=0, top=counts, color="#8c564b",
+                 alpha=0.75, line_color="white")
+        fig.line([0, 0], [0, counts.max()], line_dash="dashed", color="#333333")
+    fig.y_range.start = 0
+    return fig
+
+
+# -- page ---------------------------------------------------------------------------------------
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        rows = []
+        for k, v in value.items():
+            rows += _flatten(v, f"{prefix}{k}.")
+        return rows
+    return [(prefix.rstrip("."), value)]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_show(v))}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table class='kv'>{body}</table>"
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px 32px;
+       color: #222; background: #fff; }
+h1 { font-size: 24px; margin: 0 0 4px 0; } h2 { font-size: 18px; margin: 28px 0 10px 0;
+     border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.sub { color: #666; font-size: 13px; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin-top: 14px; }
+.card { border-left: 4px solid #1f77b4; background: #f6f7f9; padding: 6px 12px; min-width: 110px;
+        border-radius: 3px; }
+.card .k { font-size: 11px; color: #666; text-transform: uppercase; }
+.card .v { font-size: 22px; font-weight: 600; }
+.grid { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.note { color: #666; font-size: 13px; }
+.kv { border-collapse: collapse; font-size: 13px; }
+.kv th { text-align: left; font-weight: 500; color: #555; padding: 2px 18px 2px 0;
+         vertical-align: top; }
+.kv td { font-family: ui-monospace, Menlo, Consolas, monospace; padding: 2px 0; }
+.cols { display: flex; flex-wrap: wrap; gap: 48px; }
+"""
+
+
+def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluation: list[Any],
+          config: Any) -> str:
+    name = type(model).__name__
+    summary = dict(getattr(model, "train_summary_", None) or {})
+    sub = [time.strftime("%Y-%m-%d %H:%M:%S")]
+    if summary.get("run_id"):
+        sub.append(f"run {summary['run_id']}")
+    if summary.get("n_samples") is not None:
+        sub.append(f"{summary['n_samples']:,} training rows")
+    if summary.get("n_partitions") is not None:
+        sub.append(f"{summary['n_partitions']} partitions")
+    if getattr(model, "n_iter_", None) is not None:
+        sub.append(f"{model.n_iter_} epochs")
+    if summary.get("rounds") is not None:
+        sub.append(f"{summary['rounds']} rounds")
+    if summary.get("seconds") is not None:
+        sub.append(f"{summary['seconds']:.1f} s")
+    if summary.get("retries"):
+        sub.append(f"{summary['retries']} retries")
+    if summary.get("stopped_early"):
+        sub.append("stopped early")
+
+    script, divs = components({f"fig{i}": f for i, f in enumerate(training + evaluation)})
+    train_divs = "".join(divs[f"fig{i}"] for i in range(len(training)))
+    eval_divs = "".join(divs[f"fig{len(training) + i}"] for i in range(len(evaluation)))
+    card_html = "".join(
+        f"<div class='card'><div class='k'>{html.escape(k)}</div>"
+        f"<div class='v'>{html.escape(v)}</div></div>" for k, v in cards
+    )
+    get_params = getattr(model, "get_params", None)
+    params = sorted(get_params().items()) if get_params is not None else []
+    config_html = f"<div><h3>Estimator parameters</h3>{_table(params)}</div>"
+    if config is not None:
+        config_html += f"<div><h3>Run configuration</h3>{_table(_flatten(config))}</div>"
+    if summary:
+        config_html += f"<div><h3>Training summary</h3>{_table(sorted(summary.items()))}</div>"
+    training_html = train_divs or "<p class='note'>The model has no training history.</p>"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(name)} report</title>
+<style>{_CSS}</style>
+{_RESOURCES.render()}
+</head>
+<body>
+<h1>{html.escape(name)}: training and test report</h1>
+<div class="sub">{html.escape(" · ".join(sub))}</div>
+<h2>Test set</h2>
+<div class="cards">{card_html}</div>
+<div class="grid" style="margin-top:16px">{eval_divs}</div>
+<h2>Training</h2>
+<div class="grid">{training_html}</div>
+<h2>Configuration</h2>
+<div class="cols">{config_html}</div>
+{script}
+</body>
+</html>
+"""
