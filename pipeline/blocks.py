@@ -239,7 +239,7 @@ def to_blocks(
     raw_delayed = [
         dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype,
                                                         dask_key_name=(f"raw-{name}-{token}", i))
-        for i, (xp_, yp) in enumerate(zip(x_parts, y_parts))
+        for i, (xp_, yp) in enumerate(zip(x_parts, y_parts, strict=True))
     ]
     raw = client.compute(raw_delayed)
     summaries = client.gather(

@@ -122,7 +122,7 @@ class _Encoder:
                 "values": self.encode(value.to_numpy(), f"{name}/values"),
                 "name": self.encode(value.name, f"{name}/name"),
             }}
-        if hasattr(value, "shape") and hasattr(value, "dtype") or isinstance(value, np.ndarray):
+        if (hasattr(value, "shape") and hasattr(value, "dtype")) or isinstance(value, np.ndarray):
             arr = np.asarray(to_host(value))
             if arr.dtype.kind == "O":
                 kinds = {type(v) for v in arr.ravel().tolist()}

@@ -34,7 +34,7 @@ def test_round_trip_predicts_identically(fitted, tmp_path):
     assert list(loaded.predict(X)) == list(m.predict(X))
     assert list(loaded.classes_) == list(m.classes_)
     assert loaded.loss_curve_ == m.loss_curve_
-    for a, b in zip(loaded.optimizer_state_, m.optimizer_state_):
+    for a, b in zip(loaded.optimizer_state_, m.optimizer_state_, strict=True):
         assert np.array_equal(a, b)
     assert saved.preprocessor is None
     assert "numpy" in saved.metadata["versions"]

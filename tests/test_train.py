@@ -44,7 +44,7 @@ def _numpy_full_batch(X, y, spec, epochs, lr, alpha, momentum=0.9):
     state = opt.init(params)
     Y = y.reshape(-1, 1).astype(np.float64)
     for _ in range(epochs):
-        loss, grad = nn.loss_and_grad(spec, params, X, Y)
+        _, grad = nn.loss_and_grad(spec, params, X, Y)
         _, pen_grad = nn.l2_penalty(spec, params, alpha, len(X))
         updates, state = opt.update(grad / len(X) + pen_grad, state, params)
         params = optim.apply_updates(params, updates)

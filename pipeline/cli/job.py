@@ -92,7 +92,7 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
     from ..preprocessing import Preprocessor, train_test_split
 
     out = out or sys.stdout
-    err = sys.stderr if progress else open("/dev/null", "w")  # noqa: SIM115
+    err = sys.stderr if progress else open("/dev/null", "w")
     outdir = Path(cfg.output.dir)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -50,9 +50,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from analytics.profile import profile
 
+    from ..config import ClusterConfig
     from ..io import read
     from .job import open_client
-    from ..config import ClusterConfig
     from .progress import step
 
     with open_client(ClusterConfig(n_workers=args.workers)):

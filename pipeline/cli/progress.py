@@ -12,7 +12,7 @@ __all__ = ["Bar", "TrainingProgress", "step"]
 def _fmt_seconds(s: float) -> str:
     if s != s or s == float("inf"):
         return "--:--"
-    m, sec = divmod(int(round(s)), 60)
+    m, sec = divmod(round(s), 60)
     h, m = divmod(m, 60)
     return f"{h:d}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
