@@ -739,6 +739,16 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         plan = self._plan()
         meta = _meta(df)
         _check_columns(list(meta.columns), list(self.feature_names_in_), "feature column(s)")
+        wrong = {
+            str(c): str(meta[c].dtype)
+            for c in self.numeric_features_
+            if not _is_numeric_dtype(meta[c].dtype)
+        }
+        if wrong:
+            raise ValueError(
+                f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
+                "numeric here: the data does not match the schema the model was trained on"
+            )
         func = functools.partial(transform_partition, plan=plan)
         if isinstance(df, dd.DataFrame):
             return df.map_partitions(func, meta=func(df._meta))

@@ -539,3 +539,13 @@ def test_hash_mixing_works_on_any_array_namespace_and_device():
     mixed = _splitmix64_array(on_device)
     assert mixed.device == on_device.device
     assert np.asarray(mixed.to_device(xps.Device("CPU_DEVICE"))).tolist() == expected
+
+
+def test_transform_refuses_a_schema_change():
+    import dask
+
+    df = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 2, 3, 5], "y": [0, 1, 0, 1]})
+    with dask.config.set(scheduler="sync"):
+        prep = Preprocessor(label="y").fit(dd.from_pandas(df, npartitions=2))
+        with pytest.raises(ValueError, match=r"'b': .*not numeric here"):
+            prep.transform(dd.from_pandas(df.assign(b=["q"] * 4), npartitions=2))
