@@ -22,6 +22,8 @@ __all__ = [
     "preferred_device",
     "to_device_of",
     "to_host",
+    "to_worker_device",
+    "worker_device",
 ]
 
 DEVICE_ENV = "PIPELINE_DEVICE"
@@ -77,6 +79,40 @@ def frame_to_array(frame: Any, dtype: Any = np.float32) -> Any:
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
     return arr
+
+
+def worker_device() -> str:
+    """The device this Dask worker trains on: ``"gpu"`` or ``"cpu"``.
+
+    Workers advertise their device with Dask worker resources (``dask worker --resources
+    GPU=1``); ``PIPELINE_DEVICE=cpu|gpu`` in the worker's environment overrides. Outside a worker,
+    or without either, ``"cpu"`` (data that already lives on a GPU stays there regardless).
+    """
+    choice = os.environ.get(DEVICE_ENV, "auto").lower()
+    if choice in ("cpu", "gpu"):
+        return choice
+    try:
+        from distributed import get_worker
+
+        resources = get_worker().state.total_resources
+    except (ValueError, AttributeError):
+        return "cpu"
+    return "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+
+
+def to_worker_device(x: Any) -> Any:
+    """``x`` on the device of the worker running this task (see :func:`worker_device`).
+
+    The one place where host data moves onto a GPU: a pandas partition read on a GPU worker of
+    a mixed CPU+GPU cluster becomes a CuPy block here.
+    """
+    if x is None or worker_device() == "cpu" or not is_numpy_array(x):
+        return x
+    if x.dtype.kind not in "biuf":  # labels that are strings stay on the host
+        return x
+    import cupy  # only on workers that advertise a GPU
+
+    return cupy.asarray(x)
 
 
 def gpu_count() -> int:

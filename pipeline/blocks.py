@@ -15,7 +15,7 @@ import dask
 import numpy as np
 from distributed import wait
 
-from .backend import frame_to_array, namespace, to_host
+from .backend import frame_to_array, namespace, to_device_of, to_host, to_worker_device
 
 __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
 
@@ -45,7 +45,7 @@ class BlockSet(NamedTuple):
 def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
     X = frame_to_array(x_part, dtype=dtype)
     if y_part is None:
-        return X, None
+        return to_worker_device(X), None
     if hasattr(y_part, "to_numpy") or hasattr(y_part, "values"):
         y = y_part.to_cupy() if hasattr(y_part, "to_cupy") else np.asarray(y_part)
     else:
@@ -54,7 +54,7 @@ def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
         raise ValueError(
             f"features and target disagree in a partition: {X.shape[0]} rows vs {len(y)} labels"
         )
-    return X, y
+    return to_worker_device(X), y
 
 
 def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
@@ -156,7 +156,8 @@ def _concat_raw(*raws: tuple[Any, Any]) -> tuple[Any, Any]:
 
 def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
     X, y = raw
-    return Block(X=X, Y=encode_targets(y, classes, dtype))
+    # targets follow the features onto their device (labels may have stayed on the host)
+    return Block(X=X, Y=to_device_of(encode_targets(y, classes, dtype), X))
 
 
 def _partitions(obj: Any) -> list[Any]:
