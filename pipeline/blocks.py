@@ -243,6 +243,7 @@ def to_blocks(
         for i, (xp_, yp) in enumerate(zip(x_parts, y_parts, strict=True))
     ]
     raw = client.compute(raw_delayed)
+    partitions = raw  # held until the blocks exist: releasing inputs early loses dependencies
     summaries = client.gather(
         client.map(_block_summary, raw, want_labels=classification, key=[
             f"block-summary-{token}-{i}" for i in range(len(raw))
@@ -292,7 +293,7 @@ def to_blocks(
         key=[f"{name}-{token}-{i}" for i in range(len(raw))],
     )
     wait(futures)
-    del raw
+    del raw, partitions
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
 
 

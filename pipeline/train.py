@@ -26,6 +26,7 @@ Two synchronisation modes:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import math
@@ -40,7 +41,6 @@ import numpy as np
 from dask.base import tokenize
 from dask.utils import parse_timedelta
 from distributed import KilledWorker
-from distributed.client import FutureCancelledError
 from distributed.comm import CommClosedError
 
 from . import nn, optim
@@ -381,7 +381,8 @@ def _getitem(obj: Any, i: int) -> Any:
 
 
 # What a round's futures raise when workers die under them (rather than a bug in a task).
-_DISRUPTIONS = (KilledWorker, FutureCancelledError, CommClosedError)
+# (distributed's FutureCancelledError and FuturesCancelledError are CancelledErrors.)
+_DISRUPTIONS = (KilledWorker, concurrent.futures.CancelledError, CommClosedError)
 
 
 def _renamed(dsk: dict, keys: list, suffix: str) -> tuple[dict, list]:
@@ -439,18 +440,19 @@ class _Rounds:
         workers died (``KilledWorker``, cancelled futures, closed comms) is resubmitted, the same
         graph under fresh keys, up to ``pipeline.train.retries`` times. When no worker is left for
         ``pipeline.train.no-workers-timeout`` the round fails with a RuntimeError instead of
-        waiting forever. The happy path costs no scheduler round trip beyond the gather.
+        waiting forever. The happy path costs nothing beyond the fetch of the results: the
+        scheduler is asked about workers only when a round is slow or a block has moved.
         """
         if label != "score":
             self.round += 1
         start = time.perf_counter()
+        recovered_before = self.recovery_seconds
         reasons: list[str] = []
         graph, want = dsk, keys
         while True:
             futures = self.client.get(graph, want, sync=False)
             try:
-                self._watch(futures, label)
-                results = self.client.gather(futures)
+                results = self._watch(futures, label)
                 break
             except _DISRUPTIONS as exc:
                 self.client.cancel(futures)
@@ -467,27 +469,30 @@ class _Rounds:
                 del futures
         seconds = time.perf_counter() - start
         lost, moved = self._moved(results)
-        if reasons:
-            pass  # already reported by _retried, once per resubmission
+        extra = max(0.0, seconds - self._typical())
+        if reasons:  # reported once per resubmission; the successful attempt's time counts too
+            self.recovery_seconds = recovered_before + extra
         elif lost - self._lost:  # a new loss: one retry event per incident
             self._retried(moved, "recomputed", start)
         elif lost:  # a later round rebuilding blocks of a worker already reported lost
-            self.recovery_seconds += max(0.0, seconds - self._typical())
+            self.recovery_seconds += extra
         else:
             self._healthy = [*self._healthy[-19:], seconds]
         self._lost |= lost
         return results
 
-    def _watch(self, futures: list[Any], label: str) -> None:
-        """Wait for ``futures``; every ``watchdog_interval`` of waiting, check that the cluster
-        still has workers, and give up after ``no_workers_timeout`` without any."""
+    def _watch(self, futures: list[Any], label: str) -> list[Any]:
+        """The values of ``futures``; every ``watchdog_interval`` of waiting, check that the
+        cluster still has workers, and give up after ``no_workers_timeout`` without any."""
         from distributed import wait
 
         alone_since = None
         while True:
             try:
+                if len(futures) == 1:  # one hop to the event loop: waits, then fetches
+                    return [futures[0].result(timeout=self.watchdog_interval)]
                 wait(futures, timeout=self.watchdog_interval)
-                return
+                return self.client.gather(futures)
             except (TimeoutError, asyncio.TimeoutError):
                 pass
             # Slow path only: one scheduler round trip per interval of waiting.
