@@ -145,13 +145,16 @@ def coalesce_groups(rows: Sequence[int], min_rows: int) -> list[list[int]]:
 
 def _concat_raw(*raws: tuple[Any, Any]) -> tuple[Any, Any]:
     xs = [r[0] for r in raws]
-    X = namespace(*xs).concat(xs, axis=0)
+    try:
+        xp = namespace(*xs)
+    except TypeError:  # partitions from CPU and GPU workers: meet on the host, then move
+        xs = [to_host(x) for x in xs]
+        xp = namespace(*xs)
+    X = to_worker_device(xp.concat(xs, axis=0))
     ys = [r[1] for r in raws]
     if ys[0] is None:
         return X, None
-    if isinstance(ys[0], np.ndarray):
-        return X, np.concatenate([np.asarray(y) for y in ys])
-    return X, namespace(*ys).concat(ys, axis=0)
+    return X, np.concatenate([to_host(y) for y in ys])  # labels are small: host
 
 
 def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
@@ -292,7 +295,8 @@ def to_blocks(
         dtype=dtype,
         key=[f"{name}-{token}-{i}" for i in range(len(raw))],
     )
-    wait(futures)
+    with client.as_current():  # wait() looks for the current client, not the futures'
+        wait(futures)
     del raw, partitions
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
 
@@ -325,7 +329,8 @@ def split_blocks(client: Any, blocks: BlockSet, fraction: float, seed: int) -> t
     valid = client.map(_split_block, blocks.futures, fraction=fraction, seed=seed, index=idx,
                        keep_valid=True, key=[f"valid-{f.key}" for f in blocks.futures])
     counts = [_split_rows(n, fraction, seed, i) for i, n in enumerate(blocks.rows)]
-    wait(train + valid)
+    with client.as_current():
+        wait(train + valid)
     common = (blocks.n_features, blocks.n_outputs, blocks.classes, blocks.dtype)
     return (
         BlockSet(train, [c[0] for c in counts], *common),

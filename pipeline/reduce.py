@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-__all__ = ["tree_graph", "tree_levels", "tree_reduce"]
+__all__ = ["tree_fold", "tree_graph", "tree_levels", "tree_reduce"]
 
 Key = Hashable
 
@@ -40,6 +40,17 @@ def tree_levels(n_leaves: int, split_every: int) -> list[list[range]]:
         width = len(groups)
         if width == 1:
             return levels
+
+
+def tree_fold(
+    items: Sequence[Any], combine: Callable[[list[Any]], Any], *, split_every: int = 8
+) -> Any:
+    """Reduce ``items`` in memory with exactly the pairing :func:`tree_graph` uses, so a fold
+    inside one task gives bit for bit the result of the distributed tree."""
+    current = list(items)
+    for groups in tree_levels(len(current), split_every):
+        current = [combine([current[j] for j in group]) for group in groups]
+    return current[0]
 
 
 def tree_graph(

@@ -46,7 +46,7 @@ from distributed.comm import CommClosedError
 from . import nn, optim
 from .backend import namespace, to_host
 from .blocks import Block, BlockSet
-from .reduce import tree_graph
+from .reduce import tree_fold
 
 __all__ = [
     "SOLVERS",
@@ -373,6 +373,65 @@ def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
     )
 
 
+# ------------------------------------------------- one task per worker, folded by position -----
+
+
+def partition_grads(blocks: list[Block], indices: list[int], params: np.ndarray,
+                    spec: nn.MLPSpec, epoch: int, step: int, steps: int, seed: int,
+                    shuffle: bool) -> list[tuple[int, Partial]]:
+    """:func:`partition_grad` for each block a worker holds, kept apart for the fold."""
+    return [(i, partition_grad(b, params, spec, i, epoch, step, steps, seed, shuffle))
+            for b, i in zip(blocks, indices, strict=True)]
+
+
+def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.ndarray,
+                           states: list[Any], spec: nn.MLPSpec, config: TrainConfig,
+                           learning_rate: float, schedule: tuple[tuple[int, int, int], ...],
+                           steps: int) -> list[tuple[int, tuple[Partial, Any]]]:
+    """:func:`partition_local_steps` for each block a worker holds."""
+    out = []
+    for b, i, state in zip(blocks, indices, states, strict=True):
+        part, new_state = partition_local_steps(b, params, state, spec, config, learning_rate,
+                                                i, schedule, steps)
+        out.append((i, (part, _to_host_state(new_state))))
+    return out
+
+
+def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
+                     spec: nn.MLPSpec) -> list[tuple[int, ScorePartial]]:
+    return [(i, partition_score(b, params, spec)) for b, i in zip(blocks, indices, strict=True)]
+
+
+def _in_block_order(groups: list[list[tuple[int, Any]]]) -> list[Any]:
+    return [p for _, p in sorted((pair for g in groups for pair in g), key=lambda t: t[0])]
+
+
+def _host_partial(p: Partial) -> Partial:
+    return p._replace(vector=to_host(p.vector))
+
+
+def fold_partials(groups: list[list[tuple[int, Partial]]], split_every: int) -> Partial:
+    """All blocks' partials summed by the fixed tree of block positions; host result."""
+    return _host_partial(tree_fold(_in_block_order(groups), combine_grads,
+                                   split_every=split_every))
+
+
+class LocalResult(NamedTuple):
+    partial: Partial
+    states: tuple[Any, ...]  # per block, in block order, host arrays
+
+
+def fold_local(groups: list[list[tuple[int, tuple[Partial, Any]]]],
+               split_every: int) -> LocalResult:
+    ordered = _in_block_order(groups)
+    partial = tree_fold([p for p, _ in ordered], combine_grads, split_every=split_every)
+    return LocalResult(_host_partial(partial), tuple(s for _, s in ordered))
+
+
+def fold_scores(groups: list[list[tuple[int, ScorePartial]]], split_every: int) -> ScorePartial:
+    return tree_fold(_in_block_order(groups), combine_scores, split_every=split_every)
+
+
 # ---------------------------------------------------------------- client side -----------------
 
 
@@ -429,6 +488,7 @@ class _Rounds:
         self.watchdog_interval = parse_timedelta(
             dask.config.get("pipeline.train.watchdog-interval", "1s"))
         self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
+        self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
         self._lost: set[str] = set()  # workers already reported lost
 
@@ -469,6 +529,8 @@ class _Rounds:
                 del futures
         seconds = time.perf_counter() - start
         lost, moved = self._moved(results)
+        if reasons or moved:
+            self._placement = None  # blocks were rebuilt elsewhere: regroup next round
         extra = max(0.0, seconds - self._typical())
         if reasons:  # reported once per resubmission; the successful attempt's time counts too
             self.recovery_seconds = recovered_before + extra
@@ -517,7 +579,8 @@ class _Rounds:
         worker died, or copied by the scheduler for load balance: only the first is a disruption,
         told apart with one scheduler round trip, made only when a block moved.
         """
-        where = {t[0]: t[2] for r in results if isinstance(r, Partial) for t in r.timings}
+        partials = [r.partial if isinstance(r, LocalResult) else r for r in results]
+        where = {t[0]: t[2] for r in partials if isinstance(r, Partial) for t in r.timings}
         moved = {i: self._where[i] for i, w in where.items()
                  if self._where.get(i, w) != w}
         self._where.update(where)
@@ -540,19 +603,52 @@ class _Rounds:
                            "reason": reason, "action": action, "attempt": attempt,
                            "recovery_seconds": extra})
 
+    # One task per worker, not per block: a task computes the partials of every block its worker
+    # holds (in block order) and returns them separately; the root folds all partials with the
+    # fixed tree of block positions (reduce.tree_fold). The numbers are those of a task-per-block
+    # tree, bit for bit, whatever the placement, while a round costs W + 1 tasks instead of
+    # P + P/split_every + ...: speed that survives many small partitions.
+
+    def _groups(self, futures: list[Any]) -> list[list[int]]:
+        """Block indices grouped by the worker holding them (one scheduler round trip, made
+        once per epoch and after a disruption; a stale grouping only costs a data copy)."""
+        key = tuple(f.key for f in futures)
+        if self._placement is not None and self._placement[0] == key:
+            return self._placement[1]
+        who = self.client.who_has(futures)
+        by_worker: dict[str, list[int]] = {}
+        for i, f in enumerate(futures):
+            holders = sorted(who.get(f.key, ()))
+            by_worker.setdefault(holders[0] if holders else "", []).append(i)
+        groups = [by_worker[w] for w in sorted(by_worker)]
+        self._placement = (key, groups)
+        return groups
+
+    @staticmethod
+    def _params_node(params: np.ndarray) -> Any:
+        """The parameters as a literal argument of each worker's task: shipped with the task
+        itself (one message per worker) instead of as a key that one worker computes and the
+        others fetch (an extra transfer round trip per round)."""
+        from dask._task_spec import DataNode
+
+        return DataNode(None, params)
+
+    def refresh_placement(self) -> None:
+        self._placement = None
+
     def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
         token = tokenize(self.run_id, "grad", epoch, step)
-        pkey = f"params-{token}"
-        dsk: dict[Any, Any] = {pkey: params}
+        pkey = self._params_node(params)
+        dsk: dict[Any, Any] = {}
         leaves = []
-        for i, bkey in enumerate(self.block_keys):
-            key = (f"partition_grad-{token}", i)
-            dsk[key] = (partition_grad, bkey, pkey, self.spec, i, epoch, step, steps,
-                        self.config.random_state, self.config.shuffle)
+        for j, idx in enumerate(self._groups(self.block_keys)):
+            key = (f"partition_grads-{token}", j)
+            dsk[key] = (partition_grads, [self.block_keys[i] for i in idx], idx, pkey,
+                        self.spec, epoch, step, steps, self.config.random_state,
+                        self.config.shuffle)
             leaves.append(key)
-        tree, root = tree_graph(leaves, combine_grads, split_every=self.config.split_every,
-                                name=f"combine_grads-{token}")
-        dsk.update(tree)
+        root = f"combine_grads-{token}"
+        dsk[root] = (fold_partials, leaves, self.config.split_every)
         (out,) = self._run(dsk, [root], "gradient")
         return out
 
@@ -561,39 +657,36 @@ class _Rounds:
         params: np.ndarray,
         states: list[Any],
         learning_rate: float,
-        schedule: tuple[tuple[int, int], ...],
+        schedule: tuple[tuple[int, int, int], ...],
         steps: int,
     ) -> tuple[Partial, list[Any]]:
         token = tokenize(self.run_id, "local", schedule)
-        pkey = f"params-{token}"
-        dsk: dict[Any, Any] = {pkey: params}
-        leaves, state_keys = [], []
-        for i, bkey in enumerate(self.block_keys):
-            key = (f"partition_local_steps-{token}", i)
-            dsk[key] = (partition_local_steps, bkey, pkey, states[i], self.spec, self.config,
-                        learning_rate, i, schedule, steps)
-            dsk[(f"partition_delta-{token}", i)] = (_getitem, key, 0)
-            dsk[(f"partition_state-{token}", i)] = (_to_host_state, (_getitem, key, 1))
-            leaves.append((f"partition_delta-{token}", i))
-            state_keys.append((f"partition_state-{token}", i))
-        tree, root = tree_graph(leaves, combine_grads, split_every=self.config.split_every,
-                                name=f"combine_deltas-{token}")
-        dsk.update(tree)
-        out, *new_states = self._run(dsk, [root, *state_keys], "average")
-        return out, new_states
+        pkey = self._params_node(params)
+        dsk: dict[Any, Any] = {}
+        leaves = []
+        for j, idx in enumerate(self._groups(self.block_keys)):
+            key = (f"partition_local_steps-{token}", j)
+            dsk[key] = (partitions_local_steps, [self.block_keys[i] for i in idx], idx, pkey,
+                        [states[i] for i in idx], self.spec, self.config, learning_rate,
+                        schedule, steps)
+            leaves.append(key)
+        root = f"combine_deltas-{token}"
+        dsk[root] = (fold_local, leaves, self.config.split_every)
+        (out,) = self._run(dsk, [root], "average")
+        return out.partial, list(out.states)
 
     def score(self, blocks: BlockSet, params: np.ndarray, tag: Any) -> ScorePartial:
         token = tokenize(self.run_id, "score", tag)
-        pkey = f"params-{token}"
-        dsk: dict[Any, Any] = {pkey: params}
+        pkey = self._params_node(params)
+        dsk: dict[Any, Any] = {}
         leaves = []
-        for i, f in enumerate(blocks.futures):
-            key = (f"partition_score-{token}", i)
-            dsk[key] = (partition_score, f, pkey, self.spec)
+        futures = list(blocks.futures)
+        for j, idx in enumerate(self._groups(futures)):
+            key = (f"partition_scores-{token}", j)
+            dsk[key] = (partition_scores, [futures[i] for i in idx], idx, pkey, self.spec)
             leaves.append(key)
-        tree, root = tree_graph(leaves, combine_scores, split_every=self.config.split_every,
-                                name=f"combine_scores-{token}")
-        dsk.update(tree)
+        root = f"combine_scores-{token}"
+        dsk[root] = (fold_scores, leaves, self.config.split_every)
         (out,) = self._run(dsk, [root], "score")
         return out
 
@@ -816,6 +909,7 @@ def _train_stochastic(
 
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
+        rounds.refresh_placement()
         epoch_loss, epoch_rows, round_times = 0.0, 0, []
         for first in range(0, steps, per_round):
             r0 = time.perf_counter()
