@@ -50,12 +50,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from analytics.profile import profile
 
-    from ..config import ClusterConfig
     from ..io import read
     from .job import open_client
     from .progress import step
 
-    with open_client(ClusterConfig(n_workers=args.workers)):
+    with open_client(_cluster(args)):
         step(f"profiling {args.path}")
         prof = profile(read(args.path, format=args.format))
         print(prof)
@@ -65,19 +64,26 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ..config import ClusterConfig
     from ..io import read
     from ..persist import load
     from .job import open_client
     from .progress import step
 
-    with open_client(ClusterConfig(n_workers=args.workers)):
+    with open_client(_cluster(args)):
         saved = load(args.model)
         df = read(args.data, format=args.format)
         step(f"scoring {args.data} with {args.model} -> {args.out}")
         write_predictions(saved, df, args.out, proba=args.proba)
     print(f"predictions: {args.out}")
     return 0
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from ..config import ClusterConfig
+
+    if args.scheduler:
+        return ClusterConfig(kind="address", address=args.scheduler)
+    return ClusterConfig(n_workers=args.workers, dashboard_address="127.0.0.1:0")
 
 
 def write_predictions(saved: Any, df: Any, out: str, *, proba: bool = False) -> None:
@@ -130,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("path")
     pr.add_argument("--format", choices=["csv", "parquet"])
     pr.add_argument("--html", help="also write a self-contained HTML profile here")
-    pr.add_argument("--workers", type=int)
+    pr.add_argument("--workers", type=int, help="local workers (default 2)")
+    pr.add_argument("--scheduler", help="use a running cluster at this address instead")
     pr.set_defaults(func=_cmd_profile)
 
     pd_ = sub.add_parser("predict", help="score data with a saved model, lazily, to Parquet")
@@ -139,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("out")
     pd_.add_argument("--format", choices=["csv", "parquet"])
     pd_.add_argument("--proba", action="store_true", help="write class probabilities")
-    pd_.add_argument("--workers", type=int)
+    pd_.add_argument("--workers", type=int, help="local workers (default 2)")
+    pd_.add_argument("--scheduler", help="use a running cluster at this address instead")
     pd_.set_defaults(func=_cmd_predict)
     return p
 
