@@ -19,6 +19,7 @@ import html
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,13 @@ def _persist(*collections: Any) -> tuple[Any, ...]:
     lazy = [i for i, c in enumerate(collections) if is_dask_collection(c)]
     if not lazy:
         return collections
-    persisted = dask.persist(*(collections[i] for i in lazy))
+    with warnings.catch_warnings():
+        # y (a dask Series) and the predictions (dask Arrays) come from the same read; one
+        # persist of both reads the data once, which is what dask's "mixed collections"
+        # warning is about: materialising the expressions here is the point.
+        warnings.filterwarnings("ignore", message="Computing mixed collections",
+                                category=UserWarning)
+        persisted = dask.persist(*(collections[i] for i in lazy))
     out = list(collections)
     for i, c in zip(lazy, persisted, strict=True):
         out[i] = c
