@@ -106,6 +106,7 @@ class TrainSection:
     local_steps: int | None = None
     outer_learning_rate: float = 1.0
     outer_momentum: float = 0.0
+    balance: Literal["none", "throughput"] = "none"
     split_every: int = 8
     early_stopping: bool = False
     n_iter_no_change: int = 10

@@ -102,6 +102,7 @@ class _BaseMLP(BaseEstimator):
         local_steps: int | None = None,
         outer_learning_rate: float = 1.0,
         outer_momentum: float = 0.0,
+        balance: str = "none",
         split_every: int = 8,
         min_block_rows: int | None = 16_384,
         dtype: str = "float32",
@@ -133,6 +134,7 @@ class _BaseMLP(BaseEstimator):
         self.local_steps = local_steps
         self.outer_learning_rate = outer_learning_rate
         self.outer_momentum = outer_momentum
+        self.balance = balance
         self.split_every = split_every
         self.min_block_rows = min_block_rows
         self.dtype = dtype
@@ -177,7 +179,7 @@ class _BaseMLP(BaseEstimator):
             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
             early_stopping=self.early_stopping, sync=self.sync, local_steps=self.local_steps,
             outer_learning_rate=self.outer_learning_rate, outer_momentum=self.outer_momentum,
-            split_every=self.split_every, random_state=seed,
+            split_every=self.split_every, random_state=seed, balance=self.balance,
         )
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
@@ -365,6 +367,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``local_steps`` inner steps per round (default: one epoch per round), far fewer rounds.
     local_steps, outer_learning_rate, outer_momentum
         Local-SGD settings (``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps).
+    balance : {"none", "throughput"}
+        ``"throughput"`` (with ``sync="average"``): blocks on slower workers (a CPU worker next
+        to a GPU worker, a loaded machine) take proportionally fewer local steps per round,
+        re-estimated every round; the row weighting keeps the average unbiased. Not
+        bit-reproducible (it follows measured speed); ``"none"`` is.
     split_every : int
         Fan-in of the tree that combines the blocks' gradients.
     min_block_rows : int or None

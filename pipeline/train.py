@@ -61,6 +61,7 @@ __all__ = [
 SYNC_MODES = ("gradient", "average")
 SOLVERS = ("sgd", "adam", "lbfgs")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+BALANCE_MODES = ("none", "throughput")
 EVENT_TOPIC = "pipeline.train"
 
 
@@ -91,6 +92,7 @@ class TrainConfig:
     outer_momentum: float = 0.0
     split_every: int = 8
     random_state: int = 0
+    balance: str = "none"
 
     def validate(self) -> None:
         checks = [
@@ -113,6 +115,10 @@ class TrainConfig:
                 f"local_steps must be >= 1 or None, got {self.local_steps}",
             ),
             (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
+            (self.balance in BALANCE_MODES,
+             f"balance must be one of {BALANCE_MODES}, got {self.balance!r}"),
+            (self.balance == "none" or self.sync == "average",
+             "balance='throughput' needs sync='average' (gradient mode is exact by design)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -146,6 +152,7 @@ class TrainState(NamedTuple):
     best_params: np.ndarray | None
     history: list[dict[str, Any]]
     rounds: int
+    cursors: list[int] | None = None  # sync="average": local steps each block has taken
 
 
 @dataclass
@@ -386,11 +393,12 @@ def partition_grads(blocks: list[Block], indices: list[int], params: np.ndarray,
 
 def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.ndarray,
                            states: list[Any], spec: nn.MLPSpec, config: TrainConfig,
-                           learning_rate: float, schedule: tuple[tuple[int, int, int], ...],
+                           learning_rate: float,
+                           schedules: list[tuple[tuple[int, int, int], ...]],
                            steps: int) -> list[tuple[int, tuple[Partial, Any]]]:
-    """:func:`partition_local_steps` for each block a worker holds."""
+    """:func:`partition_local_steps` for each block a worker holds (each its own schedule)."""
     out = []
-    for b, i, state in zip(blocks, indices, states, strict=True):
+    for b, i, state, schedule in zip(blocks, indices, states, schedules, strict=True):
         part, new_state = partition_local_steps(b, params, state, spec, config, learning_rate,
                                                 i, schedule, steps)
         out.append((i, (part, _to_host_state(new_state))))
@@ -657,10 +665,10 @@ class _Rounds:
         params: np.ndarray,
         states: list[Any],
         learning_rate: float,
-        schedule: tuple[tuple[int, int, int], ...],
+        schedules: list[tuple[tuple[int, int, int], ...]],
         steps: int,
     ) -> tuple[Partial, list[Any]]:
-        token = tokenize(self.run_id, "local", schedule)
+        token = tokenize(self.run_id, "local", schedules)
         pkey = self._params_node(params)
         dsk: dict[Any, Any] = {}
         leaves = []
@@ -668,7 +676,7 @@ class _Rounds:
             key = (f"partition_local_steps-{token}", j)
             dsk[key] = (partitions_local_steps, [self.block_keys[i] for i in idx], idx, pkey,
                         [states[i] for i in idx], self.spec, self.config, learning_rate,
-                        schedule, steps)
+                        [schedules[i] for i in idx], steps)
             leaves.append(key)
         root = f"combine_deltas-{token}"
         dsk[root] = (fold_local, leaves, self.config.split_every)
@@ -866,6 +874,46 @@ def _round_event(client: Any, run_id: str, state_round: int, epoch: int, part: P
     })
 
 
+class _Balancer:
+    """Local steps per block from measured speed (``balance="throughput"``).
+
+    A worker runs its blocks one after another, so its time per local step is the sum of its
+    blocks' measured per-step times. The worker with the smallest sum takes ``local_steps``;
+    slower ones proportionally fewer (at least one), so a round ends when the fastest worker has
+    done its share instead of waiting for the slowest. Deltas are weighted by the rows each
+    block processed, so the average stays unbiased. Re-estimated every round (exponential
+    average), so it follows a device that speeds up, slows down or disappears.
+    """
+
+    def __init__(self, n_blocks: int, *, enabled: bool, smoothing: float = 0.5):
+        self.enabled = enabled
+        self.smoothing = smoothing
+        self.step_seconds: list[float | None] = [None] * n_blocks
+        self.worker: list[str] = [""] * n_blocks
+
+    def observe(self, timings: Sequence[tuple[int, float, str, float, int]],
+                steps_taken: Sequence[int]) -> None:
+        for index, seconds, worker, _, _ in timings:
+            if steps_taken[index] <= 0:
+                continue
+            per_step = seconds / steps_taken[index]
+            old = self.step_seconds[index]
+            self.step_seconds[index] = per_step if old is None else (
+                self.smoothing * per_step + (1 - self.smoothing) * old)
+            self.worker[index] = worker
+
+    def counts(self, local_steps: int) -> list[int]:
+        n = len(self.step_seconds)
+        if not self.enabled or any(s is None for s in self.step_seconds):
+            return [local_steps] * n
+        per_worker: dict[str, float] = {}
+        for w, s in zip(self.worker, self.step_seconds, strict=True):
+            per_worker[w] = per_worker.get(w, 0.0) + float(s or 0.0)
+        fastest = min(per_worker.values())
+        return [max(1, round(local_steps * fastest / per_worker[w])) if per_worker[w] > 0
+                else local_steps for w in self.worker]
+
+
 def _train_stochastic(
     client: Any,
     rounds: _Rounds,
@@ -906,12 +954,18 @@ def _train_stochastic(
     stopped_early = False
     epoch = state.epoch
     last_event = 0.0
+    n_blocks = len(blocks.futures)
+    cursors = (list(state.cursors) if state.cursors is not None
+               else [epoch * steps] * n_blocks)
+    step_rows = [sum(_span(n, s, steps) for n in blocks.rows) for s in range(steps)]
+    balancer = _Balancer(n_blocks, enabled=config.balance == "throughput")
 
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
         rounds.refresh_placement()
         epoch_loss, epoch_rows, round_times = 0.0, 0, []
-        for first in range(0, steps, per_round):
+        first = 0
+        while (first < steps) if config.sync == "gradient" else (epoch_rows < n_total):
             r0 = time.perf_counter()
             if config.sync == "gradient":
                 part = rounds.gradient(params, epoch, first, steps)
@@ -925,11 +979,20 @@ def _train_stochastic(
                 params = optim.apply_updates(params, updates)
                 round_loss = part.loss / m + pen
             else:
-                schedule = tuple(
-                    (epoch, s, sum(_span(n, s, steps) for n in blocks.rows))
-                    for s in range(first, min(first + per_round, steps))
-                )
-                part, local_states = rounds.local_steps(params, local_states, lr, schedule, steps)
+                counts = balancer.counts(per_round)
+                end = (epoch + 1) * steps
+                schedules = []
+                for i, c in enumerate(cursors):
+                    # "none": every block stops at the epoch boundary, all in step; "throughput":
+                    # blocks run their own streams across epochs, faster workers further.
+                    stop = c + counts[i] if config.balance == "throughput" else min(
+                        c + counts[i], end)
+                    schedules.append(tuple((k // steps, k % steps, step_rows[k % steps])
+                                           for k in range(c, stop)))
+                    cursors[i] = stop
+                part, local_states = rounds.local_steps(params, local_states, lr, schedules,
+                                                        steps)
+                balancer.observe(part.timings, [len(sch) for sch in schedules])
                 _check_finite(part, round_no, "loss or parameter update")
                 m = max(part.n, 1)
                 avg_delta = (to_host(part.vector) / float(m)).astype(params.dtype)
@@ -947,8 +1010,11 @@ def _train_stochastic(
             epoch_loss += round_loss * part.n
             epoch_rows += part.n
             round_no += 1
+            first += per_round
             now = time.perf_counter()
-            if now - last_event > 0.25 or first + per_round >= steps:
+            last_of_epoch = (first >= steps) if config.sync == "gradient" else (
+                epoch_rows >= n_total)
+            if now - last_event > 0.25 or last_of_epoch:
                 _round_event(client, run_id, round_no, epoch + 1, part, seconds, round_loss)
                 last_event = now
         epoch += 1
@@ -976,6 +1042,8 @@ def _train_stochastic(
             "seconds": epoch_seconds, "learning_rate": lr, "rounds": len(round_times),
             "round_seconds_median": float(np.median(round_times)),
         }
+        if config.sync == "average":
+            record["local_steps"] = balancer.counts(per_round)  # per block, next round
         history.append(record)
         _log(client, {"event": "epoch", "run": run_id, "round": round_no, **record})
         if verbose:
@@ -991,7 +1059,8 @@ def _train_stochastic(
                 stopped_early = True
         state = TrainState(params, opt_state, local_states, outer_state, epoch, t, lr,
                            loss_curve, val_scores, best_loss, best_val, no_improve, best_params,
-                           history, round_no)
+                           history, round_no,
+                           list(cursors) if config.sync == "average" else None)
         if on_epoch_end is not None:
             on_epoch_end(state)
         if stopped_early:

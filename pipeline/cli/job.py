@@ -144,7 +144,8 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
                     dtype=m.dtype, batch_size=t.batch_size, max_iter=t.max_iter,
                     sync=t.sync, local_steps=t.local_steps,
                     outer_learning_rate=t.outer_learning_rate,
-                    outer_momentum=t.outer_momentum, split_every=t.split_every,
+                    outer_momentum=t.outer_momentum, balance=t.balance,
+                    split_every=t.split_every,
                     early_stopping=t.early_stopping and validation is not None,
                     n_iter_no_change=t.n_iter_no_change, tol=t.tol,
                     random_state=t.random_state)

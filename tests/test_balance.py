@@ -1,0 +1,88 @@
+"""Throughput-aware local SGD (balance="throughput"): faster workers take more local steps,
+and the rows weighting keeps the average unbiased."""
+
+import threading
+import time
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline import MLPClassifier, nn
+from pipeline.blocks import Block
+from pipeline.train import TrainConfig, _Balancer, fold_local, partitions_local_steps
+
+
+def test_balancer_gives_slow_workers_fewer_steps():
+    b = _Balancer(4, enabled=True, smoothing=1.0)
+    assert b.counts(10) == [10, 10, 10, 10]  # nothing measured yet
+    # blocks 0, 1 on a fast worker (1 ms/step each), 2, 3 on one 5x slower
+    b.observe([(0, 0.010, "fast", 0.0, 1), (1, 0.010, "fast", 0.0, 1),
+               (2, 0.050, "slow", 0.0, 1), (3, 0.050, "slow", 0.0, 1)], [10, 10, 10, 10])
+    assert b.counts(10) == [10, 10, 2, 2]
+    assert _Balancer(2, enabled=False).counts(7) == [7, 7]
+
+
+def test_unequal_local_steps_average_is_rows_weighted():
+    """Blocks that took different numbers of steps: the fold is Σ rows·Δ / Σ rows exactly."""
+    rng = np.random.default_rng(0)
+    spec = nn.MLPSpec((3, 4, 1), "tanh", "binary_log_loss")
+    params = nn.init_params(spec, 0, dtype=np.float64)
+    blocks = [Block(rng.standard_normal((n, 3)), (rng.random((n, 1)) > 0.5).astype(float))
+              for n in (40, 80)]
+    cfg = TrainConfig(solver="sgd", momentum=0.0, learning_rate_init=0.1, alpha=0.0,
+                      shuffle=False)
+    steps = 4
+    schedules = [tuple((0, s, 30) for s in range(1)), tuple((0, s, 30) for s in range(3))]
+    out = fold_local([partitions_local_steps(blocks, [0, 1], params, [None, None], spec, cfg,
+                                             0.1, schedules, steps)], split_every=8)
+    # serial oracle: plain SGD on each block's rows, weighted by the rows it used
+    deltas, rows = [], []
+    for block, schedule in zip(blocks, schedules, strict=True):
+        w, used = params.copy(), 0
+        n = block.X.shape[0]
+        for _, s, _ in schedule:
+            lo, hi = (s * n) // steps, ((s + 1) * n) // steps
+            _, g = nn.loss_and_grad(spec, w, block.X[lo:hi], block.Y[lo:hi])
+            w = w - 0.1 * g / (hi - lo)
+            used += hi - lo
+        deltas.append((w - params) * used)
+        rows.append(used)
+    assert out.partial.n == sum(rows) == 10 + 60
+    np.testing.assert_allclose(out.partial.vector, deltas[0] + deltas[1], rtol=1e-12)
+
+
+def _hog(seconds):
+    """Hold the GIL in a Python loop on this worker: a stand-in for a slower device."""
+    def spin():
+        end = time.time() + seconds
+        while time.time() < end:
+            sum(range(2000))
+
+    for _ in range(2):
+        threading.Thread(target=spin, daemon=True).start()
+    return True
+
+
+@pytest.mark.slow
+def test_blocks_on_a_slowed_worker_take_fewer_steps(client):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16000, 10))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    Xd, yd = da.from_array(X, chunks=(2000, -1)), da.from_array(y, chunks=2000)
+    workers = sorted(client.scheduler_info()["workers"])
+    slow = workers[0]
+    model = MLPClassifier(hidden_layer_sizes=(32,), sync="average", local_steps=20,
+                          batch_size=50, max_iter=3, balance="throughput",
+                          learning_rate_init=0.01, min_block_rows=None, random_state=0)
+    client.run(_hog, 8, workers=[slow])  # long enough for this fit, short for later tests
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fixed budget
+        model.fit(Xd, yd)
+    counts = model.history_[-1]["local_steps"]  # per block, as the balancer set them
+    assert len(counts) == 8
+    assert min(counts) < max(counts) == 20, counts  # the slowed worker's blocks do less
+    # every epoch still covers the data: rows seen ≥ epochs × rows (streams run on)
+    assert model.t_ >= 3 * 16000
+    assert model.score(X, y) > 0.9
