@@ -14,6 +14,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array
 
 __all__ = [
+    "aligned",
     "device",
     "frame_to_array",
     "gpu_count",
@@ -51,6 +52,19 @@ def to_host(x: Any) -> np.ndarray:
         return np.from_dlpack(x)
     except (TypeError, RuntimeError, BufferError, AttributeError):
         return np.asarray(x)
+
+
+def aligned(x: Any) -> Any:
+    """``x``, copied if it is a NumPy array that is not aligned for its dtype.
+
+    Arrays that Dask deserializes on a worker are often views into message frames at arbitrary
+    byte offsets. NumPy's ``matmul`` hands only aligned arrays to BLAS and uses its own loop for
+    the others, which rounds differently: without this copy, a model's bits would depend on where
+    the parameters landed in a message (and the fallback is several times slower).
+    """
+    if is_numpy_array(x) and not x.flags.aligned:
+        return np.array(x, copy=True)
+    return x
 
 
 def to_device_of(x: Any, like: Any) -> Any:

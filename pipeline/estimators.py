@@ -103,6 +103,7 @@ class _BaseMLP(BaseEstimator):
         outer_learning_rate: float = 1.0,
         outer_momentum: float = 0.0,
         balance: str = "none",
+        rounds_ahead: int = 4,
         split_every: int = 8,
         min_block_rows: int | None = 16_384,
         dtype: str = "float32",
@@ -135,6 +136,7 @@ class _BaseMLP(BaseEstimator):
         self.outer_learning_rate = outer_learning_rate
         self.outer_momentum = outer_momentum
         self.balance = balance
+        self.rounds_ahead = rounds_ahead
         self.split_every = split_every
         self.min_block_rows = min_block_rows
         self.dtype = dtype
@@ -180,6 +182,7 @@ class _BaseMLP(BaseEstimator):
             early_stopping=self.early_stopping, sync=self.sync, local_steps=self.local_steps,
             outer_learning_rate=self.outer_learning_rate, outer_momentum=self.outer_momentum,
             split_every=self.split_every, random_state=seed, balance=self.balance,
+            rounds_ahead=self.rounds_ahead,
         )
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
@@ -372,6 +375,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         to a GPU worker, a loaded machine) take proportionally fewer local steps per round,
         re-estimated every round; the row weighting keeps the average unbiased. Not
         bit-reproducible (it follows measured speed); ``"none"`` is.
+    rounds_ahead : int
+        ``sync="gradient"``: rounds in flight at once. The optimizer update runs as a task on
+        the cluster, so round r+1 is queued before round r's result reaches the client; the
+        client gathers only the loss per round. Same bits as ``rounds_ahead=1``.
     split_every : int
         Fan-in of the tree that combines the blocks' gradients.
     min_block_rows : int or None

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import device
 
-from .backend import namespace
+from .backend import aligned, namespace
 
 __all__ = [
     "ACTIVATIONS",
@@ -313,7 +313,7 @@ def _params_like(spec: MLPSpec, flat: Array, X: Array) -> list[tuple[Array, Arra
     """``flat`` (host or device) as per-layer ``(W, b)`` in X's namespace, device and dtype."""
     xp = namespace(X)
     _check_flat(spec, flat)
-    flat = xp.asarray(flat, dtype=X.dtype, device=device(X))
+    flat = aligned(xp.asarray(flat, dtype=X.dtype, device=device(X)))
     return unpack(spec, flat)
 
 
@@ -321,6 +321,7 @@ def _hidden_forward(
     spec: MLPSpec, layers: list[tuple[Array, Array]], X: Array
 ) -> tuple[list[Array], Array]:
     """Inputs of every layer (``[X, a_1, ..., a_L-1]``) and the raw output ``z``."""
+    X = aligned(X)  # BLAS, not NumPy's fallback loop: same bits wherever X was deserialized
     xp = namespace(X)
     act = _HIDDEN[spec.activation][0]
     inputs = [X]

@@ -93,6 +93,7 @@ class TrainConfig:
     split_every: int = 8
     random_state: int = 0
     balance: str = "none"
+    rounds_ahead: int = 4
 
     def validate(self) -> None:
         checks = [
@@ -115,6 +116,7 @@ class TrainConfig:
                 f"local_steps must be >= 1 or None, got {self.local_steps}",
             ),
             (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
+            (self.rounds_ahead >= 1, f"rounds_ahead must be >= 1, got {self.rounds_ahead}"),
             (self.balance in BALANCE_MODES,
              f"balance must be one of {BALANCE_MODES}, got {self.balance!r}"),
             (self.balance == "none" or self.sync == "average",
@@ -386,7 +388,10 @@ def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
 def partition_grads(blocks: list[Block], indices: list[int], params: np.ndarray,
                     spec: nn.MLPSpec, epoch: int, step: int, steps: int, seed: int,
                     shuffle: bool) -> list[tuple[int, Partial]]:
-    """:func:`partition_grad` for each block a worker holds, kept apart for the fold."""
+    """:func:`partition_grad` for each block a worker holds, kept apart for the fold.
+
+    ``params`` may be the previous round's :class:`StepState` (pipelined rounds)."""
+    params = getattr(params, "params", params)
     return [(i, partition_grad(b, params, spec, i, epoch, step, steps, seed, shuffle))
             for b, i in zip(blocks, indices, strict=True)]
 
@@ -438,6 +443,47 @@ def fold_local(groups: list[list[tuple[int, tuple[Partial, Any]]]],
 
 def fold_scores(groups: list[list[tuple[int, ScorePartial]]], split_every: int) -> ScorePartial:
     return tree_fold(_in_block_order(groups), combine_scores, split_every=split_every)
+
+
+def gradient_step(part: Partial, params: np.ndarray, opt_state: Any, spec: nn.MLPSpec,
+                  config: TrainConfig, learning_rate: float) -> tuple[np.ndarray, Any, float]:
+    """One synchronous optimizer step on a combined gradient (host arrays).
+
+    The same function runs on the client (one round at a time) and inside the cluster
+    (``optimizer_step``, rounds submitted ahead), so both give the same bits.
+    """
+    grad = to_host(part.vector)
+    m = max(part.n, 1)
+    pen, pen_grad = nn.l2_penalty(spec, params, config.alpha, m)
+    g = grad / float(m) + pen_grad
+    opt = config.inner_optimizer()
+    opt_state = optim.set_learning_rate(opt_state, learning_rate)
+    updates, opt_state = opt.update(g, opt_state, params)
+    return optim.apply_updates(params, updates), opt_state, part.loss / m + pen
+
+
+class StepState(NamedTuple):
+    """What a pipelined round leaves on the cluster for the next one."""
+
+    params: np.ndarray
+    opt_state: Any
+    round_loss: float
+    n: int
+    timings: tuple[tuple[int, float, str, float, int], ...]
+
+
+def optimizer_step(part: Partial, prev: StepState, spec: nn.MLPSpec, config: TrainConfig,
+                   learning_rate: float, round_no: int) -> StepState:
+    """The optimizer update as a task: round r+1's gradients depend on it, not on the client."""
+    _check_finite(part, round_no, "loss or gradient")
+    params, opt_state, loss = gradient_step(part, prev.params, prev.opt_state, spec, config,
+                                            learning_rate)
+    return StepState(params, opt_state, loss, part.n, part.timings)
+
+
+def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
+    """The few numbers the client gathers per pipelined round."""
+    return state.round_loss, state.n, state.timings
 
 
 # ---------------------------------------------------------------- client side -----------------
@@ -659,6 +705,74 @@ class _Rounds:
         dsk[root] = (fold_partials, leaves, self.config.split_every)
         (out,) = self._run(dsk, [root], "gradient")
         return out
+
+    def pipelined_epoch(self, params: np.ndarray, opt_state: Any, learning_rate: float,
+                        epoch: int, steps: int, round_no: int, ahead: int,
+                        ) -> tuple[np.ndarray, Any, list[tuple[Partial, float, float]]]:
+        """All rounds of one ``sync="gradient"`` epoch, up to ``ahead`` of them in flight.
+
+        The optimizer update is a task (``optimizer_step``) that round r+1's gradient tasks
+        depend on, so the cluster never waits for the client; the client only gathers each
+        round's loss, row count and timings, and the parameters once at the end. The chain
+        starts from literal values every epoch, so lineage (and recomputation after a worker
+        loss) never reaches back further than the epoch. Raises a disruption for the caller
+        to redo the epoch one round at a time, which gives the same bits.
+        """
+        from collections import deque
+
+        prev: Any = self._params_node(StepState(params, opt_state, 0.0, 0, ()))
+        window: deque[tuple[Any, float]] = deque()
+        out: list[tuple[Partial, float, float]] = []
+        last_done = time.perf_counter()
+        futures = []
+
+        def consume() -> None:
+            nonlocal last_done
+            fut, _ = window.popleft()
+            self._watch([fut], "gradient")
+            loss, n, timings = fut.result()
+            now = time.perf_counter()
+            out.append((Partial(loss, None, n, timings), loss, now - last_done))
+            last_done = now
+
+        try:
+            for step in range(steps):
+                token = tokenize(self.run_id, "grad-ahead", epoch, step)
+                dsk: dict[Any, Any] = {}
+                leaves = []
+                for j, idx in enumerate(self._groups(self.block_keys)):
+                    key = (f"partition_grads-{token}", j)
+                    dsk[key] = (partition_grads, [self.block_keys[i] for i in idx], idx, prev,
+                                self.spec, epoch, step, steps, self.config.random_state,
+                                self.config.shuffle)
+                    leaves.append(key)
+                root = f"combine_grads-{token}"
+                dsk[root] = (fold_partials, leaves, self.config.split_every)
+                skey = f"optimizer_step-{token}"
+                dsk[skey] = (optimizer_step, root, prev, self.spec, self.config, learning_rate,
+                             round_no + step)
+                mkey = f"round_metrics-{token}"
+                dsk[mkey] = (round_metrics, skey)
+                step_future, metrics_future = self.client.get(dsk, [skey, mkey], sync=False)
+                futures.append(step_future)
+                window.append((metrics_future, time.perf_counter()))
+                prev = step_future
+                if len(window) >= ahead:
+                    consume()
+            while window:
+                consume()
+            self._watch([prev], "gradient")
+            final: StepState = prev.result()
+        finally:
+            del futures
+        self.round += steps
+        return final.params, final.opt_state, out
+
+    def note_fallback(self, exc: BaseException) -> None:
+        """A pipelined epoch was disrupted: count it; the caller redoes the epoch."""
+        self._placement = None
+        self._retried(f"{type(exc).__name__}: {exc}", "epoch redone round by round",
+                      time.perf_counter())
 
     def local_steps(
         self,
@@ -937,7 +1051,6 @@ def _train_stochastic(
         # sees each of its rows once per epoch in the same number of steps.
         steps = _steps_per_epoch(max(blocks.rows), config.batch_size)
         per_round = steps if config.local_steps is None else min(config.local_steps, steps)
-    opt = config.inner_optimizer()
     params = state.params
     opt_state = state.opt_state
     local_states = state.local_states
@@ -963,21 +1076,37 @@ def _train_stochastic(
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
         rounds.refresh_placement()
+        pipelined = config.sync == "gradient" and config.rounds_ahead > 1 and steps > 1
         epoch_loss, epoch_rows, round_times = 0.0, 0, []
         first = 0
         while (first < steps) if config.sync == "gradient" else (epoch_rows < n_total):
             r0 = time.perf_counter()
+            if config.sync == "gradient" and pipelined:
+                # rounds submitted ahead: see _Rounds.pipelined_epoch
+                try:
+                    out = rounds.pipelined_epoch(params, opt_state, lr, epoch, steps, round_no,
+                                                 config.rounds_ahead)
+                except _DISRUPTIONS as exc:
+                    rounds.note_fallback(exc)
+                    pipelined = False  # redo this epoch one round at a time (same bits)
+                    continue
+                params, opt_state, parts = out
+                for k, (part, loss_r, seconds) in enumerate(parts):
+                    round_times.append(seconds)
+                    epoch_loss += loss_r * part.n
+                    epoch_rows += part.n
+                    round_no += 1
+                    now = time.perf_counter()
+                    if now - last_event > 0.25 or k == len(parts) - 1:
+                        _round_event(client, run_id, round_no, epoch + 1, part, seconds, loss_r)
+                        last_event = now
+                first = steps
+                continue
             if config.sync == "gradient":
                 part = rounds.gradient(params, epoch, first, steps)
                 _check_finite(part, round_no, "loss or gradient")
-                grad = to_host(part.vector)
-                m = max(part.n, 1)
-                pen, pen_grad = nn.l2_penalty(spec, params, config.alpha, m)
-                g = grad / float(m) + pen_grad
-                opt_state = optim.set_learning_rate(opt_state, lr)
-                updates, opt_state = opt.update(g, opt_state, params)
-                params = optim.apply_updates(params, updates)
-                round_loss = part.loss / m + pen
+                params, opt_state, round_loss = gradient_step(part, params, opt_state, spec,
+                                                              config, lr)
             else:
                 counts = balancer.counts(per_round)
                 end = (epoch + 1) * steps

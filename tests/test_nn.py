@@ -374,3 +374,29 @@ def test_l2_penalty(backend):
         np.testing.assert_array_equal(grad[s.b_start : s.b_stop], 0.0)
     with pytest.raises(ValueError, match="n_samples"):
         nn.l2_penalty(spec, flat, alpha, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 7])
+def test_misaligned_inputs_give_the_same_bits(dtype, rows):
+    """Dask hands workers arrays at arbitrary byte offsets (views into message frames); NumPy
+    then skips BLAS for some products (one-row batches) and rounds differently."""
+    rng = np.random.default_rng(0)
+    spec = nn.MLPSpec((20, 64, 64, 1), "relu", "binary_log_loss")
+    flat = nn.init_params(spec, 0, dtype=dtype)
+    X = rng.standard_normal((rows, 20)).astype(dtype)
+    Y = (rng.random((rows, 1)) > 0.5).astype(dtype)
+    ref_loss, ref_grad = nn.loss_and_grad(spec, flat, X, Y)
+
+    def misaligned(a):
+        raw = np.empty(a.nbytes + 1, dtype=np.uint8)
+        view = raw[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        assert not view.flags.aligned
+        return view
+
+    loss, grad = nn.loss_and_grad(spec, misaligned(flat), misaligned(X), Y)
+    assert loss == ref_loss
+    assert np.array_equal(grad, ref_grad)
+    assert np.array_equal(nn.forward(spec, misaligned(flat), misaligned(X)),
+                          nn.forward(spec, flat, X))

@@ -483,7 +483,7 @@ def test_identical_rows_land_in_the_same_split():
 def test_stratify_keeps_class_proportions_in_expectation():
     pdf = rows_frame()
     _, test = train_test_split(dd.from_pandas(pdf, npartitions=3), test_size=0.25, stratify="label")
-    share = test["label"].value_counts().compute(scheduler="sync") / pdf["label"].value_counts()
+    share = test.compute(scheduler="sync")["label"].value_counts() / pdf["label"].value_counts()
     assert np.all(np.abs(share - 0.25) < 0.03)
     with pytest.raises(ValueError, match=r"\['nope'\] not found"):
         train_test_split(pdf, stratify="nope")
