@@ -690,19 +690,25 @@ class _Rounds:
     def refresh_placement(self) -> None:
         self._placement = None
 
-    def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
-        token = tokenize(self.run_id, "grad", epoch, step)
-        pkey = self._params_node(params)
+    def _gradient_graph(self, params: Any, token: str, epoch: int, step: int,
+                        steps: int) -> tuple[dict[Any, Any], str]:
+        """One round's gradient: a ``partition_grads`` task per worker, folded by position.
+        ``params`` is a literal node or the previous round's ``optimizer_step`` future."""
         dsk: dict[Any, Any] = {}
         leaves = []
         for j, idx in enumerate(self._groups(self.block_keys)):
             key = (f"partition_grads-{token}", j)
-            dsk[key] = (partition_grads, [self.block_keys[i] for i in idx], idx, pkey,
+            dsk[key] = (partition_grads, [self.block_keys[i] for i in idx], idx, params,
                         self.spec, epoch, step, steps, self.config.random_state,
                         self.config.shuffle)
             leaves.append(key)
         root = f"combine_grads-{token}"
         dsk[root] = (fold_partials, leaves, self.config.split_every)
+        return dsk, root
+
+    def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
+        token = tokenize(self.run_id, "grad", epoch, step)
+        dsk, root = self._gradient_graph(self._params_node(params), token, epoch, step, steps)
         (out,) = self._run(dsk, [root], "gradient")
         return out
 
@@ -721,50 +727,35 @@ class _Rounds:
         from collections import deque
 
         prev: Any = self._params_node(StepState(params, opt_state, 0.0, 0, ()))
-        window: deque[tuple[Any, float]] = deque()
+        window: deque[Any] = deque()  # metrics futures of the rounds in flight
         out: list[tuple[Partial, float, float]] = []
         last_done = time.perf_counter()
-        futures = []
 
         def consume() -> None:
             nonlocal last_done
-            fut, _ = window.popleft()
+            fut = window.popleft()
             self._watch([fut], "gradient")
             loss, n, timings = fut.result()
             now = time.perf_counter()
             out.append((Partial(loss, None, n, timings), loss, now - last_done))
             last_done = now
 
-        try:
-            for step in range(steps):
-                token = tokenize(self.run_id, "grad-ahead", epoch, step)
-                dsk: dict[Any, Any] = {}
-                leaves = []
-                for j, idx in enumerate(self._groups(self.block_keys)):
-                    key = (f"partition_grads-{token}", j)
-                    dsk[key] = (partition_grads, [self.block_keys[i] for i in idx], idx, prev,
-                                self.spec, epoch, step, steps, self.config.random_state,
-                                self.config.shuffle)
-                    leaves.append(key)
-                root = f"combine_grads-{token}"
-                dsk[root] = (fold_partials, leaves, self.config.split_every)
-                skey = f"optimizer_step-{token}"
-                dsk[skey] = (optimizer_step, root, prev, self.spec, self.config, learning_rate,
-                             round_no + step)
-                mkey = f"round_metrics-{token}"
-                dsk[mkey] = (round_metrics, skey)
-                step_future, metrics_future = self.client.get(dsk, [skey, mkey], sync=False)
-                futures.append(step_future)
-                window.append((metrics_future, time.perf_counter()))
-                prev = step_future
-                if len(window) >= ahead:
-                    consume()
-            while window:
+        for step in range(steps):
+            token = tokenize(self.run_id, "grad-ahead", epoch, step)
+            dsk, root = self._gradient_graph(prev, token, epoch, step, steps)
+            skey = f"optimizer_step-{token}"
+            dsk[skey] = (optimizer_step, root, prev, self.spec, self.config, learning_rate,
+                         round_no + step)
+            mkey = f"round_metrics-{token}"
+            dsk[mkey] = (round_metrics, skey)
+            prev, metrics = self.client.get(dsk, [skey, mkey], sync=False)
+            window.append(metrics)
+            if len(window) >= ahead:
                 consume()
-            self._watch([prev], "gradient")
-            final: StepState = prev.result()
-        finally:
-            del futures
+        while window:
+            consume()
+        self._watch([prev], "gradient")
+        final: StepState = prev.result()
         self.round += steps
         return final.params, final.opt_state, out
 
