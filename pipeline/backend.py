@@ -30,8 +30,21 @@ __all__ = [
 DEVICE_ENV = "PIPELINE_DEVICE"
 
 
+_NAMESPACES: dict[type, Any] = {}
+
+
 def namespace(*arrays: Any) -> Any:
-    """The array-API namespace of ``arrays`` (numpy, cupy, array_api_strict, ...)."""
+    """The array-API namespace of ``arrays`` (numpy, cupy, array_api_strict, ...).
+
+    Memoised by array type: the hot loops ask it several times per mini-batch step, and
+    ``array_namespace`` itself costs microseconds per call.
+    """
+    kind = type(arrays[0]) if arrays else None
+    if kind is not None and all(type(a) is kind for a in arrays[1:]):
+        xp = _NAMESPACES.get(kind)
+        if xp is None:
+            xp = _NAMESPACES[kind] = array_namespace(arrays[0])
+        return xp
     return array_namespace(*arrays)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import math
 import time
 import uuid
@@ -193,11 +192,29 @@ def _worker_address() -> str:
         return "local"
 
 
-@functools.lru_cache(maxsize=16)
+_ORDERS: dict[tuple[int, int, int], tuple[int, np.ndarray]] = {}
+
+
 def _epoch_order(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.ndarray | None:
+    """Block ``block``'s row order in ``epoch``: a permutation drawn from ``(seed, block, epoch)``.
+
+    Kept for the current epoch only, one per block and seed (int32 where it fits: 4 bytes per
+    row), so a worker computes it once per epoch, not once per round, without holding every
+    past epoch's permutation.
+    """
     if not shuffle:
         return None
-    return np.random.default_rng([seed, block, epoch]).permutation(n)
+    key = (seed, block, n)
+    hit = _ORDERS.get(key)
+    if hit is not None and hit[0] == epoch:
+        return hit[1]
+    order = np.random.default_rng([seed, block, epoch]).permutation(n)
+    if n < 2**31:
+        order = order.astype(np.int32)
+    if len(_ORDERS) > 4096:  # many runs in one worker process: forget the oldest
+        _ORDERS.pop(next(iter(_ORDERS)))
+    _ORDERS[key] = (epoch, order)
+    return order
 
 
 def _step_rows(n: int, step: int, steps: int) -> tuple[int, int]:
@@ -481,6 +498,14 @@ def optimizer_step(part: Partial, prev: StepState, spec: nn.MLPSpec, config: Tra
     return StepState(params, opt_state, loss, part.n, part.timings)
 
 
+def fold_and_step(groups: list[list[tuple[int, Partial]]], split_every: int, prev: StepState,
+                  spec: nn.MLPSpec, config: TrainConfig, learning_rate: float,
+                  round_no: int) -> StepState:
+    """:func:`fold_partials` then :func:`optimizer_step`, as one task."""
+    return optimizer_step(fold_partials(groups, split_every), prev, spec, config,
+                          learning_rate, round_no)
+
+
 def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
     """The few numbers the client gathers per pipelined round."""
     return state.round_loss, state.n, state.timings
@@ -691,7 +716,7 @@ class _Rounds:
         self._placement = None
 
     def _gradient_graph(self, params: Any, token: str, epoch: int, step: int,
-                        steps: int) -> tuple[dict[Any, Any], str]:
+                        steps: int) -> tuple[dict[Any, Any], list[Any]]:
         """One round's gradient: a ``partition_grads`` task per worker, folded by position.
         ``params`` is a literal node or the previous round's ``optimizer_step`` future."""
         dsk: dict[Any, Any] = {}
@@ -702,13 +727,14 @@ class _Rounds:
                         self.spec, epoch, step, steps, self.config.random_state,
                         self.config.shuffle)
             leaves.append(key)
-        root = f"combine_grads-{token}"
-        dsk[root] = (fold_partials, leaves, self.config.split_every)
-        return dsk, root
+        return dsk, leaves
 
     def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int) -> Partial:
         token = tokenize(self.run_id, "grad", epoch, step)
-        dsk, root = self._gradient_graph(self._params_node(params), token, epoch, step, steps)
+        dsk, leaves = self._gradient_graph(self._params_node(params), token, epoch, step,
+                                           steps)
+        root = f"combine_grads-{token}"
+        dsk[root] = (fold_partials, leaves, self.config.split_every)
         (out,) = self._run(dsk, [root], "gradient")
         return out
 
@@ -742,10 +768,11 @@ class _Rounds:
 
         for step in range(steps):
             token = tokenize(self.run_id, "grad-ahead", epoch, step)
-            dsk, root = self._gradient_graph(prev, token, epoch, step, steps)
-            skey = f"optimizer_step-{token}"
-            dsk[skey] = (optimizer_step, root, prev, self.spec, self.config, learning_rate,
-                         round_no + step)
+            dsk, leaves = self._gradient_graph(prev, token, epoch, step, steps)
+            # fold and update in one task: one worker-to-worker hop less per round
+            skey = f"combine_grads_and_step-{token}"
+            dsk[skey] = (fold_and_step, leaves, self.config.split_every, prev, self.spec,
+                         self.config, learning_rate, round_no + step)
             mkey = f"round_metrics-{token}"
             dsk[mkey] = (round_metrics, skey)
             prev, metrics = self.client.get(dsk, [skey, mkey], sync=False)
