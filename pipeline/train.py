@@ -514,10 +514,6 @@ def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
 # ---------------------------------------------------------------- client side -----------------
 
 
-def _getitem(obj: Any, i: int) -> Any:
-    return obj[i]
-
-
 # What a round's futures raise when workers die under them (rather than a bug in a task).
 # (distributed's FutureCancelledError and FuturesCancelledError are CancelledErrors.)
 _DISRUPTIONS = (KilledWorker, concurrent.futures.CancelledError, CommClosedError)
@@ -1251,9 +1247,9 @@ def _train_lbfgs(
                      time.perf_counter() - r0, loss)
         return float(loss), np.asarray(grad, dtype=np.float64)
 
-    def callback(xk: Any) -> None:
-        # scipy passes an OptimizeResult (new style) or the parameter vector
-        fx = getattr(xk, "fun", None)
+    def callback(intermediate_result: Any) -> None:
+        # scipy passes the OptimizeResult when the parameter has this name
+        fx = getattr(intermediate_result, "fun", None)
         if fx is not None:
             loss_curve.append(float(fx))
             history.append({"epoch": len(loss_curve), "loss": float(fx),
@@ -1265,7 +1261,7 @@ def _train_lbfgs(
         state.params.astype(np.float64),
         jac=True,
         method="L-BFGS-B",
-        callback=_wrap_callback(callback),
+        callback=callback,
         # ftol as scikit-learn's LogisticRegression sets it: stop on the gradient (gtol=tol),
         # not on a relative loss change that would stop far from the optimum.
         options={"maxfun": config.max_fun, "maxiter": config.max_iter, "gtol": config.tol,
@@ -1282,10 +1278,3 @@ def _train_lbfgs(
                                history=history, rounds=counter["rounds"])
     return TrainResult(params, new_state, int(res.nit), float(res.fun), False, run_id, 0.0,
                        counter["rounds"], rounds.retries, history)
-
-
-def _wrap_callback(cb: Callable[[Any], None]) -> Callable[..., None]:
-    def wrapped(intermediate_result: Any) -> None:
-        cb(intermediate_result)
-
-    return wrapped
