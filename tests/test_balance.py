@@ -3,13 +3,12 @@ and the rows weighting keeps the average unbiased."""
 
 import threading
 import time
-import warnings
 
 import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline import MLPClassifier, nn
+from pipeline import nn
 from pipeline.blocks import Block
 from pipeline.train import TrainConfig, _Balancer, fold_local, partitions_local_steps
 
@@ -67,22 +66,26 @@ def _hog(seconds):
 
 @pytest.mark.slow
 def test_blocks_on_a_slowed_worker_take_fewer_steps(client):
+    from pipeline.blocks import to_blocks
+    from pipeline.train import train
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((16000, 10))
     y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    Xd, yd = da.from_array(X, chunks=(2000, -1)), da.from_array(y, chunks=2000)
-    workers = sorted(client.scheduler_info()["workers"])
-    slow = workers[0]
-    model = MLPClassifier(hidden_layer_sizes=(32,), sync="average", local_steps=20,
-                          batch_size=50, max_iter=3, balance="throughput",
-                          learning_rate_init=0.01, min_block_rows=None, random_state=0)
+    blocks = to_blocks(client, da.from_array(X, chunks=(2000, -1)),
+                       da.from_array(y, chunks=2000), classification=True)
+    client.rebalance(blocks.futures)  # both workers hold blocks, whatever the scheduler chose
+    holders = {k: sorted(v)[0] for k, v in client.who_has(blocks.futures).items()}
+    slow = sorted(set(holders.values()))[0]
+    on_slow = [i for i, f in enumerate(blocks.futures) if holders[f.key] == slow]
+    assert 0 < len(on_slow) < 8
+    spec = nn.MLPSpec((10, 32, 1), "relu", "binary_log_loss")
+    cfg = TrainConfig(sync="average", local_steps=20, batch_size=50, max_iter=3,
+                      balance="throughput", learning_rate_init=0.01, random_state=0)
     client.run(_hog, 8, workers=[slow])  # long enough for this fit, short for later tests
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fixed budget
-        model.fit(Xd, yd)
-    counts = model.history_[-1]["local_steps"]  # per block, as the balancer set them
-    assert len(counts) == 8
-    assert min(counts) < max(counts) == 20, counts  # the slowed worker's blocks do less
-    # every epoch still covers the data: rows seen ≥ epochs × rows (streams run on)
-    assert model.t_ >= 3 * 16000
-    assert model.score(X, y) > 0.9
+    result = train(client, blocks, spec=spec, config=cfg)
+    counts = result.history[-1]["local_steps"]  # per block, as the balancer set them
+    fast = [c for i, c in enumerate(counts) if i not in on_slow]
+    assert max(counts[i] for i in on_slow) < min(fast) == 20, (counts, on_slow)
+    # streams run on across epochs: every epoch still covers the data
+    assert result.state.t >= 3 * 16000
