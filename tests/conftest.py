@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@dataclass
+class Backend:
+    """An array namespace and the device to create test arrays on."""
+
+    xp: Any
+    device: Any
+
+    def asarray(self, a):
+        return self.xp.asarray(a, device=self.device)
+
+
+@pytest.fixture(params=["numpy", "array_api_strict", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend(request):
+    """Numeric code runs on NumPy, on ``array_api_strict`` on a non-default device (which
+    catches arrays created without ``device=``, the bug CuPy would show), and on CuPy."""
+    if request.param == "numpy":
+        import numpy as np
+
+        return Backend(np, None)
+    if request.param == "array_api_strict":
+        import array_api_strict
+
+        return Backend(array_api_strict, array_api_strict.Device("device1"))
+    import array_api_compat.cupy as cp  # imported lazily: CuPy loads without a GPU
+
+    return Backend(cp, None)
 
 
 @pytest.fixture(scope="session")

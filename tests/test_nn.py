@@ -4,9 +4,7 @@ for the linear special case (logistic regression), on NumPy, array_api_strict an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,32 +19,6 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from pipeline import nn
 from pipeline.backend import to_host
-
-NAMESPACES = ["numpy", "array_api_strict", pytest.param("cupy", marks=pytest.mark.gpu)]
-
-
-@dataclass
-class Backend:
-    xp: Any
-    device: Any
-
-    def asarray(self, a):
-        return self.xp.asarray(a, device=self.device)
-
-
-@pytest.fixture(params=NAMESPACES)
-def backend(request):
-    if request.param == "numpy":
-        return Backend(np, None)
-    if request.param == "array_api_strict":
-        import array_api_strict
-
-        # A non-default device catches arrays created without device=.
-        return Backend(array_api_strict, array_api_strict.Device("device1"))
-    import array_api_compat.cupy as cp  # imported lazily: CuPy loads without a GPU
-
-    return Backend(cp, None)
-
 
 N_OUTPUTS = {"binary_log_loss": 2, "log_loss": 3, "squared_error": 2}
 

@@ -4,8 +4,6 @@ optimizers, schedules, checkpoint round trips and namespace cleanliness."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,32 +11,6 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOpti
 
 from pipeline import optim
 from pipeline.backend import to_host
-
-NAMESPACES = ["numpy", "array_api_strict", pytest.param("cupy", marks=pytest.mark.gpu)]
-
-
-@dataclass
-class Backend:
-    xp: Any
-    device: Any
-
-    def asarray(self, a):
-        return self.xp.asarray(a, device=self.device)
-
-
-@pytest.fixture(params=NAMESPACES)
-def backend(request):
-    if request.param == "numpy":
-        return Backend(np, None)
-    if request.param == "array_api_strict":
-        import array_api_strict
-
-        # A non-default device catches arrays created without device=.
-        return Backend(array_api_strict, array_api_strict.Device("device1"))
-    import array_api_compat.cupy as cp  # imported lazily: CuPy loads without a GPU
-
-    return Backend(cp, None)
-
 
 # --- convergence table -------------------------------------------------------------------------
 
