@@ -56,7 +56,13 @@ def connect(
 
     use_gpu = device == "gpu" or (device == "auto" and gpu_count() > 0)
     if use_gpu:
-        from dask_cuda import LocalCUDACluster  # the gpu extra
+        try:
+            from dask_cuda import LocalCUDACluster  # the gpu extra
+        except ImportError as exc:
+            raise ImportError(
+                "a GPU cluster needs the gpu extra: pip install 'dask-pipeline[gpu]' "
+                "(or connect(device='cpu') to use a CPU LocalCluster)"
+            ) from exc
 
         kwargs: dict[str, Any] = dict(dashboard_address=dashboard_address, **cluster_kwargs)
         if n_workers is not None:
