@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import time
 import warnings
@@ -92,7 +93,7 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
     from ..preprocessing import Preprocessor, train_test_split
 
     out = out or sys.stdout
-    err = sys.stderr if progress else open("/dev/null", "w")
+    err = sys.stderr if progress else io.StringIO()  # --quiet: progress goes nowhere
     outdir = Path(cfg.output.dir)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
