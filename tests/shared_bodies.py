@@ -66,19 +66,26 @@ def _fit(model: MLPClassifier, X: Any, y: Any, client: Any) -> MLPClassifier:
         return model.fit(X, y, client=client)
 
 
-def _reference_params(X: np.ndarray, y: np.ndarray) -> tuple[nn.MLPSpec, np.ndarray]:
-    """Single-process NumPy: full-batch SGD with Nesterov momentum and an L2 penalty."""
-    spec = nn.MLPSpec((X.shape[1], *HIDDEN, 1), "tanh", "binary_log_loss")
+def numpy_full_batch(X: np.ndarray, y: np.ndarray, spec: nn.MLPSpec, *, epochs: int, lr: float,
+                     alpha: float, momentum: float = 0.9) -> np.ndarray:
+    """The single-process oracle: full-batch SGD with Nesterov momentum and an L2 penalty,
+    written out plainly in NumPy (float64)."""
     params = nn.init_params(spec, 0, dtype=np.float64)
-    opt = optim.sgd(LEARNING_RATE, momentum=MOMENTUM, nesterov=True)
+    opt = optim.sgd(lr, momentum=momentum, nesterov=True)
     state = opt.init(params)
     Y = y.reshape(-1, 1).astype(np.float64)
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         _, grad = nn.loss_and_grad(spec, params, X, Y)
-        _, pen_grad = nn.l2_penalty(spec, params, ALPHA, len(X))
+        _, pen_grad = nn.l2_penalty(spec, params, alpha, len(X))
         updates, state = opt.update(grad / len(X) + pen_grad, state, params)
         params = optim.apply_updates(params, updates)
-    return spec, params
+    return params
+
+
+def _reference_params(X: np.ndarray, y: np.ndarray) -> tuple[nn.MLPSpec, np.ndarray]:
+    spec = nn.MLPSpec((X.shape[1], *HIDDEN, 1), "tanh", "binary_log_loss")
+    return spec, numpy_full_batch(X, y, spec, epochs=EPOCHS, lr=LEARNING_RATE, alpha=ALPHA,
+                                  momentum=MOMENTUM)
 
 
 def _pandas_frame(X: np.ndarray, y: np.ndarray) -> Any:

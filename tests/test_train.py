@@ -4,8 +4,9 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+from shared_bodies import numpy_full_batch
 
-from pipeline import nn, optim
+from pipeline import nn
 from pipeline.blocks import to_blocks
 from pipeline.estimators import MLPClassifier, MLPRegressor
 from pipeline.train import TrainConfig, train
@@ -37,25 +38,11 @@ def _fit_params(client, X, y, npartitions, **kw):
     return train(client, blocks, spec=spec, config=cfg).params, spec
 
 
-def _numpy_full_batch(X, y, spec, epochs, lr, alpha, momentum=0.9):
-    """The single-process oracle: full-batch SGD with momentum, written out plainly."""
-    params = nn.init_params(spec, 0, dtype=np.float64)
-    opt = optim.sgd(lr, momentum=momentum, nesterov=True)
-    state = opt.init(params)
-    Y = y.reshape(-1, 1).astype(np.float64)
-    for _ in range(epochs):
-        _, grad = nn.loss_and_grad(spec, params, X, Y)
-        _, pen_grad = nn.l2_penalty(spec, params, alpha, len(X))
-        updates, state = opt.update(grad / len(X) + pen_grad, state, params)
-        params = optim.apply_updates(params, updates)
-    return params
-
-
 @pytest.mark.parametrize("npartitions", [1, 3, 8])
 def test_full_batch_equals_single_process_numpy(client, npartitions):
     X, y = _data()
     params, spec = _fit_params(client, X, y, npartitions)
-    expected = _numpy_full_batch(X, y, spec, epochs=5, lr=0.1, alpha=1e-3)
+    expected = numpy_full_batch(X, y, spec, epochs=5, lr=0.1, alpha=1e-3)
     np.testing.assert_allclose(params, expected, rtol=1e-6, atol=1e-12)
 
 

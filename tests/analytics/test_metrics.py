@@ -26,15 +26,6 @@ from analytics import metrics
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def _sync_scheduler(request):
-    if "client" in request.fixturenames:
-        yield
-        return
-    with dask.config.set(scheduler="sync"):
-        yield
-
-
 # --------------------------------------------------------------------------------------------
 # Building partitioned inputs
 # --------------------------------------------------------------------------------------------

@@ -19,15 +19,6 @@ from analytics.profile import HyperLogLog, QuantileSketch, profile
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def _sync_scheduler(request):
-    if "client" in request.fixturenames:
-        yield
-        return
-    with dask.config.set(scheduler="sync"):
-        yield
-
-
 def split(pdf: pd.DataFrame, sizes) -> dd.DataFrame:
     """A Dask DataFrame whose partitions have exactly ``sizes`` rows (zeros allowed)."""
     starts = np.cumsum([0, *sizes])

@@ -81,7 +81,7 @@ def require_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} missing; CI installs it with `apt-get install -y chromium`")
-        pytest.skip("chromium not installed")
+        pytest.skip("the browser check needs Debian's chromium (apt-get install chromium); CI has it")
 
 
 def _assert_self_contained(text: str) -> None:
