@@ -20,6 +20,7 @@ __all__ = [
     "gpu_count",
     "is_cudf",
     "namespace",
+    "owned",
     "preferred_device",
     "to_device_of",
     "to_host",
@@ -77,6 +78,25 @@ def aligned(x: Any) -> Any:
     """
     if is_numpy_array(x) and not x.flags.aligned:
         return np.array(x, copy=True)
+    return x
+
+
+def owned(x: Any) -> Any:
+    """``x`` as an array that owns aligned, C-contiguous memory (copied once if it does not).
+
+    Long-lived training blocks go through this: a block built from client data arrives as a view
+    into the Dask message it came in, at an arbitrary byte offset, and every later mini-batch
+    ``take`` from such a view costs ~40x more and leaves BLAS. Other namespaces (CuPy allocates
+    aligned device memory) only need contiguity.
+    """
+    if is_numpy_array(x):
+        if x.flags.c_contiguous and x.flags.aligned and x.flags.owndata:
+            return x
+        out = np.empty(x.shape, dtype=x.dtype)  # NumPy's allocator aligns (64 bytes here)
+        out[...] = x
+        return out
+    if is_cupy_array(x):
+        return x if x.flags.c_contiguous else x.copy()
     return x
 
 

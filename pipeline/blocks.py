@@ -15,7 +15,7 @@ import dask
 import numpy as np
 from distributed import wait
 
-from .backend import frame_to_array, namespace, to_device_of, to_host, to_worker_device
+from .backend import frame_to_array, namespace, owned, to_device_of, to_host, to_worker_device
 
 __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
 
@@ -159,8 +159,9 @@ def _concat_raw(*raws: tuple[Any, Any]) -> tuple[Any, Any]:
 
 def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
     X, y = raw
-    # targets follow the features onto their device (labels may have stayed on the host)
-    return Block(X=X, Y=to_device_of(encode_targets(y, classes, dtype), X))
+    # targets follow the features onto their device (labels may have stayed on the host);
+    # both own their memory (see backend.owned: client data arrives as misaligned views)
+    return Block(X=owned(X), Y=owned(to_device_of(encode_targets(y, classes, dtype), X)))
 
 
 def _partitions(obj: Any) -> list[Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .persist import _atomic_write, _Encoder, _restore, dump_objects, read_dir, write_dir
+from .serialization import Registry, atomic_write, dump_objects, read_objects, write_dir
 
 __all__ = ["CheckpointMismatchError", "Checkpointer", "latest_checkpoint"]
 
@@ -91,11 +91,12 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, every: int = 1, estimator: Any,
-                 config: Any, spec: Any, blocks: Any, preprocessor: Any = None,
-                 keep: int = 2):
+                 config: Any, spec: Any, blocks: Any, registry: Registry,
+                 preprocessor: Any = None, keep: int = 2):
         if every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {every}")
         self.directory = Path(directory)
+        self.registry = registry  # the classes a checkpoint may hold (passed in: no cycle)
         self.every = every
         self.keep = keep
         self.estimator = estimator
@@ -116,7 +117,7 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{state.epoch:06d}"
         manifest, npz = dump_objects(
-            {"preprocessor": self.preprocessor},
+            {"preprocessor": self.preprocessor}, self.registry,
             extra={"state": state, "fingerprint": self.fingerprint,
                    "description": self.description,
                    "estimator": type(self.estimator).__name__,
@@ -131,7 +132,7 @@ class Checkpointer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_write(self.directory / LATEST, name.encode())
+        atomic_write(self.directory / LATEST, name.encode())
         self._prune(keep_name=name)
         return final
 
@@ -150,9 +151,7 @@ class Checkpointer:
         path = latest_checkpoint(self.directory)
         if path is None:
             return None
-        manifest, arrays = read_dir(path, kind="checkpoint")
-        enc = _Encoder()
-        extra = enc.decode(manifest["extra"], arrays)
+        _, extra, _ = read_objects(path, self.registry, kind="checkpoint")
         if extra["fingerprint"] != self.fingerprint:
             diffs = _differences(extra["description"], self.description)
             raise CheckpointMismatchError(
@@ -162,19 +161,17 @@ class Checkpointer:
         return extra["state"]
 
     @staticmethod
-    def saved_seed(directory: str | os.PathLike[str]) -> int | None:
+    def saved_seed(directory: str | os.PathLike[str], registry: Registry) -> int | None:
         """The seed a checkpointed run used (to resume a run started with random_state=None)."""
         path = latest_checkpoint(directory)
         if path is None:
             return None
-        manifest, arrays = read_dir(path, kind="checkpoint")
-        desc = _Encoder().decode(manifest["extra"], arrays)["description"]
-        return int(desc["config"]["random_state"])
+        _, extra, _ = read_objects(path, registry, kind="checkpoint")
+        return int(extra["description"]["config"]["random_state"])
 
     def restore_preprocessor(self) -> Any:
         path = latest_checkpoint(self.directory)
         if path is None:
             return None
-        manifest, arrays = read_dir(path, kind="checkpoint")
-        rec = manifest["objects"].get("preprocessor")
-        return None if rec is None else _restore(rec, _Encoder(), arrays)
+        objects, _, _ = read_objects(path, self.registry, kind="checkpoint")
+        return objects.get("preprocessor")

@@ -7,6 +7,7 @@ cluster and predict lazily, partition by partition, on the workers.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 from typing import Any
@@ -19,9 +20,10 @@ from . import nn
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
-from .train import TrainConfig, TrainResult, TrainState, evaluate, train
+from . import optim
+from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "saveable_classes"]
 
 
 def _is_dask(obj: Any) -> bool:
@@ -185,6 +187,12 @@ class _BaseMLP(BaseEstimator):
             rounds_ahead=self.rounds_ahead,
         )
 
+    def _optimizer(self, config: TrainConfig) -> optim.GradientTransformation | None:
+        """The inner optimizer, built once here from the scikit-learn parameters."""
+        if config.solver == "lbfgs":
+            return None
+        return config.inner_optimizer()
+
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
         return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, self._loss)
 
@@ -223,7 +231,7 @@ class _BaseMLP(BaseEstimator):
         if resume and checkpoint_dir is not None and self.random_state is None:
             from .checkpoint import Checkpointer
 
-            seed = Checkpointer.saved_seed(checkpoint_dir) or seed
+            seed = Checkpointer.saved_seed(checkpoint_dir, saveable_classes()) or seed
         blocks = self._blocks(client, X, y)
         valid = None
         if validation_data is not None:
@@ -246,14 +254,14 @@ class _BaseMLP(BaseEstimator):
 
             ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, estimator=self,
                                 config=config, spec=spec, blocks=blocks,
-                                preprocessor=preprocessor)
+                                registry=saveable_classes(), preprocessor=preprocessor)
             if resume:
                 state = ckpt.restore()
             on_epoch_end = ckpt.save
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
-        result = train(client, blocks, spec=spec, config=config, params=params,
-                       validation=valid, state=state, on_epoch_end=on_epoch_end,
+        result = train(client, blocks, model=spec, config=config,
+                       optimizer=self._optimizer(config), params=params, validation=valid, state=state, on_epoch_end=on_epoch_end,
                        run_name=type(self).__name__, verbose=self.verbose)
         self._set_fitted(result, spec, blocks, X)
         if (config.solver != "lbfgs" and not result.stopped_early
@@ -266,8 +274,50 @@ class _BaseMLP(BaseEstimator):
             )
         return self
 
+    def _partial_fit_blocks(self, client: Any, blocks: BlockSet, X: Any, run_name: str) -> None:
+        """One epoch on ``blocks`` continuing the optimizer state, ``n_iter_`` and ``t_`` of the
+        previous call, as scikit-learn's ``partial_fit`` does."""
+        seed = self._seed()
+        config = self._train_config(blocks.n_samples, seed)
+        if config.solver == "lbfgs":
+            raise ValueError("partial_fit is not available for solver='lbfgs' "
+                             "(as in scikit-learn); use solver='sgd' or 'adam'")
+        spec = self._spec(blocks.n_features, blocks.n_outputs)
+        optimizer = self._optimizer(config)
+        previous: TrainState | None = getattr(self, "_partial_state", None)
+        state = None
+        if hasattr(self, "params_"):
+            if self.params_.shape != (spec.n_params,):
+                raise ValueError("partial_fit: the network shape changed since the last call")
+            state = initial_state(self.params_.astype(self.dtype), config, len(blocks.futures),
+                                  optimizer)
+            if previous is not None and previous.params.shape == self.params_.shape:
+                same_blocks = (previous.local_states is not None
+                               and len(previous.local_states) == len(blocks.futures))
+                state = state._replace(
+                    opt_state=previous.opt_state if previous.opt_state is not None
+                    else state.opt_state,
+                    local_states=previous.local_states if same_blocks else state.local_states,
+                    outer_state=previous.outer_state, t=previous.t,
+                    learning_rate=previous.learning_rate, rounds=previous.rounds,
+                    best_loss=previous.best_loss,
+                    no_improvement_count=previous.no_improvement_count,
+                    best_validation_score=previous.best_validation_score,
+                    validation_scores=list(previous.validation_scores))
+        if state is not None and previous is not None:
+            # the epoch count goes on, so the shuffles are those fit(max_iter=k) would draw
+            state = state._replace(epoch=previous.epoch, loss_curve=list(previous.loss_curve))
+            config = dataclasses.replace(config, max_iter=previous.epoch + 1)
+        result = train(client, blocks, model=spec, config=config, optimizer=optimizer,
+                       state=state, run_name=run_name)
+        self._set_fitted(result, spec, blocks, X)
+
     def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,
                     X: Any) -> None:
+        # what a later partial_fit continues from (scikit-learn keeps its _optimizer too)
+        self._partial_state = (result.state._replace(history=[], cursors=None)
+                               if result.state.opt_state is not None
+                               or result.state.local_states is not None else None)
         self.params_ = np.asarray(result.params)
         self.spec_ = spec
         layers = nn.unpack(spec, self.params_)
@@ -355,9 +405,9 @@ class _BaseMLP(BaseEstimator):
     def save(self, path: str, *, preprocessor: Any = None) -> str:
         """Save weights, optimizer state, hyperparameters and (optionally) the preprocessor to
         the directory ``path`` without pickle; :func:`pipeline.load` reads it back."""
-        from .persist import save
+        from .serialization import write_model
 
-        return save(path, self, preprocessor=preprocessor)
+        return write_model(path, self, saveable_classes(), preprocessor=preprocessor)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -424,13 +474,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
                                min_block_rows=self.min_block_rows)
-            seed = self._seed()
-            config = self._train_config(blocks.n_samples, seed)
-            spec = self._spec(blocks.n_features, blocks.n_outputs)
-            params = self.params_.astype(self.dtype) if hasattr(self, "params_") else None
-            result = train(client, blocks, spec=spec, config=config, params=params,
-                           run_name="MLPClassifier.partial_fit")
-            self._set_fitted(result, spec, blocks, X)
+            self._partial_fit_blocks(client, blocks, X, "MLPClassifier.partial_fit")
         finally:
             self.max_iter, self.warm_start = saved
         return self
@@ -477,6 +521,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         super().fit(X, y, **kwargs)
         return self
 
+    def partial_fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:
+        """One more epoch from the current weights and optimizer state."""
+        saved = self.max_iter
+        self.max_iter = 1
+        try:
+            client = current_client(kwargs.pop("client", None))
+            blocks = self._blocks(client, X, y)
+            self._partial_fit_blocks(client, blocks, X, "MLPRegressor.partial_fit")
+        finally:
+            self.max_iter = saved
+        return self
+
     def predict(self, X: Any) -> Any:
         """Predictions ``(n,)`` (or ``(n, n_outputs)``); a lazy dask Array for dask input."""
         self._check_fitted()
@@ -489,3 +545,23 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if sample_weight is not None:
             raise NotImplementedError("sample_weight is not supported by score yet")
         return float(self._score_blocks(X, y)["r2"])
+
+
+def saveable_classes() -> dict[str, type]:
+    """The allow-list of classes model files and checkpoints may hold, by name: the estimators,
+    the network spec, the optimizer states, the trainer's state and the preprocessing."""
+    from . import preprocessing as pp
+
+    classes: dict[str, type] = {
+        "MLPClassifier": MLPClassifier,
+        "MLPRegressor": MLPRegressor,
+        "MLPSpec": nn.MLPSpec,
+        "TrainState": TrainState,
+    }
+    for name in optim.__all__:
+        obj = getattr(optim, name)
+        if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
+            classes[name] = obj  # the optimizer states (NamedTuples)
+    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
+        classes[cls.__name__] = cls
+    return classes

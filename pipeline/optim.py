@@ -43,6 +43,8 @@ __all__ = [
     "invscaling",
     "set_learning_rate",
     "sgd",
+    "state_to_device",
+    "state_to_host",
 ]
 
 Array = Any
@@ -152,6 +154,29 @@ def adam(
         return updates, AdamState(_scalar(t, grads), state.learning_rate, mu, nu)
 
     return GradientTransformation(init, update)
+
+
+def state_to_host(state: Any) -> Any:
+    """``state`` (a NamedTuple of arrays, possibly nested) with host NumPy arrays."""
+    from .backend import to_host
+
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return type(state)(*(state_to_host(s) for s in state)) if hasattr(state, "_fields") \
+            else tuple(state_to_host(s) for s in state)
+    return to_host(state)
+
+
+def state_to_device(state: Any, like: Array) -> Any:
+    """``state`` with every array in ``like``'s namespace and on its device."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        parts = (state_to_device(s, like) for s in state)
+        return type(state)(*parts) if hasattr(state, "_fields") else tuple(parts)
+    xp = namespace(like)
+    return xp.asarray(state, device=device(like))
 
 
 def apply_updates(params: Array, updates: Array) -> Array:

@@ -10,7 +10,9 @@ import pytest
 
 from pipeline import nn
 from pipeline.blocks import Block
-from pipeline.train import TrainConfig, _Balancer, fold_local, partitions_local_steps
+from pipeline.train import TrainConfig
+from pipeline.train.strategies import Balancer as _Balancer
+from pipeline.train.tasks import fold_local, partitions_local_steps
 
 
 def test_balancer_gives_slow_workers_fewer_steps():
@@ -34,8 +36,10 @@ def test_unequal_local_steps_average_is_rows_weighted():
                       shuffle=False)
     steps = 4
     schedules = [tuple((0, s, 30) for s in range(1)), tuple((0, s, 30) for s in range(3))]
-    out = fold_local([partitions_local_steps(blocks, [0, 1], params, [None, None], spec, cfg,
-                                             0.1, schedules, steps)], split_every=8)
+    out = fold_local([partitions_local_steps(blocks, [0, 1], params, [None, None], spec,
+                                             cfg.inner_optimizer(), cfg.alpha, 0.1, schedules,
+                                             steps, cfg.random_state, cfg.shuffle)],
+                     split_every=8)
     # serial oracle: plain SGD on each block's rows, weighted by the rows it used
     deltas, rows = [], []
     for block, schedule in zip(blocks, schedules, strict=True):
@@ -83,7 +87,7 @@ def test_blocks_on_a_slowed_worker_take_fewer_steps(client):
     cfg = TrainConfig(sync="average", local_steps=20, batch_size=50, max_iter=3,
                       balance="throughput", learning_rate_init=0.01, random_state=0)
     client.run(_hog, 8, workers=[slow])  # long enough for this fit, short for later tests
-    result = train(client, blocks, spec=spec, config=cfg)
+    result = train(client, blocks, model=spec, config=cfg)
     counts = result.history[-1]["local_steps"]  # per block, as the balancer set them
     fast = [c for i, c in enumerate(counts) if i not in on_slow]
     assert max(counts[i] for i in on_slow) < min(fast) == 20, (counts, on_slow)

@@ -50,3 +50,34 @@ def test_empty_training_data_is_refused(client):
     y = da.ones(0, chunks=1)
     with pytest.raises(ValueError, match="empty"):
         to_blocks(client, X, y)
+
+
+def _layout(block):
+    X, Y = block
+    return [(a.flags.aligned, a.flags.c_contiguous, a.flags.owndata) for a in (X, Y)]
+
+
+def test_blocks_from_client_data_own_aligned_memory(client):
+    """The user's path: data made on the client, sent with da.from_array and persist. Dask
+    deserializes such chunks as views into message frames (often misaligned); a block must own
+    aligned, C-contiguous memory whatever it was built from."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4001, 7)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    Xd = client.persist(da.from_array(X, chunks=(500, -1)))
+    yd = client.persist(da.from_array(y, chunks=500))
+    blocks = to_blocks(client, Xd, yd, classification=True, dtype="float32")
+    layouts = client.gather(client.map(_layout, blocks.futures, pure=False))
+    assert all(flags == (True, True, True) for lay in layouts for flags in lay), layouts
+
+
+def test_owned_copies_misaligned_views_once():
+    from pipeline.backend import owned
+
+    buf = np.zeros(4 * 30 + 1, dtype=np.uint8)
+    view = np.frombuffer(buf.data, dtype=np.float32, count=30, offset=1).reshape(6, 5)
+    assert not view.flags.aligned
+    out = owned(view)
+    assert out.flags.aligned and out.flags.owndata and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, view)
+    assert owned(out) is out  # already owned: no second copy

@@ -50,7 +50,7 @@ def test_resume_with_another_config_is_refused(client, tmp_path):
 def test_crash_mid_write_keeps_the_latest_checkpoint(client, tmp_path, monkeypatch):
     _fit(2, checkpoint_dir=tmp_path)
     before = latest_checkpoint(tmp_path)
-    import pipeline.persist as persist
+    import pipeline.serialization as persist
 
     real = os.replace
     calls = {"n": 0}

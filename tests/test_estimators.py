@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from pipeline import MLPClassifier, MLPRegressor
 
@@ -107,3 +107,26 @@ def test_partial_fit_continues(client):
     assert not np.array_equal(first, m.params_)
     with pytest.raises(ValueError, match="classes"):
         MLPClassifier().partial_fit(X, y)
+
+
+@pytest.mark.parametrize("sync", ["gradient", "average"])
+def test_partial_fit_keeps_optimizer_state_iterations_and_t(client, sync):
+    """scikit-learn's partial_fit continues its optimizer (Adam moments, step count), n_iter_
+    and t_: k calls of partial_fit are k epochs of one fit, bit for bit."""
+    import dask.array as da
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 4))
+    y = (X[:, 0] - X[:, 1] > 0).astype(int)
+    Xd, yd = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
+    kw = dict(hidden_layer_sizes=(6,), batch_size=32, random_state=0, sync=sync,
+              local_steps=2, min_block_rows=1, learning_rate_init=0.01)
+    inc = MLPClassifier(**kw)
+    for _ in range(3):
+        inc.partial_fit(Xd, yd, classes=[0, 1], client=client)
+    with pytest.warns(ConvergenceWarning):
+        full = MLPClassifier(max_iter=3, **kw).fit(Xd, yd, client=client)
+    assert inc.n_iter_ == 3 and inc.t_ == full.t_ == 3 * 300
+    assert inc.loss_curve_ == full.loss_curve_
+    for a, b in zip(inc.coefs_ + inc.intercepts_, full.coefs_ + full.intercepts_, strict=True):
+        assert np.array_equal(a, b)

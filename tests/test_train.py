@@ -35,7 +35,7 @@ def _fit_params(client, X, y, npartitions, **kw):
     cfg = TrainConfig(**{"solver": "sgd", "momentum": 0.9, "batch_size": None, "max_iter": 5,
                          "learning_rate_init": 0.1, "alpha": 1e-3, "random_state": 0,
                          "n_iter_no_change": 100, **kw})
-    return train(client, blocks, spec=spec, config=cfg).params, spec
+    return train(client, blocks, model=spec, config=cfg).params, spec
 
 
 @pytest.mark.parametrize("npartitions", [1, 3, 8])
@@ -191,7 +191,7 @@ def test_repeated_runs_and_rounds_ahead_give_the_same_bits(client):
         blocks = to_blocks(client, da.from_array(X, chunks=(64, -1)), da.from_array(y, chunks=64),
                            classification=True, dtype="float32")
         cfg = TrainConfig(batch_size=12, max_iter=2, rounds_ahead=ahead, random_state=0)
-        results.append(train(client, blocks, spec=spec, config=cfg))
+        results.append(train(client, blocks, model=spec, config=cfg))
     for r in results[1:]:
         assert np.array_equal(r.params, results[0].params)
         assert r.state.loss_curve == results[0].state.loss_curve

@@ -39,8 +39,8 @@ from proc_cluster import (
 
 import pipeline as pl
 from pipeline.checkpoint import CheckpointMismatchError, latest_checkpoint
-from pipeline.persist import read_dir
-from pipeline.train import _renamed
+from pipeline.serialization import read_dir
+from pipeline.train.recovery import renamed as _renamed
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,8 @@ def _retry_events(trigger: RoundTrigger) -> list[dict]:
 # (module, function, call on the victim worker that kills it): the worker dies inside that task.
 INJECTED = {
     "building-blocks": ("pipeline.blocks", "_raw_block", 1),
-    "partition_grad": ("pipeline.train", "partition_grad", 9),  # 2 blocks per worker: round 5
-    "combine_grads": ("pipeline.train", "combine_grads", 4),  # the tree reduction
+    "partition_grad": ("pipeline.train.tasks", "partition_grad", 9),  # 2 blocks per worker: round 5
+    "combine_grads": ("pipeline.train.tasks", "combine_grads", 4),  # the tree reduction
 }
 
 
@@ -121,7 +121,7 @@ def test_round_failed_by_killed_worker_is_resubmitted(proc_client, data, referen
     """With ``allowed-failures=0`` the scheduler fails the round (KilledWorker) instead of
     rescheduling it: training resubmits the round and still ends bit for bit identical."""
     proc_client.run_on_scheduler(_no_allowed_failures)
-    marker = arm_workers(proc_client, "pipeline.train", "partition_grad", 9, tmp_path / "victim")
+    marker = arm_workers(proc_client, "pipeline.train.tasks", "partition_grad", 9, tmp_path / "victim")
     trigger = RoundTrigger(proc_client, 10**9, lambda: None)
     try:
         model = fit_model(proc_client, *data, **FULL_BATCH["sgd"])

@@ -1,0 +1,272 @@
+"""The round runner: one graph per round, one task per worker, folded by block position.
+
+A worker's task computes the partials of every block it holds (in block order) and returns them
+apart; the root folds all partials with the fixed tree of block positions
+(:func:`pipeline.reduce.tree_fold`). The numbers are those of a task-per-block tree, bit for
+bit, whatever the placement, while a round costs W + 1 tasks. Parameters ship inside the tasks.
+Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
+``combine_grads_and_step-<token>``, ``partition_local_steps-<token>``, ``combine_scores-...``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from dask.base import tokenize
+
+from . import events
+from .recovery import DISRUPTIONS, Watchdog, renamed
+from .tasks import (
+    LocalResult,
+    Partial,
+    ScorePartial,
+    StepState,
+    fold_and_step,
+    fold_local,
+    fold_partials,
+    fold_scores,
+    partition_grads,
+    partition_scores,
+    partitions_local_steps,
+    round_metrics,
+)
+
+__all__ = ["Rounds"]
+
+
+def _literal(value: Any) -> Any:
+    """``value`` as a literal argument of each worker's task: shipped with the task itself (one
+    message per worker) instead of as a key that one worker computes and the others fetch."""
+    from dask._task_spec import DataNode
+
+    return DataNode(None, value)
+
+
+class Rounds:
+    """Builds and runs one graph per round over ``blocks``, surviving faults."""
+
+    def __init__(self, client: Any, blocks: Any, model: Any, *, split_every: int, run_id: str):
+        self.client = client
+        self.blocks = blocks
+        self.model = model
+        self.split_every = split_every
+        self.run_id = run_id
+        self.block_keys = list(blocks.futures)  # futures in the graph become dependencies
+        self.watchdog = Watchdog(client)
+        self.retries = 0  # disrupted rounds recovered (one "retry" event each)
+        self.recovery_seconds = 0.0  # time those rounds took beyond a typical round
+        self.round = 0  # training rounds submitted so far
+        self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
+        self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
+        self._healthy: list[float] = []  # recent undisrupted round times, seconds
+        self._lost: set[str] = set()  # workers already reported lost
+
+    # ------------------------------------------------------------ placement ---------------------
+
+    def groups(self, futures: list[Any]) -> list[list[int]]:
+        """Block indices grouped by the worker holding them (one scheduler round trip, made
+        once per epoch and after a disruption; a stale grouping only costs a data copy)."""
+        key = tuple(f.key for f in futures)
+        if self._placement is not None and self._placement[0] == key:
+            return self._placement[1]
+        who = self.client.who_has(futures)
+        by_worker: dict[str, list[int]] = {}
+        for i, f in enumerate(futures):
+            holders = sorted(who.get(f.key, ()))
+            by_worker.setdefault(holders[0] if holders else "", []).append(i)
+        groups = [by_worker[w] for w in sorted(by_worker)]
+        self._placement = (key, groups)
+        return groups
+
+    def refresh_placement(self) -> None:
+        self._placement = None
+
+    def per_worker_graph(self, name: str, token: str, futures: list[Any],
+                         task: Callable[[list[Any], list[int]], tuple[Any, ...]],
+                         ) -> tuple[dict[Any, Any], list[Any]]:
+        """The one graph builder: a ``name`` task per worker, ``task(its block futures, their
+        indices)`` giving the task tuple for the blocks that worker holds."""
+        dsk: dict[Any, Any] = {}
+        leaves = []
+        for j, idx in enumerate(self.groups(futures)):
+            key = (f"{name}-{token}", j)
+            dsk[key] = task([futures[i] for i in idx], idx)
+            leaves.append(key)
+        return dsk, leaves
+
+    # ------------------------------------------------------------ running -----------------------
+
+    def run(self, dsk: dict, keys: list, label: str) -> list[Any]:
+        """Compute ``keys`` of the round graph ``dsk`` and return their values, surviving faults
+        (see :mod:`pipeline.train.recovery`)."""
+        if label != "score":
+            self.round += 1
+        start = time.perf_counter()
+        recovered_before = self.recovery_seconds
+        reasons: list[str] = []
+        graph, want = dsk, keys
+        while True:
+            futures = self.client.get(graph, want, sync=False)
+            try:
+                results = self.watchdog.gather(futures, f"round {self.round} ({label})")
+                break
+            except DISRUPTIONS as exc:
+                self.client.cancel(futures)
+                reason = f"{type(exc).__name__}: {exc}"
+                if len(reasons) >= self.watchdog.max_retries:
+                    raise RuntimeError(
+                        f"round {self.round} ({label}) failed {len(reasons) + 1} times, "
+                        f"last: {reason}"
+                    ) from exc
+                reasons.append(reason)
+                self._retried(reason, "resubmitted", start, attempt=len(reasons))
+                graph, want = renamed(dsk, keys, f"retry{len(reasons)}")
+            finally:
+                del futures
+        seconds = time.perf_counter() - start
+        lost, moved = self._moved(results)
+        if reasons or moved:
+            self._placement = None  # blocks were rebuilt elsewhere: regroup next round
+        extra = max(0.0, seconds - self._typical())
+        if reasons:  # reported once per resubmission; the successful attempt's time counts too
+            self.recovery_seconds = recovered_before + extra
+        elif lost - self._lost:  # a new loss: one retry event per incident
+            self._retried(moved, "recomputed", start)
+        elif lost:  # a later round rebuilding blocks of a worker already reported lost
+            self.recovery_seconds += extra
+        else:
+            self._healthy = [*self._healthy[-19:], seconds]
+        self._lost |= lost
+        return results
+
+    def _moved(self, results: list[Any]) -> tuple[set[str], str]:
+        """Workers lost since the last round, and what happened to their blocks.
+
+        A block whose partial now comes from another worker was rebuilt from lineage after its
+        worker died, or copied by the scheduler for load balance: only the first is a disruption,
+        told apart with one scheduler round trip, made only when a block moved.
+        """
+        partials = [r.partial if isinstance(r, LocalResult) else r for r in results]
+        where = {t[0]: t[2] for r in partials if isinstance(r, Partial) for t in r.timings}
+        moved = {i: self._where[i] for i, w in where.items() if self._where.get(i, w) != w}
+        self._where.update(where)
+        if not moved:
+            return set(), ""
+        alive = set(self.client.scheduler_info()["workers"])
+        lost = {w for w in moved.values() if w not in alive}
+        blocks = sorted(i for i, w in moved.items() if w in lost)
+        return lost, (f"worker(s) {', '.join(sorted(lost))} lost; blocks {blocks} recomputed "
+                      f"from lineage on {', '.join(sorted({where[i] for i in blocks}))}")
+
+    def _typical(self) -> float:
+        return float(np.median(self._healthy)) if self._healthy else 0.0
+
+    def _retried(self, reason: str, action: str, start: float, attempt: int = 0) -> None:
+        extra = max(0.0, time.perf_counter() - start - self._typical())
+        self.retries += 1
+        self.recovery_seconds += extra
+        events.retry(self.client, run=self.run_id, round=self.round, reason=reason,
+                     action=action, attempt=attempt, recovery_seconds=extra)
+
+    def note_fallback(self, exc: BaseException) -> None:
+        """A pipelined epoch was disrupted: count it; the caller redoes the epoch."""
+        self._placement = None
+        self._retried(f"{type(exc).__name__}: {exc}", "epoch redone round by round",
+                      time.perf_counter())
+
+    # ------------------------------------------------------------ the round kinds ---------------
+
+    def _grad_graph(self, params: Any, token: str, epoch: int, step: int, steps: int,
+                    seed: int, shuffle: bool) -> tuple[dict[Any, Any], list[Any]]:
+        return self.per_worker_graph(
+            "partition_grads", token, self.block_keys,
+            lambda futs, idx: (partition_grads, futs, idx, params, self.model, epoch, step,
+                               steps, seed, shuffle))
+
+    def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int, seed: int,
+                 shuffle: bool) -> Partial:
+        """Loss and gradient sums of every block over global step ``step`` (one round)."""
+        token = tokenize(self.run_id, "grad", epoch, step)
+        dsk, leaves = self._grad_graph(_literal(params), token, epoch, step, steps, seed,
+                                       shuffle)
+        root = f"combine_grads-{token}"
+        dsk[root] = (fold_partials, leaves, self.split_every)
+        (out,) = self.run(dsk, [root], "gradient")
+        return out
+
+    def pipelined_epoch(self, params: np.ndarray, opt_state: Any, step_args: tuple[Any, ...],
+                        epoch: int, steps: int, round_no: int, ahead: int, seed: int,
+                        shuffle: bool) -> tuple[np.ndarray, Any, list[tuple[Partial, float]]]:
+        """All rounds of one exact-gradient epoch, up to ``ahead`` of them in flight.
+
+        The optimizer update is a task (``combine_grads_and_step``: fold, then
+        ``step_args = (optimizer, alpha, learning_rate)``) that round r+1's gradient tasks depend
+        on, so the cluster never waits for the client; the client gathers each round's loss,
+        row count and timings, and the parameters once at the end. The chain starts from literal
+        values every epoch, so lineage (and recomputation after a worker loss) never reaches
+        back further than the epoch. Raises a disruption for the caller to redo the epoch one
+        round at a time, which gives the same bits.
+        """
+        prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
+        window: deque[Any] = deque()  # metrics futures of the rounds in flight
+        out: list[tuple[Partial, float]] = []
+        last_done = time.perf_counter()
+
+        def consume() -> None:
+            nonlocal last_done
+            (loss, n, timings), = self.watchdog.gather([window.popleft()], "a gradient round")
+            now = time.perf_counter()
+            out.append((Partial(loss, None, n, timings), now - last_done))
+            last_done = now
+
+        for step in range(steps):
+            token = tokenize(self.run_id, "grad-ahead", epoch, step)
+            dsk, leaves = self._grad_graph(prev, token, epoch, step, steps, seed, shuffle)
+            skey = f"combine_grads_and_step-{token}"
+            dsk[skey] = (fold_and_step, leaves, self.split_every, prev, self.model, *step_args,
+                         round_no + step)
+            mkey = f"round_metrics-{token}"
+            dsk[mkey] = (round_metrics, skey)
+            prev, metrics = self.client.get(dsk, [skey, mkey], sync=False)
+            window.append(metrics)
+            if len(window) >= ahead:
+                consume()
+        while window:
+            consume()
+        final: StepState
+        (final,) = self.watchdog.gather([prev], "the epoch's last step")
+        self.round += steps
+        return final.params, final.opt_state, out
+
+    def local_steps(self, params: np.ndarray, states: list[Any], step_args: tuple[Any, ...],
+                    schedules: list[tuple[tuple[int, int, int], ...]], steps: int, seed: int,
+                    shuffle: bool) -> tuple[Partial, list[Any]]:
+        """One local-SGD round: every block runs its ``schedule`` of inner steps
+        (``step_args = (optimizer, alpha, learning_rate)``), deltas folded by position."""
+        token = tokenize(self.run_id, "local", schedules)
+        literal = _literal(params)
+        dsk, leaves = self.per_worker_graph(
+            "partition_local_steps", token, self.block_keys,
+            lambda futs, idx: (partitions_local_steps, futs, idx, literal,
+                               [states[i] for i in idx], self.model, *step_args,
+                               [schedules[i] for i in idx], steps, seed, shuffle))
+        root = f"combine_deltas-{token}"
+        dsk[root] = (fold_local, leaves, self.split_every)
+        (out,) = self.run(dsk, [root], "average")
+        return out.partial, list(out.states)
+
+    def score(self, blocks: Any, params: np.ndarray, tag: Any) -> ScorePartial:
+        token = tokenize(self.run_id, "score", tag)
+        futures = list(blocks.futures)
+        literal = _literal(params)
+        dsk, leaves = self.per_worker_graph(
+            "partition_scores", token, futures,
+            lambda futs, idx: (partition_scores, futs, idx, literal, self.model))
+        root = f"combine_scores-{token}"
+        dsk[root] = (fold_scores, leaves, self.split_every)
+        (out,) = self.run(dsk, [root], "score")
+        return out

@@ -1,0 +1,235 @@
+"""Synchronisation strategies: how the blocks' work becomes one model, behind one interface.
+
+``GradientSync`` (``sync="gradient"``)
+    One synchronous optimizer step per round. Block ``p`` computes the loss and gradient *sum*
+    over its share of the global mini-batch (proportional to its rows); the sums are folded by
+    position and the optimizer runs once on their mean. Exact: full batch gives the same
+    parameters, to float rounding, for any number of blocks, workers or ``split_every``. Rounds
+    are submitted ahead (the optimizer update is a task) with the same bits.
+``LocalSGD`` (``sync="average"``)
+    Each block starts from the global parameters, runs ``local_steps`` inner optimizer steps on
+    local mini-batches (the largest block takes ``batch_size`` rows per step, smaller blocks
+    proportionally fewer, so all finish an epoch together) and returns its rows-weighted
+    parameter change; the outer update applies the weighted average, optionally as a Nesterov
+    momentum step (DiLoCo). With one block it equals ``GradientSync``.
+
+Both implement ``steps_per_epoch``, ``init`` and ``run_epoch``; the loop in
+:mod:`pipeline.train.core` does not know which one it drives.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import optim
+from ..backend import to_host
+from .recovery import DISRUPTIONS
+from .rounds import Rounds
+from .tasks import Partial, check_finite, gradient_step, span
+
+__all__ = ["Balancer", "EpochOutcome", "GradientSync", "LocalSGD", "SyncState"]
+
+OnRound = Callable[[Partial, float, float, bool], None]  # (partial, seconds, loss, last)
+
+
+def steps_for(n_rows: int, batch_size: int | None) -> int:
+    if batch_size is None or batch_size >= n_rows:
+        return 1
+    return math.ceil(n_rows / batch_size)
+
+
+@dataclass
+class SyncState:
+    """A strategy's optimizer state(s), host arrays, checkpointed with the run."""
+
+    opt_state: Any = None  # global optimizer state (GradientSync)
+    local_states: list[Any] | None = None  # per-block inner states (LocalSGD)
+    outer_state: Any = None  # outer optimizer state (LocalSGD with momentum)
+    cursors: list[int] | None = None  # LocalSGD: local steps each block has taken
+
+
+@dataclass
+class EpochOutcome:
+    params: np.ndarray
+    state: SyncState
+    loss_sum: float  # Σ round loss x rows
+    rows: int
+    round_seconds: list[float]
+    local_steps: list[int] | None = None  # LocalSGD: per block, next round
+
+
+@dataclass
+class GradientSync:
+    """Exact synchronous mini-batch training; ``rounds_ahead`` rounds in flight."""
+
+    optimizer: optim.GradientTransformation
+    alpha: float
+    batch_size: int | None
+    rounds_ahead: int = 4
+    name: str = "gradient"
+
+    def steps_per_epoch(self, rows: Sequence[int]) -> int:
+        # batch_size is the global mini-batch; each block contributes its proportional share
+        return steps_for(int(sum(rows)), self.batch_size)
+
+    def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
+        return SyncState(opt_state=optim.state_to_host(self.optimizer.init(params)))
+
+    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: float,
+                  epoch: int, round_no: int, seed: int, shuffle: bool,
+                  on_round: OnRound) -> EpochOutcome:
+        steps = self.steps_per_epoch(rounds.blocks.rows)
+        opt_state = state.opt_state
+        loss_sum, rows, times = 0.0, 0, []
+        if self.rounds_ahead > 1 and steps > 1:
+            try:
+                params, opt_state, parts = rounds.pipelined_epoch(
+                    params, opt_state, (self.optimizer, self.alpha, lr), epoch, steps, round_no,
+                    self.rounds_ahead, seed, shuffle)
+            except DISRUPTIONS as exc:
+                rounds.note_fallback(exc)  # redo this epoch one round at a time (same bits)
+            else:
+                for k, (part, seconds) in enumerate(parts):
+                    times.append(seconds)
+                    loss_sum += part.loss * part.n
+                    rows += part.n
+                    on_round(part, seconds, part.loss, k == len(parts) - 1)
+                return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows,
+                                    times)
+        for step in range(steps):
+            r0 = time.perf_counter()
+            part = rounds.gradient(params, epoch, step, steps, seed, shuffle)
+            check_finite(part, round_no + step, "loss or gradient")
+            params, opt_state, loss = gradient_step(part, params, opt_state, rounds.model,
+                                                    self.optimizer, self.alpha, lr)
+            seconds = time.perf_counter() - r0
+            times.append(seconds)
+            loss_sum += loss * part.n
+            rows += part.n
+            on_round(part, seconds, loss, step == steps - 1)
+        return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times)
+
+
+class Balancer:
+    """Local steps per block from measured speed (``balance="throughput"``).
+
+    A worker runs its blocks one after another, so its time per local step is the sum of its
+    blocks' measured per-step times. The worker with the smallest sum takes ``local_steps``;
+    slower ones proportionally fewer (at least one), so a round ends when the fastest worker has
+    done its share instead of waiting for the slowest. Deltas are weighted by the rows each
+    block processed, so the average stays unbiased. Re-estimated every round (exponential
+    average), so it follows a device that speeds up, slows down or disappears.
+    """
+
+    def __init__(self, n_blocks: int, *, enabled: bool, smoothing: float = 0.5):
+        self.enabled = enabled
+        self.smoothing = smoothing
+        self.step_seconds: list[float | None] = [None] * n_blocks
+        self.worker: list[str] = [""] * n_blocks
+
+    def observe(self, timings: Sequence[tuple[int, float, str, float, int]],
+                steps_taken: Sequence[int]) -> None:
+        for index, seconds, worker, _, _ in timings:
+            if steps_taken[index] <= 0:
+                continue
+            per_step = seconds / steps_taken[index]
+            old = self.step_seconds[index]
+            self.step_seconds[index] = per_step if old is None else (
+                self.smoothing * per_step + (1 - self.smoothing) * old)
+            self.worker[index] = worker
+
+    def counts(self, local_steps: int) -> list[int]:
+        n = len(self.step_seconds)
+        if not self.enabled or any(s is None for s in self.step_seconds):
+            return [local_steps] * n
+        per_worker: dict[str, float] = {}
+        for w, s in zip(self.worker, self.step_seconds, strict=True):
+            per_worker[w] = per_worker.get(w, 0.0) + float(s or 0.0)
+        fastest = min(per_worker.values())
+        return [max(1, round(local_steps * fastest / per_worker[w])) if per_worker[w] > 0
+                else local_steps for w in self.worker]
+
+
+@dataclass
+class LocalSGD:
+    """Local SGD with model averaging; ``outer`` (e.g. Nesterov SGD) applies the average."""
+
+    optimizer: optim.GradientTransformation
+    alpha: float
+    batch_size: int | None
+    local_steps: int | None = None  # None: one local epoch per round
+    outer_learning_rate: float = 1.0
+    outer_momentum: float = 0.0
+    balance: str = "none"
+    name: str = "average"
+
+    def __post_init__(self) -> None:
+        self.outer = optim.sgd(self.outer_learning_rate, momentum=self.outer_momentum,
+                               nesterov=True)
+        self.balancer: Balancer | None = None
+
+    def steps_per_epoch(self, rows: Sequence[int]) -> int:
+        # batch_size is each block's local mini-batch (as in DDP / local SGD): the largest
+        # block takes batch_size rows per step, the others proportionally fewer, so every block
+        # sees each of its rows once per epoch in the same number of steps.
+        return steps_for(max(rows), self.batch_size)
+
+    def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
+        outer = optim.state_to_host(self.outer.init(params)) if self.outer_momentum else None
+        return SyncState(local_states=[None] * n_blocks, outer_state=outer)
+
+    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: float,
+                  epoch: int, round_no: int, seed: int, shuffle: bool,
+                  on_round: OnRound) -> EpochOutcome:
+        rows_per_block = rounds.blocks.rows
+        n_blocks, n_total = len(rows_per_block), int(sum(rows_per_block))
+        steps = self.steps_per_epoch(rows_per_block)
+        per_round = steps if self.local_steps is None else min(self.local_steps, steps)
+        if self.balancer is None:
+            self.balancer = Balancer(n_blocks, enabled=self.balance == "throughput")
+        cursors = list(state.cursors) if state.cursors is not None else [epoch * steps] * n_blocks
+        local_states, outer_state = state.local_states, state.outer_state
+        step_rows = [sum(span(n, s, steps) for n in rows_per_block) for s in range(steps)]
+        loss_sum, rows, times = 0.0, 0, []
+        k = 0
+        while rows < n_total:
+            r0 = time.perf_counter()
+            counts = self.balancer.counts(per_round)
+            end = (epoch + 1) * steps
+            schedules = []
+            for i, c in enumerate(cursors):
+                # "none": every block stops at the epoch boundary, all in step; "throughput":
+                # blocks run their own streams across epochs, faster workers further.
+                stop = c + counts[i] if self.balance == "throughput" else min(c + counts[i], end)
+                schedules.append(tuple((j // steps, j % steps, step_rows[j % steps])
+                                       for j in range(c, stop)))
+                cursors[i] = stop
+            part, local_states = rounds.local_steps(
+                params, local_states, (self.optimizer, self.alpha, lr), schedules, steps, seed,
+                shuffle)
+            self.balancer.observe(part.timings, [len(sch) for sch in schedules])
+            check_finite(part, round_no + k, "loss or parameter update")
+            m = max(part.n, 1)
+            avg_delta = (to_host(part.vector) / float(m)).astype(params.dtype)
+            if outer_state is None and self.outer_learning_rate == 1.0:
+                params = params + avg_delta
+            else:
+                if outer_state is None:
+                    outer_state = optim.state_to_host(self.outer.init(params))
+                updates, outer_state = self.outer.update(-avg_delta, outer_state, params)
+                params = optim.apply_updates(params, updates)
+            loss = part.loss / m  # includes each step's penalty
+            seconds = time.perf_counter() - r0
+            times.append(seconds)
+            loss_sum += loss * part.n
+            rows += part.n
+            k += 1
+            on_round(part, seconds, loss, rows >= n_total)
+        return EpochOutcome(params, SyncState(None, local_states, outer_state, cursors),
+                            loss_sum, rows, times, self.balancer.counts(per_round))

@@ -1,0 +1,395 @@
+"""Worker tasks: pure functions on the blocks a worker holds.
+
+Each block computes a partial result with the array namespace of its data (NumPy or CuPy). A
+partial holds *sums* (loss, gradient, rows-weighted parameter change), so partials add
+associatively and :func:`pipeline.reduce.tree_fold` combines them in a fixed order of block
+positions, never in completion order. One task per worker computes the partials of every block it
+holds and returns them apart, keyed by block position, for that fold.
+
+A block's rows are visited in an order drawn from ``(seed, block, epoch)``; global step ``s`` of
+``steps`` takes rows ``[s n / steps, (s + 1) n / steps)`` of that order, so the mini-batches do not
+depend on the cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import optim
+from ..backend import device, namespace, to_host
+from ..blocks import Block
+from ..reduce import tree_fold
+
+__all__ = [
+    "Partial",
+    "ScorePartial",
+    "StepState",
+    "combine_grads",
+    "combine_scores",
+    "epoch_order",
+    "fold_and_step",
+    "fold_local",
+    "fold_partials",
+    "fold_scores",
+    "gradient_step",
+    "partition_grad",
+    "partition_grads",
+    "partition_local_steps",
+    "partition_score",
+    "partition_scores",
+    "partitions_local_steps",
+    "round_metrics",
+    "step_rows",
+]
+
+Timing = tuple[int, float, str, float, int]  # (block, seconds, worker, loss or NaN, rows)
+
+
+class Partial(NamedTuple):
+    """What a block sends back: sums, so partials add associatively."""
+
+    loss: float  # sum of per-row data loss
+    vector: Any  # gradient sum (gradient mode) or rows * parameter delta (average mode)
+    n: int  # rows behind the sums
+    timings: tuple[Timing, ...]
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:
+        return "local"
+
+
+# ------------------------------------------------------------------ which rows, in which order --
+
+_ORDERS: OrderedDict[tuple[int, int, int], tuple[int, np.ndarray]] = OrderedDict()
+_ORDERS_MAX_BYTES = 256 * 2**20  # a worker keeps at most this much of permutations
+
+
+def epoch_order(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.ndarray | None:
+    """Block ``block``'s row order in ``epoch``: a permutation drawn from ``(seed, block, epoch)``.
+
+    Kept for the current epoch only, one per block and seed (int32 where it fits: 4 bytes per
+    row), in a cache bounded by bytes (least recently used first out), so a worker computes it
+    once per epoch, not once per round.
+    """
+    if not shuffle:
+        return None
+    key = (seed, block, n)
+    hit = _ORDERS.get(key)
+    if hit is not None and hit[0] == epoch:
+        _ORDERS.move_to_end(key)
+        return hit[1]
+    order = np.random.default_rng([seed, block, epoch]).permutation(n)
+    if n < 2**31:
+        order = order.astype(np.int32)
+    _ORDERS[key] = (epoch, order)
+    _ORDERS.move_to_end(key)
+    while len(_ORDERS) > 1 and sum(o.nbytes for _, o in _ORDERS.values()) > _ORDERS_MAX_BYTES:
+        _ORDERS.popitem(last=False)
+    return order
+
+
+def step_rows(n: int, step: int, steps: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a block's epoch order that belong to global step ``step``."""
+    return (step * n) // steps, ((step + 1) * n) // steps
+
+
+def span(n: int, step: int, steps: int) -> int:
+    lo, hi = step_rows(n, step, steps)
+    return hi - lo
+
+
+def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int) -> tuple[Any, Any]:
+    if order is None:
+        return X[lo:hi, ...], Y[lo:hi, ...]
+    xp = namespace(X)
+    idx = xp.asarray(order[lo:hi], device=device(X))
+    return xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+
+
+def _finite_or_nan(loss: float, vector: Any) -> float:
+    """``loss`` if the loss and ``vector`` are finite, else NaN: marks the block that diverged."""
+    xp = namespace(vector)
+    ok = math.isfinite(loss) and bool(xp.all(xp.isfinite(vector)))
+    return loss if ok else math.nan
+
+
+# ------------------------------------------------------------------ exact gradient -------------
+
+
+def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epoch: int,
+                   step: int, steps: int, seed: int, shuffle: bool) -> Partial:
+    """Loss and gradient sums of block ``index`` over its share of global step ``step``."""
+    start = time.perf_counter()
+    X, Y = block
+    n = X.shape[0]
+    lo, hi = step_rows(n, step, steps)
+    Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi)
+    loss, grad = model.loss_and_grad(params, Xb, Yb)
+    seconds = time.perf_counter() - start
+    flag = _finite_or_nan(loss, grad)
+    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), flag, hi - lo),))
+
+
+def partition_grads(blocks: list[Block], indices: list[int], params: Any, model: Any,
+                    epoch: int, step: int, steps: int, seed: int,
+                    shuffle: bool) -> list[tuple[int, Partial]]:
+    """:func:`partition_grad` for each block a worker holds, kept apart for the fold.
+
+    ``params`` may be the previous round's :class:`StepState` (pipelined rounds)."""
+    params = getattr(params, "params", params)
+    return [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle))
+            for b, i in zip(blocks, indices, strict=True)]
+
+
+def _same_namespace(vectors: Sequence[Any]) -> bool:
+    try:
+        namespace(*vectors)
+        return True
+    except TypeError:
+        return False
+
+
+def combine_grads(parts: list[Partial]) -> Partial:
+    """Sum partials in the given (position) order. Mixed devices meet on the host."""
+    vectors = [p.vector for p in parts]
+    if not _same_namespace(vectors):
+        vectors = [to_host(v) for v in vectors]
+    total = vectors[0]
+    for v in vectors[1:]:
+        total = total + v
+    return Partial(
+        sum(float(p.loss) for p in parts),
+        total,
+        sum(int(p.n) for p in parts),
+        tuple(t for p in parts for t in p.timings),
+    )
+
+
+def _in_block_order(groups: list[list[tuple[int, Any]]]) -> list[Any]:
+    return [p for _, p in sorted((pair for g in groups for pair in g), key=lambda t: t[0])]
+
+
+def _host_partial(p: Partial) -> Partial:
+    return p._replace(vector=to_host(p.vector))
+
+
+def fold_partials(groups: list[list[tuple[int, Partial]]], split_every: int) -> Partial:
+    """All blocks' partials summed by the fixed tree of block positions; host result."""
+    return _host_partial(tree_fold(_in_block_order(groups), combine_grads,
+                                   split_every=split_every))
+
+
+def gradient_step(part: Partial, params: np.ndarray, opt_state: Any, model: Any,
+                  optimizer: optim.GradientTransformation, alpha: float,
+                  learning_rate: float) -> tuple[np.ndarray, Any, float]:
+    """One synchronous optimizer step on a combined gradient (host arrays).
+
+    The same function runs on the client (one round at a time) and inside the cluster
+    (:func:`fold_and_step`, rounds submitted ahead), so both give the same bits.
+    """
+    grad = to_host(part.vector)
+    m = max(part.n, 1)
+    pen, pen_grad = model.l2_penalty(params, alpha, m)
+    g = grad / float(m) + pen_grad
+    opt_state = optim.set_learning_rate(opt_state, learning_rate)
+    updates, opt_state = optimizer.update(g, opt_state, params)
+    return optim.apply_updates(params, updates), opt_state, part.loss / m + pen
+
+
+class StepState(NamedTuple):
+    """What a pipelined round leaves on the cluster for the next one."""
+
+    params: np.ndarray
+    opt_state: Any
+    round_loss: float
+    n: int
+    timings: tuple[Timing, ...]
+
+
+def check_finite(part: Partial, round_no: int, what: str) -> None:
+    """Raise a FloatingPointError naming the round and the block when ``part`` diverged."""
+    if math.isfinite(part.loss) and np.all(np.isfinite(to_host(part.vector))):
+        return
+    bad = [t for t in part.timings if not math.isfinite(t[3])]
+    where = f" in block {bad[0][0]} (worker {bad[0][2]})" if bad else ""
+    raise FloatingPointError(
+        f"training diverged at round {round_no}: non-finite {what}{where}. Lower "
+        "learning_rate_init, check the inputs for inf/NaN, or scale the features."
+    )
+
+
+def fold_and_step(groups: list[list[tuple[int, Partial]]], split_every: int, prev: StepState,
+                  model: Any, optimizer: optim.GradientTransformation, alpha: float,
+                  learning_rate: float, round_no: int) -> StepState:
+    """Fold the partials, then the optimizer update, as one task: round r+1's gradients depend
+    on it, not on the client."""
+    part = fold_partials(groups, split_every)
+    check_finite(part, round_no, "loss or gradient")
+    params, opt_state, loss = gradient_step(part, prev.params, prev.opt_state, model,
+                                            optimizer, alpha, learning_rate)
+    return StepState(params, opt_state, loss, part.n, part.timings)
+
+
+def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
+    """The few numbers the client gathers per pipelined round."""
+    return state.round_loss, state.n, state.timings
+
+
+# ------------------------------------------------------------------ local SGD ------------------
+
+
+def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
+                          optimizer: optim.GradientTransformation, alpha: float,
+                          learning_rate: float, index: int,
+                          schedule: tuple[tuple[int, int, int], ...], steps: int, seed: int,
+                          shuffle: bool) -> tuple[Partial, Any]:
+    """Run the inner optimizer over ``schedule`` (``(epoch, step, rows of the global step)``)
+    on block ``index``, starting from the global ``params``.
+
+    Returns the rows-weighted parameter change and the block's new inner optimizer state.
+    """
+    start = time.perf_counter()
+    X, Y = block
+    xp = namespace(X)
+    n = X.shape[0]
+    w0 = xp.asarray(params, device=device(X), dtype=X.dtype)
+    w = w0
+    if state is None:
+        state = optimizer.init(w)
+    else:
+        state = optim.state_to_device(state, X)
+    state = optim.set_learning_rate(state, learning_rate)
+    loss_total, rows_total = 0.0, 0
+    for epoch, step, global_rows in schedule:
+        lo, hi = step_rows(n, step, steps)
+        if hi <= lo:
+            continue
+        Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi)
+        loss, grad = model.loss_and_grad(w, Xb, Yb)
+        m = hi - lo
+        # The penalty is scaled by the *global* step's rows, so that with local_steps=1 and
+        # plain SGD the rows-weighted average of the blocks' steps is the synchronous step.
+        pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
+        g = grad / float(m) + pen_grad
+        updates, state = optimizer.update(g, state, w)
+        w = optim.apply_updates(w, updates)
+        loss_total += loss + pen * m
+        rows_total += m
+    delta = (w - w0) * float(rows_total)
+    seconds = time.perf_counter() - start
+    timing = ((index, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
+               rows_total),)
+    return Partial(loss_total, delta, rows_total, timing), state
+
+
+def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.ndarray,
+                           states: list[Any], model: Any,
+                           optimizer: optim.GradientTransformation, alpha: float,
+                           learning_rate: float,
+                           schedules: list[tuple[tuple[int, int, int], ...]], steps: int,
+                           seed: int, shuffle: bool) -> list[tuple[int, tuple[Partial, Any]]]:
+    """:func:`partition_local_steps` for each block a worker holds (each its own schedule).
+
+    Inner states come back as host arrays (parameter-sized), so a round's graph never depends
+    on an earlier round and recovery recomputes one round."""
+    out = []
+    for b, i, state, schedule in zip(blocks, indices, states, schedules, strict=True):
+        part, new_state = partition_local_steps(b, params, state, model, optimizer, alpha,
+                                                learning_rate, i, schedule, steps, seed,
+                                                shuffle)
+        out.append((i, (part, optim.state_to_host(new_state))))
+    return out
+
+
+class LocalResult(NamedTuple):
+    partial: Partial
+    states: tuple[Any, ...]  # per block, in block order, host arrays
+
+
+def fold_local(groups: list[list[tuple[int, tuple[Partial, Any]]]],
+               split_every: int) -> LocalResult:
+    ordered = _in_block_order(groups)
+    partial = tree_fold([p for p, _ in ordered], combine_grads, split_every=split_every)
+    return LocalResult(_host_partial(partial), tuple(s for _, s in ordered))
+
+
+# ------------------------------------------------------------------ scoring --------------------
+
+
+class ScorePartial(NamedTuple):
+    n: int
+    loss: float
+    correct: float  # classification
+    sse: np.ndarray  # regression, per output
+    sum_y: np.ndarray
+    sum_y2: np.ndarray
+
+
+def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartial:
+    """Sums behind accuracy / R² and the mean loss on a validation block."""
+    X, Y = block
+    xp = namespace(X)
+    n = int(X.shape[0])
+    k = int(Y.shape[1]) if Y.ndim == 2 else 1
+    zeros = np.zeros(k)
+    if n == 0:
+        return ScorePartial(0, 0.0, 0.0, zeros, zeros, zeros)
+    loss, _ = model.loss_and_grad(params, X, Y)
+    out = model.forward(params, X)
+    if model.loss == "squared_error":
+        r = out - Y
+        return ScorePartial(
+            n, float(loss), 0.0,
+            to_host(xp.sum(r * r, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y * Y, axis=0)).astype(np.float64),
+        )
+    if model.loss == "binary_log_loss":
+        pred = xp.astype(out[:, 0] > 0.5, X.dtype)
+        correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
+    else:
+        correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
+    return ScorePartial(n, float(loss), float(to_host(correct)), zeros, zeros, zeros)
+
+
+def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
+                     model: Any) -> list[tuple[int, ScorePartial]]:
+    return [(i, partition_score(b, params, model)) for b, i in zip(blocks, indices, strict=True)]
+
+
+def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
+    return ScorePartial(
+        sum(p.n for p in parts),
+        sum(p.loss for p in parts),
+        sum(p.correct for p in parts),
+        sum((p.sse for p in parts), np.zeros_like(parts[0].sse)),
+        sum((p.sum_y for p in parts), np.zeros_like(parts[0].sum_y)),
+        sum((p.sum_y2 for p in parts), np.zeros_like(parts[0].sum_y2)),
+    )
+
+
+def fold_scores(groups: list[list[tuple[int, ScorePartial]]], split_every: int) -> ScorePartial:
+    return tree_fold(_in_block_order(groups), combine_scores, split_every=split_every)
+
+
+def score_value(s: ScorePartial, loss: str) -> float:
+    """Accuracy (classification) or mean R² over outputs (regression) from the summed counts."""
+    if s.n == 0:
+        return float("nan")
+    if loss == "squared_error":
+        ss_tot = s.sum_y2 - s.sum_y**2 / s.n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - s.sse / ss_tot, np.where(s.sse == 0, 1.0, 0.0))
+        return float(np.mean(r2))
+    return float(s.correct / s.n)
