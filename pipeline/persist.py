@@ -52,10 +52,10 @@ def _registry() -> dict[str, type]:
         "MLPClassifier": MLPClassifier,
         "MLPRegressor": MLPRegressor,
         "MLPSpec": MLPSpec,
-        "SGDState": optim.SGDState,
-        "AdamState": optim.AdamState,
         "TrainState": TrainState,
     }
+    # Optimizer states, chained ones included (a chain's state is a tuple of these).
+    classes.update({cls.__name__: cls for cls in optim.STATE_TYPES})
     from . import preprocessing as pp
 
     for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
