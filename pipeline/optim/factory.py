@@ -75,15 +75,16 @@ def from_sklearn(
         raise ValueError(f"weight_decay={weight_decay!r} needs solver='adamw' (decoupled decay); "
                          f"for an L2 penalty with solver={solver!r} use alpha")
 
-    rate: float | Schedule = float(learning_rate_init)
+    lr0 = float(learning_rate_init)
+    rate: float | Schedule = lr0
     if learning_rate == "cosine":
         if total_steps is None or not total_steps > warmup_steps:
             raise ValueError(f"learning_rate='cosine' needs total_steps > warmup_steps "
                              f"({warmup_steps}), got total_steps={total_steps!r}")
-        rate = (warmup_cosine_decay(rate, warmup_steps, total_steps) if warmup_steps
-                else cosine_decay(rate, total_steps))
+        rate = (warmup_cosine_decay(lr0, warmup_steps, total_steps) if warmup_steps
+                else cosine_decay(lr0, total_steps))
     elif warmup_steps:
-        rate = linear_warmup(rate, warmup_steps)
+        rate = linear_warmup(lr0, warmup_steps)
 
     opt: GradientTransformation
     if solver == "sgd":

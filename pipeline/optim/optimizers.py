@@ -18,8 +18,8 @@ from .learning_rate import Rate, ScaleByLearningRateState, scale_by_learning_rat
 from .transforms import (
     ScaleByAdamState,
     ScaleByScheduleState,
-    _check_betas,
     add_decayed_weights,
+    check_adam_hyperparameters,
     scale_by_adam,
 )
 
@@ -88,7 +88,7 @@ def adam(
     ``state.learning_rate`` stays the base rate ``lr``.
     """
     rate = Rate(learning_rate)
-    _check_betas(beta_1, beta_2, epsilon)
+    check_adam_hyperparameters(beta_1, beta_2, epsilon)
     beta_1, beta_2, epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def init(params: Array) -> AdamState:

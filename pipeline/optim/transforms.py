@@ -172,7 +172,7 @@ def scale_by_adam(beta_1: float = 0.9, beta_2: float = 0.999,
     The epsilon sits outside the bias correction of ``v`` here; scikit-learn's Adam
     (:func:`~pipeline.optim.adam`) folds the correction into the step size instead.
     """
-    _check_betas(beta_1, beta_2, epsilon)
+    check_adam_hyperparameters(beta_1, beta_2, epsilon)
     beta_1, beta_2, epsilon = float(beta_1), float(beta_2), float(epsilon)
 
     def init(params: Array) -> ScaleByAdamState:
@@ -193,7 +193,7 @@ def scale_by_adam(beta_1: float = 0.9, beta_2: float = 0.999,
     return GradientTransformation(init, update)
 
 
-def _check_betas(beta_1: float, beta_2: float, epsilon: float) -> None:
+def check_adam_hyperparameters(beta_1: float, beta_2: float, epsilon: float) -> None:
     for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
         if not 0 <= beta < 1:
             raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
