@@ -60,6 +60,21 @@ def test_keep_mask_freezes_masked_entries_exactly(dtype, backend):
     assert np.all(out[mask] != host[mask])
 
 
+def test_masked_optimizer_pickles_after_use(backend):
+    """Dask pickles the optimizer into tasks; a used one (mask cached on a device) still ships."""
+    import cloudpickle
+
+    mask = np.array([True, False, True])
+    opt = optim.chain(optim.adamw(0.1, mask=mask), optim.keep_mask(~mask))
+    params = backend.asarray(np.ones(3, dtype=np.float32))
+    grads = backend.asarray(np.full(3, 0.5, dtype=np.float32))
+    used = opt.update(grads, opt.init(params), params)[0]
+    shipped = cloudpickle.loads(cloudpickle.dumps(opt))
+    again = shipped.update(grads, shipped.init(params), params)[0]
+    np.testing.assert_array_equal(to_host(again), to_host(used))
+    assert to_host(again)[0] == 0 and to_host(again)[2] == 0
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_add_decayed_weights_matches_numpy(masked, backend):
     rng = np.random.default_rng(2)

@@ -53,6 +53,10 @@ class _Mask:
         self.what = what
         self._cached: tuple[Any, Any, Array] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Ship the host mask only (Dask pickles the optimizer into tasks), not a device copy.
+        return {**self.__dict__, "_cached": None}
+
     def check(self, params: Array) -> None:
         if tuple(self.host.shape) != tuple(params.shape):
             raise ValueError(
