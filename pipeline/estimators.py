@@ -558,10 +558,8 @@ def saveable_classes() -> dict[str, type]:
         "MLPSpec": nn.MLPSpec,
         "TrainState": TrainState,
     }
-    for name in optim.__all__:
-        obj = getattr(optim, name)
-        if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
-            classes[name] = obj  # the optimizer states (NamedTuples)
+    # optimizer states, chained ones included (a chain's state is a tuple of these)
+    classes.update({cls.__name__: cls for cls in optim.STATE_TYPES})
     for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
         classes[cls.__name__] = cls
     return classes

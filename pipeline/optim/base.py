@@ -1,0 +1,110 @@
+"""The optimizer protocol: :class:`GradientTransformation`, :func:`chain`, :func:`apply_updates`,
+and the helpers that move (nested) optimizer states between devices.
+
+A gradient transformation is a pair of pure functions, as in optax: ``init(params) -> state`` and
+``update(updates, state, params=None) -> (updates, state)``. The parameters are one array (the
+flat parameter vector); a state is a NamedTuple of arrays on the parameters' device, or a tuple of
+such states for a :func:`chain`. Nothing is mutated, so a step can be retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from array_api_compat import device, is_array_api_obj
+
+from ..backend import namespace, to_host
+
+__all__ = [
+    "Array",
+    "EmptyState",
+    "GradientTransformation",
+    "Schedule",
+    "apply_updates",
+    "chain",
+    "scalar",
+    "state_to_device",
+    "state_to_host",
+]
+
+Array = Any
+# A schedule maps the number of updates done so far (0 before the first) to a value, e.g. a rate.
+Schedule = Callable[[int], float]
+
+
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state``; ``update(updates, state, params=None) -> (updates, state)``."""
+
+    init: Callable[[Array], Any]
+    update: Callable[..., tuple[Array, Any]]
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transformation (clipping, masking, weight decay)."""
+
+
+def scalar(value: float, like: Array) -> Array:
+    """A 0-d float64 array holding ``value`` in ``like``'s namespace and on its device."""
+    xp = namespace(like)
+    return xp.asarray(float(value), dtype=xp.float64, device=device(like))
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """The transformations applied one after the other; the state is the tuple of their states.
+
+    ``chain(clip_by_global_norm(1.0), sgd(0.1))`` clips the gradient, then takes an SGD step
+    with it. Every transformation sees the same ``params``.
+    """
+    transforms = tuple(transforms)
+
+    def init(params: Array) -> tuple[Any, ...]:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates: Array, state: tuple[Any, ...],
+               params: Array = None) -> tuple[Array, tuple[Any, ...]]:
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transformations got a state of {len(state)} parts"
+            )
+        new_state = []
+        for t, s in zip(transforms, state, strict=True):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Array, updates: Array) -> Array:
+    """``params + updates`` as a new array (the inputs are not modified)."""
+    return params + updates
+
+
+def _map_state(state: Any, fn: Callable[[Any], Any]) -> Any:
+    """``state`` with ``fn`` applied to every leaf, keeping NamedTuples and tuples as they are."""
+    if isinstance(state, tuple):
+        items = [_map_state(s, fn) for s in state]
+        return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    if isinstance(state, list):
+        return [_map_state(s, fn) for s in state]
+    if state is None:
+        return None
+    return fn(state)
+
+
+def state_to_host(state: Any) -> Any:
+    """``state`` (a NamedTuple, or nested tuples of them) with every array copied to NumPy.
+
+    This is what ships back from a worker and what a checkpoint writes. Python floats stay
+    floats.
+    """
+    return _map_state(state, lambda a: to_host(a) if is_array_api_obj(a) else a)
+
+
+def state_to_device(state: Any, like: Array) -> Any:
+    """``state`` with every leaf (array or Python number) as an array of ``like``'s namespace on
+    ``like``'s device, dtypes kept: the inverse of :func:`state_to_host`."""
+    xp = namespace(like)
+    dev = device(like)
+    return _map_state(state, lambda a: xp.asarray(a, device=dev))
