@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import device
 
-from .backend import aligned, namespace
+from pipeline.backend import aligned, namespace
 
 __all__ = [
     "ACTIVATIONS",
