@@ -212,13 +212,12 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
 def elementwise(name: str, *args: Any, out: Any = None) -> Any:
     """The array-API element-wise function ``name`` (``"add"``, ``"multiply"``, ``"exp"``, ...)
     of ``args`` (arrays or Python scalars), written into ``out`` when given."""
-    like = next(a for a in args if not isinstance(a, (int, float, bool)))
-    if out is None:
-        return getattr(namespace(like), name)(*args)
-    mod = _out_module(out)
+    mod = None if out is None else _out_module(out)
     if mod is not None:
         return getattr(mod, name)(*args, out=out)
-    return _store(out, getattr(namespace(like), name)(*args))
+    like = next(a for a in args if not isinstance(a, (int, float, bool)))
+    value = getattr(namespace(like), name)(*args)
+    return value if out is None else _store(out, value)
 
 
 def clip(x: Any, lo: float | None, hi: float | None, out: Any = None) -> Any:
