@@ -245,7 +245,9 @@ def astype(x: Any, dtype: Any, out: Any = None) -> Any:
     """``xp.astype(x, dtype)``, written into ``out`` (of that dtype) when given."""
     if out is None:
         return namespace(x).astype(x, dtype)
-    return _store(out, x)
+    if _out_module(out) is not None:
+        return _store(out, x)  # NumPy/CuPy assignment casts (unsafely, as astype does)
+    return _store(out, namespace(x).astype(x, dtype))
 
 
 def take_rows(X: Any, idx: Any, out: Any = None) -> Any:

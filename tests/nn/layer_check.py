@@ -1,4 +1,5 @@
-"""Finite-difference check of one layer's backward, shared by the layer tests."""
+"""Helpers of the nn tests: a finite-difference check of one layer's backward and a small
+tabular network using every layer kind."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import math
 import numpy as np
 
 from pipeline.backend import to_host
-from pipeline.nn import Context
+from pipeline.nn import (
+    ColumnSplit,
+    Context,
+    Dense,
+    Dropout,
+    Embedding,
+    Identity,
+    LayerNorm,
+    Sequential,
+    Tanh,
+)
 
 
 def central_differences(f, x, h=1e-6):
@@ -65,3 +76,22 @@ def check_layer_gradients(layer, in_shape, x, backend, *, params=None, check_dx=
     else:
         assert dx is None
     return flat, to_host(y)
+
+
+def tabular_model(loss, n_outputs):
+    """Numeric columns 0-2 and code columns 3-4 -> LayerNorm -> Dense/Tanh/Dropout -> Dense."""
+    encode = ColumnSplit([((0, 1, 2), Identity()), ((3, 4), Embedding((5, 3), (2, 2)))])
+    return Sequential([encode, LayerNorm(), Dense(6), Tanh(), Dropout(0.2), Dense(n_outputs)],
+                      loss=loss, in_shape=(5,))
+
+
+def tabular_data(rng, n, n_outputs, loss):
+    X = np.concatenate([rng.standard_normal((n, 3)),
+                        np.stack([rng.integers(0, 5, n), rng.integers(0, 3, n)], 1)], axis=1)
+    if loss == "log_loss":
+        Y = np.eye(n_outputs)[rng.integers(0, n_outputs, n)]
+    elif loss == "binary_log_loss":
+        Y = rng.integers(0, 2, (n, n_outputs)).astype(np.float64)
+    else:
+        Y = rng.standard_normal((n, n_outputs))
+    return X, Y

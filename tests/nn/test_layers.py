@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 from array_api_compat import device
-from layer_check import central_differences, check_layer_gradients, views
+from layer_check import (
+    central_differences,
+    check_layer_gradients,
+    tabular_data,
+    tabular_model,
+    views,
+)
 
 from pipeline.backend import to_host
 from pipeline.nn import (
@@ -166,25 +172,6 @@ def test_column_split_with_embedding(backend, rng):
 def test_flatten(backend, rng):
     check_layer_gradients(Chain([Flatten(), Dense(3)]), (2, 3), rng.standard_normal((4, 2, 3)),
                           backend)
-
-
-def tabular_model(loss, n_outputs):
-    """Numeric columns 0-2 and code columns 3-4 -> LayerNorm -> Dense/Tanh/Dropout -> Dense."""
-    encode = ColumnSplit([((0, 1, 2), Identity()), ((3, 4), Embedding((5, 3), (2, 2)))])
-    return Sequential([encode, LayerNorm(), Dense(6), Tanh(), Dropout(0.2), Dense(n_outputs)],
-                      loss=loss, in_shape=(5,))
-
-
-def tabular_data(rng, n, n_outputs, loss):
-    X = np.concatenate([rng.standard_normal((n, 3)),
-                        np.stack([rng.integers(0, 5, n), rng.integers(0, 3, n)], 1)], axis=1)
-    if loss == "log_loss":
-        Y = np.eye(n_outputs)[rng.integers(0, n_outputs, n)]
-    elif loss == "binary_log_loss":
-        Y = rng.integers(0, 2, (n, n_outputs)).astype(np.float64)
-    else:
-        Y = rng.standard_normal((n, n_outputs))
-    return X, Y
 
 
 @pytest.mark.parametrize("loss", LOSSES)
