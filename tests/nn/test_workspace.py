@@ -99,38 +99,38 @@ def test_workspace_bounds_and_namespaces():
         Workspace(0)
 
 
-def test_out_helpers_match_plain_expressions(backend, rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_helpers_match_plain_expressions(dtype, backend, rng):
     """Each helper with out= (NumPy's in-place kernels, or the copy fallback on other
     namespaces) gives the plain expression's bits."""
     xp = backend.xp
-    for dtype in (np.float32, np.float64):
-        A = backend.asarray(rng.standard_normal((33, 20)).astype(dtype))
-        B = backend.asarray(rng.standard_normal((20, 7)).astype(dtype))
-        C = backend.asarray(rng.standard_normal((33, 7)).astype(dtype))
+    A = backend.asarray(rng.standard_normal((33, 20)).astype(dtype))
+    B = backend.asarray(rng.standard_normal((20, 7)).astype(dtype))
+    C = backend.asarray(rng.standard_normal((33, 7)).astype(dtype))
 
-        def buf(shape, kind=A.dtype):
-            return xp.empty(shape, dtype=kind, device=backend.device)
+    def buf(shape, kind=A.dtype):
+        return xp.empty(shape, dtype=kind, device=backend.device)
 
-        cases = [
-            (lambda out: bk.matmul(A, B, out=out), A @ B, (33, 7)),
-            (lambda out: bk.matmul(A.T, C, out=out), A.T @ C, (20, 7)),
-            (lambda out: bk.elementwise("add", C, 1.0, out=out), C + 1.0, (33, 7)),
-            (lambda out: bk.elementwise("subtract", 1.0, C, out=out), 1.0 - C, (33, 7)),
-            (lambda out: bk.elementwise("tanh", C, out=out), xp.tanh(C), (33, 7)),
-            (lambda out: bk.clip(C, -0.5, None, out=out), xp.clip(C, -0.5, None), (33, 7)),
-            (lambda out: bk.reduce("sum", C, axis=0, out=out), xp.sum(C, axis=0), (7,)),
-            (lambda out: bk.reduce("max", C, axis=1, keepdims=True, out=out),
-             xp.max(C, axis=1, keepdims=True), (33, 1)),
-        ]
-        for compute, expected, shape in cases:
-            assert np.array_equal(to_host(compute(None)), to_host(expected))
-            out = buf(shape)
-            assert compute(out) is out
-            assert np.array_equal(to_host(out), to_host(expected))
-        mask = C > 0
-        out = buf((33, 7))
-        assert bk.astype(mask, A.dtype, out=out) is out
-        assert np.array_equal(to_host(out), to_host(xp.astype(mask, A.dtype)))
+    cases = [
+        (lambda out: bk.matmul(A, B, out=out), A @ B, (33, 7)),
+        (lambda out: bk.matmul(A.T, C, out=out), A.T @ C, (20, 7)),
+        (lambda out: bk.elementwise("add", C, 1.0, out=out), C + 1.0, (33, 7)),
+        (lambda out: bk.elementwise("subtract", 1.0, C, out=out), 1.0 - C, (33, 7)),
+        (lambda out: bk.elementwise("tanh", C, out=out), xp.tanh(C), (33, 7)),
+        (lambda out: bk.clip(C, -0.5, None, out=out), xp.clip(C, -0.5, None), (33, 7)),
+        (lambda out: bk.reduce("sum", C, axis=0, out=out), xp.sum(C, axis=0), (7,)),
+        (lambda out: bk.reduce("max", C, axis=1, keepdims=True, out=out),
+         xp.max(C, axis=1, keepdims=True), (33, 1)),
+    ]
+    for compute, expected, shape in cases:
+        assert np.array_equal(to_host(compute(None)), to_host(expected))
+        out = buf(shape)
+        assert compute(out) is out
+        assert np.array_equal(to_host(out), to_host(expected))
+    mask = C > 0
+    out = buf((33, 7))
+    assert bk.astype(mask, A.dtype, out=out) is out
+    assert np.array_equal(to_host(out), to_host(xp.astype(mask, A.dtype)))
 
 
 def test_take_rows(backend, rng):
