@@ -235,6 +235,8 @@ class Dropout(Layer):
 
     The mask is drawn on the host from ``np.random.default_rng(ctx.key)`` (float64 uniforms, so
     the same key drops the same units in float32 and float64) and moved to the data's device.
+    Inside a :class:`~pipeline.nn.combinators.Chain` (so in any ``Sequential``) the key is the
+    step's key with the layer's index appended.
     """
 
     def __init__(self, rate: float) -> None:
@@ -251,12 +253,14 @@ class Dropout(Layer):
         if ctx.key is None:
             raise ValueError(f"{self!r} in training needs Context.key (seed, block, epoch, step)")
         shape, dtype = tuple(x.shape), x.dtype
-        on_host = isinstance(x, np.ndarray)  # host buffers double as the device's
-        host = ctx if on_host else Context()  # device buffers live on the device
+        # NumPy data: the mask is drawn into workspace buffers and used where it lies. Other
+        # namespaces: drawn into fresh host arrays, then copied to the data's device.
+        on_host = isinstance(x, np.ndarray)
+        host = ctx if on_host else Context()
         u = np.random.default_rng(ctx.key).random(
             shape, out=host.buffer("uniform", shape, x, np.float64))
         keep = np.greater_equal(u, self.rate, out=host.buffer("keep", shape, x, np.bool_))
-        scale = bk.astype(keep, np.dtype(str(dtype)) if on_host else np.float64,
+        scale = bk.astype(keep, dtype if on_host else np.float64,
                           out=host.buffer("scale", shape, x))
         # scale is this layer's (a buffer or astype's fresh copy): scale it in place.
         scale = np.multiply(scale, scale.dtype.type(1.0 / (1.0 - self.rate)), out=scale)

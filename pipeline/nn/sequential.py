@@ -137,7 +137,10 @@ class Sequential:
             raise ValueError(f"X must have shape (n_samples, {want}), got {tuple(X.shape)}")
 
     def decision_function(self, flat: Array, X: Array, ctx: Context | None = None) -> Array:
-        """Raw outputs ``z``, shape ``(n_samples, n_outputs)``, in X's namespace and dtype."""
+        """Raw outputs ``z``, shape ``(n_samples, n_outputs)``, in X's namespace and dtype.
+
+        ``ctx`` defaults to prediction (``training=False``, no workspace); with a workspace the
+        result is a buffer of it, valid until its next use."""
         self._check_X(X)
         ctx = _PREDICT if ctx is None else ctx
         params = self._params_like(flat, X, ctx)
