@@ -8,6 +8,7 @@ and :func:`to_device_of`.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -15,13 +16,20 @@ from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_ar
 
 __all__ = [
     "aligned",
+    "astype",
+    "clip",
     "device",
+    "elementwise",
     "frame_to_array",
     "gpu_count",
     "is_cudf",
+    "matmul",
     "namespace",
     "owned",
     "preferred_device",
+    "reduce",
+    "supports_out",
+    "take_rows",
     "to_device_of",
     "to_host",
     "to_worker_device",
@@ -184,3 +192,99 @@ def gpu_count() -> int:
 def preferred_device() -> str:
     """``"gpu"`` if this process sees a CUDA device (or is told to), else ``"cpu"``."""
     return "gpu" if gpu_count() > 0 else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing into preallocated buffers. The one place that knows which namespaces take ``out=``:
+# NumPy and CuPy write results straight into a reused buffer (no fresh memory, so no page
+# faults in a worker started with MALLOC_TRIM_THRESHOLD_); other array-API namespaces compute
+# the plain expression and copy it into ``out``. With ``out=None`` every helper is exactly the
+# plain expression, so a caller without buffers gets the bits it always got.
+
+
+def _out_module(x: Any) -> Any:
+    """The raw NumPy/CuPy module whose functions accept ``out=`` for ``x``, else ``None``."""
+    if isinstance(x, np.ndarray):
+        return np
+    if is_cupy_array(x):
+        return sys.modules["cupy"]  # imported: a CuPy array exists
+    return None
+
+
+def supports_out(x: Any) -> bool:
+    """True if ``x``'s namespace writes results into ``out=`` buffers (NumPy, CuPy)."""
+    return _out_module(x) is not None
+
+
+def _store(out: Any, value: Any) -> Any:
+    out[...] = value
+    return out
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b``, written into ``out`` when given (same bits: the same BLAS call)."""
+    if out is None:
+        return a @ b
+    mod = _out_module(out)
+    return mod.matmul(a, b, out=out) if mod is not None else _store(out, a @ b)
+
+
+def elementwise(name: str, *args: Any, out: Any = None) -> Any:
+    """The array-API element-wise function ``name`` (``"add"``, ``"multiply"``, ``"exp"``, ...)
+    of ``args`` (arrays or Python scalars), written into ``out`` when given."""
+    mod = None if out is None else _out_module(out)
+    if mod is not None:
+        return getattr(mod, name)(*args, out=out)
+    like = next(a for a in args if not isinstance(a, (int, float, bool)))
+    value = getattr(namespace(like), name)(*args)
+    return value if out is None else _store(out, value)
+
+
+def clip(x: Any, lo: float | None, hi: float | None, out: Any = None) -> Any:
+    """``clip(x, lo, hi)``, written into ``out`` when given."""
+    if out is None:
+        return namespace(x).clip(x, lo, hi)
+    mod = _out_module(out)
+    if mod is not None:
+        return mod.clip(x, lo, hi, out=out)
+    return _store(out, namespace(x).clip(x, lo, hi))
+
+
+def reduce(name: str, x: Any, axis: int | tuple[int, ...], keepdims: bool = False,
+           out: Any = None) -> Any:
+    """``xp.sum``/``xp.max``/... of ``x`` over ``axis``, written into ``out`` when given."""
+    if out is None:
+        return getattr(namespace(x), name)(x, axis=axis, keepdims=keepdims)
+    mod = _out_module(out)
+    if mod is not None:
+        return getattr(mod, name)(x, axis=axis, keepdims=keepdims, out=out)
+    return _store(out, getattr(namespace(x), name)(x, axis=axis, keepdims=keepdims))
+
+
+def astype(x: Any, dtype: Any, out: Any = None) -> Any:
+    """``xp.astype(x, dtype)``, written into ``out`` (of that dtype) when given."""
+    if out is None:
+        return namespace(x).astype(x, dtype)
+    if _out_module(out) is not None:
+        return _store(out, x)  # NumPy/CuPy assignment casts (unsafely, as astype does)
+    return _store(out, namespace(x).astype(x, dtype))
+
+
+def take_rows(X: Any, idx: Any, out: Any = None) -> Any:
+    """``xp.take(X, idx, axis=0)``: the rows ``idx`` of ``X``, written into ``out`` when given.
+
+    ``idx`` holds integer row numbers in ``[0, X.shape[0])``; out-of-range rows raise
+    ``IndexError`` on every path. (NumPy's ``take(..., out=)`` in its default ``mode="raise"``
+    copies through a fresh temporary, so the ``out=`` path checks the bounds itself and then
+    gathers with ``mode="clip"``, which writes in place.)
+    """
+    if out is None:
+        return namespace(X).take(X, idx, axis=0)
+    mod = _out_module(out)
+    if mod is None:
+        return _store(out, namespace(X).take(X, idx, axis=0))
+    n = X.shape[0]
+    if idx.shape[0] and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"row indices must lie in [0, {n}), got [{int(idx.min())}, "
+                         f"{int(idx.max())}]")
+    return mod.take(X, idx, axis=0, out=out, mode="clip")

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import device
 
-from .backend import aligned, namespace
+from pipeline.backend import aligned, namespace
 
 __all__ = [
     "ACTIVATIONS",
@@ -133,23 +133,6 @@ class MLPSpec:
 
     def _fans(self) -> list[tuple[int, int]]:
         return list(pairwise(self.layer_sizes))
-
-    # The model protocol the trainer uses (pipeline.train): methods over the functions below.
-    def init_params(self, random_state: Any = None, dtype: Any = np.float32) -> np.ndarray:
-        return init_params(self, random_state, dtype)
-
-    def forward(self, flat: Array, X: Array) -> Array:
-        return forward(self, flat, X)
-
-    def decision_function(self, flat: Array, X: Array) -> Array:
-        return decision_function(self, flat, X)
-
-    def loss_and_grad(self, flat: Array, X: Array, Y: Array,
-                      sample_weight: Array | None = None) -> tuple[float, Array]:
-        return loss_and_grad(self, flat, X, Y, sample_weight)
-
-    def l2_penalty(self, flat: Array, alpha: float, n_samples: float) -> tuple[float, Array]:
-        return l2_penalty(self, flat, alpha, n_samples)
 
     def layout(self) -> list[LayerSlice]:
         """One :class:`LayerSlice` per layer, input layer first."""

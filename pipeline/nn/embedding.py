@@ -1,0 +1,101 @@
+"""Embedding: one learned table per column of integer codes.
+
+Tabular categoricals arrive as float columns holding integer codes ``0 .. vocab_size - 1`` (the
+caller decides whether the last code is an "unknown" bucket). Column ``j`` looks its code up in
+table ``T_j`` of shape ``(vocab_sizes[j], dims[j])``; the looked-up rows are concatenated into
+``(batch, sum(dims))``.
+
+The gradient of a lookup is a scatter-add, which the array API does not have: it is written as
+a one-hot matrix product, ``dT_j = onehot(codes_j).T @ dy_j``. That is exact (each sum has one
+non-zero term per row) and costs ``batch x vocab`` memory, fine for the small vocabularies of
+tabular data (up to a few thousand codes per column).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import backend as bk
+from ..backend import device, namespace, to_host
+from .layers import Context, Layer, Shape
+
+__all__ = ["Embedding"]
+
+Array = Any
+
+
+class Embedding(Layer):
+    """Tables of ``dims[j]``-dimensional vectors for ``vocab_sizes[j]`` codes, per column ``j``.
+
+    Input ``(batch, len(vocab_sizes))`` of integer codes stored as floats; output
+    ``(batch, sum(dims))``. ``init`` draws every table from ``normal(0, 1)`` (as PyTorch's
+    ``nn.Embedding``): unit scale, like standardized numeric columns.
+    """
+
+    def __init__(self, vocab_sizes: tuple[int, ...], dims: tuple[int, ...]) -> None:
+        self.vocab_sizes = tuple(int(v) for v in vocab_sizes)
+        self.dims = tuple(int(d) for d in dims)
+        if len(self.vocab_sizes) != len(self.dims) or not self.dims:
+            raise ValueError(f"Embedding needs one dim per vocabulary, got vocab_sizes="
+                             f"{self.vocab_sizes} and dims={self.dims}")
+        if min(self.vocab_sizes) < 1 or min(self.dims) < 1:
+            raise ValueError(f"vocab sizes and dims must be >= 1, got {self.vocab_sizes}, "
+                             f"{self.dims}")
+
+    def build(self, in_shape: Shape) -> tuple[list[Shape], Shape]:
+        if tuple(in_shape) != (len(self.vocab_sizes),):
+            raise ValueError(f"{self!r} needs inputs of shape ({len(self.vocab_sizes)},) "
+                             f"(one code column per table), got {tuple(in_shape)}")
+        return list(zip(self.vocab_sizes, self.dims, strict=True)), (sum(self.dims),)
+
+    def init(self, rng: np.random.Generator, in_shape: Shape) -> list[np.ndarray]:
+        return [rng.normal(0.0, 1.0, (v, d)) for v, d in zip(self.vocab_sizes, self.dims,
+                                                                strict=True)]
+
+    def _check_codes(self, x: Array) -> None:
+        xp = namespace(x)
+        lo = to_host(xp.min(x, axis=0)) if x.shape[0] else None
+        hi = to_host(xp.max(x, axis=0)) if x.shape[0] else None
+        if lo is None:
+            return
+        for j, vocab in enumerate(self.vocab_sizes):
+            if not (lo[j] >= 0 and hi[j] < vocab):  # NaN fails too
+                raise ValueError(f"{self!r}: codes of input column {j} must lie in "
+                                 f"[0, {vocab}), got values in [{lo[j]}, {hi[j]}]")
+
+    def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
+        self._check_codes(x)
+        xp = namespace(x)
+        n, k = x.shape
+        # Codes as integers, one contiguous row per column (the take index of each table).
+        codes = bk.astype(x.T, xp.int64, out=ctx.buffer("codes", (k, n), x, xp.int64))
+        out = ctx.buffer("y", (n, sum(self.dims)), x)
+        if out is None:
+            out = xp.empty((n, sum(self.dims)), dtype=x.dtype, device=device(x))
+        start = 0
+        for j, (table, dim) in enumerate(zip(params, self.dims, strict=True)):
+            rows = bk.take_rows(table, codes[j, :], out=ctx.buffer(f"rows{j}", (n, dim), x))
+            out[:, start:start + dim] = rows
+            start += dim
+        return out, codes
+
+    def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
+                 grads: list[Array]) -> Array | None:
+        codes = cache
+        xp = namespace(dy)
+        n = dy.shape[0]
+        start = 0
+        for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
+            ids = xp.arange(vocab, dtype=xp.int64, device=device(dy))
+            hit = bk.elementwise("equal", xp.reshape(codes[j, :], (n, 1)),
+                                 xp.reshape(ids, (1, vocab)),
+                                 out=ctx.buffer(f"hit{j}", (n, vocab), dy, xp.bool))
+            onehot = bk.astype(hit, dy.dtype, out=ctx.buffer(f"onehot{j}", (n, vocab), dy))
+            bk.matmul(onehot.T, dy[:, start:start + dim], out=grads[j])
+            start += dim
+        if not ctx.need_input_grad:
+            return None
+        # Codes are piecewise constant: the loss does not change with them.
+        return xp.zeros((n, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))

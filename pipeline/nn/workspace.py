@@ -1,0 +1,99 @@
+"""Buffers reused from one training step to the next.
+
+A training step at a fixed batch size needs the same arrays every time: the gathered batch, each
+layer's activations and deltas, the flat gradient. Allocating them afresh is costly on a Dask
+worker: the nanny sets ``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap threshold at 128 KiB,
+so every array above it is a fresh ``mmap`` whose pages fault in again on every step. A
+:class:`Workspace` hands out the same buffer for the same ``(name, shape, dtype)`` each time.
+
+Only namespaces that write into ``out=`` buffers get buffers (NumPy, CuPy; see
+:func:`pipeline.backend.supports_out`); for the others :meth:`Workspace.get` returns ``None`` and
+the layers evaluate plain expressions. Either way the results are the same bits.
+
+A buffer is overwritten by the next step that asks for it: whatever a step returns from a
+workspace (outputs, the flat gradient) is valid until the next call with the same workspace.
+
+Example
+-------
+>>> import numpy as np
+>>> ws = Workspace()
+>>> X = np.arange(12.0).reshape(6, 2)
+>>> a = ws.take_rows("X", X, np.array([5, 0, 2]))
+>>> b = ws.take_rows("X", X, np.array([1, 1, 1]))
+>>> a is b, b[:, 0].tolist()
+(True, [2.0, 2.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from ..backend import device, namespace, supports_out, take_rows
+
+__all__ = ["Workspace"]
+
+Array = Any
+
+
+class Workspace:
+    """Named buffers, one per ``(name, shape, dtype)``, plus memoised child workspaces.
+
+    Parameters
+    ----------
+    max_shapes : int
+        How many shapes one name keeps (least recently used dropped first). Training sees two
+        shapes per buffer (full batches and the last, shorter one); evaluation may add more.
+    """
+
+    def __init__(self, max_shapes: int = 4) -> None:
+        if max_shapes < 1:
+            raise ValueError(f"max_shapes must be >= 1, got {max_shapes!r}")
+        self.max_shapes = int(max_shapes)
+        self._buffers: dict[str, OrderedDict[tuple[Any, ...], Array]] = {}
+        self._children: dict[Any, Workspace] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
+        """An uninitialised buffer of ``shape`` and ``dtype`` (default ``like.dtype``) on
+        ``like``'s namespace and device, the same one each time; ``None`` if that namespace
+        cannot write into ``out=`` buffers."""
+        if not supports_out(like):
+            return None
+        dtype = like.dtype if dtype is None else dtype
+        key = (tuple(shape), dtype, type(like))
+        by_shape = self._buffers.get(name)
+        if by_shape is None:
+            by_shape = self._buffers[name] = OrderedDict()
+        buf = by_shape.get(key)
+        if buf is None:
+            xp = namespace(like)
+            # Fresh NumPy allocations are aligned, as BLAS needs (see backend.aligned).
+            buf = by_shape[key] = xp.empty(key[0], dtype=dtype, device=device(like))
+            while len(by_shape) > self.max_shapes:
+                by_shape.popitem(last=False)
+        elif len(by_shape) > 1:
+            by_shape.move_to_end(key)
+        return buf
+
+    def child(self, key: Any) -> Workspace:
+        """The workspace of a part (a layer of a chain, a branch): buffer names stay local."""
+        ws = self._children.get(key)
+        if ws is None:
+            ws = self._children[key] = Workspace(self.max_shapes)
+        return ws
+
+    def take_rows(self, name: str, X: Array, idx: Array) -> Array:
+        """``xp.take(X, idx, axis=0)`` gathered into this workspace's buffer ``name``."""
+        out = self.get(name, (idx.shape[0], *X.shape[1:]), X)
+        return take_rows(X, idx, out=out)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by this workspace and its children."""
+        own = sum(b.nbytes for d in self._buffers.values() for b in d.values())
+        return own + sum(c.nbytes for c in self._children.values())
+
+    def clear(self) -> None:
+        """Drop every buffer (they are allocated again on demand)."""
+        self._buffers.clear()
+        self._children.clear()
