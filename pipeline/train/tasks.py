@@ -24,6 +24,7 @@ import numpy as np
 from .. import optim
 from ..backend import device, namespace, to_host
 from ..blocks import Block
+from ..nn import Context, Workspace
 from ..reduce import tree_fold
 
 __all__ = [
@@ -109,12 +110,37 @@ def span(n: int, step: int, steps: int) -> int:
     return hi - lo
 
 
-def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int) -> tuple[Any, Any]:
+_WORKSPACES: OrderedDict[tuple[int, tuple[int, ...], str], Workspace] = OrderedDict()
+_WORKSPACES_MAX = 256  # blocks' workspaces a worker keeps (least recently used first out)
+
+
+def workspace_for(index: int, X: Any) -> Workspace:
+    """The buffers block ``index`` reuses from one step (and one round) to the next, on this
+    worker: the gathered batch, activations, deltas and the flat gradient (see
+    :mod:`pipeline.nn.workspace`). Without them a nanny-started worker faults every page of
+    every step's arrays in again (its ``MALLOC_TRIM_THRESHOLD_`` pins the mmap threshold)."""
+    key = (index, tuple(X.shape), str(X.dtype))
+    ws = _WORKSPACES.get(key)
+    if ws is None:
+        ws = _WORKSPACES[key] = Workspace()
+        while len(_WORKSPACES) > _WORKSPACES_MAX:
+            _WORKSPACES.popitem(last=False)
+    _WORKSPACES.move_to_end(key)
+    return ws
+
+
+def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int,
+          ws: Workspace) -> tuple[Any, Any]:
     if order is None:
         return X[lo:hi, ...], Y[lo:hi, ...]
     xp = namespace(X)
     idx = xp.asarray(order[lo:hi], device=device(X))
-    return xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+    return ws.take_rows("X", X, idx), ws.take_rows("Y", Y, idx)
+
+
+def _step_context(ws: Workspace, seed: int, index: int, epoch: int, step: int) -> Context:
+    return Context(training=True, key=(seed, index, epoch, step), workspace=ws,
+                   need_input_grad=False)
 
 
 def _finite_or_nan(loss: float, vector: Any) -> float:
@@ -134,8 +160,11 @@ def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epo
     X, Y = block
     n = X.shape[0]
     lo, hi = step_rows(n, step, steps)
-    Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi)
-    loss, grad = model.loss_and_grad(params, Xb, Yb)
+    ws = workspace_for(index, X)
+    Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi, ws)
+    loss, grad = model.loss_and_grad(params, Xb, Yb,
+                                     ctx=_step_context(ws, seed, index, epoch, step))
+    grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
     seconds = time.perf_counter() - start
     flag = _finite_or_nan(loss, grad)
     return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), flag, hi - lo),))
@@ -271,12 +300,14 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
         state = optim.state_to_device(state, X)
     state = optim.set_learning_rate(state, learning_rate)
     loss_total, rows_total = 0.0, 0
+    ws = workspace_for(index, X)
     for epoch, step, global_rows in schedule:
         lo, hi = step_rows(n, step, steps)
         if hi <= lo:
             continue
-        Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi)
-        loss, grad = model.loss_and_grad(w, Xb, Yb)
+        Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi, ws)
+        loss, grad = model.loss_and_grad(w, Xb, Yb,
+                                         ctx=_step_context(ws, seed, index, epoch, step))
         m = hi - lo
         # The penalty is scaled by the *global* step's rows, so that with local_steps=1 and
         # plain SGD the rows-weighted average of the blocks' steps is the synchronous step.
