@@ -1,6 +1,6 @@
 """Exporting fitted models for serving elsewhere: ONNX graphs over the raw columns, int8."""
 
-from .onnx import OPSET, ExportReport, build_onnx, export_onnx
+from .onnx import OPSET, ExportReport, build_onnx, build_preprocessor_onnx, export_onnx
 from .quantize import QuantizationAccuracyError, quantize_int8, validation_score
 from .serve import OnnxModel, onnx_feed, predict_onnx, score_frame, session
 
@@ -10,6 +10,7 @@ __all__ = [
     "OnnxModel",
     "QuantizationAccuracyError",
     "build_onnx",
+    "build_preprocessor_onnx",
     "export_onnx",
     "onnx_feed",
     "predict_onnx",

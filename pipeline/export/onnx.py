@@ -44,7 +44,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 
-__all__ = ["IR_VERSION", "OPSET", "ExportReport", "build_onnx", "export_onnx", "features_graph"]
+__all__ = [
+    "IR_VERSION",
+    "OPSET",
+    "ExportReport",
+    "build_onnx",
+    "build_preprocessor_onnx",
+    "export_onnx",
+    "features_graph",
+]
 
 OPSET = 21
 IR_VERSION = 10
@@ -163,6 +171,22 @@ def features_graph(g: _Graph, prep: Any) -> str:
         onehot = g.op("Equal", [x, categories], "onehot_bool")  # (N, 1) vs (1, k) -> (N, k)
         parts.append(g.op("Cast", [onehot], "onehot", to=TensorProto.DOUBLE))
     return g.op("Concat", parts, "features", axis=1) if len(parts) > 1 else parts[0]
+
+
+def build_preprocessor_onnx(preprocessor: Any) -> onnx.ModelProto:
+    """The preprocessing part alone: raw-column inputs, one output ``features``
+    ``(N, n_features_out)`` float64 equal to ``preprocessor.transform`` (checked)."""
+    g = _Graph()
+    g.op("Identity", [features_graph(g, preprocessor)], output="features")
+    width = len(preprocessor.feature_names_out_)
+    graph = helper.make_graph(g.nodes, "Preprocessor", g.inputs,
+                              [helper.make_tensor_value_info("features", TensorProto.DOUBLE,
+                                                             [None, width])], g.initializers)
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                            ir_version=IR_VERSION, producer_name="dask-pipeline",
+                            producer_version=__version__)
+    onnx.checker.check_model(onx, full_check=True)
+    return onx
 
 
 def _network(g: _Graph, model: Any, x: str, dtype: np.dtype) -> str:

@@ -135,7 +135,10 @@ def onnx_predict(part: Any, model: OnnxModel, columns: list[str], output: str) -
     out = score_frame(model, part)[output]
     if out.ndim == 1:
         out = out[:, None]
-    return pd.DataFrame({c: out[:, i] for i, c in enumerate(columns)}, index=part.index)
+    frame = pd.DataFrame({c: out[:, i] for i, c in enumerate(columns)}, index=part.index)
+    # String labels as pandas' string dtype (object of str before pandas 3), so that the meta
+    # and the partitions agree and Parquet gets a string column.
+    return frame.astype(str) if out.dtype == object else frame
 
 
 def predict_onnx(df: Any, model: OnnxModel | str | bytes, *, proba: bool = False) -> Any:
@@ -150,9 +153,6 @@ def predict_onnx(df: Any, model: OnnxModel | str | bytes, *, proba: bool = False
     elif isinstance(model, str):
         model = OnnxModel.from_file(model)
     columns, output = output_columns(model, proba)
-    # The metadata is read from a real run on the frame's empty meta.
-    meta = onnx_predict(df._meta, model, columns, output)
-    if output == "label" and meta["prediction"].dtype == object:
-        meta = meta.astype({"prediction": "object"})
+    meta = onnx_predict(df._meta, model, columns, output)  # a real run on 0 rows
     shipped = dask.delayed(model, pure=True)  # one key: each worker fetches the bytes once
     return df.map_partitions(onnx_predict, shipped, columns, output, meta=meta)
