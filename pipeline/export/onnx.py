@@ -108,8 +108,9 @@ def _category_kind(categories: np.ndarray, column: Any) -> str:
     if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
         return "number"
     raise ValueError(
-        f"categorical column {column!r} mixes value types ({sorted({type(v).__name__ for v in values})}); "
-        "ONNX needs one input type per column: cast the column to str before fitting"
+        f"categorical column {column!r} mixes value types "
+        f"({sorted({type(v).__name__ for v in values})}); ONNX needs one input type per "
+        "column: cast the column to str before fitting"
     )
 
 
