@@ -115,12 +115,9 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
     if validation_data is not None:
         valid = to_blocks(client, *validation_data, classification=True, classes=classes,
                           dtype=student.dtype, min_block_rows=student.min_block_rows)
-    try:
-        config = student._train_config(blocks.n_samples, student._seed())
-        spec = student._spec(blocks.n_features, blocks.n_outputs)
-        result = train(client, blocks, spec=spec, config=config, validation=valid,
-                       run_name=f"distill-{type(student).__name__}")
-        student._set_fitted(result, spec, blocks, X)
-    finally:
-        client.cancel(blocks.futures + (valid.futures if valid is not None else []))
-    return student
+    config = student._train_config(blocks.n_samples, student._seed())
+    spec = student._spec(blocks.n_features, blocks.n_outputs)
+    result = train(client, blocks, spec=spec, config=config, validation=valid,
+                   run_name=f"distill-{type(student).__name__}")
+    student._set_fitted(result, spec, blocks, X)
+    return student  # the blocks are released with their futures, as in fit
