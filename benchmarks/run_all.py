@@ -38,6 +38,8 @@ BENCHMARKS = {  # name -> module, in run order
     "preprocessing": "bench_preprocessing",
     "accuracy": "bench_time_to_accuracy",
     "memory": "bench_memory",
+    "serving": "bench_serving",
+    "compression": "bench_compression",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")

@@ -17,6 +17,7 @@ _EXPORTS = {
     "Preprocessor": "preprocessing",
     "SavedModel": "persist",
     "connect": "cluster",
+    "export_onnx": "export",
     "load": "persist",
     "read": "io",
     "save": "persist",

@@ -409,6 +409,13 @@ class _BaseMLP(BaseEstimator):
 
         return write_model(path, self, saveable_classes(), preprocessor=preprocessor)
 
+    def export_onnx(self, path: str, *, preprocessor: Any = None, **kwargs: Any) -> Any:
+        """Write one ONNX graph from the raw columns (through ``preprocessor``) to the outputs;
+        ``quantize="int8"``, ``validation=``: see :func:`pipeline.export.export_onnx`."""
+        from .export import export_onnx
+
+        return export_onnx(self, path, preprocessor=preprocessor, **kwargs)
+
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained data-parallel on Dask.

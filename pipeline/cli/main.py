@@ -69,12 +69,55 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .job import open_client
     from .progress import step
 
+    if args.onnx:
+        return _predict_onnx(args)
     with open_client(_cluster(args)):
         saved = load(args.model)
         df = read(args.data, format=args.format)
         step(f"scoring {args.data} with {args.model} -> {args.out}")
         write_predictions(saved, df, args.out, proba=args.proba)
     print(f"predictions: {args.out}")
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    from ..export import OnnxModel, predict_onnx
+    from ..io import read
+    from .job import open_client
+    from .progress import step
+
+    model = OnnxModel.from_file(args.model)  # read once here, shipped once to each worker
+    with open_client(_cluster(args)):
+        df = read(args.data, format=args.format)
+        step(f"scoring {args.data} with {args.model} (onnxruntime) -> {args.out}")
+        predict_onnx(df, model, proba=args.proba).to_parquet(args.out, write_index=False)
+    print(f"predictions: {args.out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_onnx
+    from ..persist import load
+
+    saved = load(args.model)
+    validation = None
+    if args.validation:
+        from ..io import read
+
+        label = args.label or getattr(saved.preprocessor, "label", None)
+        if label is None:
+            raise ValueError("--validation needs --label: the model was saved without a "
+                             "preprocessor that names the label column")
+        # A validation set is small: read it in this process (threads), no cluster needed.
+        df = read(args.validation, format=args.format).compute()
+        if label not in df.columns:
+            raise ValueError(f"label column {label!r} is not in {args.validation}; columns: "
+                             f"{list(df.columns)!r}")
+        validation = (df.drop(columns=[label]), df[label])
+    report = export_onnx(saved.model, args.out, preprocessor=saved.preprocessor,
+                         quantize=args.quantize, validation=validation,
+                         max_accuracy_drop=args.max_accuracy_drop, on_drop=args.on_drop)
+    print(report)
     return 0
 
 
@@ -140,12 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scheduler", help="use a running cluster at this address instead")
     pr.set_defaults(func=_cmd_profile)
 
+    ex = sub.add_parser("export", help="write a saved model (and its preprocessor) as one ONNX "
+                                       "graph over the raw columns")
+    ex.add_argument("model", help="directory written by model.save")
+    ex.add_argument("out", help="ONNX file to write")
+    ex.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization "
+                                                         "(onnxruntime)")
+    ex.add_argument("--validation", help="CSV/Parquet data with the label: score fp32 (and "
+                                         "int8) on it and refuse an int8 model that loses more "
+                                         "than --max-accuracy-drop")
+    ex.add_argument("--label", help="label column of --validation (default: the "
+                                    "preprocessor's)")
+    ex.add_argument("--format", choices=["csv", "parquet"], help="format of --validation")
+    ex.add_argument("--max-accuracy-drop", type=float, default=0.003,
+                    help="largest allowed fp32 - int8 accuracy (or R²) (default 0.003)")
+    ex.add_argument("--on-drop", choices=["raise", "warn"], default="raise",
+                    help="above the threshold: fail without writing (default) or warn")
+    ex.set_defaults(func=_cmd_export)
+
     pd_ = sub.add_parser("predict", help="score data with a saved model, lazily, to Parquet")
-    pd_.add_argument("model")
+    pd_.add_argument("model", help="directory written by model.save, or an .onnx file with "
+                                   "--onnx")
     pd_.add_argument("data")
     pd_.add_argument("out")
     pd_.add_argument("--format", choices=["csv", "parquet"])
     pd_.add_argument("--proba", action="store_true", help="write class probabilities")
+    pd_.add_argument("--onnx", action="store_true",
+                     help="MODEL is an ONNX file (pipeline export): score it with onnxruntime, "
+                          "one cached single-thread session per worker process")
     pd_.add_argument("--workers", type=int, help="local workers (default 2)")
     pd_.add_argument("--scheduler", help="use a running cluster at this address instead")
     pd_.set_defaults(func=_cmd_predict)

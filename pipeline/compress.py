@@ -1,0 +1,168 @@
+"""Global magnitude pruning of a fitted MLP, and the mask that keeps pruned weights at zero.
+
+:func:`prune` zeroes the ``round(sparsity * n_weights)`` weights of smallest magnitude over all
+layers at once (biases are never pruned) and returns the boolean mask of the kept parameters,
+over the model's flat parameter buffer (:mod:`pipeline.nn` layout).
+
+Keeping the pruned weights at zero while training goes on is an optimizer concern:
+:func:`masked` wraps any :class:`pipeline.optim.GradientTransformation` so that the gradient
+and the update are zero wherever the mask is False. A weight that starts at zero then stays
+*exactly* zero, whatever the optimizer (Adam's moments stay zero there, SGD's velocity too),
+and the L2 penalty's gradient ``alpha * W / n`` is zero at a zero weight. This is what the
+training core needs to accept (an optimizer object, or a ``keep_mask`` transformation chained
+after it) to fine-tune with a fixed mask inside every step, on every block.
+
+Until the trainer takes an optimizer object, :func:`fine_tune` fine-tunes through the
+estimator's public ``partial_fit`` (one epoch per call) and projects the parameters back onto
+the mask after each epoch: pruned weights move during an epoch and are reset at its end, so
+the model is exactly as sparse as asked after every epoch, but the epoch itself is not a masked
+optimizer step.
+
+Example
+-------
+>>> mask = prune(model, 0.8)                     # doctest: +SKIP
+>>> history = fine_tune(model, X, y, mask, epochs=3, validation_data=(Xv, yv))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from array_api_compat import device
+from sklearn.exceptions import ConvergenceWarning
+
+from . import nn
+from .backend import namespace
+from .optim import GradientTransformation
+
+__all__ = ["fine_tune", "keep_mask", "masked", "prune", "sparsity", "weight_positions"]
+
+
+def weight_positions(spec: nn.MLPSpec) -> np.ndarray:
+    """Boolean ``(n_params,)``: True at the weights ``W`` of every layer, False at biases."""
+    out = np.zeros(spec.n_params, dtype=bool)
+    for s in spec.layout():
+        out[s.w_start : s.w_stop] = True
+    return out
+
+
+def sparsity(spec: nn.MLPSpec, params: Any) -> float:
+    """Fraction of the weights (not biases) that are exactly zero."""
+    w = np.asarray(params)[weight_positions(spec)]
+    return float(np.count_nonzero(w == 0)) / w.size
+
+
+def _set_params(model: Any, params: np.ndarray) -> None:
+    """Replace a fitted estimator's parameters (and the views ``coefs_``/``intercepts_``)."""
+    model.params_ = params
+    layers = nn.unpack(model.spec_, params)
+    model.coefs_ = [np.asarray(W) for W, _ in layers]
+    model.intercepts_ = [np.asarray(b) for _, b in layers]
+
+
+def prune(model: Any, sparsity: float) -> np.ndarray:
+    """Zero the ``round(sparsity * n_weights)`` smallest-magnitude weights of a fitted MLP
+    (globally over layers; ties broken by position) and return the kept-parameter mask.
+
+    Parameters
+    ----------
+    model : fitted ``MLPClassifier`` or ``MLPRegressor``
+        Modified in place: ``params_``, ``coefs_`` and ``intercepts_`` are replaced (already
+        zero weights count as pruned first, so pruning twice to the same sparsity is a no-op).
+    sparsity : float in [0, 1)
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_params,)
+        True where a parameter is kept (every bias, the largest weights), in the flat layout of
+        ``model.params_``.
+    """
+    if not hasattr(model, "params_") or not hasattr(model, "spec_"):
+        raise ValueError(f"{type(model).__name__} is not fitted: call fit first")
+    if isinstance(sparsity, bool) or not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    params = np.array(model.params_, copy=True)
+    weights = weight_positions(model.spec_)
+    index = np.flatnonzero(weights)
+    n_prune = int(round(float(sparsity) * index.size))
+    # Stable sort on |w|: equal magnitudes are pruned in position order, so the count is exact.
+    order = np.argsort(np.abs(params[index]), kind="stable")
+    mask = np.ones(params.shape, dtype=bool)
+    mask[index[order[:n_prune]]] = False
+    params[~mask] = 0
+    _set_params(model, params)
+    return mask
+
+
+def keep_mask(mask: Any) -> GradientTransformation:
+    """A stateless transformation that zeroes updates where ``mask`` is False (optax-style
+    ``chain`` partner; the mask is moved to the updates' namespace, device and dtype)."""
+
+    def init(params: Any) -> tuple[()]:
+        return ()
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        xp = namespace(updates)
+        m = xp.asarray(np.asarray(mask), device=device(updates))
+        return xp.where(m, updates, xp.zeros_like(updates)), state
+
+    return GradientTransformation(init, update)
+
+
+def masked(optimizer: GradientTransformation, mask: Any) -> GradientTransformation:
+    """``optimizer`` seeing zero gradients and making zero updates where ``mask`` is False.
+
+    The state is the inner optimizer's state, unchanged in shape, so it checkpoints as before
+    (the mask itself must be kept alongside, e.g. with the model).
+    """
+    keep = keep_mask(mask)
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        grads, _ = keep.update(grads, ())
+        updates, state = optimizer.update(grads, state, params)
+        return keep.update(updates, ())[0], state
+
+    return GradientTransformation(optimizer.init, update)
+
+
+def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
+              validation_data: tuple[Any, Any] | None = None,
+              client: Any = None) -> list[dict[str, float]]:
+    """Train a pruned model ``epochs`` more epochs on the cluster with its mask fixed.
+
+    Each epoch is one ``model.partial_fit(X, y)`` (the estimator's own data-parallel training,
+    from the current weights; a warm-started one-epoch ``fit`` for ``MLPRegressor``), followed
+    by a projection onto ``mask``. Returns one record per
+    epoch: ``epoch``, ``sparsity`` (of the weights) and, with ``validation_data``, ``score``
+    (``model.score``: accuracy or R², computed on the workers).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != np.shape(model.params_):
+        raise ValueError(f"mask has shape {mask.shape}, the model has "
+                         f"{np.shape(model.params_)} parameters")
+    if not (isinstance(epochs, int) and epochs >= 0):
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    history = []
+    kwargs = {"client": client} if client is not None else {}
+    for epoch in range(1, epochs + 1):
+        if hasattr(model, "partial_fit"):
+            model.partial_fit(X, y, classes=model.classes_, **kwargs)
+        else:  # MLPRegressor has no partial_fit: one warm-started epoch is the same thing
+            saved = model.get_params()
+            model.set_params(warm_start=True, max_iter=1)
+            try:
+                with warnings.catch_warnings():
+                    # one epoch never "converges"; the caller chose the number of epochs
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(X, y, **kwargs)
+            finally:
+                model.set_params(warm_start=saved["warm_start"], max_iter=saved["max_iter"])
+        _set_params(model, np.where(mask, model.params_, 0).astype(model.params_.dtype))
+        record = {"epoch": epoch, "sparsity": sparsity(model.spec_, model.params_)}
+        if validation_data is not None:
+            record["score"] = float(model.score(*validation_data))
+        history.append(record)
+    return history
+

@@ -1,0 +1,21 @@
+"""Exporting fitted models for serving elsewhere: ONNX graphs over the raw columns, int8."""
+
+from .onnx import OPSET, ExportReport, build_onnx, build_preprocessor_onnx, export_onnx
+from .quantize import QuantizationAccuracyError, quantize_int8, validation_score
+from .serve import OnnxModel, onnx_feed, predict_onnx, score_frame, session
+
+__all__ = [
+    "OPSET",
+    "ExportReport",
+    "OnnxModel",
+    "QuantizationAccuracyError",
+    "build_onnx",
+    "build_preprocessor_onnx",
+    "export_onnx",
+    "onnx_feed",
+    "predict_onnx",
+    "quantize_int8",
+    "score_frame",
+    "session",
+    "validation_score",
+]

@@ -1,0 +1,399 @@
+"""A fitted model (and its preprocessor) as one ONNX graph over the raw columns.
+
+The graph follows skl2onnx's conventions, so it drops into serving code written for
+scikit-learn pipelines:
+
+- with a :class:`~pipeline.preprocessing.Preprocessor`: one input per raw feature column,
+  named as the column, shape ``(N, 1)``. Numeric columns are ``tensor(double)`` with NaN for a
+  missing value (double, not float: the preprocessor standardizes in float64, and a float32
+  input would lose the low digits of columns with a large offset). Categorical columns are
+  ``tensor(string)`` with ``""`` for a missing value (``tensor(double)`` with NaN when the
+  fitted categories are numbers). The graph imputes, standardizes and one-hot encodes exactly
+  as :meth:`Preprocessor.transform` does (unknown categories encode as all zeros);
+- without one: a single input ``X`` of shape ``(N, n_features)``, in the model's dtype;
+- outputs ``label`` ``(N,)`` (the ``classes_``' type: int64, double or string) and
+  ``probabilities`` ``(N, n_classes)`` for classifiers, ``variable`` ``(N, n_outputs)`` for
+  regressors, in the model's dtype (float32 by default).
+
+The file is a plain ONNX protobuf (opset :data:`OPSET`, IR version :data:`IR_VERSION`, both
+run by onnxruntime ≥ 1.17): tensors and strings only, nothing pickled. The network is written
+as ``MatMul`` + ``Add`` per layer so that ``onnxruntime.quantization.quantize_dynamic`` turns
+every layer into an int8 matmul (see :mod:`pipeline.export.quantize`).
+
+Example
+-------
+>>> report = model.export_onnx("model.onnx", preprocessor=prep)          # doctest: +SKIP
+>>> import onnxruntime as ort                                            # doctest: +SKIP
+>>> sess = ort.InferenceSession("model.onnx")                            # doctest: +SKIP
+>>> from pipeline.export import onnx_feed                                # doctest: +SKIP
+>>> label, proba = sess.run(None, onnx_feed(sess, raw_frame))            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import __version__
+
+__all__ = [
+    "IR_VERSION",
+    "OPSET",
+    "ExportReport",
+    "build_onnx",
+    "build_preprocessor_onnx",
+    "export_onnx",
+    "features_graph",
+]
+
+OPSET = 21
+IR_VERSION = 10
+# Internal tensor names carry this prefix; a raw column may not use it. Names are kept short:
+# the quantizer derives several names from each, and on a small model they weigh in the size.
+_PREFIX = "pl/"
+OUTPUT_NAMES = ("label", "probabilities", "variable")
+_ONNX_TYPE = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.int64): TensorProto.INT64,
+}
+_ACTIVATION_OP = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": None}
+
+
+class _Graph:
+    """Nodes, constants and inputs of one graph, with generated internal names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self._n = 0
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{_PREFIX}{hint}{self._n}"
+
+    def const(self, value: Any, hint: str, dtype: Any = None) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        if arr.dtype.kind in "OUS":
+            arr = np.asarray([str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None,
+           output: str | None = None, **attrs: Any) -> str:
+        out = output or self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(""), **attrs))
+        return out
+
+    def add_input(self, name: str, elem_type: int, width: int) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, [None, width]))
+        return name
+
+
+def _category_kind(categories: np.ndarray, column: Any) -> str:
+    """``"string"`` or ``"number"``: the input type a categorical column gets."""
+    values = categories.tolist()
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+        return "number"
+    raise ValueError(
+        f"categorical column {column!r} mixes value types "
+        f"({sorted({type(v).__name__ for v in values})}); ONNX needs one input type per "
+        "column: cast the column to str before fitting"
+    )
+
+
+def _check_column_names(names: list[str]) -> None:
+    for name in names:
+        if name in OUTPUT_NAMES or name.startswith(_PREFIX) or name == "X":
+            raise ValueError(
+                f"column {name!r} cannot be an ONNX input name (it collides with an output or "
+                f"internal name: {', '.join(OUTPUT_NAMES)}, X, {_PREFIX}*); rename it"
+            )
+
+
+def features_graph(g: _Graph, prep: Any) -> str:
+    """Add the raw-column inputs and the preprocessing of ``prep`` to ``g``; return the name of
+    the float64 feature matrix ``(N, len(prep.feature_names_out_))``, equal to
+    ``prep.transform(frame)`` for the same rows."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(prep)
+    _check_column_names([str(c) for c in prep.feature_names_in_])
+    parts: list[str] = []
+    numeric = [g.add_input(str(c), TensorProto.DOUBLE, 1) for c in prep.numeric_features_]
+    if numeric:
+        x = g.op("Concat", numeric, "numeric", axis=1) if len(numeric) > 1 else numeric[0]
+        fills = np.asarray(prep.statistics_, dtype=np.float64)
+        if not np.isnan(fills).all():
+            # NaN fills (impute=None) keep NaN where the data has NaN, as fillna(nan) would.
+            x = g.op("Where", [g.op("IsNaN", [x], "numeric_isnan"),
+                               g.const(fills[None, :], "numeric_fill"), x], "imputed")
+        if prep.scale_ is not None:
+            x = g.op("Sub", [x, g.const(np.asarray(prep.mean_, np.float64)[None, :], "mean")],
+                     "centred")
+            x = g.op("Div", [x, g.const(np.asarray(prep.scale_, np.float64)[None, :], "scale")],
+                     "scaled")
+        parts.append(x)
+    for column, cats, fill in zip(prep.categorical_features_, prep.categories_,
+                                  prep.categorical_fill_, strict=True):
+        kind = _category_kind(cats, column)
+        name = str(column)
+        if kind == "string":
+            if "" in cats.tolist():
+                raise ValueError(
+                    f"categorical column {column!r} has the empty string as a category; ONNX "
+                    "inputs use '' for a missing value: replace it before fitting"
+                )
+            x = g.add_input(name, TensorProto.STRING, 1)
+            missing = g.op("Equal", [x, g.const("", "empty", dtype=object)], "missing")
+            categories = g.const(np.asarray(cats.tolist(), dtype=object)[None, :], "categories")
+        else:
+            x = g.add_input(name, TensorProto.DOUBLE, 1)
+            missing = g.op("IsNaN", [x], "missing")
+            categories = g.const(np.asarray(cats, dtype=np.float64)[None, :], "categories")
+        # Missing values take the fill category only if it is a category (transform's rule:
+        # "missing" exists only when the fit data had missing values); otherwise all zeros.
+        if fill is not None and fill in cats.tolist():
+            fill_value = (g.const(str(fill), "fill", dtype=object) if kind == "string"
+                          else g.const(float(fill), "fill", dtype=np.float64))
+            x = g.op("Where", [missing, fill_value, x], "cat_imputed")
+        onehot = g.op("Equal", [x, categories], "onehot_bool")  # (N, 1) vs (1, k) -> (N, k)
+        parts.append(g.op("Cast", [onehot], "onehot", to=TensorProto.DOUBLE))
+    return g.op("Concat", parts, "features", axis=1) if len(parts) > 1 else parts[0]
+
+
+def build_preprocessor_onnx(preprocessor: Any) -> onnx.ModelProto:
+    """The preprocessing part alone: raw-column inputs, one output ``features``
+    ``(N, n_features_out)`` float64 equal to ``preprocessor.transform`` (checked)."""
+    g = _Graph()
+    g.op("Identity", [features_graph(g, preprocessor)], output="features")
+    width = len(preprocessor.feature_names_out_)
+    graph = helper.make_graph(g.nodes, "Preprocessor", g.inputs,
+                              [helper.make_tensor_value_info("features", TensorProto.DOUBLE,
+                                                             [None, width])], g.initializers)
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                            ir_version=IR_VERSION, producer_name="dask-pipeline",
+                            producer_version=__version__)
+    onnx.checker.check_model(onx, full_check=True)
+    return onx
+
+
+def _network(g: _Graph, model: Any, x: str, dtype: np.dtype) -> str:
+    """MatMul + Add (+ activation) per layer; returns the raw output ``z``."""
+    from ..nn import unpack
+
+    layers = unpack(model.spec_, np.asarray(model.params_))
+    act = _ACTIVATION_OP[model.spec_.activation]
+    for i, (W, b) in enumerate(layers):
+        x = g.op("MatMul", [x, g.const(np.asarray(W, dtype=dtype), f"W{i}")], f"matmul{i}")
+        x = g.op("Add", [x, g.const(np.asarray(b, dtype=dtype), f"b{i}")], f"dense{i}")
+        if i < len(layers) - 1 and act is not None:
+            x = g.op(act, [x], f"{model.spec_.activation}{i}")
+    return x
+
+
+def _label_tensor(classes: np.ndarray) -> tuple[np.ndarray, int]:
+    values = np.asarray(classes)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64), TensorProto.INT64
+    if values.dtype.kind == "f":
+        return values.astype(np.float64), TensorProto.DOUBLE
+    if all(isinstance(v, str) for v in values.tolist()):
+        return np.asarray(values.tolist(), dtype=object), TensorProto.STRING
+    raise ValueError(
+        f"classes_ of dtype {values.dtype} cannot be an ONNX label; use int or str labels"
+    )
+
+
+def _metadata(model: Any, prep: Any) -> dict[str, str]:
+    meta = {
+        "pipeline.estimator": type(model).__name__,
+        "pipeline.version": __version__,
+        "pipeline.inputs": "raw columns" if prep is not None else "X",
+        "pipeline.missing": "NaN (numeric), '' (string)",
+    }
+    if hasattr(model, "classes_"):
+        meta["pipeline.classes"] = json.dumps(np.asarray(model.classes_).tolist())
+    else:
+        meta["pipeline.n_outputs"] = str(int(model.n_outputs_))
+    return meta
+
+
+def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
+    """The checked ONNX model of a fitted ``MLPClassifier``/``MLPRegressor`` (and
+    ``preprocessor``), as described in this module's docstring."""
+    if not hasattr(model, "params_") or not hasattr(model, "spec_"):
+        raise ValueError(f"{type(model).__name__} is not fitted (or not an MLP estimator of "
+                         "this package): call fit first")
+    dtype = np.dtype(getattr(model, "dtype", "float32"))
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"model dtype must be float32 or float64, got {dtype}")
+    n_features = model.spec_.n_features
+    g = _Graph()
+    if preprocessor is not None:
+        n_out = len(preprocessor.feature_names_out_)
+        if n_out != n_features:
+            raise ValueError(
+                f"the preprocessor produces {n_out} features but the model expects "
+                f"{n_features}: they were not fitted together"
+            )
+        x = g.op("Cast", [features_graph(g, preprocessor)], "features_cast", to=_ONNX_TYPE[dtype])
+    else:
+        x = g.add_input("X", _ONNX_TYPE[dtype], n_features)
+    z = _network(g, model, x, dtype)
+    outputs = []
+    out_activation = model.spec_.out_activation
+    if hasattr(model, "classes_"):
+        classes, label_type = _label_tensor(model.classes_)
+        if out_activation == "logistic":  # binary: [1 - p, p], as predict_proba
+            p = g.op("Sigmoid", [z], "positive")
+            q = g.op("Sub", [g.const(np.ones((1, 1), dtype=dtype), "one"), p], "negative")
+            proba = g.op("Concat", [q, p], output="probabilities", axis=1)
+        else:
+            proba = g.op("Softmax", [z], output="probabilities", axis=1)
+        index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)  # first max, as NumPy
+        g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
+        outputs = [helper.make_tensor_value_info("label", label_type, [None]),
+                   helper.make_tensor_value_info("probabilities", _ONNX_TYPE[dtype],
+                                                 [None, len(classes)])]
+    else:
+        if out_activation != "identity":
+            raise ValueError(f"unexpected output activation {out_activation!r} for a regressor")
+        g.op("Identity", [z], output="variable")
+        outputs = [helper.make_tensor_value_info("variable", _ONNX_TYPE[dtype],
+                                                 [None, model.spec_.n_outputs])]
+    graph = helper.make_graph(g.nodes, type(model).__name__, g.inputs, outputs, g.initializers,
+                              doc_string="Missing values: NaN in numeric inputs, '' in string "
+                                         "inputs. Unknown categories encode as all zeros.")
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                            ir_version=IR_VERSION, producer_name="dask-pipeline",
+                            producer_version=__version__)
+    helper.set_model_props(onx, _metadata(model, preprocessor))
+    onnx.checker.check_model(onx, full_check=True)
+    return onx
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_onnx` wrote and measured. Sizes in bytes; scores as fractions
+    (accuracy for classifiers, R² for regressors), ``None`` without ``validation``;
+    ``drop = fp32_score - int8_score``."""
+
+    path: str
+    quantize: str | None
+    opset: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    fp32_bytes: int
+    int8_bytes: int | None = None
+    metric: str | None = None
+    fp32_score: float | None = None
+    int8_score: float | None = None
+    drop: float | None = None
+
+    @property
+    def size_ratio(self) -> float | None:
+        """fp32 size / int8 size (how many times smaller the int8 file is)."""
+        return None if self.int8_bytes is None else self.fp32_bytes / self.int8_bytes
+
+    def __str__(self) -> str:
+        lines = [f"ONNX model: {self.path} (opset {self.opset}, {len(self.inputs)} inputs)",
+                 f"fp32 size: {self.fp32_bytes:,} bytes"]
+        if self.int8_bytes is not None:
+            lines.append(f"int8 size: {self.int8_bytes:,} bytes ({self.size_ratio:.2f}x smaller)")
+        if self.metric is not None:
+            lines.append(f"validation {self.metric}: fp32 {self.fp32_score:.5f}")
+            if self.int8_score is not None:
+                lines[-1] += f", int8 {self.int8_score:.5f} (drop {self.drop:+.5f})"
+        return "\n".join(lines)
+
+
+def export_onnx(model: Any, path: str | os.PathLike[str], *, preprocessor: Any = None,
+                quantize: str | None = None, validation: tuple[Any, Any] | None = None,
+                max_accuracy_drop: float = 0.003, on_drop: str = "raise") -> ExportReport:
+    """Write ``model`` (and ``preprocessor``) to ``path`` as one ONNX graph (module docstring).
+
+    Parameters
+    ----------
+    quantize : {None, "int8"}
+        ``"int8"`` writes the dynamically quantized graph (:func:`quantize.quantize_int8`).
+    validation : (X, y), optional
+        Raw columns (a pandas/dask DataFrame) and labels/targets. The fp32 graph, and the int8
+        graph if any, are scored on it with onnxruntime (accuracy or R²).
+    max_accuracy_drop : float
+        Largest allowed ``fp32_score - int8_score`` (0.003 = 0.3 accuracy points).
+    on_drop : {"raise", "warn"}
+        Above the threshold: raise :class:`QuantizationAccuracyError` and write nothing, or
+        warn (``UserWarning``) and write the int8 graph anyway.
+
+    Returns
+    -------
+    ExportReport
+    """
+    from .quantize import QuantizationAccuracyError, quantize_int8, validation_score
+
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if on_drop not in ("raise", "warn"):
+        raise ValueError(f"on_drop must be 'raise' or 'warn', got {on_drop!r}")
+    fp32 = build_onnx(model, preprocessor)
+    fp32_bytes = fp32.SerializeToString()
+    out = fp32_bytes
+    fields: dict[str, Any] = {}
+    if validation is not None:
+        metric, score = validation_score(fp32_bytes, *validation)
+        fields.update(metric=metric, fp32_score=score)
+    if quantize == "int8":
+        out = quantize_int8(fp32).SerializeToString()
+        fields["int8_bytes"] = len(out)
+        if validation is not None:
+            int8_score = validation_score(out, *validation)[1]
+            drop = fields["fp32_score"] - int8_score
+            fields.update(int8_score=int8_score, drop=drop)
+            if drop > max_accuracy_drop:
+                message = (
+                    f"int8 quantization of {type(model).__name__} costs {drop:.5f} validation "
+                    f"{fields['metric']} ({fields['fp32_score']:.5f} fp32 -> {int8_score:.5f} "
+                    f"int8), more than max_accuracy_drop={max_accuracy_drop}"
+                )
+                if on_drop == "raise":
+                    raise QuantizationAccuracyError(
+                        message + f"; {os.fspath(path)} was not written",
+                        metric=fields["metric"], fp32=fields["fp32_score"], int8=int8_score,
+                        drop=drop, max_drop=max_accuracy_drop)
+                warnings.warn(message, UserWarning, stacklevel=2)
+    write_atomic(path, out)
+    return ExportReport(
+        path=os.fspath(path), quantize=quantize, opset=OPSET,
+        inputs=tuple(i.name for i in fp32.graph.input),
+        outputs=tuple(o.name for o in fp32.graph.output), fp32_bytes=len(fp32_bytes), **fields)
