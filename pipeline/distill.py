@@ -117,7 +117,8 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
                           dtype=student.dtype, min_block_rows=student.min_block_rows)
     config = student._train_config(blocks.n_samples, student._seed())
     spec = student._spec(blocks.n_features, blocks.n_outputs)
-    result = train(client, blocks, spec=spec, config=config, validation=valid,
+    result = train(client, blocks, model=spec, config=config,
+                   optimizer=student._optimizer(config), validation=valid,
                    run_name=f"distill-{type(student).__name__}")
     student._set_fitted(result, spec, blocks, X)
     return student  # the blocks are released with their futures, as in fit
