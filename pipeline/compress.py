@@ -26,16 +26,11 @@ Example
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
-from sklearn.exceptions import ConvergenceWarning
 
-from . import nn
-from .backend import namespace
-from .optim import GradientTransformation
+from . import nn, optim
 
 __all__ = ["fine_tune", "keep_mask", "masked", "prune", "sparsity", "weight_positions"]
 
@@ -86,7 +81,7 @@ def prune(model: Any, sparsity: float) -> np.ndarray:
     params = np.array(model.params_, copy=True)
     weights = weight_positions(model.spec_)
     index = np.flatnonzero(weights)
-    n_prune = int(round(float(sparsity) * index.size))
+    n_prune = round(float(sparsity) * index.size)
     # Stable sort on |w|: equal magnitudes are pruned in position order, so the count is exact.
     order = np.argsort(np.abs(params[index]), kind="stable")
     mask = np.ones(params.shape, dtype=bool)
@@ -96,35 +91,9 @@ def prune(model: Any, sparsity: float) -> np.ndarray:
     return mask
 
 
-def keep_mask(mask: Any) -> GradientTransformation:
-    """A stateless transformation that zeroes updates where ``mask`` is False (optax-style
-    ``chain`` partner; the mask is moved to the updates' namespace, device and dtype)."""
-
-    def init(params: Any) -> tuple[()]:
-        return ()
-
-    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        xp = namespace(updates)
-        m = xp.asarray(np.asarray(mask), device=device(updates))
-        return xp.where(m, updates, xp.zeros_like(updates)), state
-
-    return GradientTransformation(init, update)
-
-
-def masked(optimizer: GradientTransformation, mask: Any) -> GradientTransformation:
-    """``optimizer`` seeing zero gradients and making zero updates where ``mask`` is False.
-
-    The state is the inner optimizer's state, unchanged in shape, so it checkpoints as before
-    (the mask itself must be kept alongside, e.g. with the model).
-    """
-    keep = keep_mask(mask)
-
-    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        grads, _ = keep.update(grads, ())
-        updates, state = optimizer.update(grads, state, params)
-        return keep.update(updates, ())[0], state
-
-    return GradientTransformation(optimizer.init, update)
+# The optimizer wrappers live with the optimizers; re-exported here where pruning uses them.
+keep_mask = optim.keep_mask
+masked = optim.masked
 
 
 def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
@@ -133,8 +102,9 @@ def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
     """Train a pruned model ``epochs`` more epochs on the cluster with its mask fixed.
 
     Each epoch is one ``model.partial_fit(X, y)`` (the estimator's own data-parallel training,
-    from the current weights; a warm-started one-epoch ``fit`` for ``MLPRegressor``), followed
-    by a projection onto ``mask``. Returns one record per
+    continuing its optimizer state) whose optimizer is wrapped in :func:`pipeline.optim.masked`:
+    pruned weights see zero gradients and get zero updates, in the synchronous step and in every
+    local step, so they stay exactly zero. Returns one record per
     epoch: ``epoch``, ``sparsity`` (of the weights) and, with ``validation_data``, ``score``
     (``model.score``: accuracy or R², computed on the workers).
     """
@@ -146,23 +116,22 @@ def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     history = []
     kwargs = {"client": client} if client is not None else {}
-    for epoch in range(1, epochs + 1):
-        if hasattr(model, "partial_fit"):
-            model.partial_fit(X, y, classes=model.classes_, **kwargs)
-        else:  # MLPRegressor has no partial_fit: one warm-started epoch is the same thing
-            saved = model.get_params()
-            model.set_params(warm_start=True, max_iter=1)
-            try:
-                with warnings.catch_warnings():
-                    # one epoch never "converges"; the caller chose the number of epochs
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(X, y, **kwargs)
-            finally:
-                model.set_params(warm_start=saved["warm_start"], max_iter=saved["max_iter"])
-        _set_params(model, np.where(mask, model.params_, 0).astype(model.params_.dtype))
-        record = {"epoch": epoch, "sparsity": sparsity(model.spec_, model.params_)}
-        if validation_data is not None:
-            record["score"] = float(model.score(*validation_data))
-        history.append(record)
+    # The optimizer of every fine-tuning epoch ends with optim.keep_mask(mask): pruned weights
+    # get zero updates in the synchronous step and in every local step, so they stay exactly 0.
+    params = np.where(mask, model.params_, 0).astype(model.params_.dtype)
+    _set_params(model, params)
+    model._fixed_mask = mask
+    try:
+        for epoch in range(1, epochs + 1):
+            if hasattr(model, "classes_"):
+                model.partial_fit(X, y, classes=model.classes_, **kwargs)
+            else:
+                model.partial_fit(X, y, **kwargs)
+            record = {"epoch": epoch, "sparsity": sparsity(model.spec_, model.params_)}
+            if validation_data is not None:
+                record["score"] = float(model.score(*validation_data))
+            history.append(record)
+    finally:
+        del model._fixed_mask
     return history
 

@@ -118,7 +118,7 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
     config = student._train_config(blocks.n_samples, student._seed())
     spec = student._spec(blocks.n_features, blocks.n_outputs)
     result = train(client, blocks, model=spec, config=config,
-                   optimizer=student._optimizer(config), validation=valid,
+                   optimizer=student._optimizer(config, spec, blocks.rows), validation=valid,
                    run_name=f"distill-{type(student).__name__}")
     student._set_fitted(result, spec, blocks, X)
     return student  # the blocks are released with their futures, as in fit

@@ -10,17 +10,17 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from . import nn
+from . import nn, optim
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
-from . import optim
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
 __all__ = ["MLPClassifier", "MLPRegressor", "saveable_classes"]
@@ -109,6 +109,10 @@ class _BaseMLP(BaseEstimator):
         split_every: int = 8,
         min_block_rows: int | None = 16_384,
         dtype: str = "float32",
+        weight_decay: float = 0.0,
+        warmup_fraction: float = 0.0,
+        clip_norm: float | None = None,
+        dropout: float | Sequence[float] = 0.0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -142,6 +146,10 @@ class _BaseMLP(BaseEstimator):
         self.split_every = split_every
         self.min_block_rows = min_block_rows
         self.dtype = dtype
+        self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
+        self.clip_norm = clip_norm
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ configuration ---------
 
@@ -185,16 +193,50 @@ class _BaseMLP(BaseEstimator):
             outer_learning_rate=self.outer_learning_rate, outer_momentum=self.outer_momentum,
             split_every=self.split_every, random_state=seed, balance=self.balance,
             rounds_ahead=self.rounds_ahead,
+            scheduled_rate=self.learning_rate == "cosine" or bool(self.warmup_fraction),
         )
 
-    def _optimizer(self, config: TrainConfig) -> optim.GradientTransformation | None:
-        """The inner optimizer, built once here from the scikit-learn parameters."""
+    def _optimizer(self, config: TrainConfig, spec: nn.MLPSpec,
+                   rows: Sequence[int]) -> optim.GradientTransformation | None:
+        """The inner optimizer, built once here from the estimator's parameters: scikit-learn's
+        SGD/Adam (bit for bit with its options alone), or AdamW, with optional clipping,
+        warm-up and cosine decay over the run's updates; weight decay on weights, not biases.
+        A fixed pruning mask (:func:`pipeline.compress.fine_tune`) is chained last."""
         if config.solver == "lbfgs":
             return None
-        return config.inner_optimizer()
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if self.weight_decay and self.solver != "adamw":
+            raise ValueError("weight_decay is decoupled weight decay for solver='adamw'; "
+                             "use alpha for scikit-learn's L2 penalty")
+        from .train import make_strategy
+
+        total = make_strategy(config, optim.sgd()).steps_per_epoch(rows) * config.max_iter
+        weights = np.zeros(spec.n_params, dtype=bool)
+        for s in spec.layout():
+            weights[s.w_start:s.w_stop] = True
+        opt = optim.from_sklearn(
+            self.solver, learning_rate_init=self.learning_rate_init,
+            learning_rate=self.learning_rate, momentum=self.momentum,
+            nesterovs_momentum=self.nesterovs_momentum, beta_1=self.beta_1, beta_2=self.beta_2,
+            epsilon=self.epsilon, weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+            warmup_steps=round(self.warmup_fraction * total), total_steps=total,
+            weight_mask=weights if self.weight_decay else None)
+        mask = getattr(self, "_fixed_mask", None)
+        return opt if mask is None else optim.masked(opt, mask)
+
+    def _dropout(self) -> tuple[float, ...]:
+        hidden = self._hidden()
+        rates = (tuple(float(r) for r in self.dropout)
+                 if isinstance(self.dropout, Sequence) else (float(self.dropout),) * len(hidden))
+        if len(rates) != len(hidden):
+            raise ValueError(f"dropout needs a float or one rate per hidden layer "
+                             f"({len(hidden)}), got {self.dropout!r}")
+        return () if not any(rates) else rates
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
-        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, self._loss)
+        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, self._loss,
+                          self._dropout())
 
     # ------------------------------------------------------------------ fitting ---------------
 
@@ -261,7 +303,8 @@ class _BaseMLP(BaseEstimator):
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         result = train(client, blocks, model=spec, config=config,
-                       optimizer=self._optimizer(config), params=params, validation=valid, state=state, on_epoch_end=on_epoch_end,
+                       optimizer=self._optimizer(config, spec, blocks.rows), params=params,
+                       validation=valid, state=state, on_epoch_end=on_epoch_end,
                        run_name=type(self).__name__, verbose=self.verbose)
         self._set_fitted(result, spec, blocks, X)
         if (config.solver != "lbfgs" and not result.stopped_early
@@ -283,7 +326,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit is not available for solver='lbfgs' "
                              "(as in scikit-learn); use solver='sgd' or 'adam'")
         spec = self._spec(blocks.n_features, blocks.n_outputs)
-        optimizer = self._optimizer(config)
+        optimizer = self._optimizer(config, spec, blocks.rows)
         previous: TrainState | None = getattr(self, "_partial_state", None)
         state = None
         if hasattr(self, "params_"):
@@ -458,7 +501,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
         loss = "binary_log_loss" if n_outputs == 1 else "log_loss"
-        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, loss)
+        return nn.MLPSpec((n_features, *self._hidden(), n_outputs), self.activation, loss,
+                          self._dropout())
 
     def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPClassifier:  # type: ignore[override]
         super().fit(X, y, **kwargs)

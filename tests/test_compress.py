@@ -104,7 +104,8 @@ def test_masked_optimizer_keeps_zeros_exactly(backend, make):
 
 def test_keep_mask_is_stateless(backend):
     t = keep_mask(np.array([True, False, True]))
-    u, state = t.update(backend.asarray(np.array([1.0, 2.0, 3.0])), t.init(None))
+    params = backend.asarray(np.zeros(3))
+    u, state = t.update(backend.asarray(np.array([1.0, 2.0, 3.0])), t.init(params))
     assert state == () and to_host(u).tolist() == [1.0, 0.0, 3.0]
 
 

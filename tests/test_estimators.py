@@ -130,3 +130,36 @@ def test_partial_fit_keeps_optimizer_state_iterations_and_t(client, sync):
     assert inc.loss_curve_ == full.loss_curve_
     for a, b in zip(inc.coefs_ + inc.intercepts_, full.coefs_ + full.intercepts_, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_adamw_cosine_warmup_clip_dropout_reach_the_trainer(client):
+    """The second-generation options build the optimizer they name (AdamW with decoupled decay
+    on weights only, warm-up then cosine decay to 0 over the run's updates, clipping) and a
+    network with dropout; the fit stays reproducible."""
+    from pipeline import optim
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((400, 5))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    Xd, yd = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
+    kw = dict(hidden_layer_sizes=(16, 8), solver="adamw", weight_decay=0.05,
+              learning_rate="cosine", warmup_fraction=0.2, clip_norm=1.0, dropout=(0.2, 0.0),
+              batch_size=50, max_iter=4, random_state=0, min_block_rows=1,
+              learning_rate_init=0.01)
+    with pytest.warns(ConvergenceWarning):
+        a = MLPClassifier(**kw).fit(Xd, yd, client=client)
+    with pytest.warns(ConvergenceWarning):
+        b = MLPClassifier(**kw).fit(Xd, yd, client=client)
+    assert all(np.array_equal(u, v) for u, v in zip(a.coefs_, b.coefs_, strict=True))
+    assert a.spec_.dropout == (0.2, 0.0)
+    # 8 updates per epoch x 4 epochs: the schedule has run to its end (rate 0)
+    assert optim.get_learning_rate(a.optimizer_state_) == pytest.approx(0.0, abs=1e-12)
+    assert a.predict_proba(X).shape == (400, 2)  # prediction: dropout off, deterministic
+    np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))
+
+
+def test_weight_decay_needs_adamw(client):
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(ValueError, match="adamw"):
+        MLPClassifier(solver="adam", weight_decay=0.1, max_iter=1).fit(X, y, client=client)

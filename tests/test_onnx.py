@@ -280,7 +280,7 @@ def test_int8_guard_uses_r2_for_regressors(fitted, data, tmp_path):
 
 
 def test_export_rejects_bad_options(fitted, tmp_path):
-    model, prep, _ = fitted["binary"]
+    model, _prep, _ = fitted["binary"]
     with pytest.raises(ValueError, match="quantize must be None or 'int8'"):
         export_onnx(model, tmp_path / "x.onnx", quantize="int4")
     with pytest.raises(ValueError, match="on_drop must be"):
@@ -298,7 +298,7 @@ def test_export_rejects_bad_options(fitted, tmp_path):
 def test_cli_export_and_predict_onnx_round_trip(fitted, data, cluster, tmp_path, capsys):
     from pipeline.cli.main import main
 
-    model, prep, label = fitted["multiclass_str"]
+    model, prep, _label = fitted["multiclass_str"]
     _, test = data
     test = test.iloc[:3_000]
     model.save(str(tmp_path / "model"), preprocessor=prep)

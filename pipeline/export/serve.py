@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["MAX_SESSIONS", "OnnxModel", "onnx_feed", "predict_onnx", "session", "score_frame"]
+__all__ = ["MAX_SESSIONS", "OnnxModel", "onnx_feed", "predict_onnx", "score_frame", "session"]
 
 MAX_SESSIONS = 4
 _sessions: OrderedDict[tuple[str, int], Any] = OrderedDict()

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .layers import Context, Dense, Identity, Layer, Logistic, ReLU, Tanh
+from .layers import Context, Dense, Dropout, Identity, Layer, Logistic, ReLU, Tanh
 from .losses import LOSSES as _LOSS_OBJECTS
 from .sequential import Sequential
 
@@ -82,11 +82,15 @@ class MLPSpec:
         ``binary_log_loss`` (one independent probability per output, binary or multilabel),
         softmax for ``log_loss`` (multiclass, at least two outputs), identity for
         ``squared_error``.
+    dropout : tuple of float
+        Inverted-dropout rate after each hidden layer's activation (empty: none). Dropout has no
+        parameters, so the flat layout does not depend on it.
     """
 
     layer_sizes: tuple[int, ...]
     activation: str = "relu"
     loss: str = "log_loss"
+    dropout: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = tuple(int(s) for s in self.layer_sizes)
@@ -97,6 +101,13 @@ class MLPSpec:
             )
         if any(s < 1 for s in sizes):
             raise ValueError(f"every layer size must be >= 1, got {sizes!r}")
+        rates = tuple(float(r) for r in self.dropout)
+        object.__setattr__(self, "dropout", rates)
+        if rates and len(rates) != len(sizes) - 2:
+            raise ValueError(f"dropout needs one rate per hidden layer ({len(sizes) - 2}), "
+                             f"got {rates!r}")
+        if any(not 0 <= r < 1 for r in rates):
+            raise ValueError(f"dropout rates must be in [0, 1), got {rates!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.loss not in LOSSES:
@@ -171,8 +182,11 @@ class MLPSpec:
 def _sequential(spec: MLPSpec) -> Sequential:
     factor = 2.0 if spec.activation == "logistic" else 6.0
     layers: list[Layer] = []
-    for size in spec.layer_sizes[1:-1]:
+    rates = spec.dropout or (0.0,) * (len(spec.layer_sizes) - 2)
+    for size, rate in zip(spec.layer_sizes[1:-1], rates, strict=True):
         layers += [Dense(size, factor), _ACTIVATION_LAYERS[spec.activation]()]
+        if rate > 0:
+            layers.append(Dropout(rate))
     layers.append(Dense(spec.n_outputs, factor))
     return Sequential(layers, loss=spec.loss, in_shape=(spec.n_features,),
                       name=f"layer sizes {spec.layer_sizes}")

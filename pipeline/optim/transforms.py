@@ -168,6 +168,20 @@ def keep_mask(mask: Array) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def masked(optimizer: GradientTransformation, mask: Array) -> GradientTransformation:
+    """``optimizer`` seeing zero gradients and making zero updates where ``mask`` is False
+    (pruning with a fixed mask). Its state keeps the inner optimizer's structure, so a run can
+    continue a state built without the mask."""
+    keep = keep_mask(mask)
+
+    def update(grads: Array, state: Any, params: Array = None) -> tuple[Array, Any]:
+        grads, _ = keep.update(grads, EmptyState())
+        updates, state = optimizer.update(grads, state, params)
+        return keep.update(updates, EmptyState())[0], state
+
+    return GradientTransformation(optimizer.init, update)
+
+
 def scale_by_adam(beta_1: float = 0.9, beta_2: float = 0.999,
                   epsilon: float = 1e-8) -> GradientTransformation:
     """Adam's direction ``m̂ / (sqrt(v) / sqrt(1 - b2^t) + eps)``, ``m̂ = m / (1 - b1^t)``, as

@@ -26,14 +26,14 @@ from .lbfgs import run_lbfgs
 from .rounds import Rounds
 from .stopping import Progress, StoppingRule
 from .strategies import GradientSync, LocalSGD, SyncState
-from .tasks import score_value
+from .tasks import Rate, score_value
 
 __all__ = ["SOLVERS", "SYNC_MODES", "TrainConfig", "TrainResult", "TrainState", "evaluate",
            "make_strategy", "train"]
 
 SYNC_MODES = ("gradient", "average")
-SOLVERS = ("sgd", "adam", "lbfgs")
-LEARNING_RATES = ("constant", "invscaling", "adaptive")
+SOLVERS = ("sgd", "adam", "adamw", "lbfgs")
+LEARNING_RATES = ("constant", "invscaling", "adaptive", "cosine")
 BALANCE_MODES = ("none", "throughput")
 
 
@@ -68,6 +68,7 @@ class TrainConfig:
     random_state: int = 0
     balance: str = "none"
     rounds_ahead: int = 4
+    scheduled_rate: bool = False  # the optimizer follows its own schedule (warm-up, cosine)
 
     def validate(self) -> None:
         checks = [
@@ -101,14 +102,12 @@ class TrainConfig:
                 raise ValueError(msg)
 
     def inner_optimizer(self) -> optim.GradientTransformation:
-        """The optimizer these fields describe (scikit-learn's SGD or Adam)."""
-        if self.solver == "sgd":
-            return optim.sgd(
-                self.learning_rate_init, momentum=self.momentum, nesterov=self.nesterovs_momentum
-            )
-        return optim.adam(
-            self.learning_rate_init, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon
-        )
+        """The optimizer these fields describe (scikit-learn's SGD or Adam, or AdamW)."""
+        return optim.from_sklearn(
+            self.solver, learning_rate_init=self.learning_rate_init,
+            learning_rate="constant" if self.learning_rate == "cosine" else self.learning_rate,
+            momentum=self.momentum, nesterovs_momentum=self.nesterovs_momentum,
+            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
 
 
 class TrainState(NamedTuple):
@@ -291,7 +290,9 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
                                                            seconds, loss))
                 last_event[0] = now
 
-        out = strategy.run_epoch(rounds, params, sync, progress.learning_rate, epoch,
+        rate = (Rate(progress.learning_rate / config.learning_rate_init, as_scale=True)
+                if config.scheduled_rate else Rate(progress.learning_rate))
+        out = strategy.run_epoch(rounds, params, sync, rate, epoch,
                                  first_round, config.random_state, config.shuffle, on_round)
         params, sync = out.params, out.state
         epoch += 1

@@ -20,7 +20,7 @@ def start(client: Any, **fields: Any) -> None:
     _log(client, {"event": "start", **fields})
 
 
-def round(client: Any, **fields: Any) -> None:  # noqa: A001 - the event's name
+def round(client: Any, **fields: Any) -> None:
     _log(client, {"event": "round", **fields})
 
 

@@ -31,7 +31,7 @@ from .. import optim
 from ..backend import to_host
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
-from .tasks import Partial, check_finite, gradient_step, span
+from .tasks import Partial, Rate, check_finite, gradient_step, span
 
 __all__ = ["Balancer", "EpochOutcome", "GradientSync", "LocalSGD", "SyncState"]
 
@@ -81,7 +81,7 @@ class GradientSync:
     def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
         return SyncState(opt_state=optim.state_to_host(self.optimizer.init(params)))
 
-    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: float,
+    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
                   on_round: OnRound) -> EpochOutcome:
         steps = self.steps_per_epoch(rounds.blocks.rows)
@@ -184,7 +184,7 @@ class LocalSGD:
         outer = optim.state_to_host(self.outer.init(params)) if self.outer_momentum else None
         return SyncState(local_states=[None] * n_blocks, outer_state=outer)
 
-    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: float,
+    def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
                   on_round: OnRound) -> EpochOutcome:
         rows_per_block = rounds.blocks.rows

@@ -150,6 +150,20 @@ def _finite_or_nan(loss: float, vector: Any) -> float:
     return loss if ok else math.nan
 
 
+class Rate(NamedTuple):
+    """The epoch-level learning rate handed to the optimizer state: the rate itself
+    (scikit-learn's constant/invscaling/adaptive rules), or, for an optimizer that follows its
+    own schedule (warm-up, cosine), a multiplier of that schedule."""
+
+    value: float
+    as_scale: bool = False
+
+    def apply(self, state: Any) -> Any:
+        if self.as_scale:
+            return optim.set_learning_rate_scale(state, self.value)
+        return optim.set_learning_rate(state, self.value)
+
+
 # ------------------------------------------------------------------ exact gradient -------------
 
 
@@ -221,7 +235,7 @@ def fold_partials(groups: list[list[tuple[int, Partial]]], split_every: int) -> 
 
 def gradient_step(part: Partial, params: np.ndarray, opt_state: Any, model: Any,
                   optimizer: optim.GradientTransformation, alpha: float,
-                  learning_rate: float) -> tuple[np.ndarray, Any, float]:
+                  learning_rate: Rate) -> tuple[np.ndarray, Any, float]:
     """One synchronous optimizer step on a combined gradient (host arrays).
 
     The same function runs on the client (one round at a time) and inside the cluster
@@ -231,7 +245,7 @@ def gradient_step(part: Partial, params: np.ndarray, opt_state: Any, model: Any,
     m = max(part.n, 1)
     pen, pen_grad = model.l2_penalty(params, alpha, m)
     g = grad / float(m) + pen_grad
-    opt_state = optim.set_learning_rate(opt_state, learning_rate)
+    opt_state = learning_rate.apply(opt_state)
     updates, opt_state = optimizer.update(g, opt_state, params)
     return optim.apply_updates(params, updates), opt_state, part.loss / m + pen
 
@@ -260,7 +274,7 @@ def check_finite(part: Partial, round_no: int, what: str) -> None:
 
 def fold_and_step(groups: list[list[tuple[int, Partial]]], split_every: int, prev: StepState,
                   model: Any, optimizer: optim.GradientTransformation, alpha: float,
-                  learning_rate: float, round_no: int) -> StepState:
+                  learning_rate: Rate, round_no: int) -> StepState:
     """Fold the partials, then the optimizer update, as one task: round r+1's gradients depend
     on it, not on the client."""
     part = fold_partials(groups, split_every)
@@ -280,7 +294,7 @@ def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
 
 def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
                           optimizer: optim.GradientTransformation, alpha: float,
-                          learning_rate: float, index: int,
+                          learning_rate: Rate, index: int,
                           schedule: tuple[tuple[int, int, int], ...], steps: int, seed: int,
                           shuffle: bool) -> tuple[Partial, Any]:
     """Run the inner optimizer over ``schedule`` (``(epoch, step, rows of the global step)``)
@@ -298,7 +312,7 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
         state = optimizer.init(w)
     else:
         state = optim.state_to_device(state, X)
-    state = optim.set_learning_rate(state, learning_rate)
+    state = learning_rate.apply(state)
     loss_total, rows_total = 0.0, 0
     ws = workspace_for(index, X)
     for epoch, step, global_rows in schedule:
@@ -327,7 +341,7 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
 def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.ndarray,
                            states: list[Any], model: Any,
                            optimizer: optim.GradientTransformation, alpha: float,
-                           learning_rate: float,
+                           learning_rate: Rate,
                            schedules: list[tuple[tuple[int, int, int], ...]], steps: int,
                            seed: int, shuffle: bool) -> list[tuple[int, tuple[Partial, Any]]]:
     """:func:`partition_local_steps` for each block a worker holds (each its own schedule).
