@@ -1,0 +1,440 @@
+"""Raw tabular frame -> one float matrix for a network, fitted in one pass.
+
+:class:`TabularPreprocessor` learns, in one ``dask.compute`` over a dask DataFrame as
+:func:`pipeline.read` returns it, per numeric column a :class:`pipeline.sketch.QuantileSketch`
+(and Chan moments for ``numeric="standard"``), and per categorical column a
+:class:`pipeline.vocab.FrequentValues` summary, merged by :func:`pipeline.reduce.tree_reduce`.
+It transforms a partition into one float32 matrix laid out as
+
+    [numeric block | missing indicators | categorical integer codes]
+
+and describes that layout in :attr:`TabularPreprocessor.layout_` (a :class:`TabularLayout`),
+which the network builder reads to place embeddings.
+
+Numeric columns are imputed with their (sketch) median, then encoded with ``numeric=``:
+``"quantile_normal"``/``"quantile_uniform"`` (scikit-learn's ``QuantileTransformer``),
+``"standard"`` (``StandardScaler`` of the imputed column) or ``"ple"`` (piecewise-linear
+encoding, ``n_bins`` components per feature, bins at the sketch's quantiles).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from dask.base import tokenize
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import encoding, vocab
+from .backend import frame_to_array, namespace, to_device_of
+from .preprocessing import (
+    Moments,
+    _as_dask,
+    _check_column_list,
+    _check_columns,
+    _is_numeric_dtype,
+    _meta,
+    _moments,
+    _scale_from_var,
+    constant_moments,
+    merge_moments,
+)
+from .reduce import tree_reduce
+from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches, sketch_values
+
+__all__ = ["NUMERIC_ENCODINGS", "TabularLayout", "TabularPreprocessor", "transform_partition"]
+
+NUMERIC_ENCODINGS = ("quantile_normal", "quantile_uniform", "standard", "ple")
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    numeric: tuple[Hashable, ...]
+    categorical: tuple[Hashable, ...]
+    sketch_size: int
+    capacity: int
+
+
+@dataclass(frozen=True, eq=False)
+class TabularStats:
+    n_rows: int
+    sketches: dict[Hashable, QuantileSketch]
+    moments: dict[Hashable, Moments]
+    frequent: dict[Hashable, vocab.FrequentValues]
+
+
+def partial_tabular_stats(part: Any, spec: TabularSpec) -> TabularStats:
+    """Summarise one pandas/cuDF partition (possibly empty) on the host."""
+    sketches, moments = {}, {}
+    for c in spec.numeric:
+        col = part[c]
+        sketches[c] = sketch_values(frame_to_array(col, np.float64)[:, 0], spec.sketch_size)
+        moments[c] = _moments(col)
+    frequent = {c: vocab.frequent_values(part[c], spec.capacity) for c in spec.categorical}
+    return TabularStats(len(part), sketches, moments, frequent)
+
+
+def merge_tabular_stats(parts: Sequence[TabularStats]) -> TabularStats:
+    """Merge partials (in the position order :func:`tree_reduce` hands them over)."""
+    first = parts[0]
+    return TabularStats(
+        sum(p.n_rows for p in parts),
+        {c: merge_sketches([p.sketches[c] for p in parts]) for c in first.sketches},
+        {c: functools.reduce(merge_moments, [p.moments[c] for p in parts]) for c in first.moments},
+        {c: vocab.merge_frequent([p.frequent[c] for p in parts]) for c in first.frequent},
+    )
+
+
+@dataclass(frozen=True)
+class TabularLayout:
+    """Where each block sits in the transformed matrix (column ``[start, stop)`` pairs).
+
+    ``numeric_width`` is the number of columns per numeric feature (``n_bins`` for PLE, else
+    1); categorical column ``j`` holds integer codes in ``[0, cardinalities[j])``, to be embedded
+    in ``embedding_dims[j]`` dimensions, or one-hot encoded when ``one_hot[j]``.
+    """
+
+    n_features: int
+    numeric: tuple[int, int]
+    numeric_features: tuple[Hashable, ...]
+    numeric_encoding: str
+    numeric_width: int
+    indicators: tuple[int, int]
+    indicator_features: tuple[Hashable, ...]
+    categorical: tuple[int, int]
+    categorical_features: tuple[Hashable, ...]
+    cardinalities: tuple[int, ...]
+    embedding_dims: tuple[int, ...]
+    one_hot: tuple[bool, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class TransformPlan:
+    numeric: tuple[Hashable, ...]
+    encoding: str
+    fills: np.ndarray
+    quantiles: np.ndarray | None
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+    edges: np.ndarray | None
+    n_edges: tuple[int, ...]
+    n_bins: int
+    indicators: tuple[int, ...]
+    categorical: tuple[tuple[Hashable, tuple[Any, ...], bool], ...]
+
+
+def transform_partition(part: Any, plan: TransformPlan) -> Any:
+    """One pandas/cuDF partition as a float32 array (NumPy/CuPy), ``[numeric | indicators |
+    codes]``. Pure: the partition is not modified."""
+    blocks = []
+    if plan.numeric:
+        X = frame_to_array(part[list(plan.numeric)], np.float64)
+        xp = namespace(X)
+        blocks.append(encoding.missing_indicators(X, list(plan.indicators)))
+        X = encoding.fill_missing(X, to_device_of(plan.fills, X))
+        if plan.encoding == "standard":
+            num = (X - to_device_of(plan.mean, X)) / to_device_of(plan.scale, X)
+        elif plan.encoding == "ple":
+            num = encoding.piecewise_linear_encode(
+                X, to_device_of(plan.edges, X), list(plan.n_edges), plan.n_bins
+            )
+        else:
+            output = "normal" if plan.encoding == "quantile_normal" else "uniform"
+            num = encoding.quantile_transform(X, to_device_of(plan.quantiles, X), output)
+        blocks.insert(0, num)
+    if plan.categorical:
+        codes = [vocab.encode_categories(part[c], cats, miss) for c, cats, miss in plan.categorical]
+        xp = namespace(codes[0])
+        blocks.append(xp.stack(codes, axis=1))
+    out = xp.concat([xp.astype(b, xp.float32) for b in blocks], axis=1)
+    return out
+
+
+def _frame_partition(part: Any, plan: TransformPlan, names: tuple[str, ...]) -> Any:
+    """:func:`transform_partition` as a frame with the partition's index (pandas or cuDF)."""
+    frame_type = pd.DataFrame if isinstance(part, pd.DataFrame) else type(part)
+    return frame_type(transform_partition(part, plan), index=part.index, columns=list(names))
+
+
+def _is_categorical_like(dtype: Any) -> bool:
+    """object, string and category dtypes are categorical; bool and numbers are numeric."""
+    return getattr(dtype, "name", None) == "category" or not (
+        _is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)
+    )
+
+
+# auto_wrap_output_keys=None: transform returns dask collections (see Preprocessor).
+class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+    """Encode a raw tabular dask DataFrame for a network, fitted in one pass.
+
+    Parameters
+    ----------
+    label : column name or None
+        Target column, never a feature and dropped by :meth:`transform`.
+    categorical : list of column names or None
+        Columns to encode as integer codes. Columns of object, string or category dtype are
+        categorical anyway; declare integer-coded categoricals here.
+    numeric : {"quantile_normal", "quantile_uniform", "standard", "ple"}
+        Numeric encoding, after median imputation. Default ``"quantile_normal"``.
+    n_quantiles : int
+        Quantiles for the quantile transform (``QuantileTransformer``'s default, 1000; capped
+        at the number of rows as scikit-learn does).
+    n_bins : int
+        PLE bins per feature. 48, the default of the paper authors' ``rtdl_num_embeddings``
+        ``compute_bins`` (the paper tunes it per dataset; 48 quantile bins keep every bin at
+        >= 2% of the rows, and discrete features get fewer bins after removing repeated edges).
+    add_indicator : bool
+        Append a 0/1 column per numeric feature that had missing values at fit time
+        (``SimpleImputer(add_indicator=True)``'s columns, in input order).
+    max_categories : int
+        Largest vocabulary per categorical column (most frequent values first); the rest share
+        the unknown code, so a column of thousands of values stays one input column with an
+        embedding table of at most ``max_categories + 2`` rows.
+    min_frequency : int
+        Values seen fewer times than this at fit time get the unknown code: an embedding
+        trained on a handful of rows is noise.
+    one_hot_max_codes : int or None
+        Layout hint: one-hot a column with at most this many codes. ``None``: when the
+        embedding would not be narrower (:func:`pipeline.vocab.use_one_hot`).
+    sketch_size : int
+        Points per quantile sketch; numeric results are exact on columns with at most this many
+        distinct values, and otherwise within the rank error in ``rank_error_``.
+    split_every : int
+        Fan-in of the statistics tree reduction.
+    """
+
+    def __init__(
+        self,
+        label=None,
+        categorical=None,
+        numeric="quantile_normal",
+        n_quantiles=1000,
+        n_bins=48,
+        add_indicator=True,
+        max_categories=1000,
+        min_frequency=5,
+        one_hot_max_codes=None,
+        sketch_size=DEFAULT_SKETCH_SIZE,
+        split_every=8,
+    ):
+        self.label = label
+        self.categorical = categorical
+        self.numeric = numeric
+        self.n_quantiles = n_quantiles
+        self.n_bins = n_bins
+        self.add_indicator = add_indicator
+        self.max_categories = max_categories
+        self.min_frequency = min_frequency
+        self.one_hot_max_codes = one_hot_max_codes
+        self.sketch_size = sketch_size
+        self.split_every = split_every
+
+    # ---- fitting ---------------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        if self.numeric not in NUMERIC_ENCODINGS:
+            raise ValueError(f"numeric must be one of {NUMERIC_ENCODINGS}, got {self.numeric!r}")
+        for name, low in (("n_quantiles", 1), ("n_bins", 1), ("max_categories", 1),
+                          ("min_frequency", 1), ("sketch_size", 2), ("split_every", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+    def _resolve_columns(self, meta: Any) -> TabularSpec:
+        columns = list(meta.columns)
+        if self.label is not None:
+            _check_columns(columns, [self.label], "label column")
+        declared = _check_column_list(self.categorical, "categorical") or []
+        _check_columns(columns, declared, "categorical column(s)")
+        if self.label in declared:
+            raise ValueError(f"the label column {self.label!r} cannot also be a feature")
+        rest = [c for c in columns if c != self.label and c not in declared]
+        categorical = declared + [c for c in rest if _is_categorical_like(meta[c].dtype)]
+        numeric = [c for c in rest if c not in categorical]
+        bad = {str(c): str(meta[c].dtype) for c in numeric if not _is_numeric_dtype(meta[c].dtype)}
+        if bad:
+            raise ValueError(f"column(s) {bad} are neither numeric nor categorical: drop them")
+        if not numeric and not categorical:
+            raise ValueError(f"no feature columns; columns: {columns!r}")
+        # A Misra-Gries summary 8x the vocabulary: the top values are exact unless the column
+        # has more distinct values than that, and then off by at most N / (capacity + 1).
+        capacity = max(8 * int(self.max_categories), 4096)
+        return TabularSpec(tuple(numeric), tuple(categorical), int(self.sketch_size), capacity)
+
+    def fit(self, df, y=None):
+        """Learn every statistic in one pass (one ``dask.compute``) over ``df`` (dask, pandas or
+        cuDF DataFrame). ``y`` is ignored (the label is the ``label`` column)."""
+        self._validate_params()
+        ddf = _as_dask(df)
+        spec = self._resolve_columns(ddf._meta)
+        token = tokenize(ddf, spec)
+        partials = [
+            dask.delayed(partial_tabular_stats, pure=True)(
+                piece, spec, dask_key_name=(f"tabular-partial_stats-{token}", i)
+            )
+            for i, piece in enumerate(ddf.to_delayed())
+        ]
+        root = tree_reduce(
+            partials, merge_tabular_stats, split_every=self.split_every,
+            name="tabular-merge_stats",
+        )
+        (stats,) = dask.compute(root)
+        self._set_learned(spec, stats)
+        return self
+
+    def _set_learned(self, spec: TabularSpec, stats: TabularStats) -> None:
+        if stats.n_rows == 0:
+            raise ValueError("cannot fit on an empty dataset (0 rows)")
+        n_q = max(1, min(int(self.n_quantiles), stats.n_rows))
+        # As QuantileTransformer: percentiles references * 100, divided by 100 by numpy.
+        probs = np.linspace(0.0, 1.0, n_q) * 100 / 100
+        bin_probs = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
+        quantiles, bin_q, fills, means, variances, counts, errors, n_missing = ([] for _ in range(8))
+        for c in spec.numeric:
+            sk = stats.sketches[c]
+            if sk.values.size == 0:
+                raise ValueError(f"numeric column {c!r} has no non-missing values; drop it")
+            if not (np.isfinite(sk.values[0]) and np.isfinite(sk.values[-1])):
+                raise ValueError(f"numeric column {c!r} contains infinite values")
+            quantiles.append(np.maximum.accumulate(sk.quantiles(probs)))
+            bin_q.append(sk.quantiles(bin_probs))
+            fill = float(sk.quantiles([0.5])[0])
+            imputed = merge_moments(stats.moments[c], constant_moments(fill, sk.n_null))
+            fills.append(fill)
+            means.append(imputed.mean)
+            variances.append(imputed.m2 / imputed.n)
+            counts.append(imputed.n)
+            errors.append(sk.rank_error)
+            n_missing.append(sk.n_null)
+        n_num = len(spec.numeric)
+        mean = np.asarray(means, dtype=np.float64)
+        edges = encoding.ple_edges(np.stack(bin_q, axis=1)) if n_num else []
+        padded = np.full((int(self.n_bins) + 1, n_num), np.nan)
+        for j, e in enumerate(edges):
+            padded[: e.size, j] = e
+
+        vocabularies, has_missing = [], []
+        for c in spec.categorical:
+            fv = stats.frequent[c]
+            vocabularies.append(
+                vocab.build_vocabulary(fv, int(self.max_categories), int(self.min_frequency))
+            )
+            has_missing.append(fv.n_null > 0)
+
+        self.numeric_features_ = list(spec.numeric)
+        self.categorical_features_ = list(spec.categorical)
+        self.n_rows_ = stats.n_rows
+        self.quantiles_ = np.stack(quantiles, axis=1) if n_num else np.empty((n_q, 0))
+        self.bin_edges_ = padded
+        self.n_bin_edges_ = np.asarray([e.size for e in edges], dtype=np.int64)
+        self.statistics_ = np.asarray(fills, dtype=np.float64)
+        self.mean_ = mean
+        self.scale_ = _scale_from_var(
+            np.asarray(variances, dtype=np.float64), mean, np.asarray(counts, dtype=np.int64)
+        )
+        self.n_missing_ = np.asarray(n_missing, dtype=np.int64)
+        self.rank_error_ = np.asarray(errors, dtype=np.float64)
+        self.vocabularies_ = vocabularies
+        self.categorical_missing_ = np.asarray(has_missing, dtype=bool)
+
+    # ---- layout and transforming -----------------------------------------------------------
+
+    @property
+    def indicator_features_(self) -> list[Hashable]:
+        """Numeric columns that get a missing indicator (missing at fit, ``add_indicator``)."""
+        check_is_fitted(self)
+        if not self.add_indicator:
+            return []
+        return [c for c, m in zip(self.numeric_features_, self.n_missing_, strict=True) if m]
+
+    @property
+    def layout_(self) -> TabularLayout:
+        """The column layout of :meth:`transform`'s output (derived, so never stale)."""
+        check_is_fitted(self)
+        width = int(self.n_bins) if self.numeric == "ple" else 1
+        n_num = width * len(self.numeric_features_)
+        n_ind = len(self.indicator_features_)
+        n_cat = len(self.categorical_features_)
+        cards = tuple(
+            len(v) + vocab.code_offset(bool(m))
+            for v, m in zip(self.vocabularies_, self.categorical_missing_, strict=True)
+        )
+        return TabularLayout(
+            n_features=n_num + n_ind + n_cat,
+            numeric=(0, n_num),
+            numeric_features=tuple(self.numeric_features_),
+            numeric_encoding=self.numeric,
+            numeric_width=width,
+            indicators=(n_num, n_num + n_ind),
+            indicator_features=tuple(self.indicator_features_),
+            categorical=(n_num + n_ind, n_num + n_ind + n_cat),
+            categorical_features=tuple(self.categorical_features_),
+            cardinalities=cards,
+            embedding_dims=tuple(vocab.embedding_dim(n) for n in cards),
+            one_hot=tuple(vocab.use_one_hot(n, self.one_hot_max_codes) for n in cards),
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """``c`` (or ``c_bin{t}`` for PLE), ``missingindicator_c``, then categorical ``c``."""
+        check_is_fitted(self)
+        if self.numeric == "ple":
+            names = [f"{c}_bin{t}" for c in self.numeric_features_ for t in range(self.n_bins)]
+        else:
+            names = [str(c) for c in self.numeric_features_]
+        names += [f"missingindicator_{c}" for c in self.indicator_features_]
+        names += [str(c) for c in self.categorical_features_]
+        return np.asarray(names, dtype=object)
+
+    def _plan(self) -> TransformPlan:
+        check_is_fitted(self)
+        numeric = tuple(self.numeric_features_)
+        return TransformPlan(
+            numeric=numeric,
+            encoding=self.numeric,
+            fills=np.asarray(self.statistics_, dtype=np.float64),
+            quantiles=np.asarray(self.quantiles_, dtype=np.float64),
+            mean=np.asarray(self.mean_, dtype=np.float64),
+            scale=np.asarray(self.scale_, dtype=np.float64),
+            edges=np.asarray(self.bin_edges_, dtype=np.float64),
+            n_edges=tuple(int(n) for n in self.n_bin_edges_),
+            n_bins=int(self.n_bins),
+            indicators=tuple(numeric.index(c) for c in self.indicator_features_),
+            categorical=tuple(
+                (c, tuple(np.asarray(v).tolist()), bool(m))
+                for c, v, m in zip(
+                    self.categorical_features_, self.vocabularies_, self.categorical_missing_,
+                    strict=True,
+                )
+            ),
+        )
+
+    def transform(self, df):
+        """The float32 matrix as a frame named :meth:`get_feature_names_out` (lazy for dask
+        input: one ``transform_partition`` task per partition, same divisions)."""
+        plan = self._plan()
+        meta = _meta(df)
+        features = self.numeric_features_ + self.categorical_features_
+        _check_columns(list(meta.columns), features, "feature column(s)")
+        wrong = {str(c): str(meta[c].dtype) for c in self.numeric_features_
+                 if not _is_numeric_dtype(meta[c].dtype)}
+        if wrong:
+            raise ValueError(
+                f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
+                "numeric here: the data does not match the schema the model was trained on"
+            )
+        names = tuple(str(n) for n in self.get_feature_names_out())
+        func = functools.partial(_frame_partition, plan=plan, names=names)
+        if isinstance(df, dd.DataFrame):
+            return df.map_partitions(func, meta=func(df._meta))
+        return func(df)
+
+    def transform_array(self, part):
+        """:func:`transform_partition` of one pandas/cuDF frame with the fitted plan."""
+        return transform_partition(part, self._plan())
