@@ -402,7 +402,7 @@ def test_too_many_categories_names_column_and_count():
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"impute": "median"}, "impute must be one of"),
+        ({"impute": "mode"}, "impute must be one of"),
         ({"categorical": "city"}, r"categorical=\['city'\]"),
         ({"numeric": ["a", "city"], "categorical": ["city"]}, "both numeric and categorical"),
         ({"numeric": ["a", "y"], "categorical": ["city"]}, "label column 'y' cannot"),
