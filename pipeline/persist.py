@@ -58,7 +58,11 @@ def _registry() -> dict[str, type]:
     }
     from . import preprocessing as pp
 
-    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
+    from .sketch import QuantileSketch
+    from .tabular_prep import TabularPreprocessor
+
+    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats,
+                QuantileSketch, TabularPreprocessor):
         classes[cls.__name__] = cls
     return classes
 
