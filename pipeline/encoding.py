@@ -150,9 +150,12 @@ def quantile_transform(X: Any, quantiles: Any, output: str = "uniform") -> Any:
         y = xp.where(at_lo, 0.0, y)
         y = xp.where(xp.isnan(x), xp.nan, y)
         if output == "normal":
+            # The bounds exactly as scikit-learn computes them (1 - small rounds, so the upper
+            # bound is not minus the lower one).
             eps = float(np.spacing(1))
-            bound = float(-ndtri(np.asarray(BOUNDS_THRESHOLD - eps)))
-            y = xp.clip(ndtri(y), -bound, bound)
+            clip_min = float(ndtri(np.asarray(BOUNDS_THRESHOLD - eps)))
+            clip_max = float(ndtri(np.asarray(1 - (BOUNDS_THRESHOLD - eps))))
+            y = xp.clip(ndtri(y), clip_min, clip_max)
         columns.append(y)
     if not columns:
         return xp.zeros((X.shape[0], 0), dtype=X.dtype, device=device(X))
