@@ -295,7 +295,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         n_q = max(1, min(int(self.n_quantiles), stats.n_rows))
         # As QuantileTransformer: percentiles references * 100, divided by 100 by numpy.
         probs = np.linspace(0.0, 1.0, n_q) * 100 / 100
-        bin_probs = np.linspace(0.0, 1.0, int(self.n_bins) + 1)
+        bin_probs = np.linspace(0.0, 100.0, int(self.n_bins) + 1) / 100  # = np.percentile's
         quantiles, bin_q, fills, means, variances, counts, errors, n_missing = ([] for _ in range(8))
         for c in spec.numeric:
             sk = stats.sketches[c]
