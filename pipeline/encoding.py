@@ -126,9 +126,11 @@ def quantile_transform(X: Any, quantiles: Any, output: str = "uniform") -> Any:
     probabilities), values at the outer quantiles set to 0/1 (within ``BOUNDS_THRESHOLD`` for
     normal output), then ``ndtri`` clipped to ``±ndtri(BOUNDS_THRESHOLD - eps)``. NaN stays
     NaN. With quantiles from an exact sketch this equals ``QuantileTransformer(n_quantiles=q,
-    subsample=None)`` to rounding; with a sketch of rank error ``e`` over ``N`` rows each
-    quantile is off by at most ``(e + 1) / N`` in probability, and so is the uniform output
-    wherever the data's distribution has no gap wider than one quantile step.
+    subsample=None)`` to rounding. With quantiles from a sketch of rank error ``e`` over ``N``
+    values, each quantile is the exact one at a probability at most ``(e + 1) / (N - 1)`` away,
+    so on a column whose exact quantiles are distinct the uniform output differs from the
+    exact transform's by at most ``(e + 1) / (N - 1) + 2 / (q - 1)`` (tested in
+    ``tests/test_tabular_prep.py``).
     """
     if output not in ("uniform", "normal"):
         raise ValueError(f"output must be 'uniform' or 'normal', got {output!r}")

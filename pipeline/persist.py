@@ -57,7 +57,6 @@ def _registry() -> dict[str, type]:
         "TrainState": TrainState,
     }
     from . import preprocessing as pp
-
     from .sketch import QuantileSketch
     from .tabular_prep import TabularPreprocessor
 

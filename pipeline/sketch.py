@@ -79,7 +79,7 @@ class QuantileSketch(NamedTuple):
     size: int
 
     @property
-    def count(self) -> float:
+    def total(self) -> float:
         """Number of non-missing values summarised (``N``)."""
         return float(self.weights.sum())
 

@@ -15,6 +15,30 @@ Numeric columns are imputed with their (sketch) median, then encoded with ``nume
 ``"quantile_normal"``/``"quantile_uniform"`` (scikit-learn's ``QuantileTransformer``),
 ``"standard"`` (``StandardScaler`` of the imputed column) or ``"ple"`` (piecewise-linear
 encoding, ``n_bins`` components per feature, bins at the sketch's quantiles).
+
+Exactness: every numeric statistic (median, quantiles, PLE edges) is exact, and the output
+equals scikit-learn's ``SimpleImputer(strategy="median", add_indicator=True)`` followed by
+``QuantileTransformer(n_quantiles, subsample=None)`` (or ``StandardScaler``), when each numeric
+column has at most ``sketch_size`` distinct values; then 1 or many partitions give the same
+matrix. Otherwise ``rank_error_[j] = e`` certifies column ``j``: every fitted quantile (the
+median included) lies between the order statistics ``⌊h⌋ - e`` and ``⌊h⌋ + 1 + e`` of the
+column (``h = p (N - 1)``), ``e <= (D + 1) N / sketch_size`` for a merge tree of depth ``D``
+(:func:`pipeline.sketch.rank_error_bound`), and the uniform quantile output is within
+``(e + 1) / (N - 1) + 2 / (n_quantiles - 1)`` of the exact transform on continuous columns.
+Vocabularies are exact top-``max_categories`` lists while a column has at most
+``max(8 * max_categories, 4096)`` distinct values (:mod:`pipeline.vocab`).
+
+Example
+-------
+>>> import pandas as pd
+>>> df = pd.DataFrame({"x": [1.0, None, 3.0, 4.0], "city": ["Oslo", "Rome", "Oslo", None]})
+>>> tp = TabularPreprocessor(numeric="quantile_uniform", min_frequency=1).fit(df)
+>>> list(tp.get_feature_names_out())
+['x', 'missingindicator_x', 'city']
+>>> tp.transform(df).to_numpy().astype(float).round(3).tolist()  # missing x: median 3
+[[0.0, 0.0, 2.0], [0.556, 1.0, 3.0], [0.556, 0.0, 2.0], [1.0, 0.0, 1.0]]
+>>> tp.layout_.cardinalities, tp.layout_.embedding_dims
+((4,), (3,))
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_rank_error_is_certified_and_within_the_stated_bound(data):
     sk = fold(parts, size, split_every)
     finite = np.sort(x[~np.isnan(x)])
     assert sk.n_null == int(np.isnan(x).sum())
-    assert sk.count == finite.size
+    assert sk.total == finite.size
     assert sk.values.size <= size + 1
     assert np.all(np.diff(sk.values) > 0) and np.all(sk.weights > 0)
     e = sk.rank_error
@@ -132,4 +132,4 @@ def test_invalid_inputs_are_refused():
     with pytest.raises(ValueError, match="sizes"):
         merge_sketches([sketch_values(np.ones(3), 4), sketch_values(np.ones(3), 8)])
     empty = merge_sketches([sketch_values(np.array([np.nan]), 4)])
-    assert isinstance(empty, QuantileSketch) and empty.n_null == 1 and empty.count == 0
+    assert isinstance(empty, QuantileSketch) and empty.n_null == 1 and empty.total == 0

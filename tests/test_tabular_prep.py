@@ -215,7 +215,7 @@ def test_fit_is_one_compute_and_columns_are_found_from_dtypes():
     assert counter.computes == 1
     assert tp.numeric_features_ == ["a", "b", "c", "d", "code", "flag"]
     assert tp.categorical_features_ == ["city", "shop"]
-    with pytest.raises(ValueError, match="'when'.*neither numeric nor categorical"):
+    with pytest.raises(ValueError, match=r"'when'.*neither numeric nor categorical"):
         TabularPreprocessor().fit(pdf.assign(when=pd.Timestamp("2026-01-01")))
     with pytest.raises(ValueError, match="numeric must be one of"):
         TabularPreprocessor(numeric="log").fit(pdf)

@@ -3,6 +3,8 @@ Misra-Gries guarantee (true - error <= kept <= true; forgotten values occur <= e
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,7 +33,7 @@ def column_parts(draw):
     col[rng.random(n) < 0.1] = None
     cuts = np.sort(rng.integers(0, n + 1, draw(st.integers(0, 7))))
     bounds = [0, *cuts.tolist(), n]
-    parts = [col.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = [col.iloc[a:b] for a, b in itertools.pairwise(bounds)]
     return col, parts, draw(st.integers(1, 40)), draw(st.integers(2, 8))
 
 
