@@ -199,6 +199,14 @@ def _moments(col: Any) -> Moments:
     return Moments(n, shift, offset, m2, n_null, float(values.min()), float(values.max()))
 
 
+def column_sketch(col: Any, size: int) -> QuantileSketch:
+    """The quantile sketch of a pandas/cuDF Series (nullable dtypes and cuDF nulls count as
+    missing, like NaN)."""
+    values = to_host(col.dropna().astype("float64").values)
+    sketch = sketch_values(values, size)
+    return sketch._replace(n_null=int(col.isna().sum()) + sketch.n_null)
+
+
 def partial_stats(part: Any, spec: StatsSpec) -> PartialStats:
     """Summarise one pandas/cuDF partition (possibly empty) into host-side statistics."""
     numeric = {c: _moments(part[c]) for c in spec.numeric}
@@ -210,8 +218,7 @@ def partial_stats(part: Any, spec: StatsSpec) -> PartialStats:
     categorical = {c: _value_counts(part[c], spec.max_categories) for c in spec.categorical}
     label = None if spec.label is None else _value_counts(part[spec.label], spec.max_categories)
     sketches = (
-        {c: sketch_values(to_host(part[c].astype("float64").values), spec.sketch_size)
-         for c in spec.numeric}
+        {c: column_sketch(part[c], spec.sketch_size) for c in spec.numeric}
         if spec.sketch_size
         else {}
     )

@@ -57,7 +57,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import encoding, vocab
-from .backend import frame_to_array, namespace, to_device_of
+from .backend import frame_to_array, is_cudf, namespace, to_device_of
 from .preprocessing import (
     Moments,
     _as_dask,
@@ -67,11 +67,12 @@ from .preprocessing import (
     _meta,
     _moments,
     _scale_from_var,
+    column_sketch,
     constant_moments,
     merge_moments,
 )
 from .reduce import tree_reduce
-from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches, sketch_values
+from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches
 
 __all__ = ["NUMERIC_ENCODINGS", "TabularLayout", "TabularPreprocessor", "transform_partition"]
 
@@ -98,9 +99,8 @@ def partial_tabular_stats(part: Any, spec: TabularSpec) -> TabularStats:
     """Summarise one pandas/cuDF partition (possibly empty) on the host."""
     sketches, moments = {}, {}
     for c in spec.numeric:
-        col = part[c]
-        sketches[c] = sketch_values(frame_to_array(col, np.float64)[:, 0], spec.sketch_size)
-        moments[c] = _moments(col)
+        sketches[c] = column_sketch(part[c], spec.sketch_size)
+        moments[c] = _moments(part[c])
     frequent = {c: vocab.frequent_values(part[c], spec.capacity) for c in spec.categorical}
     return TabularStats(len(part), sketches, moments, frequent)
 
@@ -159,7 +159,7 @@ def transform_partition(part: Any, plan: TransformPlan) -> Any:
     codes]``. Pure: the partition is not modified."""
     blocks = []
     if plan.numeric:
-        X = frame_to_array(part[list(plan.numeric)], np.float64)
+        X = _float_matrix(part[list(plan.numeric)])
         xp = namespace(X)
         blocks.append(encoding.missing_indicators(X, list(plan.indicators)))
         X = encoding.fill_missing(X, to_device_of(plan.fills, X))
@@ -179,6 +179,14 @@ def transform_partition(part: Any, plan: TransformPlan) -> Any:
         blocks.append(xp.stack(codes, axis=1))
     out = xp.concat([xp.astype(b, xp.float32) for b in blocks], axis=1)
     return out
+
+
+def _float_matrix(frame: Any) -> Any:
+    """Numeric columns as one float64 array, missing values (NaN, pandas NA, cuDF null) as NaN."""
+    frame = frame.astype("float64")
+    if is_cudf(frame):  # cuDF keeps nulls apart from NaN
+        return frame.to_cupy(dtype="float64", na_value=np.nan)
+    return frame_to_array(frame, np.float64)
 
 
 def _frame_partition(part: Any, plan: TransformPlan, names: tuple[str, ...]) -> Any:

@@ -238,3 +238,24 @@ def test_save_load_round_trip(tmp_path, numeric):
     assert back.get_params() == tp.get_params()
     assert back.layout_ == tp.layout_
     pd.testing.assert_frame_equal(back.transform(pdf), tp.transform(pdf))
+
+
+def test_nullable_numeric_columns_count_missing_values_like_nan():
+    rng = np.random.default_rng(9)
+    n = 120
+    ints = pd.array(rng.integers(0, 50, n), dtype="Int64")
+    ints[rng.random(n) < 0.2] = pd.NA
+    flags = pd.array(rng.random(n) < 0.5, dtype="boolean")
+    flags[rng.random(n) < 0.1] = pd.NA
+    pdf = pd.DataFrame({"i": ints, "f": flags})
+    tp = TabularPreprocessor(numeric="quantile_uniform").fit(dd.from_pandas(pdf, npartitions=3))
+    X = pdf.astype("float64").to_numpy()
+    imputer = SimpleImputer(strategy="median", add_indicator=True).fit(X)
+    qt = QuantileTransformer(n_quantiles=n, subsample=None).fit(X)
+    out = tp.transform(pdf)
+    assert tp.numeric_features_ == ["i", "f"]
+    np.testing.assert_array_equal(tp.statistics_, imputer.statistics_)
+    assert_float32_close(out[["i", "f"]].to_numpy(), qt.transform(imputer.transform(X)[:, :2]))
+    np.testing.assert_array_equal(
+        out[["missingindicator_i", "missingindicator_f"]].to_numpy(), imputer.transform(X)[:, 2:]
+    )
