@@ -607,3 +607,19 @@ def test_median_on_many_distinct_values_is_within_the_stated_rank_error():
     lo, hi = int(np.floor(h) - e), int(np.floor(h) + 1 + e)
     assert data[max(lo, 0)] <= pre.statistics_[0] <= data[min(hi, data.size - 1)]
     assert pre.statistics_[0] != exact  # the approximate regime is really exercised
+
+
+def test_distributed_median_matches_sync_in_the_approximate_regime(client):
+    from pipeline.sketch import DEFAULT_SKETCH_SIZE
+
+    rng = np.random.default_rng(4)
+    n = 2 * DEFAULT_SKETCH_SIZE
+    pdf = pd.DataFrame({"x": rng.normal(size=n), "y": rng.integers(0, 2, n)})
+    ddf = dd.from_pandas(pdf, npartitions=5)
+    params = {"label": "y", "impute": "median", "split_every": 2}
+    local = Preprocessor(**params).fit(ddf)
+    with dask.config.set(scheduler=client):
+        remote = Preprocessor(**params).fit(ddf)
+    assert local.rank_error_[0] > 0
+    np.testing.assert_array_equal(remote.statistics_, local.statistics_)
+    np.testing.assert_array_equal(remote.rank_error_, local.rank_error_)

@@ -259,3 +259,20 @@ def test_nullable_numeric_columns_count_missing_values_like_nan():
     np.testing.assert_array_equal(
         out[["missingindicator_i", "missingindicator_f"]].to_numpy(), imputer.transform(X)[:, 2:]
     )
+
+
+def test_distributed_fit_matches_sync_bit_for_bit(client):
+    # More distinct values than the sketch keeps: the approximate regime, where only the fixed
+    # tree (not the workers or completion order) may decide the result.
+    pdf = make_frame(3_000)
+    ddf = dd.from_pandas(pdf, npartitions=7)
+    params = {"label": "y", "categorical": ["code"], "sketch_size": 256, "split_every": 3}
+    local = TabularPreprocessor(**params).fit(ddf)
+    local_out = local.transform(ddf).compute()
+    with dask.config.set(scheduler=client):
+        remote = TabularPreprocessor(**params).fit(ddf)
+        remote_out = remote.transform(ddf).compute()
+    assert local.rank_error_.max() > 0
+    for attr in ("quantiles_", "statistics_", "bin_edges_", "mean_", "scale_", "rank_error_"):
+        np.testing.assert_array_equal(getattr(remote, attr), getattr(local, attr))
+    pd.testing.assert_frame_equal(remote_out, local_out)
