@@ -44,7 +44,7 @@ Example
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,63 +57,31 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import encoding, vocab
-from .backend import frame_to_array, is_cudf, namespace, to_device_of
 from .preprocessing import (
-    Moments,
     _as_dask,
     _check_column_list,
     _check_columns,
     _is_numeric_dtype,
     _meta,
-    _moments,
     _scale_from_var,
-    column_sketch,
     constant_moments,
     merge_moments,
 )
 from .reduce import tree_reduce
-from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches
+from .sketch import DEFAULT_SKETCH_SIZE
+from .tabular_partition import (
+    TabularSpec,
+    TabularStats,
+    TransformPlan,
+    frame_partition,
+    merge_tabular_stats,
+    partial_tabular_stats,
+    transform_partition,
+)
 
 __all__ = ["NUMERIC_ENCODINGS", "TabularLayout", "TabularPreprocessor", "transform_partition"]
 
 NUMERIC_ENCODINGS = ("quantile_normal", "quantile_uniform", "standard", "ple")
-
-
-@dataclass(frozen=True)
-class TabularSpec:
-    numeric: tuple[Hashable, ...]
-    categorical: tuple[Hashable, ...]
-    sketch_size: int
-    capacity: int
-
-
-@dataclass(frozen=True, eq=False)
-class TabularStats:
-    n_rows: int
-    sketches: dict[Hashable, QuantileSketch]
-    moments: dict[Hashable, Moments]
-    frequent: dict[Hashable, vocab.FrequentValues]
-
-
-def partial_tabular_stats(part: Any, spec: TabularSpec) -> TabularStats:
-    """Summarise one pandas/cuDF partition (possibly empty) on the host."""
-    sketches, moments = {}, {}
-    for c in spec.numeric:
-        sketches[c] = column_sketch(part[c], spec.sketch_size)
-        moments[c] = _moments(part[c])
-    frequent = {c: vocab.frequent_values(part[c], spec.capacity) for c in spec.categorical}
-    return TabularStats(len(part), sketches, moments, frequent)
-
-
-def merge_tabular_stats(parts: Sequence[TabularStats]) -> TabularStats:
-    """Merge partials (in the position order :func:`tree_reduce` hands them over)."""
-    first = parts[0]
-    return TabularStats(
-        sum(p.n_rows for p in parts),
-        {c: merge_sketches([p.sketches[c] for p in parts]) for c in first.sketches},
-        {c: functools.reduce(merge_moments, [p.moments[c] for p in parts]) for c in first.moments},
-        {c: vocab.merge_frequent([p.frequent[c] for p in parts]) for c in first.frequent},
-    )
 
 
 @dataclass(frozen=True)
@@ -137,62 +105,6 @@ class TabularLayout:
     cardinalities: tuple[int, ...]
     embedding_dims: tuple[int, ...]
     one_hot: tuple[bool, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class TransformPlan:
-    numeric: tuple[Hashable, ...]
-    encoding: str
-    fills: np.ndarray
-    quantiles: np.ndarray | None
-    mean: np.ndarray | None
-    scale: np.ndarray | None
-    edges: np.ndarray | None
-    n_edges: tuple[int, ...]
-    n_bins: int
-    indicators: tuple[int, ...]
-    categorical: tuple[tuple[Hashable, tuple[Any, ...], bool], ...]
-
-
-def transform_partition(part: Any, plan: TransformPlan) -> Any:
-    """One pandas/cuDF partition as a float32 array (NumPy/CuPy), ``[numeric | indicators |
-    codes]``. Pure: the partition is not modified."""
-    blocks = []
-    if plan.numeric:
-        X = _float_matrix(part[list(plan.numeric)])
-        xp = namespace(X)
-        blocks.append(encoding.missing_indicators(X, list(plan.indicators)))
-        X = encoding.fill_missing(X, to_device_of(plan.fills, X))
-        if plan.encoding == "standard":
-            num = (X - to_device_of(plan.mean, X)) / to_device_of(plan.scale, X)
-        elif plan.encoding == "ple":
-            num = encoding.piecewise_linear_encode(
-                X, to_device_of(plan.edges, X), list(plan.n_edges), plan.n_bins
-            )
-        else:
-            output = "normal" if plan.encoding == "quantile_normal" else "uniform"
-            num = encoding.quantile_transform(X, to_device_of(plan.quantiles, X), output)
-        blocks.insert(0, num)
-    if plan.categorical:
-        codes = [vocab.encode_categories(part[c], cats, miss) for c, cats, miss in plan.categorical]
-        xp = namespace(codes[0])
-        blocks.append(xp.stack(codes, axis=1))
-    out = xp.concat([xp.astype(b, xp.float32) for b in blocks], axis=1)
-    return out
-
-
-def _float_matrix(frame: Any) -> Any:
-    """Numeric columns as one float64 array, missing values (NaN, pandas NA, cuDF null) as NaN."""
-    frame = frame.astype("float64")
-    if is_cudf(frame):  # cuDF keeps nulls apart from NaN
-        return frame.to_cupy(dtype="float64", na_value=np.nan)
-    return frame_to_array(frame, np.float64)
-
-
-def _frame_partition(part: Any, plan: TransformPlan, names: tuple[str, ...]) -> Any:
-    """:func:`transform_partition` as a frame with the partition's index (pandas or cuDF)."""
-    frame_type = pd.DataFrame if isinstance(part, pd.DataFrame) else type(part)
-    return frame_type(transform_partition(part, plan), index=part.index, columns=list(names))
 
 
 def _is_categorical_like(dtype: Any) -> bool:
@@ -273,8 +185,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
     def _validate_params(self) -> None:
         if self.numeric not in NUMERIC_ENCODINGS:
             raise ValueError(f"numeric must be one of {NUMERIC_ENCODINGS}, got {self.numeric!r}")
-        for name, low in (("n_quantiles", 1), ("n_bins", 1), ("max_categories", 1),
-                          ("min_frequency", 1), ("sketch_size", 2), ("split_every", 2)):
+        for name, low in (
+            ("n_quantiles", 1),
+            ("n_bins", 1),
+            ("max_categories", 1),
+            ("min_frequency", 1),
+            ("sketch_size", 2),
+            ("split_every", 2),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -314,7 +232,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             for i, piece in enumerate(ddf.to_delayed())
         ]
         root = tree_reduce(
-            partials, merge_tabular_stats, split_every=self.split_every,
+            partials,
+            merge_tabular_stats,
+            split_every=self.split_every,
             name="tabular-merge_stats",
         )
         (stats,) = dask.compute(root)
@@ -328,7 +248,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         # As QuantileTransformer: percentiles references * 100, divided by 100 by numpy.
         probs = np.linspace(0.0, 1.0, n_q) * 100 / 100
         bin_probs = np.linspace(0.0, 100.0, int(self.n_bins) + 1) / 100  # = np.percentile's
-        quantiles, bin_q, fills, means, variances, counts, errors, n_missing = ([] for _ in range(8))
+        quantiles, bin_q, fills, means, variances, counts, errors, n_missing = (
+            [] for _ in range(8)
+        )
         for c in spec.numeric:
             sk = stats.sketches[c]
             if sk.values.size == 0:
@@ -441,7 +363,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             categorical=tuple(
                 (c, tuple(np.asarray(v).tolist()), bool(m))
                 for c, v, m in zip(
-                    self.categorical_features_, self.vocabularies_, self.categorical_missing_,
+                    self.categorical_features_,
+                    self.vocabularies_,
+                    self.categorical_missing_,
                     strict=True,
                 )
             ),
@@ -454,15 +378,18 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         meta = _meta(df)
         features = self.numeric_features_ + self.categorical_features_
         _check_columns(list(meta.columns), features, "feature column(s)")
-        wrong = {str(c): str(meta[c].dtype) for c in self.numeric_features_
-                 if not _is_numeric_dtype(meta[c].dtype)}
+        wrong = {
+            str(c): str(meta[c].dtype)
+            for c in self.numeric_features_
+            if not _is_numeric_dtype(meta[c].dtype)
+        }
         if wrong:
             raise ValueError(
                 f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
                 "numeric here: the data does not match the schema the model was trained on"
             )
         names = tuple(str(n) for n in self.get_feature_names_out())
-        func = functools.partial(_frame_partition, plan=plan, names=names)
+        func = functools.partial(frame_partition, plan=plan, names=names)
         if isinstance(df, dd.DataFrame):
             return df.map_partitions(func, meta=func(df._meta))
         return func(df)

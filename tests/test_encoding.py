@@ -29,11 +29,13 @@ def host(a):
 
 
 def test_ndtri_matches_scipy(backend):
-    p = np.concatenate([
-        [0.0, 1.0, 0.5, 1e-300, 1e-20, 1 - 1e-16, 0.075, 0.925, 0.0749, np.nan, -0.1, 1.1],
-        np.linspace(1e-6, 1 - 1e-6, 2001),
-        np.logspace(-300, -1, 300),
-    ])
+    p = np.concatenate(
+        [
+            [0.0, 1.0, 0.5, 1e-300, 1e-20, 1 - 1e-16, 0.075, 0.925, 0.0749, np.nan, -0.1, 1.1],
+            np.linspace(1e-6, 1 - 1e-6, 2001),
+            np.logspace(-300, -1, 300),
+        ]
+    )
     got = host(ndtri(backend.asarray(p)))
     want = scipy_ndtri(np.clip(p, 0, 1))
     want[(p < 0) | (p > 1)] = np.nan
@@ -55,12 +57,14 @@ def test_interp_matches_numpy_with_repeated_knots(seed, m, grid):
 def test_quantile_transform_matches_sklearn(backend, output):
     rng = np.random.default_rng(0)
     n = 400
-    X = np.column_stack([
-        rng.normal(size=n),
-        rng.integers(0, 5, n).astype(np.float64),  # repeated quantiles
-        np.full(n, 3.0),  # constant
-        rng.exponential(size=n),
-    ])
+    X = np.column_stack(
+        [
+            rng.normal(size=n),
+            rng.integers(0, 5, n).astype(np.float64),  # repeated quantiles
+            np.full(n, 3.0),  # constant
+            rng.exponential(size=n),
+        ]
+    )
     X[rng.random(X.shape) < 0.1] = np.nan
     qt = QuantileTransformer(n_quantiles=100, subsample=None, output_distribution=output).fit(X)
     X_test = np.concatenate([X, rng.normal(size=(50, 4)) * 3], axis=0)  # beyond the fit range
@@ -92,19 +96,23 @@ def ple_paper(x: np.ndarray, edges: list[np.ndarray], n_bins: int) -> np.ndarray
 def test_piecewise_linear_encoding_matches_the_paper(backend, n_bins):
     rng = np.random.default_rng(1)
     n = 60
-    X = np.column_stack([
-        rng.normal(size=n),
-        rng.integers(0, 3, n).astype(np.float64),  # fewer distinct edges than bins
-        np.full(n, -1.0),  # a single edge: no bins
-    ])
+    X = np.column_stack(
+        [
+            rng.normal(size=n),
+            rng.integers(0, 3, n).astype(np.float64),  # fewer distinct edges than bins
+            np.full(n, -1.0),  # a single edge: no bins
+        ]
+    )
     edges = ple_edges(np.percentile(X, np.linspace(0, 100, n_bins + 1), axis=0))
     padded = np.full((n_bins + 1, X.shape[1]), np.nan)
     for j, e in enumerate(edges):
         padded[: e.size, j] = e
     X_test = np.concatenate([X, [[-10.0, -5.0, 0.0], [10.0, 5.0, -1.0]]])  # outside the bins
-    got = host(piecewise_linear_encode(
-        backend.asarray(X_test), backend.asarray(padded), [e.size for e in edges], n_bins
-    ))
+    got = host(
+        piecewise_linear_encode(
+            backend.asarray(X_test), backend.asarray(padded), [e.size for e in edges], n_bins
+        )
+    )
     want = ple_paper(X_test, edges, n_bins)
     np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
     assert got.shape == (X_test.shape[0], 3 * n_bins)

@@ -82,7 +82,11 @@ def test_rank_error_is_certified_and_within_the_stated_bound(data):
     got = sk.quantiles(QS)
     h = QS * (finite.size - 1)
     for q_val, hi in zip(got, h, strict=True):
-        assert order_stat(finite, np.floor(hi) - e) <= q_val <= order_stat(finite, np.floor(hi) + 1 + e)
+        assert (
+            order_stat(finite, np.floor(hi) - e)
+            <= q_val
+            <= order_stat(finite, np.floor(hi) + 1 + e)
+        )
     # The extremes are always exact.
     assert got[0] == finite[0] and got[-1] == finite[-1]
 

@@ -41,17 +41,23 @@ def make_frame(n=300, seed=0):
     a[rng.random(n) < 0.15] = np.nan
     d = rng.exponential(size=n)
     d[rng.random(n) < 0.05] = np.nan
-    return pd.DataFrame({
-        "a": a,
-        "b": rng.integers(0, 4, n).astype(np.float64),  # repeated quantiles, no missing
-        "c": rng.integers(-5, 5, n),  # int64
-        "d": d,
-        "city": pd.array(rng.choice(["Oslo", "Paris", "Rome", "Lima", "Kyiv"], n,
-                                    p=[0.4, 0.3, 0.2, 0.09, 0.01]), dtype="str"),
-        "shop": pd.Categorical(rng.choice(["s1", "s2", None], n)),
-        "code": rng.integers(0, 3, n),  # declared categorical
-        "y": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "a": a,
+            "b": rng.integers(0, 4, n).astype(np.float64),  # repeated quantiles, no missing
+            "c": rng.integers(-5, 5, n),  # int64
+            "d": d,
+            "city": pd.array(
+                rng.choice(
+                    ["Oslo", "Paris", "Rome", "Lima", "Kyiv"], n, p=[0.4, 0.3, 0.2, 0.09, 0.01]
+                ),
+                dtype="str",
+            ),
+            "shop": pd.Categorical(rng.choice(["s1", "s2", None], n)),
+            "code": rng.integers(0, 3, n),  # declared categorical
+            "y": rng.integers(0, 2, n),
+        }
+    )
 
 
 def numeric_matrix(pdf):
@@ -67,14 +73,16 @@ def assert_float32_close(got, want):
 @pytest.mark.parametrize("n_quantiles", [1000, 40])
 def test_quantile_encoding_matches_sklearn(npartitions, output, n_quantiles):
     pdf = make_frame()
-    tp = TabularPreprocessor(label="y", categorical=["code"], numeric=f"quantile_{output}",
-                             n_quantiles=n_quantiles)
+    tp = TabularPreprocessor(
+        label="y", categorical=["code"], numeric=f"quantile_{output}", n_quantiles=n_quantiles
+    )
     out = tp.fit(dd.from_pandas(pdf, npartitions=npartitions)).transform(pdf)
     X = numeric_matrix(pdf)
     imputer = SimpleImputer(strategy="median").fit(X)
     # scikit-learn caps n_quantiles at the number of rows (with a warning); so do we.
-    qt = QuantileTransformer(n_quantiles=min(n_quantiles, len(pdf)), subsample=None,
-                             output_distribution=output).fit(X)
+    qt = QuantileTransformer(
+        n_quantiles=min(n_quantiles, len(pdf)), subsample=None, output_distribution=output
+    ).fit(X)
     np.testing.assert_array_equal(tp.quantiles_, qt.quantiles_)
     np.testing.assert_array_equal(tp.statistics_, imputer.statistics_)
     assert (tp.rank_error_ == 0).all()
@@ -126,21 +134,26 @@ def test_indicators_match_simple_imputer_and_layout_is_consistent():
     names = list(tp.get_feature_names_out())
     assert list(out.columns) == names and layout.n_features == len(names)
     assert names[slice(*layout.numeric)] == NUMERIC
-    assert names[slice(*layout.indicators)] == ind_names == ["missingindicator_a",
-                                                            "missingindicator_d"]
+    assert (
+        names[slice(*layout.indicators)]
+        == ind_names
+        == ["missingindicator_a", "missingindicator_d"]
+    )
     assert names[slice(*layout.categorical)] == ["code", "city", "shop"]
     codes = out.to_numpy()[:, slice(*layout.categorical)]
     assert (codes >= 0).all() and (codes < np.array(layout.cardinalities)).all()
-    assert layout.embedding_dims == tuple(min(600, round(1.6 * n**0.56))
-                                          for n in layout.cardinalities)
+    assert layout.embedding_dims == tuple(
+        min(600, round(1.6 * n**0.56)) for n in layout.cardinalities
+    )
     plain = TabularPreprocessor(label="y", categorical=["code"], add_indicator=False).fit(pdf)
     assert plain.layout_.indicators == (len(NUMERIC), len(NUMERIC))
 
 
 def test_categorical_codes_follow_frequency_with_unknown_rare_and_missing():
     pdf = make_frame(n=400)
-    tp = TabularPreprocessor(label="y", categorical=["code"], min_frequency=10,
-                             max_categories=3).fit(dd.from_pandas(pdf, npartitions=3))
+    tp = TabularPreprocessor(
+        label="y", categorical=["code"], min_frequency=10, max_categories=3
+    ).fit(dd.from_pandas(pdf, npartitions=3))
     test = pdf.copy()
     test["city"] = test["city"].astype(object)
     test.loc[test.index[:3], "city"] = ["Atlantis", None, "Kyiv"]
@@ -168,8 +181,9 @@ def test_high_cardinality_is_capped_to_one_input_column():
     rng = np.random.default_rng(5)
     n = 20_000
     ids = rng.zipf(1.3, n) % 5000
-    pdf = pd.DataFrame({"id": pd.array([f"u{i}" for i in ids], dtype="str"),
-                        "x": rng.normal(size=n)})
+    pdf = pd.DataFrame(
+        {"id": pd.array([f"u{i}" for i in ids], dtype="str"), "x": rng.normal(size=n)}
+    )
     tp = TabularPreprocessor(max_categories=100, min_frequency=1).fit(dd.from_pandas(pdf, 4))
     layout = tp.layout_
     assert layout.n_features == 2 and layout.cardinalities == (101,)
@@ -229,8 +243,9 @@ def test_fit_is_one_compute_and_columns_are_found_from_dtypes():
 def test_save_load_round_trip(tmp_path, numeric):
     pdf = make_frame()
     pdf["mixed"] = pd.Series([1, "one"] * (len(pdf) // 2), dtype=object)
-    tp = TabularPreprocessor(label="y", categorical=["code"], numeric=numeric, n_bins=6,
-                             min_frequency=1).fit(dd.from_pandas(pdf, npartitions=3))
+    tp = TabularPreprocessor(
+        label="y", categorical=["code"], numeric=numeric, n_bins=6, min_frequency=1
+    ).fit(dd.from_pandas(pdf, npartitions=3))
     manifest, npz = dump_objects({"preprocessor": tp})
     write_dir(tmp_path / "m", manifest, npz)
     manifest, arrays = read_dir(tmp_path / "m")

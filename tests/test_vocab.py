@@ -56,7 +56,9 @@ def test_misra_gries_guarantee_on_any_partitioning(data):
     if truth.size <= capacity:
         assert summary.error == 0
         pd.testing.assert_series_equal(
-            summary.counts.sort_index(), truth.sort_index(), check_names=False,
+            summary.counts.sort_index(),
+            truth.sort_index(),
+            check_names=False,
             check_index_type=False,
         )
 
