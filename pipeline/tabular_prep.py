@@ -16,11 +16,13 @@ Numeric columns are imputed with their (sketch) median, then encoded with ``nume
 ``"standard"`` (``StandardScaler`` of the imputed column) or ``"ple"`` (piecewise-linear
 encoding, ``n_bins`` components per feature, bins at the sketch's quantiles).
 
-Exactness: every numeric statistic (median, quantiles, PLE edges) is exact, and the output
-equals scikit-learn's ``SimpleImputer(strategy="median", add_indicator=True)`` followed by
-``QuantileTransformer(n_quantiles, subsample=None)`` (or ``StandardScaler``), when each numeric
-column has at most ``sketch_size`` distinct values; then 1 or many partitions give the same
-matrix. Otherwise ``rank_error_[j] = e`` certifies column ``j``: every fitted quantile (the
+Exactness: every numeric statistic (median, quantiles, PLE edges) is exact when each numeric
+column has at most ``sketch_size`` distinct values. The output then equals, column by column,
+``SimpleImputer(strategy="median", add_indicator=True)``'s imputed values passed through a
+``QuantileTransformer(n_quantiles, subsample=None)`` fitted on the raw column (missing values
+ignored, as scikit-learn does; an imputed value maps to about probability 1/2), or through a
+``StandardScaler`` fitted on the imputed column (as :class:`pipeline.Preprocessor`); and every
+partitioning gives the same matrix. Otherwise ``rank_error_[j] = e`` certifies column ``j``: every fitted quantile (the
 median included) lies between the order statistics ``⌊h⌋ - e`` and ``⌊h⌋ + 1 + e`` of the
 column (``h = p (N - 1)``), ``e <= (D + 1) N / sketch_size`` for a merge tree of depth ``D``
 (:func:`pipeline.sketch.rank_error_bound`), and the uniform quantile output is within
