@@ -241,6 +241,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         )
         (stats,) = dask.compute(root)
         self._set_learned(spec, stats)
+        names = [str(n) for n in self.get_feature_names_out()]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"output feature names collide: {dup}; rename the columns")
         return self
 
     def _set_learned(self, spec: TabularSpec, stats: TabularStats) -> None:

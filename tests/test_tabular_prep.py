@@ -233,6 +233,10 @@ def test_fit_is_one_compute_and_columns_are_found_from_dtypes():
         TabularPreprocessor().fit(pdf.assign(when=pd.Timestamp("2026-01-01")))
     with pytest.raises(ValueError, match="numeric must be one of"):
         TabularPreprocessor(numeric="log").fit(pdf)
+    with pytest.raises(ValueError, match=r"collide: \['missingindicator_a'\]"):
+        TabularPreprocessor(categorical=["missingindicator_a"]).fit(
+            pdf.assign(missingindicator_a=1)
+        )
     with pytest.raises(ValueError, match="'a' has no non-missing values"):
         TabularPreprocessor().fit(pdf.assign(a=np.nan))
     with pytest.raises(ValueError, match=r"column\(s\) \{'a': 'str'\} were numeric"):
