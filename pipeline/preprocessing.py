@@ -419,8 +419,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         when a column has at most that many distinct values; otherwise the fill lies between
         the order statistics ``⌊h⌋ - e`` and ``⌊h⌋ + 1 + e`` of the column (``h = (N - 1) / 2``)
         where ``e = rank_error_[j] <= (D + 1) N / DEFAULT_SKETCH_SIZE`` (``D`` the depth of
-        the merge tree), i.e. within about ``0.1 %`` of the rows of the true median for up to
-        ~64 partitions.
+        the merge tree): 0.07 % of the rows for up to 64 partitions at ``split_every=8``.
     add_indicator : bool
         Append a 0/1 column ``missingindicator_{column}`` for every numeric column that had
         missing values at fit time, in input order, after the numeric columns and before the
@@ -449,7 +448,8 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     feature_names_in_ : ndarray of object
         ``numeric_features_ + categorical_features_``; ``n_features_in_`` its length.
     feature_names_out_ : ndarray of object
-        Output columns: numeric names, then ``f"{column}_{category}"``.
+        Output columns: numeric names, ``f"missingindicator_{column}"`` (``add_indicator``),
+        then ``f"{column}_{category}"``.
     statistics_ : ndarray of float64
         Numeric fill values (NaN when ``impute=None``).
     rank_error_ : ndarray of float64
