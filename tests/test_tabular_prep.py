@@ -4,12 +4,17 @@ bins, pandas value_counts for vocabularies."""
 
 from __future__ import annotations
 
+import itertools
+import uuid
+
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 from dask.callbacks import Callback
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
@@ -295,3 +300,42 @@ def test_distributed_fit_matches_sync_bit_for_bit(client):
     for attr in ("quantiles_", "statistics_", "bin_edges_", "mean_", "scale_", "rank_error_"):
         np.testing.assert_array_equal(getattr(remote, attr), getattr(local, attr))
     pd.testing.assert_frame_equal(remote_out, local_out)
+
+
+@st.composite
+def small_frames(draw):
+    """Numeric columns with NaN and ties, a string column, cut into 1-8 partitions."""
+    n = draw(st.integers(2, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = rng.normal(size=n)
+    b = rng.integers(0, draw(st.integers(1, 6)), n).astype(np.float64)
+    for col in (a, b):
+        col[rng.random(n) < draw(st.sampled_from([0.0, 0.3]))] = np.nan
+        col[draw(st.integers(0, n - 1))] = rng.normal()  # an observed value in every column
+    pdf = pd.DataFrame({"a": a, "b": b, "s": pd.array(rng.choice(["p", "q", None], n), "str")})
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=7)))
+    bounds = [0, *cuts, n]
+    tag = uuid.uuid4().hex  # explicit keys: two empty slices must stay two partitions
+    pieces = [
+        dask.delayed(pdf.iloc[lo:hi], name=f"chunk-{tag}-{i}")
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds))
+    ]
+    return pdf, dd.from_delayed(pieces, meta=pdf.iloc[:0])
+
+
+@pytest.mark.parametrize("output", ["normal", "uniform"])
+@settings(max_examples=40, deadline=None)
+@given(data=small_frames())
+def test_any_partitioning_matches_sklearn(output, data):
+    pdf, ddf = data
+    tp = TabularPreprocessor(numeric=f"quantile_{output}", min_frequency=1).fit(ddf)
+    X = pdf[["a", "b"]].to_numpy()
+    imputer = SimpleImputer(strategy="median", add_indicator=True).fit(X)
+    qt = QuantileTransformer(n_quantiles=len(pdf), subsample=None, output_distribution=output)
+    qt.fit(X)
+    want = np.concatenate(
+        [qt.transform(imputer.transform(X)[:, :2]), imputer.transform(X)[:, 2:]], axis=1
+    )
+    out = tp.transform(ddf).compute()
+    n_num = 2 + len(tp.indicator_features_)
+    assert_float32_close(out.to_numpy()[:, :n_num], want)
