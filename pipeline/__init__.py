@@ -16,6 +16,7 @@ _EXPORTS = {
     "MLPRegressor": "estimators",
     "Preprocessor": "preprocessing",
     "SavedModel": "persist",
+    "TabularPreprocessor": "tabular_prep",
     "connect": "cluster",
     "export_onnx": "export",
     "load": "persist",

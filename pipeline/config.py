@@ -79,10 +79,11 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    impute: Literal["mean", "constant", "most_frequent"] | None = "mean"
+    impute: Literal["mean", "median", "constant", "most_frequent"] | None = "mean"
     fill_value: float | None = None
     scale: bool = True
     max_categories: int = 1000
+    add_indicator: bool = False
 
 
 @dataclass(frozen=True)

@@ -602,6 +602,8 @@ def saveable_classes() -> dict[str, type]:
     """The allow-list of classes model files and checkpoints may hold, by name: the estimators,
     the network spec, the optimizer states, the trainer's state and the preprocessing."""
     from . import preprocessing as pp
+    from .sketch import QuantileSketch
+    from .tabular_prep import TabularPreprocessor
 
     classes: dict[str, type] = {
         "MLPClassifier": MLPClassifier,
@@ -611,6 +613,7 @@ def saveable_classes() -> dict[str, type]:
     }
     # optimizer states, chained ones included (a chain's state is a tuple of these)
     classes.update({cls.__name__: cls for cls in optim.STATE_TYPES})
-    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats):
+    for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats,
+                QuantileSketch, TabularPreprocessor):
         classes[cls.__name__] = cls
     return classes

@@ -75,3 +75,11 @@ def test_run_reports_config_errors_cleanly(tmp_path):
     proc = _pipeline("run", str(bad), cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "train.max_iter: expected an integer" in proc.stderr
+
+
+def test_preprocess_config_accepts_median_imputation_and_indicators():
+    cfg = load_config(bundled_config(), {"preprocess": {"impute": "median", "add_indicator": True}})
+    assert cfg.preprocess.impute == "median" and cfg.preprocess.add_indicator is True
+    assert load_config(bundled_config()).preprocess.add_indicator is False
+    with pytest.raises(ConfigError, match=r"preprocess\.impute: 'mode' is not a 'mean' \| 'median'"):
+        load_config(bundled_config(), {"preprocess": {"impute": "mode"}})

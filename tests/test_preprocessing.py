@@ -150,7 +150,7 @@ def rounding_floor(X):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impute", ["mean", "constant", "most_frequent", None])
+@pytest.mark.parametrize("impute", ["mean", "median", "constant", "most_frequent", None])
 @settings(max_examples=25, deadline=None)
 @given(data=frames())
 def test_numeric_matches_sklearn_on_any_partitioning(impute, data):
@@ -176,6 +176,42 @@ def test_numeric_matches_sklearn_on_any_partitioning(impute, data):
     np.testing.assert_array_equal(pre.data_max_, np.nanmax(X, axis=0))
     np.testing.assert_array_equal(pre.classes_, np.unique(pdf["y"]))
     assert pre.n_rows_ == len(pdf)
+
+
+@pytest.mark.parametrize("impute", ["mean", "median", None])
+@settings(max_examples=20, deadline=None)
+@given(data=frames())
+def test_add_indicator_matches_simple_imputer(impute, data):
+    pdf, cuts = data
+    pre = Preprocessor(label="y", categorical=["city"], impute=impute, add_indicator=True)
+    pre.fit(partitioned(pdf, cuts))
+    X = pdf[NUMERIC].to_numpy(dtype=np.float64, na_value=np.nan)
+    # SimpleImputer needs a strategy to add indicators; with impute=None only its indicator
+    # half is compared.
+    imputer = SimpleImputer(strategy=impute or "mean", add_indicator=True).fit(X)
+    names = list(imputer.get_feature_names_out(NUMERIC))
+    expected = imputer.transform(X)
+    n_ind = len(names) - len(NUMERIC)
+
+    # Rows with missing values where the fit had none get no new column (error_on_new=False).
+    test = pdf.copy()
+    test.loc[test.index[0], NUMERIC[:3]] = np.nan
+    X_test = test[NUMERIC].to_numpy(dtype=np.float64, na_value=np.nan)
+    out = pre.transform(partitioned(test, cuts)).compute()
+    cols = list(out.columns)
+    assert cols[: len(names)] == names  # numeric, then missingindicator_<column>, in order
+    assert all(c.startswith("city_") for c in cols[len(names):])
+    assert pre.indicator_features_ == [n.removeprefix("missingindicator_") for n in names[6:]]
+    np.testing.assert_array_equal(
+        out[names[len(NUMERIC):]].to_numpy(), imputer.transform(X_test)[:, len(NUMERIC):]
+    )
+    np.testing.assert_array_equal(out[names[len(NUMERIC):]].to_numpy()[1:], expected[1:, 6:])
+    assert n_ind == int((np.isnan(X).sum(axis=0) > 0).sum())
+    # The numeric block is the same as without indicators.
+    plain = Preprocessor(label="y", categorical=["city"], impute=impute).fit(partitioned(pdf, cuts))
+    np.testing.assert_array_equal(
+        out[NUMERIC].to_numpy(), plain.transform(partitioned(test, cuts)).compute()[NUMERIC]
+    )
 
 
 @pytest.mark.parametrize("impute", ["most_frequent", "constant", None])
@@ -268,7 +304,9 @@ def test_fit_is_one_pass(monkeypatch):
 
     monkeypatch.setattr(dd.DataFrame, "to_delayed", counting_to_delayed)
     with CountComputes() as counter:
-        pre = Preprocessor(label="y", categorical=["city"], split_every=2).fit(ddf)
+        pre = Preprocessor(
+            label="y", categorical=["city"], split_every=2, impute="median", add_indicator=True
+        ).fit(ddf)
     assert counter.computes == 1
     assert len(calls) == 1
     names = [k[0].rsplit("-", 1)[0] for k in counter.keys if isinstance(k, tuple)]
@@ -402,7 +440,7 @@ def test_too_many_categories_names_column_and_count():
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"impute": "median"}, "impute must be one of"),
+        ({"impute": "mode"}, "impute must be one of"),
         ({"categorical": "city"}, r"categorical=\['city'\]"),
         ({"numeric": ["a", "city"], "categorical": ["city"]}, "both numeric and categorical"),
         ({"numeric": ["a", "y"], "categorical": ["city"]}, "label column 'y' cannot"),
@@ -549,3 +587,39 @@ def test_transform_refuses_a_schema_change():
         prep = Preprocessor(label="y").fit(dd.from_pandas(df, npartitions=2))
         with pytest.raises(ValueError, match=r"'b': .*not numeric here"):
             prep.transform(dd.from_pandas(df.assign(b=["q"] * 4), npartitions=2))
+
+
+def test_median_on_many_distinct_values_is_within_the_stated_rank_error():
+    from pipeline.sketch import DEFAULT_SKETCH_SIZE, rank_error_bound
+
+    rng = np.random.default_rng(3)
+    n = 3 * DEFAULT_SKETCH_SIZE
+    x = rng.lognormal(size=n)
+    x[rng.random(n) < 0.1] = np.nan
+    pdf = pd.DataFrame({"x": x, "y": rng.integers(0, 2, n)})
+    ddf = dd.from_pandas(pdf, npartitions=6)
+    pre = Preprocessor(label="y", impute="median", split_every=2).fit(ddf)
+    exact = SimpleImputer(strategy="median").fit(x[:, None]).statistics_[0]
+    data = np.sort(x[~np.isnan(x)])
+    e = pre.rank_error_[0]
+    assert 0 < e <= rank_error_bound(data.size, DEFAULT_SKETCH_SIZE, 6, 2)
+    h = (data.size - 1) / 2
+    lo, hi = int(np.floor(h) - e), int(np.floor(h) + 1 + e)
+    assert data[max(lo, 0)] <= pre.statistics_[0] <= data[min(hi, data.size - 1)]
+    assert pre.statistics_[0] != exact  # the approximate regime is really exercised
+
+
+def test_distributed_median_matches_sync_in_the_approximate_regime(client):
+    from pipeline.sketch import DEFAULT_SKETCH_SIZE
+
+    rng = np.random.default_rng(4)
+    n = 2 * DEFAULT_SKETCH_SIZE
+    pdf = pd.DataFrame({"x": rng.normal(size=n), "y": rng.integers(0, 2, n)})
+    ddf = dd.from_pandas(pdf, npartitions=5)
+    params = {"label": "y", "impute": "median", "split_every": 2}
+    local = Preprocessor(**params).fit(ddf)
+    with dask.config.set(scheduler=client):
+        remote = Preprocessor(**params).fit(ddf)
+    assert local.rank_error_[0] > 0
+    np.testing.assert_array_equal(remote.statistics_, local.statistics_)
+    np.testing.assert_array_equal(remote.rank_error_, local.rank_error_)

@@ -134,7 +134,8 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
         pp = cfg.preprocess
         prep = Preprocessor(label=data.label, categorical=list(data.categorical),
                             impute=pp.impute, fill_value=pp.fill_value, scale=pp.scale,
-                            max_categories=pp.max_categories).fit(train_df)
+                            max_categories=pp.max_categories,
+                            add_indicator=pp.add_indicator).fit(train_df)
         X_train, y_train = prep.transform_xy(train_df)
         validation = prep.transform_xy(valid_df) if valid_df is not None else None
         m, t = cfg.model, cfg.train
