@@ -104,7 +104,8 @@ def test_preprocessor_with_median_sketches_and_indicators_round_trips(tmp_path):
     import dask.dataframe as dd
     import pandas as pd
 
-    from pipeline.persist import _Encoder, _restore, dump_objects, read_dir, write_dir
+    from pipeline.estimators import saveable_classes
+    from pipeline.serialization import dump_objects, read_objects, write_dir
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=200)
@@ -113,10 +114,10 @@ def test_preprocessor_with_median_sketches_and_indicators_round_trips(tmp_path):
     with dask.config.set(scheduler="sync"):
         pre = pl.Preprocessor(label="y", impute="median", add_indicator=True)
         pre.fit(dd.from_pandas(pdf, npartitions=3))
-        manifest, npz = dump_objects({"preprocessor": pre})
+        manifest, npz = dump_objects({"preprocessor": pre}, saveable_classes())
         write_dir(tmp_path / "p", manifest, npz)
-        manifest, arrays = read_dir(tmp_path / "p")
-        back = _restore(manifest["objects"]["preprocessor"], _Encoder(), arrays)
+        objects, _, _ = read_objects(tmp_path / "p", saveable_classes())
+        back = objects["preprocessor"]
         pd.testing.assert_frame_equal(back.transform(pdf), pre.transform(pdf))
         assert list(back.get_feature_names_out()) == ["x", "z", "missingindicator_x"]
         # The restored sketches keep merging: partial_fit after load equals it before.

@@ -19,7 +19,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
 from pipeline.encoding import piecewise_linear_encode, ple_edges
-from pipeline.persist import _Encoder, _restore, dump_objects, read_dir, write_dir
+from pipeline.estimators import saveable_classes
+from pipeline.serialization import dump_objects, read_objects, write_dir
 from pipeline.tabular_prep import TabularPreprocessor
 
 NUMERIC = ["a", "b", "c", "d"]
@@ -255,10 +256,10 @@ def test_save_load_round_trip(tmp_path, numeric):
     tp = TabularPreprocessor(
         label="y", categorical=["code"], numeric=numeric, n_bins=6, min_frequency=1
     ).fit(dd.from_pandas(pdf, npartitions=3))
-    manifest, npz = dump_objects({"preprocessor": tp})
+    manifest, npz = dump_objects({"preprocessor": tp}, saveable_classes())
     write_dir(tmp_path / "m", manifest, npz)
-    manifest, arrays = read_dir(tmp_path / "m")
-    back = _restore(manifest["objects"]["preprocessor"], _Encoder(), arrays)
+    objects, _, _ = read_objects(tmp_path / "m", saveable_classes())
+    back = objects["preprocessor"]
     assert back.get_params() == tp.get_params()
     assert back.layout_ == tp.layout_
     pd.testing.assert_frame_equal(back.transform(pdf), tp.transform(pdf))
