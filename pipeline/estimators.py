@@ -19,6 +19,8 @@ from . import nn
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
+from .events import ensure_monitor
+from .progress import report
 from .train import TrainConfig, TrainResult, TrainState, evaluate, train
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -219,6 +221,7 @@ class _BaseMLP(BaseEstimator):
             Stored with checkpoints so a resumed run can check the data schema.
         """
         client = current_client(client)
+        ensure_monitor(client)
         seed = self._seed()
         if resume and checkpoint_dir is not None and self.random_state is None:
             from .checkpoint import Checkpointer
@@ -252,9 +255,10 @@ class _BaseMLP(BaseEstimator):
             on_epoch_end = ckpt.save
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
-        result = train(client, blocks, spec=spec, config=config, params=params,
-                       validation=valid, state=state, on_epoch_end=on_epoch_end,
-                       run_name=type(self).__name__, verbose=self.verbose)
+        with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
+            result = train(client, blocks, spec=spec, config=config, params=params,
+                           validation=valid, state=state, on_epoch_end=on_epoch_end,
+                           run_name=type(self).__name__)
         self._set_fitted(result, spec, blocks, X)
         if (config.solver != "lbfgs" and not result.stopped_early
                 and result.n_iter >= config.max_iter):
@@ -421,6 +425,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_iter, self.warm_start = 1, True
         try:
             client = current_client(kwargs.pop("client", None))
+            ensure_monitor(client)
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
                                min_block_rows=self.min_block_rows)
