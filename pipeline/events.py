@@ -199,7 +199,7 @@ def ensure_monitor(client: Any) -> bool:
         Whether every declared monitor is installed.
     """
     try:
-        info = client.scheduler_info()
+        info = client.scheduler_info(n_workers=0)  # identity only: one cheap round trip
         key = str(info.get("id") or info.get("address") or id(client))
     except Exception:
         logger.debug("no scheduler to install a monitor on", exc_info=True)
