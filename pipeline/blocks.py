@@ -161,10 +161,11 @@ def _concat_raw(*raws: tuple[Any, Any]) -> tuple[Any, Any]:
 
 def _final_block(raw: tuple[Any, Any], classes: np.ndarray | None, dtype: str) -> Block:
     X, y = raw
-    if isinstance(X, np.ndarray) and not X.flags.aligned:
-        # rows that travelled from another worker arrive as a view into a message frame, often
-        # misaligned: slow row gathers and a matmul that leaves BLAS (TECH_NOTES: Memory)
-        X = np.array(X, order="K", copy=True)
+    if isinstance(X, np.ndarray) and not (X.flags.owndata and X.flags.aligned
+                                          and X.flags.c_contiguous):
+        # rows that travelled from another worker arrive as a view into a message frame at any
+        # offset (TECH_NOTES: Memory); main's backend.owned() does this on merge
+        X = np.ascontiguousarray(np.array(X, copy=True))
     # targets follow the features onto their device (labels may have stayed on the host)
     return Block(X=X, Y=to_device_of(encode_targets(y, classes, dtype), X))
 

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "block_workers", "move_block", "plan_for_cluster", "plan_placement", "rebalance",
     "release_restrictions", "worker_groups",
@@ -117,6 +119,10 @@ def move_block(block: Any) -> Any:
     def own(a: Any) -> Any:
         if a is None:
             return None
+        if isinstance(a, np.ndarray):
+            out = np.empty(a.shape, dtype=a.dtype)  # NumPy's allocator aligns
+            out[...] = a
+            return out
         xp = namespace(a)
         return xp.asarray(a, copy=True)
 

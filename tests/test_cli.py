@@ -75,3 +75,45 @@ def test_run_reports_config_errors_cleanly(tmp_path):
     proc = _pipeline("run", str(bad), cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "train.max_iter: expected an integer" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_links_work_while_it_runs_and_keep_alive_stops_on_ctrl_c(tmp_path):
+    import signal
+    import urllib.request
+
+    exe = shutil.which("pipeline")
+    cmd = [exe] if exe else [sys.executable, "-m", "pipeline.cli.main"]
+    proc = subprocess.Popen(
+        [*cmd, "demo", "--rows", "6000", "--partitions", "2", "--epochs", "1", "--quiet",
+         "--output", str(tmp_path / "out"), "--dashboard-address", "127.0.0.1:0",
+         "--keep-alive"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # the first lines: the links, printed when the cluster is up
+            lines.append(line)
+            if line.startswith("training page:"):
+                break
+        assert lines and lines[0].startswith("dashboard:"), lines
+        page = lines[-1].split(None, 2)[-1].strip()
+        assert page.endswith("/individual-training")
+        with urllib.request.urlopen(page, timeout=60) as response:  # live during the job
+            assert response.status == 200
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert any(ln.startswith("results") for ln in lines), "".join(lines)
+        with urllib.request.urlopen(page, timeout=60) as response:  # still up after the job
+            assert response.status == 200
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert "stopping the cluster" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -34,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .job import run_job
 
     cfg = load_config(bundled_config("demo.yaml"), _demo_overrides(args))
-    run_job(cfg, progress=not args.quiet)
+    run_job(cfg, progress=not args.quiet, keep_alive=args.keep_alive)
     return 0
 
 
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dashboard-address", help="dashboard bind address (default "
                                                "127.0.0.1:8787)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--keep-alive", action="store_true",
+                   help="keep the cluster and its dashboard up after the job, until Ctrl-C")
     d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("run", help="run a job described by a YAML/TOML config")
