@@ -26,7 +26,7 @@ def test_readme_has_python_blocks():
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_block_runs_as_a_script(index, tmp_path, subprocess_env):
-    write_demo_dataset(tmp_path / "data", n_rows=20_000, n_partitions=4, random_state=0)
+    write_demo_dataset(tmp_path / "data", n_rows=8_000, n_partitions=2, random_state=0)
     script = tmp_path / f"readme_{index}.py"
     script.write_text(python_blocks()[index])
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
