@@ -24,11 +24,14 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from . import scoring
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SavedModel", "load", "save"]
 
@@ -292,12 +295,24 @@ class SavedModel(NamedTuple):
     def transform(self, df: Any) -> Any:
         return df if self.preprocessor is None else self.preprocessor.transform(df)
 
-    def predict(self, df: Any) -> Any:
-        """Preprocess (if a preprocessor was saved) and predict, lazily for dask input."""
-        return self.model.predict(self.transform(df))
+    def predict(self, df: Any, *, keep: Sequence[str] | str | None = None) -> Any:
+        """Preprocess (if a preprocessor was saved) and predict, lazily for dask input.
 
-    def predict_proba(self, df: Any) -> Any:
-        return self.model.predict_proba(self.transform(df))
+        ``keep`` (columns of ``df``, e.g. an id) returns a DataFrame of those columns and
+        ``prediction`` instead of an array, so every prediction keeps its row's identity.
+        """
+        pred = self.model.predict(self.transform(df))
+        if keep is None:
+            return pred
+        return scoring.with_columns(df, keep, pred, scoring.output_names(pred))
+
+    def predict_proba(self, df: Any, *, keep: Sequence[str] | str | None = None) -> Any:
+        """Class probabilities; with ``keep``, a DataFrame of those columns and ``proba_<c>``."""
+        proba = self.model.predict_proba(self.transform(df))
+        if keep is None:
+            return proba
+        names = scoring.output_names(proba, self.model.classes_, proba=True)
+        return scoring.with_columns(df, keep, proba, names)
 
 
 def save(path: str | os.PathLike[str], model: Any, *, preprocessor: Any = None,
