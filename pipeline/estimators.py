@@ -8,6 +8,7 @@ cluster and predict lazily, partition by partition, on the workers.
 from __future__ import annotations
 
 import numbers
+import time
 import warnings
 from typing import Any
 
@@ -220,6 +221,7 @@ class _BaseMLP(BaseEstimator):
         preprocessor : fitted Preprocessor, optional
             Stored with checkpoints so a resumed run can check the data schema.
         """
+        fit_started = time.perf_counter()  # fit time = the whole call (report and CLI)
         client = current_client(client)
         ensure_monitor(client)
         seed = self._seed()
@@ -260,6 +262,7 @@ class _BaseMLP(BaseEstimator):
                            validation=valid, state=state, on_epoch_end=on_epoch_end,
                            run_name=type(self).__name__)
         self._set_fitted(result, spec, blocks, X)
+        self.train_summary_["fit_seconds"] = time.perf_counter() - fit_started
         if (config.solver != "lbfgs" and not result.stopped_early
                 and result.n_iter >= config.max_iter):
             warnings.warn(

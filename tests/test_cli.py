@@ -34,6 +34,10 @@ def test_pipeline_demo_runs_end_to_end(tmp_path):
     assert acc > 0.7  # the demo label has real signal; a majority guess gets ~0.6
     for name in ("report.html", "profile.html", "model/model.json", "model/arrays.npz"):
         assert (out / name).exists(), name
+    assert "\nresults\n" in table  # the table has a title
+    # one definition of the fit time: the report shows the table's figure
+    fit = next(line for line in table.splitlines() if line.startswith("fit wall time"))
+    assert f"fit {fit.split()[-2]} s" in (out / "report.html").read_text()
     manifest = json.loads((out / "model" / "model.json").read_text())
     assert manifest["objects"]["model"]["class"] == "MLPClassifier"
     assert "preprocessor" in manifest["objects"]

@@ -72,3 +72,12 @@ def test_keeping_a_missing_column_names_it(scored):
     saved, _, ddf = scored
     with pytest.raises(ValueError, match=r"\['order_id'\] to keep are not in the data"):
         saved.predict(ddf, keep=["order_id"])
+
+
+def test_loaded_names_are_plain_strings_in_messages(scored):
+    saved, _, ddf = scored
+    assert all(type(c) is str for c in saved.preprocessor.feature_names_in_)
+    with pytest.raises(ValueError) as err:
+        saved.predict(ddf.drop(columns=["x1"])).compute()
+    assert "['x1'] not found in the data" in str(err.value)
+    assert "np.str_" not in str(err.value)

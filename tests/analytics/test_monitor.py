@@ -324,3 +324,12 @@ def test_dask_scheduler_cli(tmp_path, how):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_validation_plot_is_per_epoch():
+    from analytics.dashboard import TrainingDashboard
+
+    view = TrainingDashboard(TrainingMonitor())
+    assert view.val_fig.xaxis[0].axis_label == "epoch"
+    assert {r.glyph.x for r in view.val_fig.renderers} == {"epoch"}
+    assert view.loss_fig.xaxis[0].axis_label == "round"
