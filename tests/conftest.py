@@ -99,8 +99,12 @@ def monitor_entry_points(tmp_path_factory):
     ``pyproject.toml`` until the next install; subprocesses that put this directory first on
     ``PYTHONPATH`` see the entry points exactly as ``pyproject.toml`` declares them.
     """
-    import tomllib
     from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     root = Path(__file__).resolve().parent.parent
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]

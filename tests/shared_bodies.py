@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from pipeline import nn, optim
-from pipeline.events import TOPIC
 from pipeline.backend import to_host
 from pipeline.estimators import MLPClassifier
+from pipeline.events import TOPIC
 
 __all__ = [
     "mixed_cpu_gpu_cluster",
