@@ -163,11 +163,12 @@ class TrainingDashboard:
         self.loss_fig.legend.location = "top_right"
         self.loss_fig.legend.background_fill_alpha = 0.6
 
-        self.val_fig = _figure("Validation score per epoch", "score", x_range=x_range)
-        val_line = self.val_fig.line("round", "validation_score", source=self.epochs,
+        self.val_fig = _figure("Validation score per epoch", "score")
+        val_line = self.val_fig.line("epoch", "validation_score", source=self.epochs,
                                      color="#2ca02c", line_width=2.5)
-        self.val_fig.scatter("round", "validation_score", source=self.epochs, color="#2ca02c",
+        self.val_fig.scatter("epoch", "validation_score", source=self.epochs, color="#2ca02c",
                              size=8)
+        self.val_fig.xaxis.axis_label = "epoch"
         self.val_fig.add_tools(HoverTool(
             renderers=[val_line], mode="vline",
             tooltips=[("epoch", "@epoch"), ("round", "@round"),
@@ -196,7 +197,7 @@ class TrainingDashboard:
         # Both start at zero: a 5% wobble should look like one.
         self.rate_fig.y_range.start = 0
         self.latency_fig.y_range.start = 0
-        for fig in (self.loss_fig, self.val_fig, self.rate_fig, self.latency_fig):
+        for fig in (self.loss_fig, self.rate_fig, self.latency_fig):
             fig.xaxis.axis_label = "round"
 
         # Bars need no pan/zoom; without a toolbar the title has the width.

@@ -1,7 +1,7 @@
 """Live training monitor: a scheduler plugin that listens to ``pipeline.train`` events.
 
-Training publishes what it does with ``client.log_event("pipeline.train", msg)`` (see
-"Training events" in ``docs/architecture.md``). :class:`TrainingMonitor` runs inside the
+Training publishes what it does with ``client.log_event(TOPIC, msg)``; the topic and the
+event shapes are owned by :mod:`pipeline.events`. :class:`TrainingMonitor` runs inside the
 scheduler, keeps the last ``max_runs`` runs in memory, and exports them to the scheduler's
 Prometheus endpoint (``/metrics``). The Bokeh page in :mod:`analytics.dashboard` draws from it.
 
@@ -25,12 +25,13 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from pipeline.events import EVENTS as _EVENTS
+from pipeline.events import TOPIC
+
 __all__ = ["PLUGIN_NAME", "TOPIC", "Run", "TrainingMonitor", "attach", "install"]
 
 logger = logging.getLogger(__name__)
 
-TOPIC = "pipeline.train"
-_EVENTS = frozenset({"start", "round", "epoch", "retry", "end"})
 PLUGIN_NAME = "pipeline-training-monitor"
 
 

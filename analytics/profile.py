@@ -540,7 +540,8 @@ def _summarize_column(part: ColumnPartial, dtype: str, kind: str, n_rows: int, s
         "count": part.count,
         "nulls": part.nulls,
         "null_fraction": part.nulls / n_rows if n_rows else 0.0,
-        "distinct": len(d.counts) if exact else round(d.hll.estimate()),
+        # an estimate never exceeds the values present
+        "distinct": len(d.counts) if exact else min(round(d.hll.estimate()), part.count),
         "distinct_exact": exact,
         "distinct_relative_error": 0.0 if exact else HyperLogLog.relative_error,
         "top": top,
@@ -668,7 +669,7 @@ class Profile:
                     c["dtype"],
                     _fmt(c["count"]),
                     _fmt(c["nulls"]),
-                    ("" if c["distinct_exact"] else "~") + _fmt(c["distinct"]),
+                    ("" if c["distinct_exact"] else "≈") + _fmt(c["distinct"]),
                     _fmt(c.get("mean")),
                     _fmt(c.get("std")),
                     _fmt(c.get("min")),
@@ -809,7 +810,7 @@ def _overview_table(p: Profile) -> str:
             f"<td>{e(c['dtype'])}</td>",
             f"<td>{_svg_fill_bar(present)} {100 * present:.1f}%</td>",
             f"<td class='num'>{_fmt(c['nulls'])}</td>",
-            f"<td class='num'>{'' if c['distinct_exact'] else '~'}{_fmt(c['distinct'])}</td>",
+            f"<td class='num'>{'' if c['distinct_exact'] else '≈'}{_fmt(c['distinct'])}</td>",
         ]
         for key in ("mean", "std", "min"):
             cells.append(f"<td class='num'>{e(_fmt(c.get(key)))}</td>")
@@ -825,7 +826,7 @@ def _column_card(name, c: dict) -> str:
     stats = [
         ("count", _fmt(c["count"])),
         ("nulls", f"{_fmt(c['nulls'])} ({100 * c['null_fraction']:.1f}%)"),
-        ("distinct", ("" if c["distinct_exact"] else "~") + _fmt(c["distinct"])),
+        ("distinct", ("" if c["distinct_exact"] else "≈") + _fmt(c["distinct"])),
     ]
     if c["kind"] == "numeric":
         stats += [("mean", _fmt(c["mean"])), ("std", _fmt(c["std"]))]
@@ -864,22 +865,30 @@ def _svg_fill_bar(fraction: float, width: int = 70, height: int = 9) -> str:
     )
 
 
+_LABEL_PX = 7  # width of one character of the 11 px chart font, rounded up
+
+
 def _svg_histogram(edges, counts, quantiles, width: int = 360, height: int = 170) -> str:
-    left, right, top, bottom = 44, 10, 12, 26
+    peak = max(counts) or 1
+    # the y labels end 4 px left of the axis; 7 px per character of 11 px text leaves room
+    left = max(44, 4 + _LABEL_PX * len(_fmt(peak)) + 4)
+    right, top, bottom = 10, 12, 36
     pw, ph = width - left - right, height - top - bottom
     lo, hi = edges[0], edges[-1]
     span = (hi - lo) or 1.0
-    peak = max(counts) or 1
 
     def x(v):
         return left + (v - lo) / span * pw
 
     out = [f"<svg width='{width}' height='{height}' role='img' aria-label='histogram'>"]
     q25, q50, q75 = quantiles.get(0.25), quantiles.get(0.5), quantiles.get(0.75)
+    base = top + ph
     if q25 is not None and q75 is not None:
+        # a strip under the axis, not a band behind the bars: for a 0/1 column the quartiles
+        # span the whole range and a band would cover the chart
         out.append(
-            f"<rect x='{x(q25):.1f}' y='{top}' width='{max(x(q75) - x(q25), 1):.1f}' "
-            f"height='{ph}' fill='#fbe7c6'><title>interquartile range {_fmt(q25)} to "
+            f"<rect x='{x(q25):.1f}' y='{base + 3}' width='{max(x(q75) - x(q25), 1):.1f}' "
+            f"height='5' fill='#f0b45e'><title>interquartile range {_fmt(q25)} to "
             f"{_fmt(q75)}</title></rect>"
         )
     for a, b, n in zip(edges[:-1], edges[1:], counts, strict=True):
@@ -895,18 +904,17 @@ def _svg_histogram(edges, counts, quantiles, width: int = 360, height: int = 170
             f"stroke='#d0452f' stroke-width='1.5' stroke-dasharray='4 3'>"
             f"<title>median {_fmt(q50)}</title></line>"
         )
-    base = top + ph
     out += [
         f"<line x1='{left}' x2='{left + pw}' y1='{base}' y2='{base}' stroke='#8a94a6'/>",
         f"<line x1='{left}' x2='{left}' y1='{top}' y2='{base}' stroke='#8a94a6'/>",
         f"<text x='{left - 4}' y='{top + 9}' text-anchor='end'>{_fmt(peak)}</text>",
         f"<text x='{left - 4}' y='{base}' text-anchor='end'>0</text>",
-        f"<text x='{left}' y='{base + 15}'>{html.escape(_fmt(lo))}</text>",
+        f"<text x='{left}' y='{base + 22}'>{html.escape(_fmt(lo))}</text>",
         (
-            f"<text x='{left + pw / 2:.1f}' y='{base + 15}' text-anchor='middle'>"
+            f"<text x='{left + pw / 2:.1f}' y='{base + 22}' text-anchor='middle'>"
             f"{html.escape(_fmt((lo + hi) / 2))}</text>"
         ),
-        f"<text x='{left + pw}' y='{base + 15}' text-anchor='end'>{html.escape(_fmt(hi))}</text>",
+        f"<text x='{left + pw}' y='{base + 22}' text-anchor='end'>{html.escape(_fmt(hi))}</text>",
         "</svg>",
     ]
     return "".join(out)

@@ -460,8 +460,10 @@ def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluat
         sub.append(f"{model.n_iter_} epochs")
     if summary.get("rounds") is not None:
         sub.append(f"{summary['rounds']} rounds")
-    if summary.get("seconds") is not None:
-        sub.append(f"{summary['seconds']:.1f} s")
+    if summary.get("fit_seconds") is not None:
+        sub.append(f"fit {summary['fit_seconds']:.1f} s")  # the CLI's "fit wall time" too
+    elif summary.get("seconds") is not None:
+        sub.append(f"training {summary['seconds']:.1f} s")
     if summary.get("retries"):
         sub.append(f"{summary['retries']} retries")
     if summary.get("stopped_early"):

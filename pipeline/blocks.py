@@ -2,7 +2,8 @@
 
 Each partition of the preprocessed data becomes a :class:`Block` (``X`` of shape ``(n, d)`` and
 ``Y`` of shape ``(n, k)``, both in the training dtype, NumPy or CuPy) on the worker that computed
-it. The blocks are persisted as futures and reused every round: data never moves between workers
+it, spread across the workers by rows (:mod:`pipeline.placement`). The blocks are persisted as
+futures and reused every round: data never moves between workers
 or to the client during training; only parameters and gradients travel.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from distributed import wait
 
 from .backend import frame_to_array, namespace, owned, to_device_of, to_host, to_worker_device
+from .placement import block_workers, plan_for_cluster, release_restrictions
 
 __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
 
@@ -254,16 +256,24 @@ def to_blocks(
         ])
     )
     rows = [s["rows"] for s in summaries]
+    groups = [[i] for i in range(len(raw))]
     if min_block_rows and len(raw) > 1:
         groups = coalesce_groups(rows, min_block_rows)
-        if len(groups) < len(raw):
-            raw = [
-                raw[g[0]] if len(g) == 1 else client.submit(
-                    _concat_raw, *[raw[i] for i in g],
-                    key=f"coalesce-{name}-{token}-{j}")
-                for j, g in enumerate(groups)
-            ]
-            rows = [sum(rows[i] for i in g) for g in groups]
+    # Spread the blocks across workers by rows, whatever Dask did with the reads: in a round
+    # every worker waits for the one with the most rows. A group starts on the worker holding
+    # most of its rows. Pinned while built, then free to be rebuilt anywhere if its worker dies.
+    holders = block_workers(client, raw)
+    current = [max(g, key=lambda i: (rows[i], -i)) for g in groups]
+    rows = [sum(rows[i] for i in g) for g in groups]
+    target = plan_for_cluster(client, rows, [holders[i] for i in current])
+    placed = {f"coalesce-{name}-{token}-{j}" for j in range(len(groups))}
+    placed |= {f"{name}-{token}-{j}" for j in range(len(groups))}
+    raw = [
+        raw[g[0]] if len(g) == 1 else client.submit(
+            _concat_raw, *[raw[i] for i in g], key=f"coalesce-{name}-{token}-{j}",
+            workers=[target[j]])
+        for j, g in enumerate(groups)
+    ]
     if sum(rows) == 0:
         raise ValueError("the training data is empty: every partition has 0 rows")
     n_features = summaries[0]["n_features"]
@@ -289,15 +299,14 @@ def to_blocks(
             if bad:
                 raise ValueError(f"the regression target has {bad} missing or non-finite values")
             n_outputs = summaries[0]["y_cols"]
-    futures = client.map(
-        _final_block,
-        raw,
-        classes=cls_arr,
-        dtype=dtype,
-        key=[f"{name}-{token}-{i}" for i in range(len(raw))],
-    )
+    futures = [
+        client.submit(_final_block, r, classes=cls_arr, dtype=dtype, key=f"{name}-{token}-{i}",
+                      workers=[target[i]])
+        for i, r in enumerate(raw)
+    ]
     with client.as_current():  # wait() looks for the current client, not the futures'
         wait(futures)
+    release_restrictions(client, sorted(placed))
     del raw, partitions
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from distributed import Client, get_client
@@ -49,6 +50,7 @@ def connect(
     distributed.Client
         Also made the current client, so library functions called with ``client=None`` use it.
     """
+    _refuse_import_time_call()
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
     if address is not None:
@@ -85,6 +87,30 @@ def connect(
     client = Client(cluster, security=security)
     logger.info("dashboard: %s", client.dashboard_link)
     return client
+
+
+def _refuse_import_time_call() -> None:
+    """Fail in one line when a spawned child process runs ``connect()`` while importing the
+    user's script.
+
+    Worker processes are started with ``spawn``: each child imports the parent's ``__main__``
+    file as ``__mp_main__``. A script that calls ``connect()`` at module level, outside
+    ``if __name__ == "__main__":``, would start a cluster in every child, which fails as
+    ``Nanny failed to start`` after pages of logs.
+    """
+    # A spawned child imports the main script before its parent link is set up
+    # (parent_process() is still None then); the __mp_main__ module name is the sign.
+    if "__mp_main__" not in sys.modules:
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            raise RuntimeError(
+                f"pipeline.connect() was called while a worker process imported "
+                f"{frame.f_code.co_filename}: put the code that calls connect() under "
+                f"`if __name__ == \"__main__\":` in that script"
+            )
+        frame = frame.f_back
 
 
 def current_client(client: Client | None = None) -> Client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from . import nn, optim
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
+from .events import ensure_monitor
+from .progress import report
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
 __all__ = ["MLPClassifier", "MLPRegressor", "saveable_classes"]
@@ -268,7 +271,9 @@ class _BaseMLP(BaseEstimator):
         preprocessor : fitted Preprocessor, optional
             Stored with checkpoints so a resumed run can check the data schema.
         """
+        fit_started = time.perf_counter()  # fit time = the whole call (report and CLI)
         client = current_client(client)
+        ensure_monitor(client)
         seed = self._seed()
         if resume and checkpoint_dir is not None and self.random_state is None:
             from .checkpoint import Checkpointer
@@ -302,11 +307,13 @@ class _BaseMLP(BaseEstimator):
             on_epoch_end = ckpt.save
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
-        result = train(client, blocks, model=spec, config=config,
-                       optimizer=self._optimizer(config, spec, blocks.rows), params=params,
-                       validation=valid, state=state, on_epoch_end=on_epoch_end,
-                       run_name=type(self).__name__, verbose=self.verbose)
+        with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
+            result = train(client, blocks, model=spec, config=config,
+                           optimizer=self._optimizer(config, spec, blocks.rows), params=params,
+                           validation=valid, state=state, on_epoch_end=on_epoch_end,
+                           run_name=type(self).__name__)
         self._set_fitted(result, spec, blocks, X)
+        self.train_summary_["fit_seconds"] = time.perf_counter() - fit_started
         if (config.solver != "lbfgs" and not result.stopped_early
                 and result.n_iter >= config.max_iter):
             warnings.warn(
@@ -522,6 +529,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_iter, self.warm_start = 1, True
         try:
             client = current_client(kwargs.pop("client", None))
+            ensure_monitor(client)
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
                                min_block_rows=self.min_block_rows)

@@ -7,8 +7,10 @@ registry) and hands them to the format layer.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from . import scoring
 from .estimators import saveable_classes
 from .serialization import ModelFormatError, read_objects, write_model
 
@@ -25,12 +27,24 @@ class SavedModel(NamedTuple):
     def transform(self, df: Any) -> Any:
         return df if self.preprocessor is None else self.preprocessor.transform(df)
 
-    def predict(self, df: Any) -> Any:
-        """Preprocess (if a preprocessor was saved) and predict, lazily for dask input."""
-        return self.model.predict(self.transform(df))
+    def predict(self, df: Any, *, keep: Sequence[str] | str | None = None) -> Any:
+        """Preprocess (if a preprocessor was saved) and predict, lazily for dask input.
 
-    def predict_proba(self, df: Any) -> Any:
-        return self.model.predict_proba(self.transform(df))
+        ``keep`` (columns of ``df``, e.g. an id) returns a DataFrame of those columns and
+        ``prediction`` instead of an array, so every prediction keeps its row's identity.
+        """
+        pred = self.model.predict(self.transform(df))
+        if keep is None:
+            return pred
+        return scoring.with_columns(df, keep, pred, scoring.output_names(pred))
+
+    def predict_proba(self, df: Any, *, keep: Sequence[str] | str | None = None) -> Any:
+        """Class probabilities; with ``keep``, a DataFrame of those columns and ``proba_<c>``."""
+        proba = self.model.predict_proba(self.transform(df))
+        if keep is None:
+            return proba
+        names = scoring.output_names(proba, self.model.classes_, proba=True)
+        return scoring.with_columns(df, keep, proba, names)
 
 
 def save(path: str | os.PathLike[str], model: Any, *, preprocessor: Any = None,

@@ -111,16 +111,19 @@ class _Encoder:
             }}
         if (hasattr(value, "shape") and hasattr(value, "dtype")) or isinstance(value, np.ndarray):
             arr = np.asarray(to_host(value))
+            strings = False
             if arr.dtype.kind == "O":
                 kinds = {type(v) for v in arr.ravel().tolist()}
                 if kinds <= {str}:
-                    arr = arr.astype(str)
+                    arr, strings = arr.astype(str), True
                 else:
                     return {"__objarray__": [self.encode(v, f"{name}/{i}")
                                              for i, v in enumerate(arr.ravel().tolist())],
                             "shape": list(arr.shape)}
             self.arrays[name] = np.array(arr, order="C", copy=True)  # keeps 0-d arrays 0-d
-            return {"__array__": name}
+            # object arrays of str (column names, string classes) come back as such, not as
+            # np.str_ elements (which print as np.str_('x') in messages)
+            return {"__array__": name, "str_objects": True} if strings else {"__array__": name}
         raise TypeError(f"cannot save attribute {name!r} of type {type(value).__name__}")
 
     def decode(self, value: Any, arrays: Any) -> Any:
@@ -129,7 +132,8 @@ class _Encoder:
         if not isinstance(value, dict):
             return value
         if "__array__" in value:
-            return arrays[value["__array__"]]
+            arr = arrays[value["__array__"]]
+            return arr.astype(object) if value.get("str_objects") else arr
         if "__float__" in value:
             return float(value["__float__"])
         if "__tuple__" in value:

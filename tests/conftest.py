@@ -89,3 +89,48 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def monitor_entry_points(tmp_path_factory):
+    """A ``sys.path`` directory declaring this checkout's ``pipeline.monitors`` entry points.
+
+    The editable install's metadata is written by ``pip install -e .`` and lags behind
+    ``pyproject.toml`` until the next install; subprocesses that put this directory first on
+    ``PYTHONPATH`` see the entry points exactly as ``pyproject.toml`` declares them.
+    """
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    site = tmp_path_factory.mktemp("entry-points")
+    info = site / "dask_pipeline_checkout-0.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: dask-pipeline-checkout\nVersion: 0.0.0\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+        for group, eps in declared.items()))
+    return site
+
+
+@pytest.fixture
+def subprocess_env():
+    """``subprocess_env(*paths)``: ``os.environ`` with ``paths``, then this checkout, first on
+    ``PYTHONPATH`` (so a child process imports this checkout's code)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def make(*paths: Any) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*(str(p) for p in paths), str(root), *filter(None, [env.get("PYTHONPATH")])])
+        return env
+
+    return make

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline import nn, optim
 from pipeline.backend import to_host
 from pipeline.estimators import MLPClassifier
+from pipeline.events import TOPIC
 
 __all__ = [
     "mixed_cpu_gpu_cluster",
@@ -177,7 +178,7 @@ def run_mixed_cluster_fit(client: Any, xp_name: str) -> None:
 
     # Every training round ran blocks on both kinds of worker.
     run_id = model.train_summary_["run_id"]
-    rounds = [msg for _, msg in client.get_events("pipeline.train")
+    rounds = [msg for _, msg in client.get_events(TOPIC)
               if msg.get("run") == run_id and msg.get("event") == "round"]
     assert rounds
     for msg in rounds:

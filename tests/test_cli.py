@@ -34,6 +34,10 @@ def test_pipeline_demo_runs_end_to_end(tmp_path):
     assert acc > 0.7  # the demo label has real signal; a majority guess gets ~0.6
     for name in ("report.html", "profile.html", "model/model.json", "model/arrays.npz"):
         assert (out / name).exists(), name
+    assert "\nresults\n" in table  # the table has a title
+    # one definition of the fit time: the report shows the table's figure
+    fit = next(line for line in table.splitlines() if line.startswith("fit wall time"))
+    assert f"fit {fit.split()[-2]} s" in (out / "report.html").read_text()
     manifest = json.loads((out / "model" / "model.json").read_text())
     assert manifest["objects"]["model"]["class"] == "MLPClassifier"
     assert "preprocessor" in manifest["objects"]
@@ -83,3 +87,45 @@ def test_preprocess_config_accepts_median_imputation_and_indicators():
     assert load_config(bundled_config()).preprocess.add_indicator is False
     with pytest.raises(ConfigError, match=r"preprocess\.impute: 'mode' is not a 'mean' \| 'median'"):
         load_config(bundled_config(), {"preprocess": {"impute": "mode"}})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_links_work_while_it_runs_and_keep_alive_stops_on_ctrl_c(tmp_path):
+    import signal
+    import urllib.request
+
+    exe = shutil.which("pipeline")
+    cmd = [exe] if exe else [sys.executable, "-m", "pipeline.cli.main"]
+    proc = subprocess.Popen(
+        [*cmd, "demo", "--rows", "6000", "--partitions", "2", "--epochs", "1", "--quiet",
+         "--output", str(tmp_path / "out"), "--dashboard-address", "127.0.0.1:0",
+         "--keep-alive"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # the first lines: the links, printed when the cluster is up
+            lines.append(line)
+            if line.startswith("training page:"):
+                break
+        assert lines and lines[0].startswith("dashboard:"), lines
+        page = lines[-1].split(None, 2)[-1].strip()
+        assert page.endswith("/individual-training")
+        with urllib.request.urlopen(page, timeout=60) as response:  # live during the job
+            assert response.status == 200
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert any(ln.startswith("results") for ln in lines), "".join(lines)
+        with urllib.request.urlopen(page, timeout=60) as response:  # still up after the job
+            assert response.status == 200
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert "stopping the cluster" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

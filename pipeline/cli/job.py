@@ -80,8 +80,14 @@ def _dashboard_page(client: Any) -> str | None:
     return link.rsplit("/status", 1)[0] + PAGE_PATH
 
 
-def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the whole job; print the results table; return the figures as a dict."""
+def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
+            keep_alive: bool = False) -> dict[str, Any]:
+    """Run the whole job; print the results table; return the figures as a dict.
+
+    The dashboard and training-page links are printed to ``out`` as soon as the cluster is up,
+    while they work. ``keep_alive=True`` keeps the cluster and its dashboard up after the job
+    until Ctrl-C (SIGINT), so the run can still be looked at.
+    """
     from analytics import metrics
     from analytics.profile import profile as profile_data
     from analytics.report import report
@@ -101,8 +107,8 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
     with open_client(cfg.cluster) as client:
         results["dashboard"] = client.dashboard_link
         results["dashboard_page"] = _dashboard_page(client)
-        step(f"cluster: {len(client.scheduler_info()['workers'])} workers, dashboard "
-             f"{client.dashboard_link}", err)
+        step(f"cluster: {len(client.scheduler_info()['workers'])} workers", err)
+        _print_links(results, out)
         data = cfg.data
         path = data.path
         if path is None:
@@ -153,7 +159,6 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
                     random_state=t.random_state)
         step(f"training {type(model).__name__}{tuple(m.hidden_layer_sizes)} "
              f"({t.sync} sync, batch {t.batch_size}, {t.max_iter} epochs)", err)
-        fit_start = time.perf_counter()
         progress_ctx = (TrainingProgress(client, t.max_iter, err) if progress
                         else contextlib.nullcontext())
         with progress_ctx, warnings.catch_warnings():
@@ -162,7 +167,7 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
             model.fit(X_train, y_train, validation_data=validation,
                       checkpoint_dir=t.checkpoint_dir, checkpoint_every=t.checkpoint_every,
                       resume=t.resume, preprocessor=prep)
-        fit_seconds = time.perf_counter() - fit_start
+        fit_seconds = model.train_summary_["fit_seconds"]  # one definition: the report's too
         n_train = model.train_summary_["n_samples"]
         results.update(
             train_rows=n_train, epochs=model.n_iter_, fit_seconds=fit_seconds,
@@ -192,8 +197,29 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True)
                                        config=asdict(cfg))
         results["wall_seconds"] = time.perf_counter() - started
         results.setdefault("rows", None)
-    _print_table(results, out)
+        _print_table(results, out)
+        if keep_alive:
+            _wait_for_interrupt(results, out)
     return results
+
+
+def _print_links(r: dict[str, Any], out: TextIO) -> None:
+    for key, label in (("dashboard", "dashboard"), ("dashboard_page", "training page")):
+        if r.get(key):
+            out.write(f"{label + ':':<15}{r[key]}\n")
+    out.flush()
+
+
+def _wait_for_interrupt(r: dict[str, Any], out: TextIO) -> None:
+    out.write(f"keeping the cluster and its dashboard up ({r.get('dashboard_page') or ''}); "
+              "press Ctrl-C to stop\n")
+    out.flush()
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        out.write("stopping the cluster\n")
+        out.flush()
 
 
 def _print_table(r: dict[str, Any], out: TextIO) -> None:
@@ -211,12 +237,11 @@ def _print_table(r: dict[str, Any], out: TextIO) -> None:
             rows.append((label, f"{r[key]:.4f}"))
     rows.append(("total wall time", f"{r['wall_seconds']:.1f} s"))
     width = max(len(k) for k, _ in rows)
-    out.write("\n" + "-" * (width + 20) + "\n")
+    out.write("\nresults\n" + "-" * (width + 20) + "\n")
     for k, v in rows:
         out.write(f"{k:<{width}}  {v}\n")
     out.write("-" * (width + 20) + "\n")
-    for key, label in (("model_dir", "model"), ("report", "report"), ("profile", "profile"),
-                       ("dashboard", "dashboard"), ("dashboard_page", "training page")):
+    for key, label in (("model_dir", "model"), ("report", "report"), ("profile", "profile")):
         if r.get(key):
             out.write(f"{label + ':':<15}{r[key]}\n")
     out.flush()

@@ -34,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .job import run_job
 
     cfg = load_config(bundled_config("demo.yaml"), _demo_overrides(args))
-    run_job(cfg, progress=not args.quiet)
+    run_job(cfg, progress=not args.quiet, keep_alive=args.keep_alive)
     return 0
 
 
@@ -75,7 +75,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         saved = load(args.model)
         df = read(args.data, format=args.format)
         step(f"scoring {args.data} with {args.model} -> {args.out}")
-        write_predictions(saved, df, args.out, proba=args.proba)
+        keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep else None
+        write_predictions(saved, df, args.out, proba=args.proba, keep=keep)
     print(f"predictions: {args.out}")
     return 0
 
@@ -129,24 +130,27 @@ def _cluster(args: argparse.Namespace) -> Any:
     return ClusterConfig(n_workers=args.workers, dashboard_address="127.0.0.1:0")
 
 
-def write_predictions(saved: Any, df: Any, out: str, *, proba: bool = False) -> None:
-    """Score ``df`` lazily, partition by partition, and write Parquet (one file per partition)."""
-    import dask.array as da
+def write_predictions(saved: Any, df: Any, out: str, *, proba: bool = False,
+                      keep: list[str] | None = None) -> None:
+    """Score ``df`` lazily, partition by partition, and write Parquet (one file per partition).
+
+    ``keep`` columns of ``df`` (an id, a timestamp) are written next to the predictions.
+    """
     import dask.dataframe as dd
 
-    prep = saved.preprocessor
-    X = prep.transform(df) if prep is not None else df
+    from ..scoring import output_names, with_columns
+
+    X = saved.transform(df)
     if proba and hasattr(saved.model, "predict_proba"):
         scores = saved.model.predict_proba(X)
-        names = [f"proba_{c}" for c in saved.model.classes_]
+        names = output_names(scores, saved.model.classes_, proba=True)
     else:
         scores = saved.model.predict(X)
-        if scores.ndim == 1:
-            scores = scores[:, None]
-        names = ["prediction"] if scores.shape[1] == 1 else [
-            f"prediction_{i}" for i in range(scores.shape[1])]
-    assert isinstance(scores, da.Array)
-    frame = dd.from_dask_array(scores, columns=names)
+        names = output_names(scores)
+    if keep:
+        frame = with_columns(df, keep, scores, names)
+    else:
+        frame = dd.from_dask_array(scores if scores.ndim == 2 else scores[:, None], columns=names)
     frame.to_parquet(out, write_index=False)
 
 
@@ -168,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dashboard-address", help="dashboard bind address (default "
                                                "127.0.0.1:8787)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--keep-alive", action="store_true",
+                   help="keep the cluster and its dashboard up after the job, until Ctrl-C")
     d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("run", help="run a job described by a YAML/TOML config")
@@ -211,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--onnx", action="store_true",
                      help="MODEL is an ONNX file (pipeline export): score it with onnxruntime, "
                           "one cached single-thread session per worker process")
+    pd_.add_argument("--keep", metavar="COLUMN[,COLUMN]",
+                     help="input columns to write next to the predictions (e.g. an id)")
     pd_.add_argument("--workers", type=int, help="local workers (default 2)")
     pd_.add_argument("--scheduler", help="use a running cluster at this address instead")
     pd_.set_defaults(func=_cmd_predict)

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..events import TOPIC
+
 __all__ = ["Bar", "TrainingProgress", "step"]
 
 
@@ -59,11 +61,11 @@ class TrainingProgress:
         self.rows_per_s: float | None = None
 
     def __enter__(self) -> TrainingProgress:
-        self.client.subscribe_topic("pipeline.train", self._on_event)
+        self.client.subscribe_topic(TOPIC, self._on_event)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.client.unsubscribe_topic("pipeline.train")
+        self.client.unsubscribe_topic(TOPIC)
         self.bar.close()
 
     def _on_event(self, event: Any) -> None:

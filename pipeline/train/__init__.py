@@ -3,9 +3,11 @@
 ``core`` (``train()``, the epoch loop) drives a sync strategy (``strategies``: exact gradient or
 local SGD) on the round runner (``rounds``: one task per worker, folded by position; ``recovery``:
 retries and the watchdog), whose tasks (``tasks``) are pure functions on the blocks; ``stopping``
-is the end-of-epoch rule, ``lbfgs`` the full-batch driver, ``events`` what the dashboard hears.
+is the end-of-epoch rule, ``lbfgs`` the full-batch driver; :mod:`pipeline.events` owns what
+the dashboard hears.
 """
 
+from ..events import TOPIC as EVENT_TOPIC
 from .core import (
     SOLVERS,
     SYNC_MODES,
@@ -17,7 +19,6 @@ from .core import (
     make_strategy,
     train,
 )
-from .events import TOPIC as EVENT_TOPIC
 
 __all__ = [
     "EVENT_TOPIC",

@@ -19,9 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import optim
+from .. import events, optim
 from ..blocks import BlockSet
-from . import events
 from .lbfgs import run_lbfgs
 from .rounds import Rounds
 from .stopping import Progress, StoppingRule
@@ -198,7 +197,6 @@ def train(
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     run_name: str = "fit",
-    verbose: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``blocks`` data-parallel; returns the final parameters and history.
 
@@ -237,7 +235,7 @@ def train(
     rounds = Rounds(client, blocks, model, split_every=config.split_every, run_id=run_id)
     rounds.round = state.rounds
     started = time.time()
-    events.start(client, run=run_id, config=asdict(config),
+    events.emit_start(client, run_id, config=asdict(config),
                  n_partitions=len(blocks.futures), n_samples=blocks.n_samples,
                  n_features=blocks.n_features, n_params=model.n_params, sync=config.sync,
                  estimator=run_name)
@@ -249,14 +247,14 @@ def train(
                 assert optimizer is not None
                 result = _train_epochs(client, rounds, make_strategy(config, optimizer),
                                        _stopping_rule(config), config, state, validation,
-                                       on_epoch_end, run_id, verbose)
+                                       on_epoch_end, run_id)
     except BaseException as exc:
-        events.end(client, run=run_id, status="failed", n_iter=0, rounds=0,
+        events.emit_end(client, run_id, status="failed", n_iter=0, rounds=0,
                    seconds=time.time() - started, error=repr(exc))
         raise
     result.seconds = time.time() - started
     result.recovery_seconds = rounds.recovery_seconds
-    events.end(client, run=run_id, status="stopped_early" if result.stopped_early else "finished",
+    events.emit_end(client, run_id, status="stopped_early" if result.stopped_early else "finished",
                n_iter=result.n_iter, rounds=result.rounds, seconds=result.seconds, error=None)
     return result
 
@@ -264,7 +262,7 @@ def train(
 def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD,
                   rule: StoppingRule, config: TrainConfig, state: TrainState,
                   validation: BlockSet | None, on_epoch_end: Callable[[TrainState], None] | None,
-                  run_id: str, verbose: bool) -> TrainResult:
+                  run_id: str) -> TrainResult:
     model = rounds.model
     params = state.params
     sync = SyncState(state.opt_state, state.local_states, state.outer_state, state.cursors)
@@ -286,8 +284,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
             round_no += 1
             now = time.perf_counter()
             if now - last_event[0] > 0.25 or last:
-                events.round(client, **events.round_fields(run_id, round_no, _epoch + 1, part,
-                                                           seconds, loss))
+                events.emit_round(client, run_id, **events.round_fields(
+                    round_no, _epoch + 1, part, seconds, loss))
                 last_event[0] = now
 
         rate = (Rate(progress.learning_rate / config.learning_rate_init, as_scale=True)
@@ -315,10 +313,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         if out.local_steps is not None:
             record["local_steps"] = out.local_steps
         history.append(record)
-        events.epoch(client, run=run_id, round=round_no, **record)
-        if verbose:
-            print(f"epoch {epoch}: loss {loss:.6f}" + (f", validation {score:.4f}"
-                                                      if score is not None else ""))
+        events.emit_epoch(client, run_id, round=round_no, **record)
         state = TrainState(params, sync.opt_state, sync.local_states, sync.outer_state, epoch, t,
                            progress.learning_rate, loss_curve, val_scores, progress.best_loss,
                            progress.best_validation_score, progress.no_improvement_count,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import events
 from ..backend import to_host
-from . import events
 from .rounds import Rounds
 from .tasks import check_finite, score_value
 
@@ -41,8 +41,8 @@ def run_lbfgs(client: Any, rounds: Rounds, *, params: np.ndarray, alpha: float, 
         grad = to_host(part.vector) / n_total + pen_grad
         counter["rounds"] += 1
         seconds = time.perf_counter() - r0
-        events.round(client, **events.round_fields(run_id, counter["rounds"], len(loss_curve) + 1,
-                                            part, seconds, loss))
+        events.emit_round(client, run_id, **events.round_fields(
+            counter["rounds"], len(loss_curve) + 1, part, seconds, loss))
         return float(loss), np.asarray(grad, dtype=np.float64)
 
     def callback(intermediate_result: Any) -> None:

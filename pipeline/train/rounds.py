@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from dask.base import tokenize
 
-from . import events
+from .. import events
 from .recovery import DISRUPTIONS, Watchdog, renamed
 from .tasks import (
     LocalResult,
@@ -169,7 +169,7 @@ class Rounds:
         extra = max(0.0, time.perf_counter() - start - self._typical())
         self.retries += 1
         self.recovery_seconds += extra
-        events.retry(self.client, run=self.run_id, round=self.round, reason=reason,
+        events.emit_retry(self.client, self.run_id, round=self.round, reason=reason,
                      action=action, attempt=attempt, recovery_seconds=extra)
 
     def note_fallback(self, exc: BaseException) -> None:

@@ -211,7 +211,9 @@ def test_run_label_cardinality_is_bounded(dashboard):
     monitor = client.cluster.scheduler.plugins[PLUGIN_NAME]
     for i in range(monitor.max_runs + 3):
         send(client, fake_run(f"fit-many-{i}", epochs=1, rounds_per_epoch=1))
-    runs = {k.split('"')[1] for k in metrics(base) if k.startswith("pipeline_round{")}
+    # /metrics serves the process-wide registry: other in-process schedulers' runs show too
+    runs = {k.split('"')[1] for k in metrics(base)
+            if k.startswith('pipeline_round{run="fit-many-')}
     assert len(runs) == monitor.max_runs
     assert f"fit-many-{monitor.max_runs + 2}" in runs and "fit-many-0" not in runs
 
@@ -322,3 +324,12 @@ def test_dask_scheduler_cli(tmp_path, how):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_validation_plot_is_per_epoch():
+    from analytics.dashboard import TrainingDashboard
+
+    view = TrainingDashboard(TrainingMonitor())
+    assert view.val_fig.xaxis[0].axis_label == "epoch"
+    assert {r.glyph.x for r in view.val_fig.renderers} == {"epoch"}
+    assert view.loss_fig.xaxis[0].axis_label == "round"

@@ -248,3 +248,41 @@ def test_profile_through_the_distributed_client(client):
     assert p.columns["x"]["mean"] == pytest.approx(pdf["x"].mean(), rel=1e-12)
     assert p.columns["x"]["std"] == pytest.approx(pdf["x"].std(), rel=1e-12)
     assert dict(map(tuple, p.columns["c"]["top"])) == pdf["c"].value_counts().to_dict()
+
+
+def test_estimated_distinct_never_exceeds_the_values_present():
+    values = np.arange(1_000)
+    # precondition: the sketch overestimates this column (1,009 for 1,000 values)
+    assert round(HyperLogLog.of(values).estimate()) > len(values)
+    p = profile(dd.from_pandas(pd.DataFrame({"v": values}), npartitions=2),
+                max_exact_distinct=100)
+    col = p.columns["v"]
+    assert not col["distinct_exact"]
+    assert col["distinct"] == col["count"] == len(values)
+
+
+def test_html_marks_estimates_and_keeps_charts_readable(tmp_path):
+    from pathlib import Path
+
+    from analytics.profile import _ACCENT, _svg_histogram
+
+    values = np.arange(1_000)
+    p = profile(dd.from_pandas(pd.DataFrame({"v": values, "label": values % 2}), npartitions=2),
+                max_exact_distinct=100)
+    page = Path(p.to_html(str(tmp_path / "p.html"))).read_text()
+    assert "≈1,000" in page and "~1,0" not in page
+
+    # a 6-digit count on the y axis fits left of the axis: 11 px digits are < 6.5 px wide
+    svg = _svg_histogram(np.array([0.0, 1.0, 2.0]), [123_456, 10], {0.5: 1.0})
+    x, label = re.search(r"<text x='([\d.]+)'[^>]*text-anchor='end'>([\d,]+)</text>", svg).groups()
+    assert label == "123,456" and float(x) - 6.5 * len(label) >= 0
+
+    # a 0/1 label: the interquartile range is the whole axis, and must not cover the bars
+    svg = _svg_histogram(np.linspace(0.0, 1.0, 11), [500] + [0] * 8 + [500],
+                         {0.25: 0.0, 0.5: 0.5, 0.75: 1.0})
+    base = float(re.search(r"<line x1='[\d.]+' x2='[\d.]+' y1='([\d.]+)'", svg).group(1))
+    rects = re.findall(r"<rect x='[\d.]+' y='([\d.]+)' width='[\d.]+' height='([\d.]+)' "
+                       r"fill='([^']+)'", svg)
+    others = [(float(y), float(h)) for y, h, fill in rects if fill != _ACCENT]
+    assert others, "the interquartile range is drawn"
+    assert all(y >= base for y, _ in others)  # below the axis, not over the bars

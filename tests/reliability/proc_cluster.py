@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.events import TOPIC
+
 # A SIGKILLed worker is noticed at once (its connection closes); a hung one only after the TTL.
 SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "5s"}
 # One BLAS thread per worker process (see TECH_NOTES: Costs).
@@ -328,7 +330,7 @@ class RoundTrigger:
         self.fired_at: float | None = None
         self.rounds: list[int] = []
         self.events: list[dict[str, Any]] = []
-        client.subscribe_topic("pipeline.train", self._on_event)
+        client.subscribe_topic(TOPIC, self._on_event)
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
@@ -346,7 +348,7 @@ class RoundTrigger:
                          timeout, "the training's end event")
 
     def close(self) -> None:
-        self.client.unsubscribe_topic("pipeline.train")
+        self.client.unsubscribe_topic(TOPIC)
 
 
 # ------------------------------------------------------------------ data -----------------------

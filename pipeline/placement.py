@@ -1,0 +1,175 @@
+"""Where training blocks live: spread across workers by rows, and spread again after changes.
+
+Dask places a partition where its read ran, which can leave one worker with most of the rows:
+in a synchronous round every worker waits for the busiest one. :func:`plan_placement` chooses a
+worker per block so that rows per worker are as even as whole blocks allow, moving as few blocks
+as it can; :func:`rebalance` applies such a plan to a :class:`~pipeline.blocks.BlockSet` on a
+running cluster (call it at an epoch boundary, after a worker is lost or joins).
+
+Placement never changes the numbers: blocks keep their positions in the combine tree, and a
+moved block is copied into owned, aligned memory, as a block built in place is.
+Blocks move only between workers of the same device class (GPU workers, CPU workers).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "block_workers", "move_block", "plan_for_cluster", "plan_placement", "rebalance",
+    "release_restrictions", "worker_groups",
+]
+
+
+def plan_placement(rows: Sequence[int], current: Sequence[str | None],
+                   workers: Sequence[str]) -> list[str]:
+    """A worker per block, balancing rows per worker, keeping blocks in place where possible.
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Rows of each block.
+    current : sequence of str or None
+        Worker holding each block now (``None`` or a worker not in ``workers``: not placed).
+    workers : sequence of str
+        Workers to place on.
+
+    Returns
+    -------
+    list of str
+        Target worker per block. Blocks not placed go to the least loaded worker, largest
+        first; then a block moves from the most to the least loaded worker while that narrows
+        their gap (each move lowers the sum of squared loads, so this ends). The spread left is
+        less than the largest block. Deterministic: ties break by worker order.
+
+    >>> plan_placement([10] * 4, ["a"] * 4, ["a", "b"])
+    ['b', 'b', 'a', 'a']
+    """
+    if not workers:
+        return [str(c) for c in current]
+    order = {w: k for k, w in enumerate(workers)}
+    load = dict.fromkeys(workers, 0)
+    target: list[str | None] = [c if c in order else None for c in current]
+    for i, w in enumerate(target):
+        if w is not None:
+            load[w] += rows[i]
+    for i in sorted((i for i, w in enumerate(target) if w is None), key=lambda i: -rows[i]):
+        w = min(workers, key=lambda w: (load[w], order[w]))
+        target[i] = w
+        load[w] += rows[i]
+    while True:
+        hi = max(workers, key=lambda w: (load[w], -order[w]))
+        lo = min(workers, key=lambda w: (load[w], order[w]))
+        gap = load[hi] - load[lo]
+        movable = [i for i, w in enumerate(target) if w == hi and 0 < rows[i] < gap]
+        if not movable:
+            break
+        i = min(movable, key=lambda i: (abs(gap - 2 * rows[i]), i))
+        target[i] = lo
+        load[hi] -= rows[i]
+        load[lo] += rows[i]
+    return [str(w) for w in target]
+
+
+def worker_groups(client: Any) -> list[list[str]]:
+    """Running workers grouped by device class (GPU workers, then CPU workers), sorted."""
+    info = client.scheduler_info()["workers"]
+    gpu = sorted(w for w, d in info.items() if (d.get("resources") or {}).get("GPU", 0) > 0)
+    cpu = sorted(w for w in info if w not in gpu)
+    return [g for g in (gpu, cpu) if g]
+
+
+def block_workers(client: Any, futures: Sequence[Any]) -> list[str | None]:
+    """The worker holding each future's data (the first replica), ``None`` if not in memory."""
+    who = client.who_has(list(futures))
+    return [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
+
+
+def plan_for_cluster(client: Any, rows: Sequence[int],
+                     current: Sequence[str | None]) -> list[str]:
+    """:func:`plan_placement` per device class of the running workers.
+
+    A block stays within the device class of the worker holding it; blocks held nowhere go
+    to the first class (GPU workers if any).
+    """
+    groups = worker_groups(client)
+    target = [str(c) for c in current]
+    for k, group in enumerate(groups):
+        members = [i for i, c in enumerate(current)
+                   if c in group or (k == 0 and not any(c in g for g in groups))]
+        plan = plan_placement([rows[i] for i in members], [current[i] for i in members], group)
+        for i, w in zip(members, plan, strict=True):
+            target[i] = w
+    return target
+
+
+def move_block(block: Any) -> Any:
+    """``block`` (a NamedTuple of arrays) copied into memory this worker owns.
+
+    Arrays a worker receives are views into message frames, often misaligned, which slows
+    row gathers and sends ``matmul`` down a slower, differently rounding loop (TECH_NOTES:
+    Memory and the worker process); a block built in place owns aligned memory.
+    """
+    from .backend import namespace
+
+    def own(a: Any) -> Any:
+        if a is None:
+            return None
+        if isinstance(a, np.ndarray):
+            out = np.empty(a.shape, dtype=a.dtype)  # NumPy's allocator aligns
+            out[...] = a
+            return out
+        xp = namespace(a)
+        return xp.asarray(a, copy=True)
+
+    return type(block)(*(own(a) for a in block))
+
+
+def rebalance(client: Any, blocks: Any, *, name: str = "placed-block") -> Any:
+    """``blocks`` (a :class:`~pipeline.blocks.BlockSet`) spread across the running workers.
+
+    Call it between rounds (at an epoch boundary), e.g. after a worker was lost (its blocks
+    were rebuilt wherever Dask chose) or joined (it holds nothing yet). Returns ``blocks``
+    itself when nothing needs to move, else a new BlockSet whose moved futures are copies
+    placed on their target worker (rebuilt elsewhere from lineage if it is lost), with the
+    same rows, in the same order. The caller releases the old futures by dropping them.
+    """
+    from distributed import wait
+
+    current = block_workers(client, blocks.futures)
+    target = plan_for_cluster(client, blocks.rows, current)
+    moves = [i for i, (c, t) in enumerate(zip(current, target, strict=True)) if c != t]
+    if not moves:
+        return blocks
+    tag = uuid.uuid4().hex[:8]
+    futures = list(blocks.futures)
+    for i in moves:
+        futures[i] = client.submit(move_block, blocks.futures[i], key=f"{name}-{tag}-{i}",
+                                   workers=[target[i]], allow_other_workers=False)
+    with client.as_current():
+        wait([futures[i] for i in moves])
+    release_restrictions(client, [futures[i].key for i in moves])
+    return blocks._replace(futures=futures)
+
+
+def _loosen(dask_scheduler: Any, keys: list[Any]) -> None:
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is not None:
+            ts.loose_restrictions = True
+
+
+def release_restrictions(client: Any, keys: Sequence[Any]) -> None:
+    """Let Dask recompute ``keys`` on any worker if their pinned worker is lost.
+
+    Placement pins a task to its worker strictly while it runs: with loose restrictions work
+    stealing may run it on an idle worker instead (seen with small blocks). Once the data is in
+    place the pin only matters for recomputation from lineage, where a strict pin to a lost
+    worker would wait forever. ``TaskState.loose_restrictions`` is distributed's own flag for
+    ``allow_other_workers=True`` (internal, hence the ``<2027`` pin and the worker-loss test).
+    """
+    client.run_on_scheduler(_loosen, keys=list(keys))
