@@ -12,7 +12,7 @@ from pipeline import nn
 from pipeline.blocks import Block
 from pipeline.train import TrainConfig
 from pipeline.train.strategies import Balancer as _Balancer
-from pipeline.train.tasks import fold_local, partitions_local_steps
+from pipeline.train.tasks import Rate, fold_local, partitions_local_steps
 
 
 def test_balancer_gives_slow_workers_fewer_steps():
@@ -37,7 +37,7 @@ def test_unequal_local_steps_average_is_rows_weighted():
     steps = 4
     schedules = [tuple((0, s, 30) for s in range(1)), tuple((0, s, 30) for s in range(3))]
     out = fold_local([partitions_local_steps(blocks, [0, 1], params, [None, None], spec,
-                                             cfg.inner_optimizer(), cfg.alpha, 0.1, schedules,
+                                             cfg.inner_optimizer(), cfg.alpha, Rate(0.1), schedules,
                                              steps, cfg.random_state, cfg.shuffle)],
                      split_every=8)
     # serial oracle: plain SGD on each block's rows, weighted by the rows it used
