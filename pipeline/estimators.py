@@ -116,6 +116,7 @@ class _BaseMLP(BaseEstimator):
         warmup_fraction: float = 0.0,
         clip_norm: float | None = None,
         dropout: float | Sequence[float] = 0.0,
+        replicas: int | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -153,6 +154,7 @@ class _BaseMLP(BaseEstimator):
         self.warmup_fraction = warmup_fraction
         self.clip_norm = clip_norm
         self.dropout = dropout
+        self.replicas = replicas
 
     # ------------------------------------------------------------------ configuration ---------
 
@@ -197,6 +199,7 @@ class _BaseMLP(BaseEstimator):
             split_every=self.split_every, random_state=seed, balance=self.balance,
             rounds_ahead=self.rounds_ahead,
             scheduled_rate=self.learning_rate == "cosine" or bool(self.warmup_fraction),
+            replicas=self.replicas,
         )
 
     def _optimizer(self, config: TrainConfig, spec: nn.MLPSpec,

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "block_workers", "move_block", "plan_for_cluster", "plan_placement", "rebalance",
+    "block_workers", "colocate", "move_block", "place", "plan_for_cluster", "plan_placement",
+    "rebalance",
     "release_restrictions", "worker_groups",
 ]
 
@@ -138,11 +139,42 @@ def rebalance(client: Any, blocks: Any, *, name: str = "placed-block") -> Any:
     placed on their target worker (rebuilt elsewhere from lineage if it is lost), with the
     same rows, in the same order. The caller releases the old futures by dropping them.
     """
+    current = block_workers(client, blocks.futures)
+    return place(client, blocks, plan_for_cluster(client, blocks.rows, current), name=name)
+
+
+def colocate(client: Any, blocks: Any, units: Sequence[Sequence[int]], *,
+             name: str = "colocated-block") -> Any:
+    """``blocks`` with every unit's blocks (e.g. a local-SGD replica's) on one worker, units
+    spread across the running workers by rows (greedy, largest first; a unit stays where most
+    of its rows already are when that worker is among the least loaded)."""
+    current = block_workers(client, blocks.futures)
+    workers = sorted(w for group in worker_groups(client) for w in group)
+    load = dict.fromkeys(workers, 0)
+    target: list[str | None] = list(current)
+    order = sorted(range(len(units)), key=lambda u: -sum(blocks.rows[i] for i in units[u]))
+    for u in order:
+        rows = sum(blocks.rows[i] for i in units[u])
+        least = min(load.values())
+        here: dict[str, int] = {}
+        for i in units[u]:
+            if current[i] in load:
+                here[current[i]] = here.get(current[i], 0) + blocks.rows[i]
+        candidates = [w for w in workers if load[w] == least]
+        w = max(candidates, key=lambda c: (here.get(c, 0), -workers.index(c)))
+        load[w] += rows
+        for i in units[u]:
+            target[i] = w
+    return place(client, blocks, target, name=name)
+
+
+def place(client: Any, blocks: Any, target: Sequence[str | None], *, name: str) -> Any:
+    """``blocks`` with block ``i`` moved to worker ``target[i]`` (None: left where it is)."""
     from distributed import wait
 
     current = block_workers(client, blocks.futures)
-    target = plan_for_cluster(client, blocks.rows, current)
-    moves = [i for i, (c, t) in enumerate(zip(current, target, strict=True)) if c != t]
+    moves = [i for i, (c, t) in enumerate(zip(current, target, strict=True))
+             if t is not None and c != t]
     if not moves:
         return blocks
     tag = uuid.uuid4().hex[:8]

@@ -68,6 +68,7 @@ class TrainConfig:
     balance: str = "none"
     rounds_ahead: int = 4
     scheduled_rate: bool = False  # the optimizer follows its own schedule (warm-up, cosine)
+    replicas: int | None = None  # sync="average": contiguous runs of blocks per replica
 
     def validate(self) -> None:
         checks = [
@@ -91,6 +92,8 @@ class TrainConfig:
             ),
             (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
             (self.rounds_ahead >= 1, f"rounds_ahead must be >= 1, got {self.rounds_ahead}"),
+            (self.replicas is None or self.replicas >= 1,
+             f"replicas must be >= 1 or None, got {self.replicas}"),
             (self.balance in BALANCE_MODES,
              f"balance must be one of {BALANCE_MODES}, got {self.balance!r}"),
             (self.balance == "none" or self.sync == "average",
@@ -151,7 +154,8 @@ def make_strategy(config: TrainConfig,
     if config.sync == "gradient":
         return GradientSync(optimizer, config.alpha, config.batch_size, config.rounds_ahead)
     return LocalSGD(optimizer, config.alpha, config.batch_size, config.local_steps,
-                    config.outer_learning_rate, config.outer_momentum, config.balance)
+                    config.outer_learning_rate, config.outer_momentum, config.balance,
+                    config.replicas)
 
 
 def _stopping_rule(config: TrainConfig) -> StoppingRule:

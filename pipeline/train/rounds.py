@@ -32,6 +32,7 @@ from .tasks import (
     partition_grads,
     partition_scores,
     partitions_local_steps,
+    replica_local_steps,
     round_metrics,
 )
 
@@ -64,6 +65,7 @@ class Rounds:
         self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
         self._lost: set[str] = set()  # workers already reported lost
+        self.colocated = False  # units' blocks moved together (LocalSGD with replicas)
 
     # ------------------------------------------------------------ placement ---------------------
 
@@ -83,6 +85,16 @@ class Rounds:
         return groups
 
     def refresh_placement(self) -> None:
+        self._placement = None
+
+    def colocate(self, units: list[list[int]]) -> None:
+        """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
+        Placement never changes the numbers: tasks are keyed to block positions."""
+        from ..placement import colocate
+
+        moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units)
+        self.block_keys = list(moved.futures)
+        self.colocated = True
         self._placement = None
 
     def per_worker_graph(self, name: str, token: str, futures: list[Any],
@@ -254,6 +266,27 @@ class Rounds:
             lambda futs, idx: (partitions_local_steps, futs, idx, literal,
                                [states[i] for i in idx], self.model, *step_args,
                                [schedules[i] for i in idx], steps, seed, shuffle))
+        root = f"combine_deltas-{token}"
+        dsk[root] = (fold_local, leaves, self.split_every)
+        (out,) = self.run(dsk, [root], "average")
+        return out.partial, list(out.states)
+
+    def replica_steps(self, params: np.ndarray, states: list[Any], step_args: tuple[Any, ...],
+                      units: list[list[int]],
+                      schedules: list[tuple[tuple[int, int, int], ...]], steps: int, seed: int,
+                      shuffle: bool) -> tuple[Partial, list[Any]]:
+        """One local-SGD round over replicas: a ``replica_local_steps`` task per replica (its
+        blocks colocated on one worker), changes folded by replica position."""
+        token = tokenize(self.run_id, "replicas", schedules)
+        literal = _literal(params)
+        dsk: dict[Any, Any] = {}
+        leaves = []
+        for r, idx in enumerate(units):
+            key = (f"replica_local_steps-{token}", r)
+            dsk[key] = (replica_local_steps, [self.block_keys[i] for i in idx], idx, r,
+                        literal, states[r], self.model, *step_args, schedules[r], steps, seed,
+                        shuffle)
+            leaves.append(key)
         root = f"combine_deltas-{token}"
         dsk[root] = (fold_local, leaves, self.split_every)
         (out,) = self.run(dsk, [root], "average")

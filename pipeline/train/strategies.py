@@ -156,9 +156,31 @@ class Balancer:
                 else local_steps for w in self.worker]
 
 
+def replica_groups(rows: Sequence[int], replicas: int) -> list[list[int]]:
+    """Blocks cut into ``replicas`` contiguous runs of about equal rows (by block position
+    only, so the grouping does not depend on the cluster). Fewer runs when there are fewer
+    blocks than replicas."""
+    total = sum(rows)
+    r = max(1, min(int(replicas), len(rows)))
+    groups: list[list[int]] = [[] for _ in range(r)]
+    before = 0
+    for i, n in enumerate(rows):
+        mid = before + n / 2  # a block goes to the replica its middle row falls in
+        groups[min(r - 1, int(mid * r / total)) if total else i % r].append(i)
+        before += n
+    return [g for g in groups if g]
+
+
 @dataclass
 class LocalSGD:
-    """Local SGD with model averaging; ``outer`` (e.g. Nesterov SGD) applies the average."""
+    """Local SGD with model averaging; ``outer`` (e.g. Nesterov SGD) applies the average.
+
+    ``replicas=None``: every block is a replica (its own optimizer state, its own local steps).
+    ``replicas=R``: the blocks are cut into R contiguous runs (:func:`replica_groups`); each run
+    is one replica, colocated on one worker, trained as one stream whose mini-batches take
+    every block's share of the step (as exact-gradient mode does), so the model depends on R,
+    not on how many blocks hold the rows. With R=1 it is sequential mini-batch training.
+    """
 
     optimizer: optim.GradientTransformation
     alpha: float
@@ -167,6 +189,7 @@ class LocalSGD:
     outer_learning_rate: float = 1.0
     outer_momentum: float = 0.0
     balance: str = "none"
+    replicas: int | None = None
     name: str = "average"
 
     def __post_init__(self) -> None:
@@ -174,27 +197,41 @@ class LocalSGD:
                                nesterov=True)
         self.balancer: Balancer | None = None
 
+    def units(self, rows: Sequence[int]) -> list[list[int]]:
+        """The replicas, as lists of block indices."""
+        if self.replicas is None:
+            return [[i] for i in range(len(rows))]
+        return replica_groups(rows, self.replicas)
+
     def steps_per_epoch(self, rows: Sequence[int]) -> int:
-        # batch_size is each block's local mini-batch (as in DDP / local SGD): the largest
-        # block takes batch_size rows per step, the others proportionally fewer, so every block
-        # sees each of its rows once per epoch in the same number of steps.
-        return steps_for(max(rows), self.batch_size)
+        # batch_size is each replica's local mini-batch (as in DDP / local SGD): the largest
+        # replica takes batch_size rows per step, the others proportionally fewer, so every
+        # replica sees each of its rows once per epoch in the same number of steps.
+        return steps_for(max(sum(rows[i] for i in u) for u in self.units(rows)),
+                         self.batch_size)
 
     def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
         outer = optim.state_to_host(self.outer.init(params)) if self.outer_momentum else None
-        return SyncState(local_states=[None] * n_blocks, outer_state=outer)
+        n_units = n_blocks if self.replicas is None else min(n_blocks, self.replicas)
+        return SyncState(local_states=[None] * n_units, outer_state=outer)
 
     def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
                   on_round: OnRound) -> EpochOutcome:
         rows_per_block = rounds.blocks.rows
-        n_blocks, n_total = len(rows_per_block), int(sum(rows_per_block))
+        n_total = int(sum(rows_per_block))
+        units = self.units(rows_per_block)
+        n_units = len(units)
+        if self.replicas is not None and not getattr(rounds, "colocated", False):
+            rounds.colocate(units)  # once per fit: each replica's blocks on one worker
         steps = self.steps_per_epoch(rows_per_block)
         per_round = steps if self.local_steps is None else min(self.local_steps, steps)
         if self.balancer is None:
-            self.balancer = Balancer(n_blocks, enabled=self.balance == "throughput")
-        cursors = list(state.cursors) if state.cursors is not None else [epoch * steps] * n_blocks
+            self.balancer = Balancer(n_units, enabled=self.balance == "throughput")
+        cursors = list(state.cursors) if state.cursors is not None else [epoch * steps] * n_units
         local_states, outer_state = state.local_states, state.outer_state
+        if local_states is None or len(local_states) != n_units:
+            local_states = [None] * n_units
         step_rows = [sum(span(n, s, steps) for n in rows_per_block) for s in range(steps)]
         loss_sum, rows, times = 0.0, 0, []
         k = 0
@@ -210,9 +247,14 @@ class LocalSGD:
                 schedules.append(tuple((j // steps, j % steps, step_rows[j % steps])
                                        for j in range(c, stop)))
                 cursors[i] = stop
-            part, local_states = rounds.local_steps(
-                params, local_states, (self.optimizer, self.alpha, lr), schedules, steps, seed,
-                shuffle)
+            if self.replicas is None:
+                part, local_states = rounds.local_steps(
+                    params, local_states, (self.optimizer, self.alpha, lr), schedules, steps,
+                    seed, shuffle)
+            else:
+                part, local_states = rounds.replica_steps(
+                    params, local_states, (self.optimizer, self.alpha, lr), units, schedules,
+                    steps, seed, shuffle)
             self.balancer.observe(part.timings, [len(sch) for sch in schedules])
             check_finite(part, round_no + k, "loss or parameter update")
             m = max(part.n, 1)

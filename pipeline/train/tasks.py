@@ -45,6 +45,7 @@ __all__ = [
     "partition_score",
     "partition_scores",
     "partitions_local_steps",
+    "replica_local_steps",
     "round_metrics",
     "step_rows",
 ]
@@ -355,6 +356,57 @@ def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.n
                                                 shuffle)
         out.append((i, (part, optim.state_to_host(new_state))))
     return out
+
+
+def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, params: Any,
+                        state: Any, model: Any, optimizer: optim.GradientTransformation,
+                        alpha: float, learning_rate: Rate,
+                        schedule: tuple[tuple[int, int, int], ...], steps: int, seed: int,
+                        shuffle: bool) -> list[tuple[int, tuple[Partial, Any]]]:
+    """Local SGD of one replica: a contiguous run of blocks trained as one stream.
+
+    Step ``s`` takes, from every block of the replica, the rows that block contributes to
+    global step ``s`` (its share of its own epoch order, as in exact-gradient mode), so a
+    replica's mini-batches are stratified over its blocks and the model it trains does not
+    depend on how its rows are cut into blocks. Returns ``[(replica, (partial, state))]``.
+    """
+    start = time.perf_counter()
+    X0 = blocks[0].X
+    xp = namespace(X0)
+    w0 = xp.asarray(params, device=device(X0), dtype=X0.dtype)
+    w = w0
+    state = optimizer.init(w) if state is None else optim.state_to_device(state, X0)
+    state = learning_rate.apply(state)
+    spaces = [workspace_for(i, b.X) for b, i in zip(blocks, indices, strict=True)]
+    loss_total, rows_total = 0.0, 0
+    for epoch, step, global_rows in schedule:
+        xs, ys = [], []
+        for b, i, ws in zip(blocks, indices, spaces, strict=True):
+            n = b.X.shape[0]
+            lo, hi = step_rows(n, step, steps)
+            if hi > lo:
+                Xi, Yi = _rows(b.X, b.Y, epoch_order(n, seed, i, epoch, shuffle), lo, hi, ws)
+                xs.append(Xi)
+                ys.append(Yi)
+        if not xs:
+            continue
+        Xb, Yb = (xs[0], ys[0]) if len(xs) == 1 else (xp.concat(xs, axis=0), xp.concat(ys, axis=0))
+        m = int(Xb.shape[0])
+        loss, grad = model.loss_and_grad(w, Xb, Yb,
+                                         ctx=_step_context(spaces[0], seed, indices[0], epoch,
+                                                           step))
+        pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
+        g = grad / float(m) + pen_grad
+        updates, state = optimizer.update(g, state, w)
+        w = optim.apply_updates(w, updates)
+        loss_total += loss + pen * m
+        rows_total += m
+    delta = (w - w0) * float(rows_total)
+    seconds = time.perf_counter() - start
+    timing = ((replica, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
+               rows_total),)
+    return [(replica, (Partial(loss_total, delta, rows_total, timing),
+                       optim.state_to_host(state)))]
 
 
 class LocalResult(NamedTuple):
