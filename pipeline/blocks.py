@@ -334,10 +334,11 @@ def split_blocks(client: Any, blocks: BlockSet, fraction: float, seed: int) -> t
     The held-out rows depend only on ``seed`` and the block index, never on the workers.
     """
     idx = list(range(len(blocks.futures)))
-    train = client.map(_split_block, blocks.futures, fraction=fraction, seed=seed, index=idx,
-                       keep_valid=False, key=[f"train-{f.key}" for f in blocks.futures])
-    valid = client.map(_split_block, blocks.futures, fraction=fraction, seed=seed, index=idx,
-                       keep_valid=True, key=[f"valid-{f.key}" for f in blocks.futures])
+    # idx is mapped (positional), not a keyword: client.map passes keywords whole to every call
+    train = client.map(_split_block, blocks.futures, [fraction] * len(idx), [seed] * len(idx),
+                       idx, [False] * len(idx), key=[f"train-{f.key}" for f in blocks.futures])
+    valid = client.map(_split_block, blocks.futures, [fraction] * len(idx), [seed] * len(idx),
+                       idx, [True] * len(idx), key=[f"valid-{f.key}" for f in blocks.futures])
     counts = [_split_rows(n, fraction, seed, i) for i, n in enumerate(blocks.rows)]
     with client.as_current():
         wait(train + valid)

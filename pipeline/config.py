@@ -104,9 +104,10 @@ class TrainSection:
     max_iter: int = 10
     batch_size: int | None = 1024
     sync: Literal["gradient", "average"] = "average"
-    local_steps: int | None = None
+    local_steps: int | Literal["auto"] | None = "auto"
+    replicas: int | Literal["auto"] | None = "auto"
     outer_learning_rate: float = 1.0
-    outer_momentum: float = 0.0
+    outer_momentum: float = 0.5
     balance: Literal["none", "throughput"] = "none"
     split_every: int = 8
     early_stopping: bool = False

@@ -115,7 +115,7 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
     if validation_data is not None:
         valid = to_blocks(client, *validation_data, classification=True, classes=classes,
                           dtype=student.dtype, min_block_rows=student.min_block_rows)
-    config = student._train_config(blocks.n_samples, student._seed())
+    config = student._train_config(blocks.n_samples, student._seed(), client)
     spec = student._spec(blocks.n_features, blocks.n_outputs)
     result = train(client, blocks, model=spec, config=config,
                    optimizer=student._optimizer(config, spec, blocks.rows), validation=valid,

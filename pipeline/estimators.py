@@ -103,10 +103,10 @@ class _BaseMLP(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
-        sync: str = "gradient",
-        local_steps: int | None = None,
+        sync: str = "average",
+        local_steps: int | str | None = "auto",
         outer_learning_rate: float = 1.0,
-        outer_momentum: float = 0.0,
+        outer_momentum: float = 0.5,
         balance: str = "none",
         rounds_ahead: int = 4,
         split_every: int = 8,
@@ -116,7 +116,7 @@ class _BaseMLP(BaseEstimator):
         warmup_fraction: float = 0.0,
         clip_norm: float | None = None,
         dropout: float | Sequence[float] = 0.0,
-        replicas: int | None = None,
+        replicas: int | str | None = "auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -177,7 +177,7 @@ class _BaseMLP(BaseEstimator):
             return int(rs.randint(2**31 - 1))
         raise ValueError(f"random_state must be an int, None or a RandomState, got {rs!r}")
 
-    def _train_config(self, n_samples: int, seed: int) -> TrainConfig:
+    def _train_config(self, n_samples: int, seed: int, client: Any = None) -> TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         bs = self.batch_size
@@ -194,13 +194,42 @@ class _BaseMLP(BaseEstimator):
             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, alpha=self.alpha,
             batch_size=bs, max_iter=self.max_iter, max_fun=self.max_fun, shuffle=self.shuffle,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            early_stopping=self.early_stopping, sync=self.sync, local_steps=self.local_steps,
+            early_stopping=self.early_stopping, sync=self.sync,
+            local_steps=self._local_steps(bs),
             outer_learning_rate=self.outer_learning_rate, outer_momentum=self.outer_momentum,
             split_every=self.split_every, random_state=seed, balance=self.balance,
             rounds_ahead=self.rounds_ahead,
             scheduled_rate=self.learning_rate == "cosine" or bool(self.warmup_fraction),
-            replicas=self.replicas,
+            replicas=self._replicas(client),
         )
+
+    # Rows each replica trains on between two averagings when local_steps="auto": ~30 ms of
+    # a small MLP's compute per worker, so a round's fixed cost (~15 ms here) stays a fraction
+    # of it, while averaging stays frequent enough to keep accuracy per epoch (see
+    # benchmarks/RESULTS.md, time to accuracy).
+    AUTO_ROWS_PER_ROUND = 16_384
+
+    def _local_steps(self, batch_size: int | None) -> int | None:
+        if self.local_steps != "auto":
+            if self.local_steps is not None and (
+                    not isinstance(self.local_steps, numbers.Integral) or self.local_steps < 1):
+                raise ValueError(f"local_steps must be 'auto', None or a positive int, got "
+                                 f"{self.local_steps!r}")
+            return self.local_steps
+        if batch_size is None:
+            return None
+        return max(1, -(-self.AUTO_ROWS_PER_ROUND // batch_size))
+
+    def _replicas(self, client: Any) -> int | None:
+        """``"auto"``: one replica per worker of the cluster when the fit starts."""
+        if self.replicas != "auto":
+            if self.replicas is not None and (
+                    not isinstance(self.replicas, numbers.Integral) or self.replicas < 1):
+                raise ValueError(f"replicas must be 'auto', None or a positive int, got "
+                                 f"{self.replicas!r}")
+            return self.replicas
+        workers = len(client.scheduler_info()["workers"]) if client is not None else 1
+        return max(1, workers)
 
     def _optimizer(self, config: TrainConfig, spec: nn.MLPSpec,
                    rows: Sequence[int]) -> optim.GradientTransformation | None:
@@ -290,7 +319,7 @@ class _BaseMLP(BaseEstimator):
             if not 0 < self.validation_fraction < 1:
                 raise ValueError("validation_fraction must be in (0, 1)")
             blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
-        config = self._train_config(blocks.n_samples, seed)
+        config = self._train_config(blocks.n_samples, seed, client)
         spec = self._spec(blocks.n_features, blocks.n_outputs)
         params = None
         if self.warm_start and hasattr(self, "params_"):
@@ -331,7 +360,7 @@ class _BaseMLP(BaseEstimator):
         """One epoch on ``blocks`` continuing the optimizer state, ``n_iter_`` and ``t_`` of the
         previous call, as scikit-learn's ``partial_fit`` does."""
         seed = self._seed()
-        config = self._train_config(blocks.n_samples, seed)
+        config = self._train_config(blocks.n_samples, seed, client)
         if config.solver == "lbfgs":
             raise ValueError("partial_fit is not available for solver='lbfgs' "
                              "(as in scikit-learn); use solver='sgd' or 'adam'")

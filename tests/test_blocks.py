@@ -81,3 +81,21 @@ def test_owned_copies_misaligned_views_once():
     assert out.flags.aligned and out.flags.owndata and out.flags.c_contiguous
     np.testing.assert_array_equal(out, view)
     assert owned(out) is out  # already owned: no second copy
+
+
+def test_split_blocks_holds_out_each_blocks_own_rows_and_counts_them(client):
+    """Every block draws its own held-out rows (seeded by its index) and the BlockSet's row
+    counts are the blocks' real sizes."""
+    from pipeline.blocks import split_blocks
+
+    X = np.arange(2400, dtype=np.float64).reshape(600, 4)
+    y = (X[:, 0] % 3 == 0).astype(int)
+    blocks = to_blocks(client, da.from_array(X, chunks=(150, -1)), da.from_array(y, chunks=150),
+                       classification=True, dtype="float64", min_block_rows=1)
+    train, valid = split_blocks(client, blocks, 0.2, 0)
+    shapes = client.gather(client.map(lambda b: b.X.shape[0], train.futures))
+    vshapes = client.gather(client.map(lambda b: b.X.shape[0], valid.futures))
+    assert train.rows == shapes and valid.rows == vshapes
+    assert all(t + v == 150 for t, v in zip(shapes, vshapes, strict=True))
+    masks = client.gather(client.map(lambda b: (b.X[:, 0] // 4) % 150, valid.futures))
+    assert len({tuple(m) for m in masks}) == 4  # four different held-out sets

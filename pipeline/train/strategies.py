@@ -226,6 +226,10 @@ class LocalSGD:
             rounds.colocate(units)  # once per fit: each replica's blocks on one worker
         steps = self.steps_per_epoch(rows_per_block)
         per_round = steps if self.local_steps is None else min(self.local_steps, steps)
+        if self.replicas is not None:
+            # linear scaling rule (Goyal et al. 2017): averaging R replicas' changes moves the
+            # model like one replica with an R-times larger batch, so each steps R times larger
+            lr = Rate(lr.value * n_units, lr.as_scale)
         if self.balancer is None:
             self.balancer = Balancer(n_units, enabled=self.balance == "throughput")
         cursors = list(state.cursors) if state.cursors is not None else [epoch * steps] * n_units
@@ -255,6 +259,9 @@ class LocalSGD:
                 part, local_states = rounds.replica_steps(
                     params, local_states, (self.optimizer, self.alpha, lr), units, schedules,
                     steps, seed, shuffle)
+            if part.n == 0:
+                raise RuntimeError(f"round {round_no + k + 1} trained on no rows: the blocks "
+                                   f"hold fewer rows than their BlockSet says ({n_total})")
             self.balancer.observe(part.timings, [len(sch) for sch in schedules])
             check_finite(part, round_no + k, "loss or parameter update")
             m = max(part.n, 1)
