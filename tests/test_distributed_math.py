@@ -2,6 +2,7 @@
 no ``pipeline.optim``): exact mini-batch Adam over several blocks on two workers, and local SGD
 with one replica (sequential training); plus the replica strategy's invariants."""
 
+import itertools
 import math
 import warnings
 
@@ -28,7 +29,7 @@ def oracle_minibatch_adam(X, y, block_rows, *, hidden, batch, epochs, lr, alpha,
     rng = np.random.default_rng(seed)
     sizes = [X.shape[1], *hidden, 1]
     W, b = [], []
-    for fi, fo in zip(sizes[:-1], sizes[1:], strict=True):
+    for fi, fo in itertools.pairwise(sizes):
         bound = math.sqrt(6.0 / (fi + fo))
         W.append(rng.uniform(-bound, bound, (fi, fo)))
         b.append(rng.uniform(-bound, bound, fo))
