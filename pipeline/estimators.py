@@ -504,11 +504,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Same parameters as :class:`sklearn.neural_network.MLPClassifier`, plus:
 
-    sync : {"gradient", "average"}
-        ``"gradient"``: one exact synchronous step per mini-batch. ``"average"``: local SGD with
-        ``local_steps`` inner steps per round (default: one epoch per round), far fewer rounds.
+    sync : {"average", "gradient"}
+        ``"average"`` (default): local SGD over ``replicas`` model replicas with ``local_steps``
+        inner steps per round, far fewer rounds. ``"gradient"``: one exact synchronous step per
+        mini-batch (scikit-learn's semantics).
+    replicas : "auto", int or None
+        ``sync="average"``: ``"auto"`` = one replica per worker when ``fit`` starts; an int
+        makes the model independent of the cluster size; ``None`` = one per block.
     local_steps, outer_learning_rate, outer_momentum
-        Local-SGD settings (``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps).
+        Local-SGD settings: ``local_steps="auto"`` ≈ 16,384 rows per replica per round;
+        ``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps (default 0.5).
+    weight_decay, warmup_fraction, clip_norm, dropout
+        AdamW's decoupled weight decay (``solver="adamw"``), linear warm-up over a fraction of
+        the run's updates, global gradient-norm clipping, dropout after each hidden layer.
     balance : {"none", "throughput"}
         ``"throughput"`` (with ``sync="average"``): blocks on slower workers (a CPU worker next
         to a GPU worker, a loaded machine) take proportionally fewer local steps per round,
