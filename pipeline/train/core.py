@@ -280,6 +280,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
         rounds.refresh_placement()
+        rounds.keep_spread()
         first_round = round_no
 
         def on_round(part: Any, seconds: float, loss: float, last: bool,

@@ -66,6 +66,8 @@ class Rounds:
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
         self._lost: set[str] = set()  # workers already reported lost
         self.colocated = False  # units' blocks moved together (LocalSGD with replicas)
+        self._units: list[list[int]] | None = None
+        self._workers_seen: frozenset[str] | None = None
 
     # ------------------------------------------------------------ placement ---------------------
 
@@ -87,6 +89,23 @@ class Rounds:
     def refresh_placement(self) -> None:
         self._placement = None
 
+    def keep_spread(self) -> None:
+        """At an epoch boundary: when workers were lost or joined since the last look, spread
+        the blocks again (replicas: colocate again), so no worker idles while another holds
+        most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
+        workers = frozenset(self.client.scheduler_info()["workers"])
+        seen, self._workers_seen = self._workers_seen, workers
+        if seen is None or seen == workers or not workers:
+            return
+        if self.colocated and self._units is not None:
+            self.colocate(self._units)
+            return
+        from ..placement import rebalance
+
+        moved = rebalance(self.client, self.blocks._replace(futures=self.block_keys))
+        self.block_keys = list(moved.futures)
+        self._placement = None
+
     def colocate(self, units: list[list[int]]) -> None:
         """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
         Placement never changes the numbers: tasks are keyed to block positions."""
@@ -95,6 +114,7 @@ class Rounds:
         moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units)
         self.block_keys = list(moved.futures)
         self.colocated = True
+        self._units = units
         self._placement = None
 
     def per_worker_graph(self, name: str, token: str, futures: list[Any],
