@@ -375,7 +375,8 @@ class _BaseMLP(BaseEstimator):
                                   optimizer)
             if previous is not None and previous.params.shape == self.params_.shape:
                 same_blocks = (previous.local_states is not None
-                               and len(previous.local_states) == len(blocks.futures))
+                               and state.local_states is not None
+                               and len(previous.local_states) == len(state.local_states))
                 state = state._replace(
                     opt_state=previous.opt_state if previous.opt_state is not None
                     else state.opt_state,

@@ -144,6 +144,7 @@ def test_adamw_cosine_warmup_clip_dropout_reach_the_trainer(client):
     Xd, yd = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
     kw = dict(hidden_layer_sizes=(16, 8), solver="adamw", weight_decay=0.05,
               learning_rate="cosine", warmup_fraction=0.2, clip_norm=1.0, dropout=(0.2, 0.0),
+              sync="gradient",  # one global optimizer state to read the schedule from
               batch_size=50, max_iter=4, random_state=0, min_block_rows=1,
               learning_rate_init=0.01)
     with pytest.warns(ConvergenceWarning):
