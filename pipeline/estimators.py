@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from . import nn, optim
-from .backend import frame_to_array, namespace, to_host
+from .backend import device, frame_to_array, namespace, to_device_of, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
@@ -42,7 +42,7 @@ def _forward_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) 
     X = _as_matrix(part, dtype)
     if X.shape[0] == 0:
         xp = namespace(X)
-        return xp.zeros((0, spec.layer_sizes[-1]), dtype=X.dtype)
+        return xp.zeros((0, spec.layer_sizes[-1]), dtype=X.dtype, device=device(X))
     return nn.forward(spec, params, X)
 
 
@@ -60,8 +60,8 @@ def _predict_class_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype:
     xp = namespace(proba)
     idx = xp.argmax(proba, axis=1)
     if classes.dtype.kind in "biuf" and not xp.__name__.endswith("numpy"):
-        return xp.take(xp.asarray(classes), idx)
-    return classes[to_host(idx)]
+        return xp.take(to_device_of(classes, idx), idx)  # numeric labels stay on the device
+    return classes[to_host(idx)]  # strings (which CuPy cannot hold) come to the host
 
 
 def _predict_value_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) -> Any:
