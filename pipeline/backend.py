@@ -40,6 +40,7 @@ __all__ = [
     "to_device_of",
     "to_host",
     "to_worker_device",
+    "uint64_bits",
     "values_of",
     "worker_device",
 ]
@@ -132,20 +133,32 @@ def to_device_of(x: Any, like: Any, dtype: Any = None) -> Any:
 
 
 def on_one_device(*arrays: Any) -> tuple[Any, ...]:
-    """``arrays`` (``None`` passes through) in one namespace on one device: unchanged if they
-    already share one, else all copied to the host as NumPy arrays.
+    """``arrays`` (``None`` passes through) in one namespace on one device.
 
-    The meeting point of data that lives on different devices, e.g. string labels (which
-    CuPy cannot hold, so they stay on the host) next to scores computed on a GPU.
+    Unchanged if they already share one. Otherwise host arrays of numbers (or booleans) join
+    the device arrays when those share one device; if any array cannot go there (strings, which
+    CuPy cannot hold) or the device arrays disagree, all meet on the host as NumPy arrays. The
+    meeting point of, e.g., string labels kept on the host and scores computed on a GPU.
     """
     present = [a for a in arrays if a is not None]
-    try:
-        namespace(*present)
-        if len({repr(device(a)) for a in present}) <= 1:
-            return arrays
-    except TypeError:  # several namespaces
-        pass
+    if _one_device(present):
+        return arrays
+    on_device = [a for a in present if not is_numpy_array(a)]
+    numeric_host = all(a.dtype.kind in "biuf" for a in present if is_numpy_array(a))
+    if on_device and numeric_host and _one_device(on_device):
+        like = on_device[0]
+        return tuple(to_device_of(a, like) if is_numpy_array(a) else a for a in arrays)
     return tuple(None if a is None else to_host(a) for a in arrays)
+
+
+def _one_device(arrays: list[Any]) -> bool:
+    if len(arrays) <= 1:
+        return True
+    try:
+        namespace(*arrays)
+    except TypeError:  # several namespaces
+        return False
+    return len({repr(device(a)) for a in arrays}) <= 1
 
 
 def is_cudf(obj: Any) -> bool:
@@ -205,6 +218,16 @@ def values_of(obj: Any) -> Any:
     if hasattr(obj, "iloc") and not is_array_api_obj(obj):  # pandas Series/DataFrame
         return np.asarray(obj)
     return obj
+
+
+def uint64_bits(x: Any) -> Any:
+    """The bit pattern of each element of a numeric array, zero-extended to uint64, in ``x``'s
+    namespace and on its device. Reinterpreting bits is not in the array API: NumPy and CuPy
+    view the memory; other namespaces go through the host."""
+    if is_numpy_array(x) or is_cupy_array(x):
+        return x.view(f"u{x.dtype.itemsize}").astype("uint64")
+    host = to_host(x)
+    return to_device_of(host.view(f"u{host.dtype.itemsize}").astype(np.uint64), x)
 
 
 def worker_device() -> str:
