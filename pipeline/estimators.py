@@ -34,7 +34,7 @@ def _as_matrix(part: Any, dtype: Any) -> Any:
     if hasattr(part, "iloc") or hasattr(part, "to_cupy"):
         return frame_to_array(part, dtype=dtype)
     xp = namespace(part)
-    arr = xp.astype(xp.asarray(part), dtype)
+    arr = xp.astype(xp.asarray(part), getattr(xp, np.dtype(dtype).name))  # the namespace's dtype
     return arr if arr.ndim == 2 else xp.reshape(arr, (-1, 1))
 
 
