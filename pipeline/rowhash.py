@@ -35,8 +35,9 @@ def row_hash(part: Any) -> Any:
     the cuDF partition can live on the GPU)."""
     if not is_cudf(part):
         return pd.util.hash_pandas_object(part, index=False).to_numpy()
-    columns = [part[c] for c in part.columns] if hasattr(part, "columns") else [part]
-    hashes = [column_hash(c) for c in columns]
+    if not hasattr(part, "columns"):  # a Series: pandas hashes its values, uncombined
+        return column_hash(part)
+    hashes = [column_hash(part[c]) for c in part.columns]
     like = next((h for h in hashes if not isinstance(h, np.ndarray)), None)
     if like is not None:
         hashes = [to_device_of(h, like) for h in hashes]
