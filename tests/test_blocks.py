@@ -105,6 +105,7 @@ def test_cudf_partitions_make_the_blocks_pandas_makes(labels):
     ``to_cupy()``, which raises for them inside the task; now they reach the host and give
     the block the pandas partition gives, on the features' device."""
     from fake_cudf import DataFrame, Series
+
     from pipeline.backend import to_host
 
     xs = pytest.importorskip("array_api_strict")
@@ -125,6 +126,7 @@ def test_cudf_partitions_make_the_blocks_pandas_makes(labels):
 ])
 def test_missing_labels_are_counted_not_crashed_on(labels):
     from fake_cudf import DataFrame, Series
+
     from pipeline.blocks import _block_summary, _raw_block
 
     xs = pytest.importorskip("array_api_strict")
