@@ -296,7 +296,7 @@ def to_blocks(
                 labels = [s["labels"] for s in summaries if s["rows"]]
                 cls_arr = np.unique(np.concatenate(labels))
             else:
-                cls_arr = np.asarray(classes)
+                cls_arr = to_host(classes)  # the user's classes may be a CuPy array
             if len(cls_arr) < 2:
                 raise ValueError(
                     f"the label has a single class {cls_arr.tolist()}: a classifier needs at "

@@ -361,7 +361,7 @@ class _BaseMLP(BaseEstimator):
         self._partial_state = (result.state._replace(history=[], cursors=None)
                                if result.state.opt_state is not None
                                or result.state.local_states is not None else None)
-        self.params_ = np.asarray(result.params)
+        self.params_ = to_host(result.params)
         self.spec_ = spec
         layers = nn.unpack(spec, self.params_)
         self.coefs_ = [np.asarray(W) for W, _ in layers]
@@ -522,7 +522,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_iter, self.warm_start = 1, True
         try:
             client = current_client(kwargs.pop("client", None))
-            cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
+            cls = self.classes_ if hasattr(self, "classes_") else np.unique(to_host(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
                                min_block_rows=self.min_block_rows)
             self._partial_fit_blocks(client, blocks, X, "MLPClassifier.partial_fit")

@@ -26,6 +26,22 @@ import numpy as np
 import pandas as pd
 
 
+class Index:
+    __module__ = "cudf.core.index"
+
+    def __init__(self, n: int) -> None:
+        self._i = pd.RangeIndex(n)
+
+    def __len__(self) -> int:
+        return len(self._i)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a host NumPy array via __array__ is not allowed")
+
+    def to_pandas(self) -> pd.Index:
+        return self._i
+
+
 class Series:
     __module__ = "cudf.core.series"  # what pipeline.backend.is_cudf looks at
 
@@ -35,6 +51,10 @@ class Series:
 
     def __len__(self) -> int:
         return len(self._s)
+
+    @property
+    def index(self) -> Index:
+        return Index(len(self))
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError("Implicit conversion to a host NumPy array via __array__ is not allowed")
@@ -100,6 +120,10 @@ class DataFrame:
 
     def __len__(self) -> int:
         return len(next(iter(self._columns.values())))
+
+    @property
+    def index(self) -> Index:
+        return Index(len(self))
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError("Implicit conversion to a host NumPy array via __array__ is not allowed")
