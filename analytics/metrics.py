@@ -438,7 +438,7 @@ def log_loss(y_true, y_proba, *, normalize=True, sample_weight=None, labels=None
 
     present = s.labels
     if labels is not None:
-        labels = np.asarray(labels)
+        labels = to_host(labels)  # a CuPy array of labels too (np.asarray refuses it)
         classes = np.unique(labels)
         if classes.shape != labels.shape or not np.all(classes == labels):
             warnings.warn(
