@@ -57,7 +57,7 @@ import sklearn.metrics as skm
 from dask.base import is_dask_collection
 from sklearn.exceptions import UndefinedMetricWarning
 
-from pipeline.backend import device, is_cudf, namespace, to_host
+from pipeline.backend import device, is_cudf, namespace, on_one_device, to_host, values_of
 from pipeline.reduce import tree_reduce
 
 __all__ = [
@@ -438,7 +438,7 @@ def log_loss(y_true, y_proba, *, normalize=True, sample_weight=None, labels=None
 
     present = s.labels
     if labels is not None:
-        labels = np.asarray(labels)
+        labels = to_host(labels)  # a CuPy array of labels too (np.asarray refuses it)
         classes = np.unique(labels)
         if classes.shape != labels.shape or not np.all(classes == labels):
             warnings.warn(
@@ -608,7 +608,7 @@ def partition_pairs(i, y_true, y_other, weight, other="y_pred"):
         o = _labels_1d(i, other, o)
     w = _weights(i, weight)
     _check_lengths(i, y_true=t, **{other: o}, sample_weight=w)
-    return _pairs(t, o, w)
+    return _pairs(*on_one_device(t, o, w))
 
 
 def combine_pairs(parts):
@@ -622,6 +622,7 @@ def partition_binned_scores(i, y_true, y_score, weight, n_bins, lo, hi):
     s = _vector(i, "y_score", _as_array(y_score))
     w = _weights(i, weight)
     _check_lengths(i, y_true=t, y_score=s, sample_weight=w)
+    t, s, w = on_one_device(t, s, w)
     xp = namespace(s)
     s = xp.astype(s, xp.float64)
     if bool(xp.any(xp.isnan(s))):
@@ -648,6 +649,7 @@ def partition_log_loss(i, y_true, y_proba, weight):
     t = _labels_1d(i, "y_true", _as_array(y_true))
     p = _as_array(y_proba)
     w = _weights(i, weight)
+    t, p, w = on_one_device(t, p, w)
     xp = namespace(p)
     if not xp.isdtype(p.dtype, "real floating"):
         p = xp.astype(p, xp.float64)
@@ -716,11 +718,10 @@ def combine_log_loss(parts):
 
 def partition_regression(i, y_true, y_pred, weight):
     """Partial of the regression metrics: weighted count/mean/M2 of y_true, residual sums."""
-    t, p = _as_array(y_true), _as_array(y_pred)
+    t, p, w = on_one_device(_as_array(y_true), _as_array(y_pred), _weights(i, weight))
     xp = namespace(t, p)
     t = _outputs_2d(i, "y_true", xp.astype(t, xp.float64))
     p = _outputs_2d(i, "y_pred", xp.astype(p, xp.float64))
-    w = _weights(i, weight)
     _check_lengths(i, y_true=t, y_pred=p, sample_weight=w)
     if t.shape[1] != p.shape[1]:
         raise ValueError(
@@ -922,8 +923,10 @@ def _rows_of(data, lengths: Sequence[int], i: int):
 
 
 def _in_memory(c):
-    if c is None or is_cudf(c) or hasattr(c, "__array_namespace__"):
+    if c is None or hasattr(c, "__array_namespace__"):
         return c
+    if is_cudf(c):  # CuPy, or host values for strings (sliced and chunked like arrays)
+        return values_of(c)
     if hasattr(c, "to_numpy"):  # pandas Series/DataFrame
         return c.to_numpy()
     return np.asarray(c)
@@ -937,8 +940,8 @@ def _in_memory(c):
 def _as_array(piece):
     if piece is None:
         return None
-    if is_cudf(piece):
-        return piece.values  # CuPy
+    if is_cudf(piece):  # CuPy; strings and nulls (which .values refuses) on the host
+        return values_of(piece)
     if hasattr(piece, "to_numpy") and not hasattr(piece, "__array_namespace__"):
         return piece.to_numpy()
     return piece

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as pdt
 
-from pipeline.backend import device, is_cudf, namespace, to_host
+from pipeline.backend import device, frame_to_array, is_cudf, namespace, to_host
 from pipeline.reduce import tree_levels, tree_reduce
 
 __all__ = ["HyperLogLog", "Profile", "QuantileSketch", "profile"]
@@ -496,9 +496,7 @@ def _kind(dtype) -> str:
 
 def _float_matrix(frame):
     """Numeric columns as one float64 (n, k) array on the frame's device, NaN where missing."""
-    if is_cudf(frame):
-        return frame.to_cupy(dtype="float64", na_value=np.nan)
-    return frame.to_numpy(dtype="float64", na_value=np.nan)
+    return frame_to_array(frame, np.float64, na_value=np.nan)
 
 
 def _distinct_of(series, limit: int) -> Distinct:

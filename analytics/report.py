@@ -199,8 +199,9 @@ def _sample(y: Any, pred: Any, k: int = SAMPLE_ROWS, seed: int = 0) -> tuple[np.
     """A uniform sample of at most ``k`` (y, prediction) pairs, without knowing the length:
     each row gets a random key, each partition keeps its ``k`` smallest, then the union its."""
     if is_dask_collection(y) != is_dask_collection(pred):
-        y, pred = (np.asarray(dask.compute(y)[0]) if is_dask_collection(y) else y,
-                   np.asarray(dask.compute(pred)[0]) if is_dask_collection(pred) else pred)
+        # computed cuDF/CuPy refuse np.asarray: to_host is the copy to the host
+        y, pred = (to_host(dask.compute(y)[0]) if is_dask_collection(y) else y,
+                   to_host(dask.compute(pred)[0]) if is_dask_collection(pred) else pred)
     if (hasattr(y, "chunks") and hasattr(pred, "chunks") and is_dask_collection(y)
             and not any(math.isnan(c) for c in y.chunks[0]) and y.chunks[0] != pred.chunks[0]):
         pred = pred.rechunk({0: y.chunks[0]})

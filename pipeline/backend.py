@@ -12,7 +12,13 @@ import sys
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_cupy_array, is_numpy_array
+from array_api_compat import (
+    array_namespace,
+    device,
+    is_array_api_obj,
+    is_cupy_array,
+    is_numpy_array,
+)
 
 __all__ = [
     "aligned",
@@ -25,6 +31,7 @@ __all__ = [
     "is_cudf",
     "matmul",
     "namespace",
+    "on_one_device",
     "owned",
     "preferred_device",
     "reduce",
@@ -33,6 +40,8 @@ __all__ = [
     "to_device_of",
     "to_host",
     "to_worker_device",
+    "uint64_bits",
+    "values_of",
     "worker_device",
 ]
 
@@ -108,10 +117,48 @@ def owned(x: Any) -> Any:
     return x
 
 
-def to_device_of(x: Any, like: Any) -> Any:
-    """``x`` (host or device) as an array of ``like``'s namespace on ``like``'s device."""
+def to_device_of(x: Any, like: Any, dtype: Any = None) -> Any:
+    """``x`` (host or device, any namespace) as an array of ``like``'s namespace on ``like``'s
+    device, cast to ``dtype`` when given.
+
+    An array of another namespace crosses through the host first: NumPy cannot read CuPy
+    memory (``np.asarray`` on a CuPy array raises), so a CuPy parameter vector meeting NumPy
+    data, or CuPy predictions meeting host labels, must be copied back explicitly. NumPy input
+    (and Python sequences) go straight to ``like``'s namespace, which reads host memory.
+    """
     xp = namespace(like)
-    return xp.asarray(x, device=device(like))
+    if is_array_api_obj(x) and not is_numpy_array(x) and namespace(x) is not xp:
+        x = to_host(x)
+    return xp.asarray(x, dtype=dtype, device=device(like))
+
+
+def on_one_device(*arrays: Any) -> tuple[Any, ...]:
+    """``arrays`` (``None`` passes through) in one namespace on one device.
+
+    Unchanged if they already share one. Otherwise host arrays of numbers (or booleans) join
+    the device arrays when those share one device; if any array cannot go there (strings, which
+    CuPy cannot hold) or the device arrays disagree, all meet on the host as NumPy arrays. The
+    meeting point of, e.g., string labels kept on the host and scores computed on a GPU.
+    """
+    present = [a for a in arrays if a is not None]
+    if _one_device(present):
+        return arrays
+    on_device = [a for a in present if not is_numpy_array(a)]
+    numeric_host = all(a.dtype.kind in "biuf" for a in present if is_numpy_array(a))
+    if on_device and numeric_host and _one_device(on_device):
+        like = on_device[0]
+        return tuple(to_device_of(a, like) if is_numpy_array(a) else a for a in arrays)
+    return tuple(None if a is None else to_host(a) for a in arrays)
+
+
+def _one_device(arrays: list[Any]) -> bool:
+    if len(arrays) <= 1:
+        return True
+    try:
+        namespace(*arrays)
+    except TypeError:  # several namespaces
+        return False
+    return len({repr(device(a)) for a in arrays}) <= 1
 
 
 def is_cudf(obj: Any) -> bool:
@@ -119,21 +166,68 @@ def is_cudf(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "cudf"
 
 
-def frame_to_array(frame: Any, dtype: Any = np.float32) -> Any:
+def _device_resident(frame: Any) -> bool:
+    """True if every column of a cuDF Series/DataFrame can become a CuPy array as it is:
+    numeric or boolean, without nulls (CuPy has no strings, categoricals or missing values)."""
+    columns = [frame] if not hasattr(frame, "columns") else [frame[c] for c in frame.columns]
+    return all(isinstance(c.dtype, np.dtype) and c.dtype.kind in "biuf" and not c.null_count
+               for c in columns)
+
+
+def _c_contiguous(arr: Any) -> Any:
+    if is_cupy_array(arr) and not arr.flags.c_contiguous:
+        return arr.copy(order="C")  # DataFrame.to_cupy may hand back a column-major matrix
+    return arr
+
+
+def frame_to_array(frame: Any, dtype: Any = np.float32, na_value: Any = None) -> Any:
     """A pandas/cuDF DataFrame or Series as one contiguous 2-D array (NumPy or CuPy).
 
     A Series becomes an ``(n, 1)`` column. Never a view on the frame: the result owns its memory.
+    ``na_value`` (e.g. ``np.nan``) replaces missing values (cuDF nulls, pandas ``NA``); without
+    it a float column's NaN stays NaN and other missing values raise, as in pandas.
     """
     if is_cudf(frame):
-        arr = frame.to_cupy(dtype=dtype) if hasattr(frame, "to_cupy") else frame.values.astype(dtype)
-        import cupy  # only reached with cuDF data, i.e. on a GPU worker
-
-        arr = cupy.ascontiguousarray(arr)
+        # Cast the columns first, then convert: each column is cast directly (as pandas does),
+        # and to_cupy(dtype=...) returned corrupted data on multi-column frames before cuDF
+        # 26.06 (rapidsai/cudf#22136).
+        arr = _c_contiguous(frame.astype(dtype).to_cupy(na_value=na_value))
+    elif na_value is not None:
+        arr = np.ascontiguousarray(frame.to_numpy(dtype=dtype, na_value=na_value))
     else:
         arr = np.ascontiguousarray(np.asarray(frame, dtype=dtype))
     if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
+        arr = namespace(arr).reshape(arr, (-1, 1))
     return arr
+
+
+def values_of(obj: Any) -> Any:
+    """The values of a pandas/cuDF Series or DataFrame (labels, targets, metric inputs) as one
+    array, on the data's device wherever it can live there; arrays pass through unchanged.
+
+    cuDF numeric and boolean columns without nulls become CuPy arrays. Strings, categoricals
+    and columns with nulls come to the host as pandas holds them after ``to_pandas()`` (strings
+    and categories as their values, nulls as ``NaN`` in numeric columns, ``None`` in object
+    ones): CuPy has no such arrays, and cuDF's ``to_cupy``/``.values`` raise for them. pandas
+    objects become ``np.asarray(obj)``.
+    """
+    if is_cudf(obj):
+        if _device_resident(obj):
+            return _c_contiguous(obj.to_cupy())
+        return np.asarray(obj.to_pandas())
+    if hasattr(obj, "iloc") and not is_array_api_obj(obj):  # pandas Series/DataFrame
+        return np.asarray(obj)
+    return obj
+
+
+def uint64_bits(x: Any) -> Any:
+    """The bit pattern of each element of a numeric array, zero-extended to uint64, in ``x``'s
+    namespace and on its device. Reinterpreting bits is not in the array API: NumPy and CuPy
+    view the memory; other namespaces go through the host."""
+    if is_numpy_array(x) or is_cupy_array(x):
+        return x.view(f"u{x.dtype.itemsize}").astype("uint64")
+    host = to_host(x)
+    return to_device_of(host.view(f"u{host.dtype.itemsize}").astype(np.uint64), x)
 
 
 def worker_device() -> str:

@@ -14,9 +14,20 @@ from typing import Any, NamedTuple
 
 import dask
 import numpy as np
+import pandas as pd
+from array_api_compat import is_array_api_obj
 from distributed import wait
 
-from .backend import frame_to_array, namespace, owned, to_device_of, to_host, to_worker_device
+from .backend import (
+    device,
+    frame_to_array,
+    namespace,
+    owned,
+    to_device_of,
+    to_host,
+    to_worker_device,
+    values_of,
+)
 from .placement import block_workers, plan_for_cluster, release_restrictions
 
 __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
@@ -48,13 +59,13 @@ def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
     X = frame_to_array(x_part, dtype=dtype)
     if y_part is None:
         return to_worker_device(X), None
-    if hasattr(y_part, "to_numpy") or hasattr(y_part, "values"):
-        y = y_part.to_cupy() if hasattr(y_part, "to_cupy") else np.asarray(y_part)
-    else:
-        y = y_part
-    if len(y) != X.shape[0]:
+    # Numeric cuDF labels stay on the GPU; strings, categories and labels with nulls come to
+    # the host (CuPy cannot hold them), where the summary checks them and names the problem.
+    y = values_of(y_part)
+    if y.shape[0] != X.shape[0]:
         raise ValueError(
-            f"features and target disagree in a partition: {X.shape[0]} rows vs {len(y)} labels"
+            f"features and target disagree in a partition: {X.shape[0]} rows vs {y.shape[0]} "
+            "labels"
         )
     return to_worker_device(X), y
 
@@ -67,8 +78,10 @@ def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
         out["y_ndim"] = y_host.ndim
         out["y_cols"] = 1 if y_host.ndim == 1 else int(y_host.shape[1])
         if want_labels:
-            out["labels"] = np.unique(y_host)
-            out["y_null"] = int(np.sum(_isnull(y_host)))
+            null = _isnull(y_host)
+            out["y_null"] = int(np.sum(null))
+            # without the missing ones: np.unique cannot order None among strings
+            out["labels"] = np.unique(y_host[~null] if out["y_null"] else y_host)
         else:
             out["y_nonfinite"] = int(np.sum(~np.isfinite(y_host.astype(np.float64))))
     return out
@@ -77,8 +90,8 @@ def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
 def _isnull(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "fc":
         return np.isnan(y)
-    if y.dtype.kind == "O":
-        return np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in y])
+    if y.dtype.kind == "O":  # None, NaN, pandas NA (nullable labels), NaT
+        return np.asarray(pd.isna(y), dtype=bool)
     return np.zeros(y.shape, dtype=bool)
 
 
@@ -117,7 +130,7 @@ def _like(host: np.ndarray, like: Any) -> Any:
         return host
     if xp.__name__.endswith("numpy"):
         return host
-    return xp.asarray(host)
+    return to_device_of(host, like)
 
 
 def coalesce_groups(rows: Sequence[int], min_rows: int) -> list[list[int]]:
@@ -178,6 +191,12 @@ def _partitions(obj: Any) -> list[Any]:
     return list(obj.to_delayed())
 
 
+def _in_memory(a: Any) -> Any:
+    """An in-memory array as it is (NumPy, or CuPy, which ``np.asarray`` refuses to copy to the
+    host); anything else (lists, ...) as a NumPy array."""
+    return a if is_array_api_obj(a) else np.asarray(a)
+
+
 def _as_dask(X: Any, y: Any, npartitions: int | None) -> tuple[Any, Any]:
     import dask.array as da
     import dask.dataframe as dd
@@ -188,7 +207,7 @@ def _as_dask(X: Any, y: Any, npartitions: int | None) -> tuple[Any, Any]:
     if hasattr(X, "iloc"):
         Xd = dd.from_pandas(X, npartitions=n, sort=False)
     else:
-        X = np.asarray(X)
+        X = _in_memory(X)
         rows = max(1, -(-len(X) // n))
         Xd = da.from_array(X, chunks=(rows, -1))
     if y is None or isinstance(y, (dd.DataFrame, dd.Series, da.Array)):
@@ -196,7 +215,7 @@ def _as_dask(X: Any, y: Any, npartitions: int | None) -> tuple[Any, Any]:
     if hasattr(y, "iloc"):
         yd = dd.from_pandas(y, npartitions=n, sort=False)
     else:
-        y = np.asarray(y)
+        y = _in_memory(y)
         rows = max(1, -(-len(y) // n))
         yd = da.from_array(y, chunks=(rows,) + ((-1,) if y.ndim == 2 else ()))
     return Xd, yd
@@ -287,7 +306,7 @@ def to_blocks(
                 labels = [s["labels"] for s in summaries if s["rows"]]
                 cls_arr = np.unique(np.concatenate(labels))
             else:
-                cls_arr = np.asarray(classes)
+                cls_arr = to_host(classes)  # the user's classes may be a CuPy array
             if len(cls_arr) < 2:
                 raise ValueError(
                     f"the label has a single class {cls_arr.tolist()}: a classifier needs at "
@@ -316,8 +335,6 @@ def _split_block(block: Block, fraction: float, seed: int, index: int, keep_vali
     mask = np.random.default_rng([seed, index, 7]).random(n) < fraction
     rows = np.flatnonzero(mask if keep_valid else ~mask)
     xp = namespace(block.X)
-    from .backend import device
-
     idx = xp.asarray(rows, device=device(block.X))
     return Block(xp.take(block.X, idx, axis=0), xp.take(block.Y, idx, axis=0))
 

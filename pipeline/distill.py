@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import nn
-from .backend import frame_to_array
+from .backend import frame_to_array, to_host, values_of
 
 __all__ = ["distill", "soft_targets"]
 
@@ -38,24 +38,27 @@ def soft_targets(part: Any, labels: Any, params: np.ndarray, spec: nn.MLPSpec,
     """Targets of one partition, ``(rows, 1)`` for binary teachers, ``(rows, k)`` otherwise."""
     X = frame_to_array(part, dtype=dtype)
     columns = [f"target_{i}" for i in range(spec.n_outputs)]
+    # the targets are a host (pandas) frame whatever the partition: a cuDF index comes along
+    index = part.index.to_pandas() if hasattr(part.index, "to_pandas") else part.index
     if X.shape[0] == 0:
-        return pd.DataFrame(np.zeros((0, spec.n_outputs), dtype=dtype), index=part.index,
+        return pd.DataFrame(np.zeros((0, spec.n_outputs), dtype=dtype), index=index,
                             columns=columns)
-    z = np.asarray(nn.decision_function(spec, params, X), dtype=np.float64) / temperature
+    # logits computed on X's device, then copied to the host (np.asarray refuses CuPy)
+    z = to_host(nn.decision_function(spec, params, X)).astype(np.float64) / temperature
     if spec.out_activation == "logistic":
         soft = 1.0 / (1.0 + np.exp(-z))
     else:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         soft = e / e.sum(axis=1, keepdims=True)
     if alpha < 1.0:
-        idx = np.searchsorted(classes, np.asarray(labels))
+        idx = np.searchsorted(classes, to_host(values_of(labels)))
         hard = np.zeros_like(soft)
         if spec.n_outputs == 1:
             hard[:, 0] = idx == 1
         else:
             hard[np.arange(len(idx)), idx] = 1.0
         soft = alpha * soft + (1.0 - alpha) * hard
-    return pd.DataFrame(soft.astype(dtype), index=part.index, columns=columns)
+    return pd.DataFrame(soft.astype(dtype), index=index, columns=columns)
 
 
 def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: float = 2.0,

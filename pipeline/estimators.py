@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from . import nn, optim
-from .backend import frame_to_array, namespace, to_host
+from .backend import device, frame_to_array, namespace, to_device_of, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
 from .events import ensure_monitor
@@ -37,7 +37,7 @@ def _as_matrix(part: Any, dtype: Any) -> Any:
     if hasattr(part, "iloc") or hasattr(part, "to_cupy"):
         return frame_to_array(part, dtype=dtype)
     xp = namespace(part)
-    arr = xp.astype(xp.asarray(part), dtype)
+    arr = xp.astype(xp.asarray(part), getattr(xp, np.dtype(dtype).name))  # the namespace's dtype
     return arr if arr.ndim == 2 else xp.reshape(arr, (-1, 1))
 
 
@@ -45,7 +45,7 @@ def _forward_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) 
     X = _as_matrix(part, dtype)
     if X.shape[0] == 0:
         xp = namespace(X)
-        return xp.zeros((0, spec.layer_sizes[-1]), dtype=X.dtype)
+        return xp.zeros((0, spec.layer_sizes[-1]), dtype=X.dtype, device=device(X))
     return nn.forward(spec, params, X)
 
 
@@ -63,8 +63,8 @@ def _predict_class_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype:
     xp = namespace(proba)
     idx = xp.argmax(proba, axis=1)
     if classes.dtype.kind in "biuf" and not xp.__name__.endswith("numpy"):
-        return xp.take(xp.asarray(classes), idx)
-    return classes[to_host(idx)]
+        return xp.take(to_device_of(classes, idx), idx)  # numeric labels stay on the device
+    return classes[to_host(idx)]  # strings (which CuPy cannot hold) come to the host
 
 
 def _predict_value_block(part: Any, params: np.ndarray, spec: nn.MLPSpec, dtype: Any) -> Any:
@@ -401,7 +401,7 @@ class _BaseMLP(BaseEstimator):
         self._partial_state = (result.state._replace(history=[], cursors=None)
                                if result.state.opt_state is not None
                                or result.state.local_states is not None else None)
-        self.params_ = np.asarray(result.params)
+        self.params_ = to_host(result.params)
         self.spec_ = spec
         layers = nn.unpack(spec, self.params_)
         self.coefs_ = [np.asarray(W) for W, _ in layers]
@@ -571,7 +571,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         try:
             client = current_client(kwargs.pop("client", None))
             ensure_monitor(client)
-            cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
+            cls = self.classes_ if hasattr(self, "classes_") else np.unique(to_host(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
                                min_block_rows=self.min_block_rows)
             self._partial_fit_blocks(client, blocks, X, "MLPClassifier.partial_fit")

@@ -37,7 +37,7 @@ import os
 import posixpath
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import dask.dataframe as dd
@@ -458,6 +458,7 @@ class _CSVLoader:
     names: tuple[str, ...]
     dtypes: dict[str, Any] = field(hash=False)  # the returned columns, in order
     policy: _Policy
+    gpu: bool = False  # parse with cudf.read_csv and return cuDF frames (backend="cudf")
 
     def __dask_tokenize__(self):
         return (
@@ -467,20 +468,32 @@ class _CSVLoader:
             [(c, str(d)) for c, d in self.dtypes.items()],
             self.policy.on_bad_rows,
             self.policy.quarantine.root if self.policy.quarantine else None,
+            self.gpu,
         )
 
     def __call__(self, part: _CSVPart) -> pd.DataFrame:
         data, data_start = self._read(part)
-        fast = self._fast(data)
+        fast = self._fast_gpu(data) if self.gpu else self._fast(data)
         if fast is not None:
             return self.policy.apply(
                 source=part.source.name, partition=part.partition, kept=fast, bad=[]
             )
         lines_before = 1 if part.first else self._count_lines(part, data_start)
         kept, bad = self._slow(data, lines_before)
+        if self.gpu:  # the host found the bad rows; the kept ones cross to the GPU here
+            from .csv_gpu import to_gpu_frame
+
+            kept = to_gpu_frame(kept)
         return self.policy.apply(
             source=part.source.name, partition=part.partition, kept=kept, bad=bad
         )
+
+    def _fast_gpu(self, data: bytes) -> Any:
+        """The block parsed on this worker's GPU, or None if it needs the host's checks."""
+        from .csv_gpu import parse_block
+
+        return parse_block(data, self.names, self.dtypes, NA_VALUES, _TRUE_VALUES,
+                           _FALSE_VALUES)
 
     def _read(self, part: _CSVPart) -> tuple[bytes, int]:
         """The block's bytes without the header line, and their offset in the file."""
@@ -896,7 +909,11 @@ def read(
         ``storage_options`` when its protocol is ``path``'s) that this read owns; its earlier
         ``part-*.parquet`` files are deleted.
     backend : {None, "pandas", "cudf"}
-        ``"cudf"`` converts the partitions with ``DataFrame.to_backend`` (needs dask-cudf).
+        ``"cudf"`` (for GPU workers; needs dask-cudf): CSV blocks are parsed on the workers'
+        GPUs with ``cudf.read_csv`` and checked there, with the same dtypes, missing-value
+        markers and bad-row reports as on the CPU (a block that fails a check is parsed on the
+        host, then moved: see :mod:`pipeline.csv_gpu`); Parquet partitions are read on the host
+        and converted with ``DataFrame.to_backend``.
 
     Raises
     ------
@@ -949,8 +966,12 @@ def read(
         manifest = {"partitions": len(parts), "format": fmt, "sources": [s.name for s in sources]}
         with quarantine.fs.open(f"{quarantine.root}/{_MANIFEST}", "w") as f:
             json.dump(manifest, f)
+    if backend == "cudf" and fmt == "csv":  # parsed on the GPU, not converted afterwards
+        from .csv_gpu import to_gpu_frame
+
+        loader, meta = replace(loader, gpu=True), to_gpu_frame(meta)
     df = dd.from_map(loader, parts, meta=meta, label=f"read-{fmt}", enforce_metadata=False)
-    if backend == "cudf":
+    if backend == "cudf" and fmt != "csv":
         df = df.to_backend("cudf")
     return df
 

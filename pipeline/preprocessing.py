@@ -14,7 +14,7 @@ partitioning and workers.
 
 Partition functions are written against the API pandas and cuDF share (``isna``, ``dropna``,
 ``value_counts``, ``map``, ``mask``, ``.values``); the host boundary is
-:func:`pipeline.backend.to_host`, the only cuDF-specific branch is :func:`row_hash`.
+:func:`pipeline.backend.to_host`, the only cuDF-specific branch is :func:`row_hash` (:mod:`pipeline.rowhash`).
 
 Example
 -------
@@ -44,8 +44,9 @@ from dask.base import tokenize
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import device, is_cudf, namespace, to_host
+from .backend import device, namespace, to_host
 from .reduce import tree_reduce
+from .rowhash import row_hash
 from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches, sketch_values
 
 __all__ = [
@@ -885,17 +886,6 @@ def _scale_from_var(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndar
 _MASK64 = (1 << 64) - 1
 
 
-def row_hash(part: Any) -> Any:
-    """A uint64 hash of each row's values (not its index): NumPy for pandas, CuPy for cuDF.
-
-    The two backends use different hash functions, so the same rows hash differently on CPU and
-    GPU; within one backend the hash depends only on the row's values and column dtypes.
-    """
-    if is_cudf(part):
-        return part.hash_values(method="xxhash64").values
-    return pd.util.hash_pandas_object(part, index=False).to_numpy()
-
-
 _SPLITMIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
@@ -951,8 +941,9 @@ def train_test_split(df, *, test_size=0.1, valid_size=None, random_state=0, stra
     ``u < test_size``, valid if ``u < test_size + valid_size``, train otherwise. So:
 
     - the split does not depend on the number of partitions, their boundaries, the order of
-      the rows or the workers — only on the row values, their dtypes, ``random_state`` and the
-      backend (pandas and cuDF hash differently);
+      the rows or the workers — only on the row values, their dtypes and ``random_state``; a
+      cuDF frame splits as its ``to_pandas()`` would (:func:`pipeline.rowhash.row_hash`), so
+      CPU and GPU runs hold out the same rows;
     - identical rows always land in the same split, so duplicates cannot leak from train into
       test (and a dataset with many duplicates deviates more from the requested sizes);
     - sizes are right in expectation (binomial), not exact;

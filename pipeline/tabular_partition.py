@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import encoding, vocab
-from .backend import frame_to_array, is_cudf, namespace, to_device_of
+from .backend import frame_to_array, namespace, to_device_of
 from .preprocessing import Moments, _moments, column_sketch, merge_moments
 from .sketch import QuantileSketch, merge_sketches
 
@@ -114,10 +114,8 @@ def transform_partition(part: Any, plan: TransformPlan) -> Any:
 
 def _float_matrix(frame: Any) -> Any:
     """Numeric columns as one float64 array, missing values (NaN, pandas NA, cuDF null) as NaN."""
-    frame = frame.astype("float64")
-    if is_cudf(frame):  # cuDF keeps nulls apart from NaN
-        return frame.to_cupy(dtype="float64", na_value=np.nan)
-    return frame_to_array(frame, np.float64)
+    # cuDF keeps nulls apart from NaN, pandas' nullable dtypes hold NA: both become NaN
+    return frame_to_array(frame.astype("float64"), np.float64, na_value=np.nan)
 
 
 def frame_partition(part: Any, plan: TransformPlan, names: tuple[str, ...]) -> Any:

@@ -2,6 +2,7 @@
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.backend import worker_device
@@ -99,3 +100,65 @@ def test_split_blocks_holds_out_each_blocks_own_rows_and_counts_them(client):
     assert all(t + v == 150 for t, v in zip(shapes, vshapes, strict=True))
     masks = client.gather(client.map(lambda b: (b.X[:, 0] // 4) % 150, valid.futures))
     assert len({tuple(m) for m in masks}) == 4  # four different held-out sets
+
+
+# --- cuDF partitions (tests/fake_cudf.py: device arrays are array_api_strict on "device1") ---
+
+def _block_from(x_part, y_part):
+    from pipeline.blocks import _block_summary, _raw_block
+
+    raw = _raw_block(x_part, y_part, "float32")
+    summary = _block_summary(raw, want_labels=True)
+    return summary, _final_block(raw, summary["labels"], "float32")
+
+
+@pytest.mark.parametrize("labels", [
+    pd.Series(["spam", "ham", "eggs", "ham", "spam"], dtype=object),
+    pd.Series(["spam", "ham", "eggs", "ham", "spam"], dtype="category"),
+    pd.Series([3, 1, 2, 1, 3], dtype="Int64"),  # nullable dtype, no nulls: stays on the device
+    pd.Series([1, 0, 0, 1, 1]),
+])
+def test_cudf_partitions_make_the_blocks_pandas_makes(labels):
+    """String, categorical and nullable labels of a cuDF partition used to go through
+    ``to_cupy()``, which raises for them inside the task; now they reach the host and give
+    the block the pandas partition gives, on the features' device."""
+    from fake_cudf import DataFrame, Series
+
+    from pipeline.backend import to_host
+
+    xs = pytest.importorskip("array_api_strict")
+    dev = xs.Device("device1")
+    X = pd.DataFrame({"a": np.arange(5.0), "b": np.array([2, 7, 1, 8, 2])})
+    want_summary, want = _block_from(X, labels)
+    got_summary, got = _block_from(DataFrame(dict(X.items()), dev), Series(labels, dev))
+    assert got.X.device == dev and got.Y.device == dev
+    np.testing.assert_array_equal(to_host(got.X), want.X)
+    np.testing.assert_array_equal(to_host(got.Y), want.Y)
+    assert got_summary["labels"].tolist() == want_summary["labels"].tolist()
+    assert got_summary["y_null"] == want_summary["y_null"] == 0
+
+
+@pytest.mark.parametrize("labels", [
+    pd.Series(["spam", None, "ham"], dtype=object),
+    pd.Series([1, None, 0], dtype="Int64"),
+])
+def test_missing_labels_are_counted_not_crashed_on(labels):
+    from fake_cudf import DataFrame, Series
+
+    from pipeline.blocks import _block_summary, _raw_block
+
+    xs = pytest.importorskip("array_api_strict")
+    dev = xs.Device("device1")
+    X = pd.DataFrame({"a": np.arange(3.0)})
+    for x_part, y_part in ((X, labels), (DataFrame(dict(X.items()), dev), Series(labels, dev))):
+        summary = _block_summary(_raw_block(x_part, y_part, "float32"), want_labels=True)
+        assert summary["y_null"] == 1
+        assert len(summary["labels"]) == 2
+
+
+def test_string_labels_with_missing_values_get_the_missing_value_error(client):
+    # np.unique cannot order None among strings: this used to be a TypeError inside a task
+    X = pd.DataFrame({"a": np.arange(6.0)})
+    y = pd.Series(["a", "b", None, "a", "b", "a"], dtype=object)
+    with pytest.raises(ValueError, match="missing values"):
+        to_blocks(client, X, y, classification=True, npartitions=2)

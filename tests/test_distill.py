@@ -116,3 +116,27 @@ def test_student_is_bit_identical_on_1_and_2_workers(problem, client):
     # The student learned the teacher's decision: it agrees with it on most rows.
     agree = np.mean(two.predict(X.to_numpy()) == teacher.predict(X.to_numpy()))
     assert agree > 0.8, (agree, two.validation_scores_, teacher.score(X, y))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_soft_targets_of_a_cudf_partition(n_classes):
+    """A cuDF partition (tests/fake_cudf.py: device arrays are array_api_strict on "device1",
+    which np.asarray refuses as it refuses CuPy) with string labels: the logits come to the
+    host through to_host and the labels through values_of; the targets equal the pandas ones."""
+    from fake_cudf import DataFrame, Series
+
+    from pipeline.distill import soft_targets
+
+    xs = pytest.importorskip("array_api_strict")
+    dev = xs.Device("device1")
+    rng = np.random.default_rng(2)
+    classes = np.array(["a", "b", "c"][:n_classes], dtype=object)
+    spec = nn.MLPSpec((3, 4, 1 if n_classes == 2 else n_classes), "tanh",
+                      "binary_log_loss" if n_classes == 2 else "log_loss")
+    params = nn.init_params(spec, 0, dtype=np.float64)
+    part = pd.DataFrame(rng.standard_normal((8, 3)), columns=["p", "q", "r"])
+    labels = pd.Series(rng.choice(classes, 8), dtype=object)
+    args = (params, spec, classes, 2.0, 0.7, "float64")
+    want = soft_targets(part, labels, *args)
+    got = soft_targets(DataFrame(dict(part.items()), dev), Series(labels, dev), *args)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)

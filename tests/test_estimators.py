@@ -164,3 +164,29 @@ def test_weight_decay_needs_adamw(client):
     y = (X[:, 0] > 0).astype(int)
     with pytest.raises(ValueError, match="adamw"):
         MLPClassifier(solver="adam", weight_decay=0.1, max_iter=1).fit(X, y, client=client)
+
+
+# --- prediction blocks on a device (array_api_strict "device1" stands in for CuPy) ----------
+
+@pytest.mark.parametrize("classes", [np.array([10, 20, 30]), np.array(["a", "b", "c"])])
+def test_predict_class_block_on_a_device(classes):
+    """Numeric classes are looked up on the device (they used to be created on the default
+    device: `xp.asarray(classes)` without `device=`); string classes come to the host."""
+    from pipeline import nn
+    from pipeline.backend import to_host
+    from pipeline.estimators import _predict_class_block
+
+    xs = pytest.importorskip("array_api_strict")
+    dev = xs.Device("device1")
+    rng = np.random.default_rng(0)
+    spec = nn.MLPSpec((4, 6, 3), "relu", "log_loss")
+    params = nn.init_params(spec, 1, dtype=np.float64)
+    X = rng.standard_normal((9, 4))
+    want = classes[np.argmax(nn.forward(spec, params, X), axis=1)]
+    got = _predict_class_block(xs.asarray(X, device=dev), params, spec, np.float64, classes)
+    if classes.dtype.kind in "iu":
+        assert got.device == dev
+    np.testing.assert_array_equal(to_host(got), want)
+    empty = _predict_class_block(xs.asarray(X[:0], device=dev), params, spec, np.float64,
+                                 classes)
+    assert to_host(empty).shape == (0,)

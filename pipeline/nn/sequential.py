@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as bk
-from ..backend import aligned, device, namespace
+from ..backend import aligned, device, namespace, to_device_of
 from .combinators import Chain
 from .layers import Context, Layer, Shape
 from .losses import get_loss
@@ -116,7 +116,6 @@ class Sequential:
 
     def _params_like(self, flat: Array, X: Array, ctx: Context) -> list[Array]:
         """``flat`` (host or device) as parameter views in X's namespace, device and dtype."""
-        xp = namespace(X)
         self._check_flat(flat)
         if (isinstance(flat, np.ndarray) and isinstance(X, np.ndarray)
                 and flat.dtype != X.dtype and ctx.workspace is not None):
@@ -126,7 +125,8 @@ class Sequential:
             np.copyto(buf, flat, casting="unsafe")
             flat = buf
         else:
-            flat = xp.asarray(flat, dtype=X.dtype, device=device(X))
+            # through the host when flat is on another device (CuPy parameters, NumPy data)
+            flat = to_device_of(flat, X, dtype=X.dtype)
         return self.unpack(aligned(flat))
 
     # --- forward ------------------------------------------------------------------------------
@@ -180,13 +180,13 @@ class Sequential:
         params = self._params_like(flat, X, ctx)
         if n == 0:
             return 0.0, xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
-        Y = xp.asarray(Y, dtype=X.dtype, device=dev)
+        Y = to_device_of(Y, X, dtype=X.dtype)
 
         z, cache = self.body.forward(params, aligned(X), ctx)
         row_loss, dz = self._loss.row_loss_and_delta(z, Y, None if ws is None else
                                                      ws.child("loss"))
         if sample_weight is not None:
-            sw = xp.asarray(sample_weight, dtype=X.dtype, device=dev)
+            sw = to_device_of(sample_weight, X, dtype=X.dtype)
             if tuple(sw.shape) != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
             # row_loss and dz are this step's own arrays (fresh or workspace): scale in place

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import events, optim
+from ..backend import to_host
 from ..blocks import BlockSet
 from .lbfgs import run_lbfgs
 from .rounds import Rounds
@@ -231,8 +232,9 @@ def train(
     if state is None:
         if params is None:
             params = model.init_params(config.random_state, dtype=dtype)
-        state = initial_state(np.asarray(params, dtype=dtype), config, len(blocks.futures),
-                              optimizer)
+        # the caller's params may live on a GPU: np.asarray refuses CuPy, to_host copies
+        state = initial_state(to_host(params).astype(dtype, copy=False), config,
+                              len(blocks.futures), optimizer)
     if config.early_stopping and validation is None:
         raise ValueError("early_stopping=True needs validation data")
     run_id = f"{run_name}-{uuid.uuid4().hex[:8]}"

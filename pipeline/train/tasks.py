@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import optim
-from ..backend import device, namespace, to_host
+from ..backend import device, namespace, to_device_of, to_host
 from ..blocks import Block
 from ..nn import Context, Workspace
 from ..reduce import tree_fold
@@ -305,9 +305,8 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
     """
     start = time.perf_counter()
     X, Y = block
-    xp = namespace(X)
     n = X.shape[0]
-    w0 = xp.asarray(params, device=device(X), dtype=X.dtype)
+    w0 = to_device_of(params, X, dtype=X.dtype)  # host or any device -> X's
     w = w0
     if state is None:
         state = optimizer.init(w)

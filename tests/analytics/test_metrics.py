@@ -527,3 +527,69 @@ def test_metrics_through_the_distributed_client(client):
     assert metrics.r2_score(s, da.from_array(y * 0.3, chunks=500)) == pytest.approx(
         skm.r2_score(score, y * 0.3), rel=1e-10
     )
+
+
+# --- cuDF inputs and inputs on different devices ---------------------------------------------
+# tests/fake_cudf.py stands in for cuDF (its device arrays are array_api_strict on "device1",
+# which np.asarray refuses, as it refuses CuPy). String labels cannot live on a GPU: they come
+# to the host and meet scores computed on the device.
+
+
+def _dev1():
+    xps = pytest.importorskip("array_api_strict")
+    return xps, xps.Device("device1")
+
+
+def test_cudf_string_labels_meet_device_scores():
+    from fake_cudf import Series
+
+    xps, dev = _dev1()
+    rng = np.random.default_rng(5)
+    y = rng.choice(np.array(["ham", "spam"], dtype=object), 40)
+    score = np.round(rng.random(40) * 0.6 + 0.4 * (y == "spam"), 2)
+    y_cudf, s_dev = Series(y, dev), xps.asarray(score, device=dev)
+    assert metrics.roc_auc_score(y_cudf, s_dev) == pytest.approx(skm.roc_auc_score(y, score),
+                                                                rel=1e-12)
+    for ours, theirs in zip(metrics.roc_curve(y_cudf, s_dev, pos_label="spam"),
+                            skm.roc_curve(y, score, pos_label="spam"), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    assert metrics.average_precision_score(y_cudf, s_dev, pos_label="spam") == pytest.approx(
+        skm.average_precision_score(y, score, pos_label="spam"), rel=1e-12)
+    assert metrics.log_loss(y_cudf, s_dev) == pytest.approx(skm.log_loss(y, score), rel=1e-12)
+    binned = metrics.roc_auc_score(y_cudf, s_dev, max_bins=1000, score_range=(0.0, 1.0))
+    assert binned == pytest.approx(skm.roc_auc_score(y, score), abs=1e-2)
+    pred = np.where(score > 0.5, "spam", "ham").astype(object)
+    assert_same(metrics.confusion_matrix(y_cudf, Series(pred, dev)),
+                skm.confusion_matrix(y, pred))
+
+
+def test_cudf_numeric_labels_stay_on_the_device_and_meet_host_numbers():
+    from fake_cudf import Series
+
+    _, dev = _dev1()
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, 30)
+    pred = rng.integers(0, 3, 30)
+    weight = rng.random(30)
+    assert metrics.accuracy_score(Series(y, dev), pred, sample_weight=weight) == pytest.approx(
+        skm.accuracy_score(y, pred, sample_weight=weight), rel=1e-12)
+    assert_same(metrics.confusion_matrix(Series(y, dev), pred),
+                skm.confusion_matrix(y, pred))
+    t = rng.standard_normal(30)
+    p = t + 0.1 * rng.standard_normal(30)
+    assert metrics.r2_score(Series(t, dev), p, sample_weight=weight) == pytest.approx(
+        skm.r2_score(t, p, sample_weight=weight), rel=1e-12)
+    assert metrics.mean_squared_error(Series(t, dev), p) == pytest.approx(
+        skm.mean_squared_error(t, p), rel=1e-12)
+
+
+def test_cudf_categorical_and_nullable_labels():
+    from fake_cudf import Series
+
+    _, dev = _dev1()
+    y = pd.Series(["b", "a", "c", "a", "b", "b"], dtype="category")
+    pred = np.array(["b", "a", "a", "a", "c", "b"], dtype=object)
+    assert metrics.accuracy_score(Series(y, dev), pred) == pytest.approx(
+        skm.accuracy_score(y.astype(object), pred))
+    y_int = pd.Series([1, 0, 1, 1], dtype="Int64")  # a nullable dtype without nulls
+    assert metrics.accuracy_score(Series(y_int, dev), np.array([1, 0, 0, 1])) == 0.75

@@ -224,3 +224,22 @@ def test_report_renders_offline_in_chromium(tmp_path, rng):
             context.close()
     assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests
     assert _pixel_stddev(png) > 10, "report renders blank"
+
+
+def test_sample_copies_computed_device_data_to_the_host():
+    """One side lazy, the other in memory: the lazy side is computed and copied to the host.
+    Computed cuDF (tests/fake_cudf.py) and device arrays (array_api_strict on "device1", which,
+    like CuPy, np.asarray refuses) used to meet np.asarray there."""
+    import dask
+    from fake_cudf import Series
+
+    from analytics.report import _sample
+
+    xps = pytest.importorskip("array_api_strict")
+    dev = xps.Device("device1")
+    y = np.arange(50, dtype=float)
+    lazy_cudf = dask.delayed(Series)(y, dev)
+    lazy_device = dask.delayed(xps.asarray)(-y, device=dev)
+    for ys, ps in (_sample(lazy_cudf, -y, k=50), _sample(y, lazy_device, k=50)):
+        assert sorted(ys) == y.tolist()
+        np.testing.assert_array_equal(ps, -ys)
