@@ -64,7 +64,7 @@ def _estimator() -> MLPClassifier:
                          batch_size=None, learning_rate_init=LEARNING_RATE, momentum=MOMENTUM,
                          nesterovs_momentum=True, alpha=ALPHA, max_iter=EPOCHS,
                          n_iter_no_change=EPOCHS + 1, random_state=0, dtype="float64",
-                         min_block_rows=None)
+                         min_block_rows=None, sync="gradient")  # exact: the oracle's steps
 
 
 def _fit(model: MLPClassifier, X: Any, y: Any, client: Any) -> MLPClassifier:
