@@ -173,7 +173,7 @@ def test_coalesced_blocks_do_not_depend_on_workers(client, one_worker):
     X, y = _data(n=400)
     Xd, yd = da.from_array(X, chunks=(10, -1)), da.from_array(y, chunks=10)  # 40 partitions
     kw = dict(hidden_layer_sizes=(4,), max_iter=3, batch_size=32, random_state=0,
-              sync="average", local_steps=2, min_block_rows=64)
+              sync="average", local_steps=2, min_block_rows=64, replicas=2)
     import warnings
 
     with warnings.catch_warnings():
