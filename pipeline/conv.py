@@ -131,21 +131,27 @@ def _pad(xp: Any, x: Array, rows: _Axis, cols: _Axis, fill: float) -> Array:
 def _windows(xp: Any, xpad: Array, rows: _Axis, cols: _Axis) -> Array:
     """``(N, OH, OW, kh*kw, C)``: element ``[n, i, j, a*kw + b, c]`` is
     ``xpad[n, i*sh + a, j*sw + b, c]``. One contiguous copy of the (strided) views."""
-    views = [
+    return xp.stack(_views(xpad, rows, cols), axis=3)
+
+
+def _views(xpad: Array, rows: _Axis, cols: _Axis) -> list[Array]:
+    """The ``kh*kw`` strided views ``(N, OH, OW, C)`` of :func:`_windows`, without the copy."""
+    return [
         xpad[:, rows.window(a), cols.window(b), :] for a in range(rows.k) for b in range(cols.k)
     ]
-    return xp.stack(views, axis=3)
 
 
-def _unwindow(xp: Any, dwin: Array, rows: _Axis, cols: _Axis) -> Array:
-    """Transpose of :func:`_windows` then of the padding: sums every window element's gradient
-    back onto the input position it read, ``(N, OH, OW, kh*kw, C) -> (N, H, W, C)``."""
-    n, c = dwin.shape[0], dwin.shape[4]
-    dxpad = xp.zeros((n, rows.padded, cols.padded, c), dtype=dwin.dtype, device=device(dwin))
-    for a in range(rows.k):
-        for b in range(cols.k):
-            where = (slice(None), rows.window(a), cols.window(b), slice(None))
-            dxpad[where] = dxpad[where] + dwin[:, :, :, a * cols.k + b, :]
+def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, like: Array) -> Array:
+    """Transpose of :func:`_windows` then of the padding: ``pieces`` yields, for every window
+    element ``a*kw + b`` in order, the ``(N, OH, OW, C)`` gradient of what it read; each is added
+    back onto the input positions it came from. Returns ``(N, H, W, C)`` in ``like``'s dtype and
+    device, ``N`` being ``like``'s first axis."""
+    n, c = like.shape[0], channels
+    dxpad = xp.zeros((n, rows.padded, cols.padded, c), dtype=like.dtype, device=device(like))
+    for index, piece in enumerate(pieces):
+        a, b = divmod(index, cols.k)
+        where = (slice(None), rows.window(a), cols.window(b), slice(None))
+        dxpad[where] = dxpad[where] + piece
     return dxpad[:, rows.before : rows.before + rows.size, cols.before : cols.before + cols.size, :]
 
 
@@ -222,10 +228,16 @@ class Conv2D:
         grads[1][...] = xp.sum(dy2, axis=0)
         if not ctx.need_input_grad:
             return None
-        dpatches = dy2 @ xp.reshape(W, (-1, f)).T
+        # One GEMM per kernel offset rather than one big one: each result is a contiguous
+        # (N*OH*OW, C) block, so col2im adds contiguous pieces (about 2x faster overall on
+        # NumPy than slicing the window axis out of a (N, OH, OW, kh*kw, C) product).
         n, c = dy.shape[0], W.shape[2]
-        dwin = xp.reshape(dpatches, (n, rows.out, cols.out, rows.k * cols.k, c))
-        return _unwindow(xp, dwin, rows, cols)
+        pieces = (
+            xp.reshape(dy2 @ W[a, b, :, :].T, (n, rows.out, cols.out, c))
+            for a in range(rows.k)
+            for b in range(cols.k)
+        )
+        return _unwindow(xp, pieces, rows, cols, c, dy)
 
 
 @dataclass(frozen=True)
@@ -270,19 +282,30 @@ class MaxPool2D(_Pool):
         rows, cols, _ = self._axes(tuple(x.shape[1:]))
         low = (xp.finfo(x.dtype).min if xp.isdtype(x.dtype, "real floating")
                else xp.iinfo(x.dtype).min)
-        win = _windows(xp, _pad(xp, x, rows, cols, low), rows, cols)
-        # The windows, not their argmax: inference never pays for a backward it does not run.
-        return xp.max(win, axis=3), (win, rows, cols)
+        xpad = _pad(xp, x, rows, cols, low)
+        # A running maximum over the strided views: no (N, OH, OW, kh*kw, C) copy, no argmax
+        # pass; backward finds the winners again by comparing with the output.
+        views = _views(xpad, rows, cols)
+        y = xp.asarray(views[0], copy=True)
+        for view in views[1:]:
+            y = xp.maximum(y, view)
+        return y, (xpad, y, rows, cols)
 
     def backward(self, params, cache, dy, ctx, grads):
         if not ctx.need_input_grad:
             return None
         xp = namespace(dy)
-        win, rows, cols = cache
-        first = xp.argmax(win, axis=3)
-        k = xp.reshape(xp.arange(rows.k * cols.k, device=device(dy)), (1, 1, 1, -1, 1))
-        hit = xp.astype(k == first[:, :, :, None, :], dy.dtype)
-        return _unwindow(xp, hit * dy[:, :, :, None, :], rows, cols)
+        xpad, y, rows, cols = cache
+        zero = xp.zeros_like(dy)
+
+        def pieces():
+            left = dy  # what no earlier window element has claimed
+            for view in _views(xpad, rows, cols):
+                hit = view == y
+                yield xp.where(hit, left, zero)
+                left = xp.where(hit, zero, left)
+
+        return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy)
 
 
 @dataclass(frozen=True)
@@ -293,29 +316,31 @@ class AvgPool2D(_Pool):
     covers (Keras' rule; PyTorch's ``count_include_pad=False``).
     """
 
-    def _counts(self, xp: Any, rows: _Axis, cols: _Axis, like: Array) -> Array:
-        """How many real input values each window covers, ``(1, OH, OW, 1)``."""
-        ones = xp.ones((1, rows.size, cols.size, 1), dtype=like.dtype, device=device(like))
-        return xp.sum(_windows(xp, _pad(xp, ones, rows, cols, 0.0), rows, cols), axis=3)
+    def _sum(self, xp: Any, x: Array, rows: _Axis, cols: _Axis) -> Array:
+        views = _views(_pad(xp, x, rows, cols, 0.0), rows, cols)
+        total = xp.asarray(views[0], copy=True)
+        for view in views[1:]:
+            total = total + view
+        return total
 
     def forward(self, params, x, ctx):
         xp = namespace(x)
         rows, cols, _ = self._axes(tuple(x.shape[1:]))
-        total = xp.sum(_windows(xp, _pad(xp, x, rows, cols, 0.0), rows, cols), axis=3)
         if self.padding == "valid":
-            return total / float(rows.k * cols.k), (rows, cols, None)
-        counts = self._counts(xp, rows, cols, x)
-        return total / counts, (rows, cols, counts)
+            counts = float(rows.k * cols.k)
+        else:  # how many real input values each window covers, (1, OH, OW, 1)
+            ones = xp.ones((1, rows.size, cols.size, 1), dtype=x.dtype, device=device(x))
+            counts = self._sum(xp, ones, rows, cols)
+        return self._sum(xp, x, rows, cols) / counts, (rows, cols, counts)
 
     def backward(self, params, cache, dy, ctx, grads):
         if not ctx.need_input_grad:
             return None
         xp = namespace(dy)
         rows, cols, counts = cache
-        share = dy / float(rows.k * cols.k) if counts is None else dy / counts
-        dwin = xp.broadcast_to(share[:, :, :, None, :], (*share.shape[:3], rows.k * cols.k,
-                                                          share.shape[3]))
-        return _unwindow(xp, dwin, rows, cols)
+        share = dy / counts
+        return _unwindow(xp, (share for _ in range(rows.k * cols.k)), rows, cols,
+                         dy.shape[-1], dy)
 
 
 @dataclass(frozen=True)
