@@ -19,6 +19,7 @@ _EXPORTS = {
     "connect": "cluster",
     "load": "persist",
     "read": "io",
+    "read_images": "images",
     "save": "persist",
     "train_test_split": "preprocessing",
 }
