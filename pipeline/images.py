@@ -259,7 +259,12 @@ def _is_array_file(source: Any) -> bool:
 
 def _read_folder(path, size, color_mode, partition_size, on_bad_rows, quarantine_path, shuffle,
                  random_state, storage_options):
-    fs, sources = _expand(path, storage_options)
+    expected = (f"expected one sub-folder per class holding {'/'.join(IMAGE_SUFFIXES)} files "
+                f"(e.g. {path}/cat/001.png)")
+    try:
+        fs, sources = _expand(path, storage_options)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; {expected}") from None
     root = fs._strip_protocol(os.fspath(path)).rstrip("/")
     by_class: dict[str, list] = {}
     for s in sources:
@@ -267,10 +272,7 @@ def _read_folder(path, size, color_mode, partition_size, on_bad_rows, quarantine
         if len(parts) >= 2 and s.path.lower().endswith(IMAGE_SUFFIXES):
             by_class.setdefault(parts[0], []).append(s)
     if not by_class:
-        raise FileNotFoundError(
-            f"{path}: no image files in class sub-folders; expected one sub-folder per class "
-            f"holding {'/'.join(IMAGE_SUFFIXES)} files (e.g. {path}/cat/001.png)"
-        )
+        raise FileNotFoundError(f"{path}: no image files in class sub-folders; {expected}")
     classes = tuple(sorted(by_class))
     listing = [(s, k) for k, name in enumerate(classes) for s in by_class[name]]
     if shuffle:
@@ -412,6 +414,6 @@ def _read_npy(path: str, partition_size, storage_options) -> da.Array:
 
 
 def _check_images(shape: tuple[int, ...], where: str) -> None:
-    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4)):
-        raise ValueError(f"{where}: images must have shape (N, H, W) or (N, H, W, C) with C in "
-                         f"1, 3, 4; got {tuple(shape)}")
+    if len(shape) not in (3, 4) or any(d < 1 for d in shape[1:]):
+        raise ValueError(f"{where}: images must have shape (N, H, W) or (N, H, W, C), "
+                         f"got {tuple(shape)}")
