@@ -1,7 +1,7 @@
 """Forward + backward throughput of a small CNN on one core: our layers vs PyTorch CPU, 1 thread.
 
-Network (both sides): Conv2D 32 3×3 "same" → ReLU → MaxPool 2 → Conv2D 64 3×3 "same" → ReLU →
-MaxPool 2 → Flatten → Dense 128 → ReLU → Dense 10, softmax cross-entropy summed over the batch,
+Network (both sides): Conv2D 32 3×3 "same" → ReLU → MaxPool 2 → Conv2D 64 3×3 "same" →
+ReLU → MaxPool 2 → Flatten → Dense 128 → ReLU → Dense 10, softmax cross-entropy summed,
 on 28×28×1 float32 images (random normal pixels, random labels), batch 64 and 128. One step is
 the forward pass, the loss and the gradients of all parameters (no optimizer update); ours
 writes them into one flat gradient buffer as the trainer does. PyTorch runs with

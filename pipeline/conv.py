@@ -204,7 +204,8 @@ class Conv2D:
     def init(self, rng, in_shape):
         rows, cols, c = self._axes(in_shape)
         fan_in, fan_out = rows.k * cols.k * c, rows.k * cols.k * int(self.filters)
-        bound = math.sqrt(6.0 / (fan_in + fan_out if self.kernel_init == "glorot_uniform" else fan_in))
+        glorot = self.kernel_init == "glorot_uniform"
+        bound = math.sqrt(6.0 / (fan_in + fan_out if glorot else fan_in))
         return [_uniform(rng, bound, (rows.k, cols.k, c, int(self.filters))),
                 np.zeros(int(self.filters), dtype=np.float64)]
 

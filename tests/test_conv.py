@@ -165,8 +165,8 @@ def test_conv_same_stride_one_matches_torch_padding_same():
     layer = Conv2D(3, 5)
     W, b = layer.init(rng, (8, 8, 2))
     x = rng.normal(size=(2, 8, 8, 2))
-    expected = F.conv2d(torch.tensor(x.transpose(0, 3, 1, 2)), torch.tensor(W.transpose(3, 2, 0, 1)),
-                        torch.tensor(b), padding="same")
+    tx, tW = torch.tensor(x.transpose(0, 3, 1, 2)), torch.tensor(W.transpose(3, 2, 0, 1))
+    expected = F.conv2d(tx, tW, torch.tensor(b), padding="same")
     np.testing.assert_allclose(_run(layer, [W, b], x, _NUMPY),
                                expected.numpy().transpose(0, 2, 3, 1), rtol=1e-12, atol=1e-12)
 
@@ -175,7 +175,7 @@ def _pool_loop(x, k, s, padding, reduce):
     """Direct loop: every window of the (TF-padded) input, padding excluded."""
     n, h, w, c = x.shape
     if padding == "same":
-        (top, bottom), (left, right) = _tf_same(h, k[0], s[0]), _tf_same(w, k[1], s[1])
+        (top, _bottom), (left, _right) = _tf_same(h, k[0], s[0]), _tf_same(w, k[1], s[1])
         oh, ow = math.ceil(h / s[0]), math.ceil(w / s[1])
     else:
         top = left = 0

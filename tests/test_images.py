@@ -109,7 +109,7 @@ def _corrupt(root):
 def test_corrupt_file_raises_naming_it(tmp_path):
     root = _folder(tmp_path)
     bad, junk = _corrupt(root)
-    X, y = pl.read_images(root, partition_size=100, shuffle=False)
+    X, _y = pl.read_images(root, partition_size=100, shuffle=False)
     with pytest.raises(BadRowsError) as info:
         X.compute()
     assert info.value.file in (bad, junk) and info.value.file in str(info.value)
@@ -251,7 +251,7 @@ def test_preprocessing_backward_matches_central_differences(layer, backend):
     def loss(xx):
         return float(np.sum(r * to_host(layer.forward([], backend.asarray(xx), ctx)[0])))
 
-    y, cache = layer.forward([], backend.asarray(x), ctx)
+    _y, cache = layer.forward([], backend.asarray(x), ctx)
     dx = to_host(layer.backward([], cache, backend.asarray(r), ctx, []))
     numeric = np.zeros_like(x)
     eps = 1e-6
