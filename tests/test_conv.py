@@ -26,6 +26,9 @@ CASES = [
     (MaxPool2D(2), (5, 4, 2)),
     (MaxPool2D(3, stride=2, padding="same"), (5, 6, 2)),
     (MaxPool2D((2, 3), stride=1), (4, 5, 1)),
+    (MaxPool2D(2), (4, 6, 2)),  # windows tile the input exactly
+    (MaxPool2D(2, padding="same"), (5, 5, 2)),  # ... the padded input
+    (AvgPool2D(2, padding="same"), (5, 3, 1)),
     (AvgPool2D(2), (4, 5, 2)),
     (AvgPool2D(3, stride=2, padding="same"), (5, 6, 2)),
     (GlobalAvgPool2D(), (3, 4, 2)),
@@ -198,11 +201,12 @@ def test_pools_match_a_direct_loop(cls, reduce, k, s, padding):
     np.testing.assert_allclose(y, _pool_loop(x, k, s, padding, reduce), rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("hw", [(9, 8), (8, 6)])
 @pytest.mark.parametrize(("k", "s"), [(2, 2), (3, 2), (3, 1)])
-def test_pools_and_gradients_match_torch(k, s):
+def test_pools_and_gradients_match_torch(k, s, hw):
     rng = np.random.default_rng(7)
     # Integers: many ties, so the max pool's gradient must go to the first maximum, as torch's.
-    x = rng.integers(0, 4, size=(2, 9, 8, 3)).astype(np.float64)
+    x = rng.integers(0, 4, size=(2, *hw, 3)).astype(np.float64)
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     for layer, op in [(MaxPool2D(k, s), F.max_pool2d), (AvgPool2D(k, s), F.avg_pool2d)]:
         ty = op(tx, k, s)
