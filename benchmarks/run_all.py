@@ -38,6 +38,7 @@ BENCHMARKS = {  # name -> module, in run order
     "preprocessing": "bench_preprocessing",
     "accuracy": "bench_time_to_accuracy",
     "memory": "bench_memory",
+    "cnn_kernel": "bench_cnn_kernel",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")
