@@ -327,3 +327,16 @@ def test_augment_layer_is_the_identity_outside_training():
     np.testing.assert_array_equal(y, x)
     y, _ = Augment(crop_padding=1).forward([], x, Context(training=True, key=(0, 0, 0, 0)))
     np.testing.assert_array_equal(y, augment(np, x, (0, 0, 0, 0), crop_padding=1))
+
+
+def test_read_on_a_cluster_decodes_on_workers_and_names_the_bad_file(tmp_path, client):
+    root = _folder(tmp_path)
+    X, y = pl.read_images(root, partition_size=5)
+    Xc, yc = client.compute([X, y], sync=True)
+    assert sorted((a.tobytes(), n) for a, n in zip(Xc, yc, strict=True)) == sorted(
+        (a.tobytes(), n) for a, n in _oracle(root, "RGB"))
+    bad, junk = _corrupt(root)
+    X, _ = pl.read_images(root, partition_size=5)
+    with pytest.raises(BadRowsError) as info:
+        client.compute(X, sync=True)
+    assert info.value.file in (bad, junk) and info.value.reason == "decode"
