@@ -14,9 +14,8 @@ Pools reuse the same window stacking. Padding follows TensorFlow/Keras: ``"valid
 padding; ``"same"`` gives ``ceil(size / stride)`` outputs, padding ``total // 2`` before and the
 rest after.
 
-Normalisation layers are deliberately absent: batch norm would need statistics combined across
-the data-parallel blocks every step; group or layer norm (per-sample statistics) would be the
-data-parallel-safe choice, and is left for the layer library.
+Normalisation: :class:`pipeline.norm.GroupNorm` (per-sample statistics, so results do not
+depend on how a batch is split over workers), not batch norm; its module docstring says why.
 
 Example
 -------

@@ -268,3 +268,39 @@ class _Numpy:
 
 
 _NUMPY = _Numpy()
+
+
+@pytest.mark.parametrize(("groups", "in_shape"), [(2, (3, 4, 6)), (1, (5,)), (3, (2, 3))])
+def test_group_norm_backward_and_forward(groups, in_shape, backend):
+    from pipeline.norm import GroupNorm
+
+    rng = np.random.default_rng(10)
+    layer = GroupNorm(groups)
+    params = [p + rng.normal(scale=0.3, size=p.shape) for p in layer.init(rng, in_shape)]
+    x = rng.normal(size=(3, *in_shape)) * 2 + 1
+    r = rng.normal(size=x.shape)
+    y, dx, grads = _run(layer, params, x, backend, dy=r)
+
+    # Forward: torch.nn.functional.group_norm on the channels-first layout.
+    tx = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)
+    tg, tb = (torch.tensor(p, requires_grad=True) for p in params)
+    ty = F.group_norm(tx, groups, tg, tb, eps=layer.eps)
+    np.testing.assert_allclose(y, np.moveaxis(ty.detach().numpy(), 1, -1), rtol=1e-10,
+                               atol=1e-12)
+
+    # Backward: central differences.
+    eps = 1e-6
+
+    def loss():
+        return float(np.sum(r * _run(layer, params, x, backend)))
+
+    for target, analytic in [(x, dx), *zip(params, grads, strict=True)]:
+        numeric = np.zeros_like(target)
+        for i in np.ndindex(target.shape):
+            old = target[i]
+            target[i] = old + eps
+            up = loss()
+            target[i] = old - eps
+            numeric[i] = (up - loss()) / (2 * eps)
+            target[i] = old
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
