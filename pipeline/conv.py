@@ -148,14 +148,17 @@ def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, lik
     if rows.s == rows.k and cols.s == cols.k and rows.out * rows.k == rows.padded and (
         cols.out * cols.k == cols.padded
     ):
-        # The windows tile the padded input exactly: every position is read once, so stacking
-        # the pieces into (N, OH, kh, OW, kw, C) *is* the padded gradient, with no zero fill
-        # and no strided read-modify-write (about 1.3x faster on NumPy for 2x2 pools).
-        pieces = list(pieces)
-        bands = [xp.stack(pieces[a * cols.k : (a + 1) * cols.k], axis=3) for a in range(rows.k)]
-        tiled = xp.stack(bands, axis=2)
+        # The windows tile the padded input exactly: every position is read once, so writing
+        # the pieces into an uninitialised (N, OH, kh, OW, kw, C) array *is* the padded
+        # gradient, with no zero fill and no read-modify-write (a 2x2 pool's gradient about 3x
+        # faster on NumPy than strided adds).
         n, c = like.shape[0], channels
-        dxpad = xp.reshape(tiled, (n, rows.padded, cols.padded, c))
+        tiles = xp.empty((n, rows.out, rows.k, cols.out, cols.k, c), dtype=like.dtype,
+                         device=device(like))
+        for index, piece in enumerate(pieces):
+            a, b = divmod(index, cols.k)
+            tiles[:, :, a, :, b, :] = piece
+        dxpad = xp.reshape(tiles, (n, rows.padded, cols.padded, c))
     else:
         n, c = like.shape[0], channels
         dxpad = xp.zeros((n, rows.padded, cols.padded, c), dtype=like.dtype, device=device(like))
@@ -315,7 +318,8 @@ class MaxPool2D(_Pool):
                 hit = view == y
                 first = hit if claimed is None else hit & ~claimed
                 claimed = hit if claimed is None else claimed | hit
-                yield xp.where(first, dy, 0.0)
+                # A product, not xp.where: NumPy's where is ~10x slower than a multiply here.
+                yield dy * xp.astype(first, dy.dtype)
 
         return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy)
 
