@@ -227,6 +227,9 @@ class Conv2D:
         xp = namespace(x)
         W, b = params
         rows, cols, c = self._axes(tuple(x.shape[1:]))
+        if not xp.isdtype(x.dtype, "real floating"):
+            raise TypeError(f"Conv2D needs floating-point input, got {x.dtype}; put Rescale or "
+                            "Normalize (pipeline.image_prep) before it to turn pixels into floats")
         n = x.shape[0]
         patches = _windows(xp, _pad(xp, x, rows, cols, 0.0), rows, cols)
         patches = xp.reshape(patches, (n * rows.out * cols.out, rows.k * cols.k * c))

@@ -256,6 +256,10 @@ def test_invalid_configurations_are_refused_with_reasons():
         Conv2D(3).build((28, 28))
     with pytest.raises(ValueError, match="larger than the input"):
         MaxPool2D(4).build((3, 3, 1))
+    layer = Conv2D(2)
+    params = layer.init(np.random.default_rng(0), (4, 4, 1))
+    with pytest.raises(TypeError, match="Rescale or Normalize"):
+        layer.forward(params, np.zeros((1, 4, 4, 1), np.uint8), TRAIN)
 
 
 class _Numpy:
