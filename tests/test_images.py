@@ -340,3 +340,30 @@ def test_read_on_a_cluster_decodes_on_workers_and_names_the_bad_file(tmp_path, c
     with pytest.raises(BadRowsError) as info:
         client.compute(X, sync=True)
     assert info.value.file in (bad, junk) and info.value.reason == "decode"
+
+
+def test_fsspec_url_folder(tmp_path):
+    import io
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    base = f"/imgs-{uuid.uuid4().hex}"
+    expected = {}
+    for k, name in enumerate(CLASSES[:2]):
+        for i in range(3):
+            buf = io.BytesIO()
+            Image.fromarray(_pixels(k, i)).save(buf, format="PNG")
+            fs.pipe(f"{base}/{name}/{i}.png", buf.getvalue())
+            expected[_pixels(k, i).tobytes()] = name
+    fs.pipe(f"{base}/dog/bad.png", b"xx")
+    try:
+        X, y = pl.read_images(f"memory://{base}", on_bad_rows="quarantine",
+                              quarantine_path=f"memory://{base}-q")
+        Xc, yc = dask.compute(X, y)
+        assert {a.tobytes(): n for a, n in zip(Xc, yc, strict=True)} == expected
+        assert quarantine_report(f"memory://{base}-q")["files"] == [f"memory://{base}/dog/bad.png"]
+    finally:
+        fs.rm(base, recursive=True)
+        fs.rm(f"{base}-q", recursive=True)
