@@ -60,12 +60,13 @@ class Context:
     """What a forward/backward pass knows about its step.
 
     TO BE REPLACED by the layer library's ``Context`` (``pipeline.nn``) at integration; the fields
-    are the same: ``training`` (dropout/augmentation on), ``key`` ``(seed, block, epoch, step)``
-    for randomness, ``workspace`` (unused here) and ``need_input_grad`` (False for the first
-    layer, whose input gradient nobody reads).
+    and defaults are the same: ``training`` (dropout/augmentation on), ``key``
+    ``(seed, block, epoch, step)`` (chains may append the layer's index) for randomness,
+    ``workspace`` (unused here) and ``need_input_grad`` (False for the first layer, whose input
+    gradient nobody reads).
     """
 
-    training: bool = True
+    training: bool = False
     key: tuple[int, ...] | None = None
     workspace: Any = None
     need_input_grad: bool = True
