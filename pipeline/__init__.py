@@ -21,6 +21,7 @@ _EXPORTS = {
     "export_onnx": "export",
     "load": "persist",
     "read": "io",
+    "read_images": "images",
     "save": "persist",
     "train_test_split": "preprocessing",
 }
