@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from common import fmt, main, median, other_cpu_now, section, spread, table, target
 
-from pipeline.conv import Context, Conv2D, Flatten, MaxPool2D
+from pipeline.nn import Context, Conv2D, Flatten, MaxPool2D
 
 BATCHES = (64, 128)
 

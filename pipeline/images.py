@@ -20,7 +20,7 @@ the policy :func:`pipeline.read` applies to CSV rows: ``"raise"`` raises
 and reason (``"decode"`` or ``"size"``) in a Parquet file per partition under
 ``quarantine_path``, which :func:`pipeline.io.quarantine_report` sums up. Images are never
 scaled here: ``uint8`` pixels go to the model, whose first layers (``Rescale``, ``Normalize`` in
-:mod:`pipeline.image_prep`) turn them into floats, batch by batch, without a float copy of
+:mod:`pipeline.nn.image`) turn them into floats, batch by batch, without a float copy of
 the data set.
 
 Example

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from array_api_compat import device
 
 from pipeline.backend import to_host
-from pipeline.conv import AvgPool2D, Context, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
+from pipeline.nn import AvgPool2D, Context, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D
 
 TRAIN = Context(training=True)
 
@@ -276,7 +276,7 @@ _NUMPY = _Numpy()
 
 @pytest.mark.parametrize(("groups", "in_shape"), [(2, (3, 4, 6)), (1, (5,)), (3, (2, 3))])
 def test_group_norm_backward_and_forward(groups, in_shape, backend):
-    from pipeline.norm import GroupNorm
+    from pipeline.nn import GroupNorm
 
     rng = np.random.default_rng(10)
     layer = GroupNorm(groups)

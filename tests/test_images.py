@@ -13,8 +13,8 @@ from PIL import Image
 
 import pipeline as pl
 from pipeline.backend import to_host
-from pipeline.conv import Context
-from pipeline.image_prep import Augment, Normalize, Rescale, augment, channel_stats
+from pipeline.image_prep import channel_stats, fit_normalize
+from pipeline.nn import Augment, Context, Normalize, Rescale, augment
 from pipeline.io import BadRowsError, quarantine_report
 
 CLASSES = ("cat", "dog", "owl")
@@ -226,7 +226,7 @@ def test_channel_stats_match_numpy_in_one_pass():
     flat = images.reshape(-1, 2)
     np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-14)
     np.testing.assert_allclose(std, flat.std(axis=0), rtol=1e-9)
-    layer = Normalize.fit(X)
+    layer = fit_normalize(X)
     y, _ = layer.forward([], images, Context())
     np.testing.assert_allclose(y, (images - flat.mean(axis=0)) / flat.std(axis=0), rtol=1e-8,
                                atol=1e-8)
@@ -235,7 +235,7 @@ def test_channel_stats_match_numpy_in_one_pass():
 def test_normalize_constant_channel_gets_unit_std():
     images = np.zeros((4, 2, 2, 3), np.uint8)
     images[..., 1] = np.arange(4)[:, None, None]
-    layer = Normalize.fit(images)
+    layer = fit_normalize(images)
     assert layer.std[0] == 1.0 and layer.std[2] == 1.0 and layer.std[1] > 0
 
 

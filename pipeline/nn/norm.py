@@ -8,7 +8,7 @@ a 2-worker run stop being bit-identical. Group norm computes its statistics per 
 sample's own positions and a group of channels: the same numbers wherever the sample is, no
 communication, the same behaviour in training and inference, and no running averages to ship.
 
-Layer-library interface as in :mod:`pipeline.conv`; namespace-clean.
+A :class:`pipeline.nn.Layer`; namespace-clean.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import namespace
+from ..backend import namespace
+from .layers import Layer
 
 __all__ = ["GroupNorm"]
 
 
 @dataclass(frozen=True)
-class GroupNorm:
+class GroupNorm(Layer):
     """``y = (x - mean) / sqrt(var + eps) * gamma + beta``, statistics per sample and group.
 
     Input ``(N, ..., C)`` (any number of spatial axes, channels last). The ``C`` channels are cut

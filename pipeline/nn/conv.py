@@ -14,7 +14,7 @@ Pools reuse the same window stacking. Padding follows TensorFlow/Keras: ``"valid
 padding; ``"same"`` gives ``ceil(size / stride)`` outputs, padding ``total // 2`` before and the
 rest after.
 
-Normalisation: :class:`pipeline.norm.GroupNorm` (per-sample statistics, so results do not
+Normalisation: :class:`pipeline.nn.GroupNorm` (per-sample statistics, so results do not
 depend on how a batch is split over workers), not batch norm; its module docstring says why.
 
 Example
@@ -37,15 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
 
-from .backend import namespace
+from ..backend import device, namespace
+from .layers import Context, Layer  # noqa: F401 (Context: the doctest)
 
 __all__ = [
     "AvgPool2D",
-    "Context",
     "Conv2D",
-    "Flatten",
     "GlobalAvgPool2D",
     "MaxPool2D",
 ]
@@ -53,23 +51,6 @@ __all__ = [
 Array = Any
 PADDINGS = ("same", "valid")
 INITS = ("glorot_uniform", "he_uniform")
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a forward/backward pass knows about its step.
-
-    TO BE REPLACED by the layer library's ``Context`` (``pipeline.nn``) at integration; the fields
-    and defaults are the same: ``training`` (dropout/augmentation on), ``key``
-    ``(seed, block, epoch, step)`` (chains may append the layer's index) for randomness,
-    ``workspace`` (unused here) and ``need_input_grad`` (False for the first layer, whose input
-    gradient nobody reads).
-    """
-
-    training: bool = False
-    key: tuple[int, ...] | None = None
-    workspace: Any = None
-    need_input_grad: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +160,7 @@ def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> 
 
 
 @dataclass(frozen=True)
-class Conv2D:
+class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every deep-learning library), NHWC.
 
     ``y[n, i, j, f] = b[f] + Σ_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] · W[a, b, c, f]``.
@@ -230,7 +211,7 @@ class Conv2D:
         rows, cols, c = self._axes(tuple(x.shape[1:]))
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"Conv2D needs floating-point input, got {x.dtype}; put Rescale or "
-                            "Normalize (pipeline.image_prep) before it to turn pixels into floats")
+                            "Normalize (pipeline.nn) before it to turn pixels into floats")
         n = x.shape[0]
         patches = _windows(xp, _pad(xp, x, rows, cols, 0.0), rows, cols)
         patches = xp.reshape(patches, (n * rows.out * cols.out, rows.k * cols.k * c))
@@ -260,7 +241,7 @@ class Conv2D:
 
 
 @dataclass(frozen=True)
-class _Pool:
+class _Pool(Layer):
     pool_size: int | tuple[int, int] = 2
     stride: int | tuple[int, int] | None = None  # None: the pool size (non-overlapping windows)
     padding: str = "valid"
@@ -364,7 +345,7 @@ class AvgPool2D(_Pool):
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool2D:
+class GlobalAvgPool2D(Layer):
     """Mean over height and width: ``(H, W, C) -> (C,)``."""
 
     def build(self, in_shape):
@@ -386,25 +367,3 @@ class GlobalAvgPool2D:
         n, h, w, c = cache
         dx = xp.zeros((n, h, w, c), dtype=dy.dtype, device=device(dy))
         return dx + dy[:, None, None, :] / float(h * w)
-
-
-@dataclass(frozen=True)
-class Flatten:
-    """``(d1, d2, ...) -> (d1·d2·...,)`` in row-major (NHWC: channel fastest) order, as Keras."""
-
-    def build(self, in_shape):
-        if len(in_shape) < 1:
-            raise ValueError(f"Flatten expects at least one axis per sample, got {in_shape}")
-        return [], (math.prod(int(d) for d in in_shape),)
-
-    def init(self, rng, in_shape):
-        return []
-
-    def forward(self, params, x, ctx):
-        xp = namespace(x)
-        return xp.reshape(x, (x.shape[0], -1)), tuple(x.shape)
-
-    def backward(self, params, cache, dy, ctx, grads):
-        if not ctx.need_input_grad:
-            return None
-        return namespace(dy).reshape(dy, cache)
