@@ -230,7 +230,12 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
     # ------------------------------------------------------------------ fitting ---------------
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
-        return to_blocks(client, _as_images(X), y, classification=True, classes=classes,
+        X = _as_images(X)
+        if _is_dask(X) and not _is_dask(y):  # labels in memory: cut like the images
+            import dask.array as da
+
+            y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+        return to_blocks(client, X, y, classification=True, classes=classes,
                          dtype=self.dtype, min_block_rows=self.min_block_rows,
                          name="image-block", keep_shape=True)
 
