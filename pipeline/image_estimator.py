@@ -245,6 +245,11 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         X = _as_images(X)
         mean: tuple[float, ...] = ()
         std: tuple[float, ...] = ()
+        if self.normalize and _is_dask(X):
+            # Decoded once: the statistics and the training blocks read the same partitions.
+            import dask
+
+            X, y = dask.persist(X, y) if _is_dask(y) else (X.persist(), y)
         if self.normalize:
             layer = fit_normalize(X)
             mean, std = layer.mean, layer.std
