@@ -3,11 +3,11 @@
 Network (both sides): Conv2D 32 3×3 "same" → ReLU → MaxPool 2 → Conv2D 64 3×3 "same" →
 ReLU → MaxPool 2 → Flatten → Dense 128 → ReLU → Dense 10, softmax cross-entropy summed,
 on 28×28×1 float32 images (random normal pixels, random labels), batch 64 and 128. One step is
-the forward pass, the loss and the gradients of all parameters (no optimizer update); ours
-writes them into one flat gradient buffer as the trainer does. PyTorch runs with
-``torch.set_num_threads(1)``; our process uses one BLAS thread.
-
-Dense and ReLU here are stand-ins with the layer-library interface until ``pipeline.nn`` lands.
+the forward pass, the loss and the gradients of all parameters (no optimizer update); ours is
+the network ``pl.ImageClassifier`` builds (``pipeline.image_estimator.default_layers`` + the
+output layer), called as the trainer calls it (``loss_and_grad`` with a reused workspace, one
+flat gradient buffer). PyTorch runs with ``torch.set_num_threads(1)``; our process uses one BLAS
+thread.
 """
 
 from __future__ import annotations
@@ -18,86 +18,25 @@ from typing import Any
 import numpy as np
 from common import fmt, main, median, other_cpu_now, section, spread, table, target
 
-from pipeline.nn import Context, Conv2D, Flatten, MaxPool2D
+from pipeline.nn import Context, Dense, Workspace
 
 BATCHES = (64, 128)
 
 
-class _Dense:  # stand-in for pipeline.nn's Dense
-    def __init__(self, units: int):
-        self.units = units
-
-    def build(self, in_shape):
-        return [(in_shape[0], self.units), (self.units,)], (self.units,)
-
-    def init(self, rng, in_shape):
-        bound = np.sqrt(6.0 / (in_shape[0] + self.units))
-        return [rng.uniform(-bound, bound, (in_shape[0], self.units)), np.zeros(self.units)]
-
-    def forward(self, params, x, ctx):
-        return x @ params[0] + params[1], x
-
-    def backward(self, params, x, dy, ctx, grads):
-        np.matmul(x.T, dy, out=grads[0])
-        np.sum(dy, axis=0, out=grads[1])
-        return dy @ params[0].T if ctx.need_input_grad else None
-
-
-class _ReLU:  # stand-in for pipeline.nn's ReLU
-    def build(self, in_shape):
-        return [], in_shape
-
-    def init(self, rng, in_shape):
-        return []
-
-    def forward(self, params, x, ctx):
-        y = np.maximum(x, 0.0)
-        return y, y
-
-    def backward(self, params, y, dy, ctx, grads):
-        return dy * (y > 0)
-
-
 def _ours(batch: int) -> Any:
-    """One forward + backward step of our network, as a closure."""
-    layers = [Conv2D(32, 3), _ReLU(), MaxPool2D(2), Conv2D(64, 3), _ReLU(), MaxPool2D(2),
-              Flatten(), _Dense(128), _ReLU(), _Dense(10)]
+    """One forward + backward step of our network, as a closure: the trainer's own call
+    (``loss_and_grad`` with a reused workspace, gradients in one flat buffer)."""
+    from pipeline.image_estimator import ImageNetwork, default_layers
+
+    net = ImageNetwork([*default_layers(), Dense(10)], loss="log_loss", in_shape=(28, 28, 1))
     rng = np.random.default_rng(0)
-    shape: tuple[int, ...] = (28, 28, 1)
-    shapes, host = [], []
-    for layer in layers:
-        s, out = layer.build(shape)
-        shapes.append(s)
-        host.append(layer.init(rng, shape))
-        shape = out
-    flat = np.concatenate([a.ravel() for ps in host for a in ps]).astype(np.float32)
-    gflat = np.zeros_like(flat)
-
-    def views(buf: np.ndarray) -> list[list[np.ndarray]]:
-        out, at = [], 0
-        for s in shapes:
-            vs = []
-            for shp in s:
-                size = int(np.prod(shp))
-                vs.append(buf[at : at + size].reshape(shp))
-                at += size
-            out.append(vs)
-        return out
-
-    params, grads = views(flat), views(gflat)
+    flat = net.init_params(0)
     X = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
     Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+    ctx = Context(training=True, key=(0, 0, 0, 0), workspace=Workspace(), need_input_grad=False)
 
     def step() -> None:
-        h, caches = X, []
-        for layer, p in zip(layers, params, strict=True):
-            h, c = layer.forward(p, h, Context(training=True))
-            caches.append(c)
-        e = np.exp(h - h.max(axis=1, keepdims=True))
-        dy = e / e.sum(axis=1, keepdims=True) - Y
-        for i in range(len(layers) - 1, -1, -1):
-            ctx = Context(training=True, need_input_grad=i > 0)
-            dy = layers[i].backward(params[i], caches[i], dy, ctx, grads[i])
+        net.loss_and_grad(flat, X, Y, ctx=ctx)
 
     return step
 

@@ -308,3 +308,26 @@ def test_group_norm_backward_and_forward(groups, in_shape, backend):
             numeric[i] = (up - loss()) / (2 * eps)
             target[i] = old
         np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_workspace_buffers_give_the_same_bits_step_after_step(padding):
+    """The trainer's call (reused workspace buffers) against fresh arrays, on two different
+    batches in turn, so a stale buffer (the zero border of the padding, the col2im sum) shows."""
+    from pipeline.nn import Dense, MaxPool2D, ReLU, Sequential, Workspace
+
+    net = Sequential([Conv2D(6, 3, padding=padding), ReLU(), MaxPool2D(2, padding="same"),
+                      Conv2D(5, (3, 2), stride=(1, 2), padding=padding), ReLU(),
+                      AvgPool2D(2, padding="same"), Flatten(), Dense(3)],
+                     loss="log_loss", in_shape=(9, 8, 2))
+    rng = np.random.default_rng(0)
+    flat = net.init_params(0)
+    ws = Workspace()
+    for step in range(3):
+        X = rng.normal(size=(7, 9, 8, 2)).astype(np.float32) * (step + 1)
+        Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 7)]
+        want_loss, want = net.loss_and_grad(flat, X, Y, ctx=Context(training=True))
+        got_loss, got = net.loss_and_grad(flat, X, Y, ctx=Context(training=True, workspace=ws))
+        assert got_loss == want_loss and got.tobytes() == want.tobytes()
+        out = net.decision_function(flat, X, Context(workspace=ws))
+        assert out.tobytes() == net.decision_function(flat, X).tobytes()

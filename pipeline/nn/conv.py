@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as bk
 from ..backend import device, namespace
-from .layers import Context, Layer  # noqa: F401 (Context: the doctest)
+from .layers import Context, Layer
 
 __all__ = [
     "AvgPool2D",
@@ -100,19 +101,34 @@ def _check_input(in_shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
     return int(in_shape[0]), int(in_shape[1]), int(in_shape[2])
 
 
-def _pad(xp: Any, x: Array, rows: _Axis, cols: _Axis, fill: float) -> Array:
+def _pad(xp: Any, x: Array, rows: _Axis, cols: _Axis, fill: float, ctx: Context) -> Array:
+    """``x`` padded with ``fill`` (into the workspace buffer ``"xpad"`` when there is one)."""
     if rows.before == rows.after == cols.before == cols.after == 0:
         return x
     n, h, w, c = x.shape
-    out = xp.full((n, rows.padded, cols.padded, c), fill, dtype=x.dtype, device=device(x))
+    out = ctx.buffer("xpad", (n, rows.padded, cols.padded, c), x)
+    if out is None:
+        out = xp.full((n, rows.padded, cols.padded, c), fill, dtype=x.dtype, device=device(x))
+    else:  # a reused buffer: only the border needs the fill, the inside is overwritten
+        out[:, : rows.before, :, :] = fill
+        out[:, rows.before + h :, :, :] = fill
+        out[:, :, : cols.before, :] = fill
+        out[:, :, cols.before + w :, :] = fill
     out[:, rows.before : rows.before + h, cols.before : cols.before + w, :] = x
     return out
 
 
-def _windows(xp: Any, xpad: Array, rows: _Axis, cols: _Axis) -> Array:
+def _windows(xp: Any, xpad: Array, rows: _Axis, cols: _Axis, ctx: Context) -> Array:
     """``(N, OH, OW, kh*kw, C)``: element ``[n, i, j, a*kw + b, c]`` is
-    ``xpad[n, i*sh + a, j*sw + b, c]``. One contiguous copy of the (strided) views."""
-    return xp.stack(_views(xpad, rows, cols), axis=3)
+    ``xpad[n, i*sh + a, j*sw + b, c]``. One contiguous copy of the (strided) views (into the
+    workspace buffer ``"patches"`` when there is one)."""
+    n, c = xpad.shape[0], xpad.shape[-1]
+    out = ctx.buffer("patches", (n, rows.out, cols.out, rows.k * cols.k, c), xpad)
+    if out is None:
+        return xp.stack(_views(xpad, rows, cols), axis=3)
+    for index, view in enumerate(_views(xpad, rows, cols)):
+        out[:, :, :, index, :] = view
+    return out
 
 
 def _views(xpad: Array, rows: _Axis, cols: _Axis) -> list[Array]:
@@ -122,7 +138,8 @@ def _views(xpad: Array, rows: _Axis, cols: _Axis) -> list[Array]:
     ]
 
 
-def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, like: Array) -> Array:
+def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, like: Array,
+              ctx: Context) -> Array:
     """Transpose of :func:`_windows` then of the padding: ``pieces`` yields, for every window
     element ``a*kw + b`` in order, the ``(N, OH, OW, C)`` gradient of what it read; each is added
     back onto the input positions it came from. Returns ``(N, H, W, C)`` in ``like``'s dtype and
@@ -135,15 +152,22 @@ def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, lik
         # gradient, with no zero fill and no read-modify-write (a 2x2 pool's gradient about 3x
         # faster on NumPy than strided adds).
         n, c = like.shape[0], channels
-        tiles = xp.empty((n, rows.out, rows.k, cols.out, cols.k, c), dtype=like.dtype,
-                         device=device(like))
+        shape = (n, rows.out, rows.k, cols.out, cols.k, c)
+        tiles = ctx.buffer("dxtiles", shape, like)
+        if tiles is None:
+            tiles = xp.empty(shape, dtype=like.dtype, device=device(like))
         for index, piece in enumerate(pieces):
             a, b = divmod(index, cols.k)
             tiles[:, :, a, :, b, :] = piece
         dxpad = xp.reshape(tiles, (n, rows.padded, cols.padded, c))
     else:
         n, c = like.shape[0], channels
-        dxpad = xp.zeros((n, rows.padded, cols.padded, c), dtype=like.dtype, device=device(like))
+        shape = (n, rows.padded, cols.padded, c)
+        dxpad = ctx.buffer("dxpad", shape, like)
+        if dxpad is None:
+            dxpad = xp.zeros(shape, dtype=like.dtype, device=device(like))
+        else:
+            dxpad[...] = 0
         for index, piece in enumerate(pieces):
             a, b = divmod(index, cols.k)
             where = (slice(None), rows.window(a), cols.window(b), slice(None))
@@ -212,11 +236,13 @@ class Conv2D(Layer):
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"Conv2D needs floating-point input, got {x.dtype}; put Rescale or "
                             "Normalize (pipeline.nn) before it to turn pixels into floats")
-        n = x.shape[0]
-        patches = _windows(xp, _pad(xp, x, rows, cols, 0.0), rows, cols)
-        patches = xp.reshape(patches, (n * rows.out * cols.out, rows.k * cols.k * c))
-        y = patches @ xp.reshape(W, (rows.k * cols.k * c, int(self.filters))) + b
-        return xp.reshape(y, (n, rows.out, cols.out, int(self.filters))), (patches, rows, cols)
+        n, f = x.shape[0], int(self.filters)
+        m, k = n * rows.out * cols.out, rows.k * cols.k * c
+        patches = xp.reshape(_windows(xp, _pad(xp, x, rows, cols, 0.0, ctx), rows, cols, ctx),
+                             (m, k))
+        y = bk.matmul(patches, xp.reshape(W, (k, f)), out=ctx.buffer("y", (m, f), x))
+        y = bk.elementwise("add", y, b, out=y)  # y is this layer's own (buffer or fresh)
+        return xp.reshape(y, (n, rows.out, cols.out, f)), (patches, rows, cols)
 
     def backward(self, params, cache, dy, ctx, grads):
         xp = namespace(dy)
@@ -224,20 +250,25 @@ class Conv2D(Layer):
         patches, rows, cols = cache
         f = int(self.filters)
         dy2 = xp.reshape(dy, (-1, f))
-        grads[0][...] = xp.reshape(patches.T @ dy2, tuple(W.shape))
-        grads[1][...] = xp.sum(dy2, axis=0)
+        if bk.supports_out(dy):  # straight into the flat gradient (a contiguous view)
+            bk.matmul(patches.T, dy2, out=xp.reshape(grads[0], (patches.shape[1], f)))
+        else:
+            grads[0][...] = xp.reshape(patches.T @ dy2, tuple(W.shape))
+        bk.reduce("sum", dy2, axis=0, out=grads[1])
         if not ctx.need_input_grad:
             return None
         # One GEMM per kernel offset rather than one big one: each result is a contiguous
         # (N*OH*OW, C) block, so col2im adds contiguous pieces (about 2x faster overall on
         # NumPy than slicing the window axis out of a (N, OH, OW, kh*kw, C) product).
+        # The pieces share one buffer: _unwindow consumes each before asking for the next.
         n, c = dy.shape[0], W.shape[2]
+        piece = ctx.buffer("piece", (dy2.shape[0], c), dy)
         pieces = (
-            xp.reshape(dy2 @ W[a, b, :, :].T, (n, rows.out, cols.out, c))
+            xp.reshape(bk.matmul(dy2, W[a, b, :, :].T, out=piece), (n, rows.out, cols.out, c))
             for a in range(rows.k)
             for b in range(cols.k)
         )
-        return _unwindow(xp, pieces, rows, cols, c, dy)
+        return _unwindow(xp, pieces, rows, cols, c, dy, ctx)
 
 
 @dataclass(frozen=True)
@@ -282,13 +313,17 @@ class MaxPool2D(_Pool):
         rows, cols, _ = self._axes(tuple(x.shape[1:]))
         low = (xp.finfo(x.dtype).min if xp.isdtype(x.dtype, "real floating")
                else xp.iinfo(x.dtype).min)
-        xpad = _pad(xp, x, rows, cols, low)
+        xpad = _pad(xp, x, rows, cols, low, ctx)
         # A running maximum over the strided views: no (N, OH, OW, kh*kw, C) copy, no argmax
         # pass; backward finds the winners again by comparing with the output.
         views = _views(xpad, rows, cols)
-        y = xp.asarray(views[0], copy=True)
+        y = ctx.buffer("y", tuple(views[0].shape), x)
+        if y is None:
+            y = xp.asarray(views[0], copy=True)
+        else:
+            y[...] = views[0]
         for view in views[1:]:
-            y = xp.maximum(y, view)
+            y = bk.elementwise("maximum", y, view, out=y)
         return y, (xpad, y, rows, cols)
 
     def backward(self, params, cache, dy, ctx, grads):
@@ -306,7 +341,7 @@ class MaxPool2D(_Pool):
                 # A product, not xp.where: NumPy's where is ~10x slower than a multiply here.
                 yield dy * xp.astype(first, dy.dtype)
 
-        return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy)
+        return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy, ctx)
 
 
 @dataclass(frozen=True)
@@ -318,7 +353,7 @@ class AvgPool2D(_Pool):
     """
 
     def _sum(self, xp: Any, x: Array, rows: _Axis, cols: _Axis) -> Array:
-        views = _views(_pad(xp, x, rows, cols, 0.0), rows, cols)
+        views = _views(_pad(xp, x, rows, cols, 0.0, Context()), rows, cols)
         total = xp.asarray(views[0], copy=True)
         for view in views[1:]:
             total = total + view
@@ -341,7 +376,7 @@ class AvgPool2D(_Pool):
         rows, cols, counts = cache
         share = dy / counts
         return _unwindow(xp, (share for _ in range(rows.k * cols.k)), rows, cols,
-                         dy.shape[-1], dy)
+                         dy.shape[-1], dy, ctx)
 
 
 @dataclass(frozen=True)
