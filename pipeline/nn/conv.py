@@ -332,14 +332,25 @@ class MaxPool2D(_Pool):
         xp = namespace(dy)
         xpad, y, rows, cols = cache
 
+        shape = tuple(y.shape)
+
+        def flags(name: str) -> Array:
+            return ctx.buffer(name, shape, y, xp.bool)
+
         def pieces():
             claimed = None  # outputs whose maximum an earlier window element already holds
             for view in _views(xpad, rows, cols):
-                hit = view == y
-                first = hit if claimed is None else hit & ~claimed
-                claimed = hit if claimed is None else claimed | hit
+                hit = bk.elementwise("equal", view, y, out=flags("hit"))
+                if claimed is None:
+                    first, claimed = hit, bk.astype(hit, xp.bool, out=flags("claimed"))
+                else:
+                    first = bk.elementwise("logical_not", claimed, out=flags("first"))
+                    first = bk.elementwise("logical_and", hit, first, out=first)
+                    claimed = bk.elementwise("logical_or", claimed, hit, out=claimed)
                 # A product, not xp.where: NumPy's where is ~10x slower than a multiply here.
-                yield dy * xp.astype(first, dy.dtype)
+                # The piece's buffer is reused: _unwindow consumes each before the next.
+                mask = bk.astype(first, dy.dtype, out=ctx.buffer("piece", shape, dy))
+                yield bk.elementwise("multiply", dy, mask, out=mask)
 
         return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy, ctx)
 
