@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import math
 from typing import Any
 
@@ -35,7 +36,7 @@ def per_class_table(y: Any, pred: Any, classes: np.ndarray) -> tuple[str, dict[s
     rows += [(name, summary[name]) for name in ("macro avg", "weighted avg") if name in summary]
     body = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}"
-        f"</td><td>{r['f1-score']:.4f}</td><td>{int(round(r['support'])):,}</td></tr>"
+        f"</td><td>{r['f1-score']:.4f}</td><td>{round(r['support']):,}</td></tr>"
         for name, r in rows)
     return ("<table class='num' id='per-class'><thead><tr><th>class</th><th>precision</th>"
             f"<th>recall</th><th>F1</th><th>support</th></tr></thead><tbody>{body}</tbody>"
@@ -73,7 +74,7 @@ def _pieces(a: Any, chunks: tuple[int, ...] | None) -> list[Any]:
         if chunks is None:
             return [a]
         bounds = np.cumsum((0, *chunks))
-        return [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [a[lo:hi] for lo, hi in itertools.pairwise(bounds)]
     if hasattr(a, "to_dask_array"):
         a = a.to_dask_array(lengths=True)
     if chunks is not None and a.chunks[0] != chunks:

@@ -14,8 +14,8 @@ from PIL import Image
 import pipeline as pl
 from pipeline.backend import to_host
 from pipeline.image_prep import channel_stats, fit_normalize
-from pipeline.nn import Augment, Context, Normalize, Rescale, augment
 from pipeline.io import BadRowsError, quarantine_report
+from pipeline.nn import Augment, Context, Normalize, Rescale, augment
 
 CLASSES = ("cat", "dog", "owl")
 
