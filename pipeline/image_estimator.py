@@ -268,7 +268,7 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         self._partial_state = None
         self.params_ = np.asarray(result.params)
         self.image_shape_ = tuple(spec.in_shape)
-        shape, mean, std = self._fit_inputs
+        _, mean, std = self._fit_inputs
         self.channel_mean_ = np.asarray(mean, dtype=np.float64)
         self.channel_std_ = np.asarray(std, dtype=np.float64)
         self.n_iter_ = result.n_iter
