@@ -30,6 +30,7 @@ from sklearn.base import ClassifierMixin
 from . import nn
 from .backend import namespace, to_host
 from .blocks import BlockSet, to_blocks
+from .cluster import current_client
 from .estimators import MLPClassifier, _BaseMLP, _is_dask
 from .image_prep import fit_normalize
 from .train import TrainResult
@@ -245,13 +246,13 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         X = _as_images(X)
         mean: tuple[float, ...] = ()
         std: tuple[float, ...] = ()
-        if self.normalize and _is_dask(X):
-            # Decoded once: the statistics and the training blocks read the same partitions.
-            import dask
-
-            X, y = dask.persist(X, y) if _is_dask(y) else (X.persist(), y)
         if self.normalize:
-            layer = fit_normalize(X)
+            client = current_client(kwargs.get("client")) if _is_dask(X) else None
+            if client is not None:
+                # Decoded once, on the cluster that trains: the statistics and the training
+                # blocks read the same partitions.
+                X, y = client.persist([X, y]) if _is_dask(y) else (client.persist(X), y)
+            layer = fit_normalize(X, client=client)
             mean, std = layer.mean, layer.std
         self._fit_inputs = (tuple(int(s) for s in X.shape[1:]), mean, std)
         try:

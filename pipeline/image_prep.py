@@ -17,19 +17,20 @@ from .nn.image import Normalize
 __all__ = ["channel_stats", "fit_normalize"]
 
 
-def fit_normalize(X: Any, dtype: str = "float32") -> Normalize:
+def fit_normalize(X: Any, dtype: str = "float32", client: Any = None) -> Normalize:
     """The :class:`~pipeline.nn.Normalize` layer for the images ``X`` (dask or NumPy array,
     ``(N, H, W, C)``): per-channel mean and standard deviation from :func:`channel_stats` (one
     pass); a constant channel gets ``std = 1``."""
-    mean, std = channel_stats(X)
+    mean, std = channel_stats(X, client)
     return Normalize(tuple(mean), tuple(np.where(std > 0, std, 1.0)), dtype)
 
 
-def channel_stats(X: Any) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(X: Any, client: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``(mean, std)`` (population std, float64, shape ``(C,)``) of ``(N, ..., C)``
     images: one task per block computes count, mean and centred second moment in float64, and
     Chan's pairwise merge (:func:`pipeline.preprocessing.merge_moments`) combines them in block
-    order, after a single ``dask.compute``."""
+    order, after a single ``dask.compute`` (on ``client`` when given, else the default
+    scheduler)."""
     import functools
 
     import dask
@@ -41,7 +42,8 @@ def channel_stats(X: Any) -> tuple[np.ndarray, np.ndarray]:
         if X.numblocks[1:] != (1,) * (X.ndim - 1):
             X = X.rechunk({i: -1 for i in range(1, X.ndim)})
         blocks = [dask.delayed(_block_moments)(b) for b in X.to_delayed().ravel()]
-        per_block = dask.compute(*blocks)
+        per_block = (client.gather(client.compute(blocks)) if client is not None
+                     else dask.compute(*blocks))
     else:
         per_block = [_block_moments(np.asarray(X))]
     channels = len(per_block[0])
