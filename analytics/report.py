@@ -39,7 +39,7 @@ from bokeh.plotting import figure
 from bokeh.resources import Resources
 from dask.base import is_dask_collection
 
-from analytics import metrics
+from analytics import class_report, metrics
 from pipeline.backend import to_host
 
 __all__ = ["report"]
@@ -80,21 +80,24 @@ def report(model: Any, X_test: Any, y_test: Any, path: str | os.PathLike[str], *
 
     Notes
     -----
-    Classifier: accuracy, log loss, confusion matrix, ROC and precision-recall curves (binary:
-    of the positive class ``classes_[1]``, with AUC and average precision; multi-class:
-    one-vs-rest for up to 10 classes). Regressor: MSE, RMSE, MAE, R² on all rows; the
+    Classifier: accuracy, log loss, confusion matrix (figure and table), precision, recall
+    and F1 per class, ROC and precision-recall curves (binary: of the positive class
+    ``classes_[1]``, with AUC and average precision; multi-class: one-vs-rest for up to 10
+    classes). Images (``X_test`` with 3 or more dimensions): a grid of the 16 most
+    confidently misclassified test images. Regressor: MSE, RMSE, MAE, R² on all rows; the
     predicted-vs-true scatter and the residual histogram use a uniform sample of at most
     5,000 rows (first output only for multi-output models). Throughput is per epoch: the model
     keeps per-epoch records, not per-round ones.
     """
     path = Path(path)
     is_classifier = hasattr(model, "classes_") and hasattr(model, "predict_proba")
+    tables = ""
     if is_classifier:
-        cards, figures = _classifier_section(model, X_test, y_test)
+        cards, figures, tables = _classifier_section(model, X_test, y_test)
     else:
         cards, figures = _regressor_section(model, X_test, y_test)
     training = _training_figures(model)
-    page = _page(model, cards, training, figures, config)
+    page = _page(model, cards, training, figures, config, tables)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: atomic replace
     try:
@@ -138,10 +141,17 @@ def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(a[idx] for a in arrays)
 
 
-def _classifier_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str]], list[Any]]:
+def _classifier_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str]], list[Any],
+                                                              str]:
     classes = np.asarray(model.classes_)
     y, proba, pred = _persist(y, model.predict_proba(X), model.predict(X))
     cm = np.asarray(metrics.confusion_matrix(y, pred, labels=classes))
+    per_class, _ = class_report.per_class_table(y, pred, classes)
+    tables = (f"<div class='cols'><div><h3>Per class</h3>{per_class}</div><div><h3>Confusion "
+              f"matrix (counts)</h3>{class_report.confusion_table(cm, classes)}</div></div>")
+    if getattr(X, "ndim", 2) >= 3:  # images: show the worst mistakes
+        tables += ("<h3>Most confidently misclassified test images</h3>"
+                   + class_report.misclassified_grid(X, y, proba, classes))
     cards = [
         ("test rows", f"{int(cm.sum()):,}"),
         ("accuracy", f"{metrics.accuracy_score(y, pred):.4f}"),
@@ -167,7 +177,8 @@ def _classifier_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str
         cards += [("ROC AUC", f"{curves[0][3]:.4f}"), ("average precision", f"{curves[0][6]:.4f}")]
     else:
         cards.append(("macro ROC AUC (OvR)", f"{np.mean([c[3] for c in curves]):.4f}"))
-    return cards, [_confusion_figure(cm, classes), _roc_figure(curves), _pr_figure(curves)]
+    return (cards, [_confusion_figure(cm, classes), _roc_figure(curves), _pr_figure(curves)],
+            tables)
 
 
 def _blocks(a: Any) -> list[Any]:
@@ -443,11 +454,17 @@ h1 { font-size: 24px; margin: 0 0 4px 0; } h2 { font-size: 18px; margin: 28px 0 
          vertical-align: top; }
 .kv td { font-family: ui-monospace, Menlo, Consolas, monospace; padding: 2px 0; }
 .cols { display: flex; flex-wrap: wrap; gap: 48px; }
+.num { border-collapse: collapse; font-size: 13px; }
+.num th, .num td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #eee; }
+.num td { font-family: ui-monospace, Menlo, Consolas, monospace; }
+.errs { display: flex; flex-wrap: wrap; gap: 12px; }
+.err { margin: 0; font-size: 12px; text-align: center; }
+.err img { image-rendering: pixelated; border: 1px solid #ccc; display: block; margin: auto; }
 """
 
 
 def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluation: list[Any],
-          config: Any) -> str:
+          config: Any, tables: str = "") -> str:
     name = type(model).__name__
     summary = dict(getattr(model, "train_summary_", None) or {})
     sub = [time.strftime("%Y-%m-%d %H:%M:%S")]
@@ -499,6 +516,7 @@ def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluat
 <h2>Test set</h2>
 <div class="cards">{card_html}</div>
 <div class="grid" style="margin-top:16px">{eval_divs}</div>
+{tables}
 <h2>Training</h2>
 <div class="grid">{training_html}</div>
 <h2>Configuration</h2>

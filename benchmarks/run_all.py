@@ -40,6 +40,8 @@ BENCHMARKS = {  # name -> module, in run order
     "memory": "bench_memory",
     "serving": "bench_serving",
     "compression": "bench_compression",
+    "cnn_kernel": "bench_cnn_kernel",
+    "images": "bench_images",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")

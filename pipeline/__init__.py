@@ -12,6 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "ImageClassifier": "image_estimator",
     "MLPClassifier": "estimators",
     "MLPRegressor": "estimators",
     "Preprocessor": "preprocessing",
@@ -21,6 +22,7 @@ _EXPORTS = {
     "export_onnx": "export",
     "load": "persist",
     "read": "io",
+    "read_images": "images",
     "save": "persist",
     "train_test_split": "preprocessing",
 }

@@ -55,8 +55,8 @@ class BlockSet(NamedTuple):
         return int(sum(self.rows))
 
 
-def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
-    X = frame_to_array(x_part, dtype=dtype)
+def _raw_block(x_part: Any, y_part: Any, dtype: str, keep: bool = False) -> tuple[Any, Any]:
+    X = namespace(x_part).asarray(x_part) if keep else frame_to_array(x_part, dtype=dtype)
     if y_part is None:
         return to_worker_device(X), None
     # Numeric cuDF labels stay on the GPU; strings, categories and labels with nulls come to
@@ -72,7 +72,8 @@ def _raw_block(x_part: Any, y_part: Any, dtype: str) -> tuple[Any, Any]:
 
 def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
     X, y = raw
-    out: dict[str, Any] = {"rows": int(X.shape[0]), "n_features": int(X.shape[1])}
+    out: dict[str, Any] = {"rows": int(X.shape[0]),
+                           "n_features": int(np.prod(X.shape[1:], dtype=np.int64))}
     if y is not None:
         y_host = to_host(y)
         out["y_ndim"] = y_host.ndim
@@ -184,8 +185,8 @@ def _partitions(obj: Any) -> list[Any]:
     import dask.array as da
 
     if isinstance(obj, da.Array):
-        if obj.ndim == 2 and len(obj.chunks[1]) > 1:
-            obj = obj.rechunk({1: -1})
+        if any(n > 1 for n in obj.numblocks[1:]):
+            obj = obj.rechunk({i: -1 for i in range(1, obj.ndim)})
         pieces = obj.to_delayed()
         return [p for p in np.asarray(pieces, dtype=object).reshape(len(obj.chunks[0]), -1)[:, 0]]
     return list(obj.to_delayed())
@@ -209,7 +210,7 @@ def _as_dask(X: Any, y: Any, npartitions: int | None) -> tuple[Any, Any]:
     else:
         X = _in_memory(X)
         rows = max(1, -(-len(X) // n))
-        Xd = da.from_array(X, chunks=(rows, -1))
+        Xd = da.from_array(X, chunks=(rows,) + (-1,) * (X.ndim - 1))
     if y is None or isinstance(y, (dd.DataFrame, dd.Series, da.Array)):
         return Xd, y
     if hasattr(y, "iloc"):
@@ -232,6 +233,7 @@ def to_blocks(
     npartitions: int | None = None,
     min_block_rows: int | None = None,
     name: str = "training-block",
+    keep_shape: bool = False,
 ) -> BlockSet:
     """Materialise ``X`` (and targets ``y``) as one :class:`Block` per partition on the workers.
 
@@ -248,6 +250,11 @@ def to_blocks(
         :func:`coalesce_groups`). Many tiny partitions are the usual way Dask training gets
         slow: every block is a task per round. The grouping depends only on the partitions' row
         counts, never on the workers, so the model stays the same whatever the cluster size.
+    keep_shape : bool
+        Keep X's shape and dtype in the blocks (an array of images ``(N, H, W, C)``, uint8
+        pixels): the model's first layers (:class:`pipeline.nn.Rescale`/``Normalize``) turn
+        each mini-batch into ``dtype``, so the data set is never copied to floats. Targets are
+        still encoded in ``dtype``. ``n_features`` is then the product of the sample axes.
 
     Returns
     -------
@@ -261,9 +268,9 @@ def to_blocks(
         raise ValueError(
             f"X has {len(x_parts)} partitions but y has {len(y_parts)}: they must be aligned"
         )
-    token = dask.base.tokenize(X, y, dtype)
+    token = dask.base.tokenize(X, y, dtype, keep_shape)
     raw_delayed = [
-        dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype,
+        dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype, keep_shape,
                                                         dask_key_name=(f"raw-{name}-{token}", i))
         for i, (xp_, yp) in enumerate(zip(x_parts, y_parts, strict=True))
     ]

@@ -51,8 +51,9 @@ def _describe(config: Any, spec: Any, blocks: Any, preprocessor: Any) -> dict[st
     cfg = {k: v for k, v in asdict(config).items() if k != "max_iter"}
     desc: dict[str, Any] = {
         "config": json.loads(json.dumps(cfg, default=str)),
-        "network": {"layer_sizes": list(spec.layer_sizes), "activation": spec.activation,
-                    "loss": spec.loss},
+        "network": spec.describe() if hasattr(spec, "describe") else {
+            "layer_sizes": list(spec.layer_sizes), "activation": spec.activation,
+            "loss": spec.loss},
         "data": {"blocks": len(blocks.rows), "rows": [int(r) for r in blocks.rows],
                  "n_features": int(blocks.n_features), "dtype": str(blocks.dtype),
                  "classes": None if blocks.classes is None else

@@ -62,7 +62,9 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class DataConfig:
     path: str | None = None
-    format: Literal["csv", "parquet"] | None = None
+    # "images": path is a folder of class sub-folders (pipeline.read_images); the label is the
+    # folder name and the job trains model.type "image_classifier"
+    format: Literal["csv", "parquet", "images"] | None = None
     label: str = "y"
     categorical: list[str] = field(default_factory=list)
     on_bad_rows: Literal["raise", "quarantine"] = "raise"
@@ -88,7 +90,7 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    type: Literal["classifier", "regressor"] = "classifier"
+    type: Literal["classifier", "regressor", "image_classifier"] = "classifier"
     hidden_layer_sizes: list[int] = field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh", "logistic", "identity"] = "relu"
     solver: Literal["adam", "sgd", "lbfgs"] = "adam"
@@ -97,6 +99,9 @@ class ModelConfig:
     learning_rate_init: float = 1e-3
     momentum: float = 0.9
     dtype: Literal["float32", "float64"] = "float32"
+    # image_classifier: the layers between input normalisation and output, each a mapping
+    # {type: Conv2D | MaxPool2D | Dense | ReLU | ..., <constructor arguments>}; null: the default
+    layers: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

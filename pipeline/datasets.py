@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ __all__ = [
     "make_chunk",
     "make_tabular",
     "write_demo_dataset",
+    "write_demo_images",
 ]
 
 # (name, base rate, effect on the log-odds)
@@ -236,3 +238,22 @@ def write_demo_dataset(
         list(pool.map(write, range(n_partitions)))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     return [t if local else fs.unstrip_protocol(t) for t in targets]
+
+
+def write_demo_images(path: str | os.PathLike[str], *, scale: int = 2) -> int:
+    """Write scikit-learn's handwritten digits (1,797 8×8 grayscale images, shipped with
+    scikit-learn) as PNG files in one sub-folder per class under ``path``, each pixel
+    ``scale`` × ``scale`` (so the demo reads real image files with :func:`pipeline.read_images`).
+    Returns the number of files written."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    pixels = np.clip(X * 16, 0, 255).astype(np.uint8).reshape(-1, 8, 8)
+    root = Path(path)
+    for i, (img, label) in enumerate(zip(pixels, y, strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        big = np.kron(img, np.ones((scale, scale), dtype=np.uint8))
+        Image.fromarray(big, mode="L").save(folder / f"{i:05d}.png")
+    return len(y)

@@ -247,9 +247,7 @@ class _BaseMLP(BaseEstimator):
         from .train import make_strategy
 
         total = make_strategy(config, optim.sgd()).steps_per_epoch(rows) * config.max_iter
-        weights = np.zeros(spec.n_params, dtype=bool)
-        for s in spec.layout():
-            weights[s.w_start:s.w_stop] = True
+        weights = self._weight_mask(spec)
         opt = optim.from_sklearn(
             self.solver, learning_rate_init=self.learning_rate_init,
             learning_rate=self.learning_rate, momentum=self.momentum,
@@ -259,6 +257,13 @@ class _BaseMLP(BaseEstimator):
             weight_mask=weights if self.weight_decay else None)
         mask = getattr(self, "_fixed_mask", None)
         return opt if mask is None else optim.masked(opt, mask)
+
+    def _weight_mask(self, spec: Any) -> np.ndarray:
+        """True at the flat positions of weights (what weight decay covers), not biases."""
+        weights = np.zeros(spec.n_params, dtype=bool)
+        for s in spec.layout():
+            weights[s.w_start:s.w_stop] = True
+        return weights
 
     def _dropout(self) -> tuple[float, ...]:
         hidden = self._hidden()
@@ -665,4 +670,8 @@ def saveable_classes() -> dict[str, type]:
     for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats,
                 QuantileSketch, TabularPreprocessor):
         classes[cls.__name__] = cls
+    from .image_estimator import ImageClassifier, saveable_layers
+
+    classes["ImageClassifier"] = ImageClassifier
+    classes.update({cls.__name__: cls for cls in saveable_layers()})
     return classes

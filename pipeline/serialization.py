@@ -86,6 +86,10 @@ class _Encoder:
                 "__namedtuple__": type(value).__name__,
                 "fields": {k: self.encode(v, f"{name}/{k}") for k, v in value._asdict().items()},
             }
+        if hasattr(value, "get_config") and self.registry.get(type(value).__name__) is type(value):
+            # a layer (pipeline.nn.Layer): its class name and constructor arguments
+            return {"__config__": type(value).__name__,
+                    "fields": self.encode(value.get_config(), f"{name}/config")}
         if hasattr(value, "__dataclass_fields__"):
             return {
                 "__dataclass__": type(value).__name__,
@@ -153,6 +157,12 @@ class _Encoder:
             out = np.empty(len(flat), dtype=object)
             out[:] = flat
             return out.reshape(value["shape"])
+        if "__config__" in value:
+            cls = self.registry.get(value["__config__"])
+            if cls is None or not hasattr(cls, "get_config"):
+                raise ModelFormatError(f"unknown layer type {value['__config__']!r} in the "
+                                       "saved model")
+            return cls(**self.decode(value["fields"], arrays))
         for tag in ("__namedtuple__", "__dataclass__"):
             if tag in value:
                 cls = self.registry.get(value[tag])

@@ -104,6 +104,14 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: dict[str, Any] = {}
+    if cfg.data.format == "images" or cfg.model.type == "image_classifier":
+        from .image_job import run_image_job
+
+        with open_client(cfg.cluster) as client:
+            run_image_job(cfg, client, outdir, results, err, progress)
+        results["wall_seconds"] = time.perf_counter() - started
+        _print_table(results, out)
+        return results
     with open_client(cfg.cluster) as client:
         results["dashboard"] = client.dashboard_link
         results["dashboard_page"] = _dashboard_page(client)

@@ -1,12 +1,15 @@
 """Neural-network math on one flat parameter buffer: layers, losses, networks, workspaces.
 
-See :mod:`pipeline.nn.layers` (the layer interface), :mod:`pipeline.nn.sequential` (the model
+See :mod:`pipeline.nn.layers` (the layer interface; :mod:`~pipeline.nn.conv`,
+:mod:`~pipeline.nn.norm` and :mod:`~pipeline.nn.image` hold the image layers), :mod:`pipeline.nn.sequential` (the model
 protocol the trainer uses), :mod:`pipeline.nn.mlp` (scikit-learn's MLPs) and
 :mod:`pipeline.nn.workspace` (buffers reused across steps).
 """
 
 from .combinators import Chain, ColumnSplit
+from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .embedding import Embedding
+from .image import Augment, Normalize, Rescale, augment, augment_indices
 from .layers import (
     Context,
     Dense,
@@ -32,19 +35,25 @@ from .mlp import (
     loss_and_grad,
     unpack,
 )
+from .norm import GroupNorm
 from .sequential import Sequential
 from .workspace import Workspace
 
 __all__ = [
     "ACTIVATIONS",
     "LOSSES",
+    "Augment",
+    "AvgPool2D",
     "Chain",
     "ColumnSplit",
     "Context",
+    "Conv2D",
     "Dense",
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalAvgPool2D",
+    "GroupNorm",
     "Identity",
     "Layer",
     "LayerNorm",
@@ -52,10 +61,15 @@ __all__ = [
     "Logistic",
     "Loss",
     "MLPSpec",
+    "MaxPool2D",
+    "Normalize",
     "ReLU",
+    "Rescale",
     "Sequential",
     "Tanh",
     "Workspace",
+    "augment",
+    "augment_indices",
     "decision_function",
     "forward",
     "get_loss",

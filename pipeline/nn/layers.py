@@ -96,8 +96,14 @@ class Layer:
         embedding tables), not biases or normalisation scales/shifts (1-D)."""
         return [len(s) >= 2 for s in param_shapes]
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments that rebuild this layer (its public attributes):
+        ``type(layer)(**layer.get_config())`` is an equal, unbuilt layer. Model files store
+        layers this way (:mod:`pipeline.serialization`), never pickled."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({fields})"
 
 

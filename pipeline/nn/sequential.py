@@ -86,6 +86,11 @@ class Sequential:
     def layers(self) -> list[Layer]:
         return self.body.layers
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary (what a checkpoint compares before resuming)."""
+        return {"layers": [repr(layer) for layer in self.layers], "loss": self.loss,
+                "in_shape": list(self.in_shape)}
+
     def __repr__(self) -> str:
         return (f"Sequential({self.body.layers!r}, loss={self.loss!r}, "
                 f"in_shape={self.in_shape!r})")
@@ -114,19 +119,28 @@ class Sequential:
         return [xp.reshape(flat[a:b], s)
                 for (a, b), s in zip(self.slices, self.param_shapes, strict=True)]
 
+    @staticmethod
+    def compute_dtype(X: Array) -> Any:
+        """The dtype parameters, activations and gradients take for inputs ``X``: X's own if it
+        is floating point, else float32 (integer pixels, which the first layers convert)."""
+        xp = namespace(X)
+        return X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
+
     def _params_like(self, flat: Array, X: Array, ctx: Context) -> list[Array]:
-        """``flat`` (host or device) as parameter views in X's namespace, device and dtype."""
+        """``flat`` (host or device) as parameter views in X's namespace and device, in
+        :meth:`compute_dtype`."""
+        dtype = self.compute_dtype(X)
         self._check_flat(flat)
         if (isinstance(flat, np.ndarray) and isinstance(X, np.ndarray)
-                and flat.dtype != X.dtype and ctx.workspace is not None):
+                and flat.dtype != dtype and ctx.workspace is not None):
             # Host float64 parameters for float32 data: cast into a reused buffer (the same
             # rounding as asarray's cast).
-            buf = ctx.buffer("params", (self.n_params,), X)
+            buf = ctx.buffer("params", (self.n_params,), X, dtype)
             np.copyto(buf, flat, casting="unsafe")
             flat = buf
         else:
             # through the host when flat is on another device (CuPy parameters, NumPy data)
-            flat = to_device_of(flat, X, dtype=X.dtype)
+            flat = to_device_of(flat, X, dtype=dtype)
         return self.unpack(aligned(flat))
 
     # --- forward ------------------------------------------------------------------------------
@@ -178,15 +192,16 @@ class Sequential:
                              f"{tuple(Y.shape)}")
         ws = ctx.workspace
         params = self._params_like(flat, X, ctx)
+        dtype = self.compute_dtype(X)
         if n == 0:
-            return 0.0, xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
-        Y = to_device_of(Y, X, dtype=X.dtype)
+            return 0.0, xp.zeros((self.n_params,), dtype=dtype, device=dev)
+        Y = to_device_of(Y, X, dtype=dtype)
 
         z, cache = self.body.forward(params, aligned(X), ctx)
         row_loss, dz = self._loss.row_loss_and_delta(z, Y, None if ws is None else
                                                      ws.child("loss"))
         if sample_weight is not None:
-            sw = to_device_of(sample_weight, X, dtype=X.dtype)
+            sw = to_device_of(sample_weight, X, dtype=dtype)
             if tuple(sw.shape) != (n,):
                 raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
             # row_loss and dz are this step's own arrays (fresh or workspace): scale in place
@@ -197,9 +212,9 @@ class Sequential:
                                 out=None if ws is None else dz)
         loss = float(xp.sum(row_loss, dtype=xp.float64))
 
-        grad = ctx.buffer("grad", (self.n_params,), X)
+        grad = ctx.buffer("grad", (self.n_params,), X, dtype)
         if grad is None:
-            grad = xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
+            grad = xp.zeros((self.n_params,), dtype=dtype, device=dev)
         self.body.backward(params, cache, dz, ctx, self.unpack(grad))
         return loss, grad
 

@@ -306,7 +306,7 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
     start = time.perf_counter()
     X, Y = block
     n = X.shape[0]
-    w0 = to_device_of(params, X, dtype=X.dtype)  # host or any device -> X's
+    w0 = to_device_of(params, X, dtype=Y.dtype)  # host or any device -> X's (X may hold pixels)
     w = w0
     if state is None:
         state = optimizer.init(w)
@@ -441,6 +441,10 @@ def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartia
     zeros = np.zeros(k)
     if n == 0:
         return ScorePartial(0, 0.0, 0.0, zeros, zeros, zeros)
+    rows = getattr(model, "score_rows", None)
+    if rows and n > rows:  # a model with large activations (images) scores in slices
+        return combine_scores([partition_score(Block(X[a:a + rows], Y[a:a + rows]), params,
+                                               model) for a in range(0, n, rows)])
     loss, _ = model.loss_and_grad(params, X, Y)
     out = model.forward(params, X)
     if model.loss == "squared_error":
@@ -452,7 +456,7 @@ def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartia
             to_host(xp.sum(Y * Y, axis=0)).astype(np.float64),
         )
     if model.loss == "binary_log_loss":
-        pred = xp.astype(out[:, 0] > 0.5, X.dtype)
+        pred = xp.astype(out[:, 0] > 0.5, Y.dtype)
         correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
     else:
         correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
