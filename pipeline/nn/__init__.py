@@ -7,6 +7,7 @@ protocol the trainer uses), :mod:`pipeline.nn.mlp` (scikit-learn's MLPs) and
 
 from .combinators import Chain, ColumnSplit
 from .embedding import Embedding
+from .ensemble import EnsembleDense, EnsembleSequential
 from .layers import (
     Context,
     Dense,
@@ -44,6 +45,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embedding",
+    "EnsembleDense",
+    "EnsembleSequential",
     "Flatten",
     "Identity",
     "Layer",
