@@ -36,11 +36,13 @@ import numpy as np
 
 from ..backend import device, namespace
 from .layers import Context, Layer, Shape
-from .sequential import _TRAIN, Sequential
+from .sequential import Sequential
 
 __all__ = ["EnsembleDense", "EnsembleSequential"]
 
 Array = Any
+
+_EVAL = Context(training=False, need_input_grad=False)
 
 
 class EnsembleDense(Layer):
@@ -158,10 +160,14 @@ class EnsembleSequential(Sequential):
     def loss_and_grad(self, flat: Array, X: Array, Y: Array, sample_weight: Array | None = None,
                       ctx: Context | None = None) -> tuple[float, Array]:
         """``(Σ_rows w_i mean_members ℓ_im, its gradient)``; ``Y`` is ``(n, n_outputs)`` or
-        ``(n, n_outputs + 1)`` with row weights last (then ``sample_weight`` must be None)."""
+        ``(n, n_outputs + 1)`` with row weights last (then ``sample_weight`` must be None).
+
+        Unlike :meth:`Sequential.loss_and_grad`, ``ctx`` defaults to *evaluation* (dropout
+        off): the trainer's validation scoring calls it without a context, while its training
+        steps always pass theirs (with the random key dropout needs)."""
         xp = namespace(X)
         dev = device(X)
-        ctx = _TRAIN if ctx is None else ctx
+        ctx = _EVAL if ctx is None else ctx
         self._check_X(X)
         n, k, o = X.shape[0], self.members, self.n_outputs
         if Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] not in (o, o + 1):
