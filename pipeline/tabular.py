@@ -131,7 +131,7 @@ class _BaseTabular(BaseEstimator):
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
-                 min_frequency=5, sync="gradient", local_steps=None, rounds_ahead=4,
+                 min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
         self.categorical = categorical
         self.numeric = numeric
@@ -282,7 +282,8 @@ class _BaseTabular(BaseEstimator):
             solver="adamw", learning_rate="cosine", learning_rate_init=self.learning_rate_init,
             alpha=0.0, batch_size=self._batch_size(blocks.n_samples), max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            early_stopping=self.early_stopping, sync=self.sync, local_steps=self.local_steps,
+            early_stopping=self.early_stopping, sync=self._sync(len(blocks.futures)),
+            local_steps=self.local_steps,
             random_state=seed, rounds_ahead=self.rounds_ahead, scheduled_rate=True)
         from .train import make_strategy
 
@@ -315,6 +316,14 @@ class _BaseTabular(BaseEstimator):
                                "n_params": model.n_params}
         self._model = model
         return self
+
+    def _sync(self, n_blocks: int) -> str:
+        """``"auto"``: one block trains alone, so local SGD (one round per epoch) *is* plain
+        mini-batch training, with a round per epoch instead of per step; several blocks
+        synchronise every step (``"gradient"``, exact)."""
+        if self.sync == "auto":
+            return "average" if n_blocks == 1 else "gradient"
+        return self.sync
 
     def _network_params(self) -> dict[str, Any]:
         hidden = self.hidden_layer_sizes
