@@ -398,9 +398,19 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     _loss = "log_loss"
 
-    def __init__(self, *, class_weight=None, **kwargs: Any):
+    # scikit-learn reads the parameters from the signature: spelled out, same defaults.
+    def __init__(self, *, class_weight=None, categorical=None, numeric="quantile_normal",
+                 n_bins=48, hidden_layer_sizes=(256, 256), dropout=0.1, layer_norm=False,
+                 n_members=4, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
+                 clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
+                 validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
+                 min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
+                 min_block_rows=16_384, random_state=None, verbose=False):
+        kwargs = dict(locals())
+        kwargs.pop("self")
+        kwargs.pop("__class__", None)
+        self.class_weight = kwargs.pop("class_weight")
         super().__init__(**kwargs)
-        self.class_weight = class_weight
 
     def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
         cw = self.class_weight
