@@ -127,7 +127,7 @@ class _BaseTabular(BaseEstimator):
     _loss = "squared_error"
 
     def __init__(self, *, categorical=None, numeric="quantile_normal", n_bins=48,
-                 hidden_layer_sizes=(256, 256), dropout=0.1, layer_norm=False, n_members=4,
+                 hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=4,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
@@ -400,7 +400,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     # scikit-learn reads the parameters from the signature: spelled out, same defaults.
     def __init__(self, *, class_weight=None, categorical=None, numeric="quantile_normal",
-                 n_bins=48, hidden_layer_sizes=(256, 256), dropout=0.1, layer_norm=False,
+                 n_bins=48, hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False,
                  n_members=4, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
