@@ -27,6 +27,7 @@ batch size ``n / 32`` clipped to [256, 1024], patience 8 epochs.
 from __future__ import annotations
 
 import numbers
+import time
 from typing import Any
 
 import dask
@@ -45,7 +46,7 @@ from .tabular_partition import transform_partition
 from .tabular_prep import TabularPreprocessor
 from .train import TrainConfig, train
 
-__all__ = ["TabularClassifier", "TabularRegressor"]
+__all__ = ["RawColumns", "TabularClassifier", "TabularRegressor", "tabular_from_config"]
 
 _WEIGHT = "__pipeline_sample_weight__"
 _LABEL = "__pipeline_label__"
@@ -226,9 +227,20 @@ class _BaseTabular(BaseEstimator):
     def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
         return None
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, client: Any = None):
-        """Learn the preprocessing and train the networks on ``X`` (raw columns), ``y``."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, client: Any = None,
+            validation_data: tuple[Any, Any] | None = None, checkpoint_dir: str | None = None,
+            checkpoint_every: int = 1, resume: bool = False, preprocessor: Any = None):
+        """Learn the preprocessing and train the networks on ``X`` (raw columns), ``y``.
+
+        ``validation_data=(X_valid, y_valid)`` (raw columns) replaces the held-out
+        ``validation_fraction`` for early stopping. Checkpoints are not supported yet
+        (``checkpoint_dir`` must be None); ``preprocessor`` is ignored (the estimator learns
+        its own), accepted so ``pipeline run`` can call every estimator alike.
+        """
+        if checkpoint_dir is not None or resume:
+            raise NotImplementedError(f"{type(self).__name__} does not checkpoint yet")
         self._check_params()
+        started = time.perf_counter()
         client = current_client(client)
         seed = self._seed()
         frame, label, weighted = self._frames(X, y, sample_weight)
@@ -268,7 +280,17 @@ class _BaseTabular(BaseEstimator):
         blocks = blocks._replace(futures=futures, n_features=n_features)
         has_weights = weighted or class_weights is not None
         valid = None
-        if self.early_stopping:
+        if self.early_stopping and validation_data is not None:
+            vframe, vlabel, _ = self._frames(*validation_data, None)
+            vblocks = to_blocks(client, prep.transform(vframe[features]), vlabel,
+                                classification=classification, classes=classes,
+                                dtype="float32", min_block_rows=self.min_block_rows,
+                                name="tabular-valid")
+            valid = vblocks._replace(futures=client.map(
+                _finish_block, vblocks.futures, weighted=False, class_weights=None,
+                weight_scale=1.0, target=target,
+                key=[f"finish-{f.key}" for f in vblocks.futures]))
+        elif self.early_stopping:
             blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
             if has_weights:
                 valid = valid._replace(futures=client.map(
@@ -311,7 +333,10 @@ class _BaseTabular(BaseEstimator):
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
         self.train_summary_ = {"seconds": result.seconds, "rounds": result.rounds,
-                               "n_blocks": len(blocks.futures), "n_samples": blocks.n_samples,
+                               "fit_seconds": time.perf_counter() - started,
+                               "n_blocks": len(blocks.futures),
+                               "n_partitions": len(blocks.futures),
+                               "n_samples": blocks.n_samples,
                                "stopped_early": result.stopped_early,
                                "n_params": model.n_params}
         self._model = model
@@ -465,3 +490,24 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         """R² (weighted by ``sample_weight`` when given)."""
         pred, y, w = _compute_if_dask(self.predict(X), y, sample_weight)
         return float(r2_score(y, pred, sample_weight=w))
+
+
+class RawColumns:
+    """``pipeline run``'s stand-in preprocessor for the tabular estimators: splits a frame into
+    its raw feature columns and the label (the estimator learns the encoding inside fit)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def transform_xy(self, df: Any) -> tuple[Any, Any]:
+        return df.drop(columns=[self.label]), df[self.label]
+
+
+def tabular_from_config(cfg: Any) -> _BaseTabular:
+    """The estimator a run configuration's ``model: {estimator: tabular}`` asks for: the
+    type, the declared categorical columns, the seed and the epoch budget from the config;
+    every other setting at its default (the defaults are the point of these estimators)."""
+    m, t = cfg.model, cfg.train
+    Est = TabularClassifier if m.type == "classifier" else TabularRegressor
+    return Est(categorical=list(cfg.data.categorical) or None, random_state=t.random_state,
+               max_iter=max(int(t.max_iter), 1), verbose=False)

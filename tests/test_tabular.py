@@ -313,3 +313,24 @@ def test_multiclass_and_errors(client):
         clf.predict(Xm.drop(columns="mean area"))
     with pytest.raises(ValueError, match="class_weight names labels"):
         pl.TabularClassifier(**_small_params(class_weight={"zzz": 2.0})).fit(Xm, y)
+
+
+def test_pipeline_run_config_chooses_the_tabular_estimator(tmp_path):
+    import io
+    import json
+
+    from pipeline.cli.job import run_job
+    from pipeline.config import bundled_config, load_config
+
+    cfg = load_config(bundled_config(), {
+        "cluster": {"n_workers": 1, "dashboard_address": "127.0.0.1:0"},
+        "data": {"generate": {"rows": 3000, "partitions": 2, "seed": 0}},
+        "model": {"estimator": "tabular"},
+        "train": {"max_iter": 3},
+        "output": {"dir": str(tmp_path / "out"), "profile": None, "report": None}})
+    results = run_job(cfg, out=io.StringIO(), progress=False)
+    assert results["test_accuracy"] > 0.6
+    manifest = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+    assert manifest["objects"]["model"]["class"] == "TabularClassifier"
+    loaded = pl.load(results["model_dir"]).model
+    assert loaded.n_iter_ <= 3
