@@ -23,7 +23,7 @@ encoding, two hidden layers of 128 units (256 was no better on the benchmark and
 slower), dropout 0.1, 4 members (1 member: lower ROC AUC / higher RMSE on every benchmark
 dataset tried, at ~1.5-2x less fit time), AdamW (rate 2e-3, weight decay 1e-4 on weights),
 5% warm-up, cosine decay over ``max_iter=60`` epochs, clip norm 1, batch size ``n / 32``
-clipped to [32, 1024], early stopping with patience 8 epochs.
+clipped to [32, 1024], early stopping (patience 8 epochs) from 10,000 rows.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class _BaseTabular(BaseEstimator):
     def __init__(self, *, categorical=None, numeric="quantile_normal", n_bins=48,
                  hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=4,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
-                 clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
+                 clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
@@ -284,7 +284,8 @@ class _BaseTabular(BaseEstimator):
         blocks = blocks._replace(futures=futures, n_features=n_features)
         has_weights = weighted or class_weights is not None
         valid = None
-        if self.early_stopping and validation_data is not None:
+        early = self._early_stopping(blocks.n_samples, validation_data is not None)
+        if early and validation_data is not None:
             vframe, vlabel, _ = self._frames(*validation_data, None)
             vblocks = to_blocks(client, prep.transform(vframe[features]), vlabel,
                                 classification=classification, classes=classes,
@@ -294,7 +295,7 @@ class _BaseTabular(BaseEstimator):
                 _finish_block, vblocks.futures, weighted=False, class_weights=None,
                 weight_scale=1.0, target=target,
                 key=[f"finish-{f.key}" for f in vblocks.futures]))
-        elif self.early_stopping:
+        elif early:
             blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
             if has_weights:
                 valid = valid._replace(futures=client.map(
@@ -308,7 +309,7 @@ class _BaseTabular(BaseEstimator):
             solver="adamw", learning_rate="cosine", learning_rate_init=self.learning_rate_init,
             alpha=0.0, batch_size=self._batch_size(blocks.n_samples), max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
-            early_stopping=self.early_stopping, sync=self._sync(len(blocks.futures)),
+            early_stopping=early, sync=self._sync(len(blocks.futures)),
             local_steps=self.local_steps,
             random_state=seed, rounds_ahead=self.rounds_ahead, scheduled_rate=True)
         from .train import make_strategy
@@ -332,8 +333,8 @@ class _BaseTabular(BaseEstimator):
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.state.loss_curve)
         self.validation_scores_ = list(result.state.validation_scores) or None
-        self.best_validation_score_ = (result.state.best_validation_score
-                                       if self.early_stopping else None)
+        self.early_stopping_ = early
+        self.best_validation_score_ = result.state.best_validation_score if early else None
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
         self.train_summary_ = {"seconds": result.seconds, "rounds": result.rounds,
@@ -345,6 +346,17 @@ class _BaseTabular(BaseEstimator):
                                "n_params": model.n_params}
         self._model = model
         return self
+
+    def _early_stopping(self, n_samples: int, given: bool) -> bool:
+        """``"auto"``: stop early (and restore the best epoch) when the validation data are
+        given or the held-out split has at least 1,000 rows. The trainer stops on validation
+        *accuracy*, whose steps of ``1 / n_valid`` on a few dozen rows tie early and keep an
+        undertrained epoch (breast_cancer, 30% test: 0.933 with it, 0.965 without); smaller
+        data trains the full cosine schedule, regularised by dropout, weight decay and the
+        ensemble average."""
+        if self.early_stopping == "auto":
+            return given or n_samples * self.validation_fraction >= 1000
+        return bool(self.early_stopping)
 
     def _sync(self, n_blocks: int) -> str:
         """``"auto"``: one block trains alone, so local SGD (one round per epoch) *is* plain
@@ -431,7 +443,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     def __init__(self, *, class_weight=None, categorical=None, numeric="quantile_normal",
                  n_bins=48, hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False,
                  n_members=4, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
-                 clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping=True,
+                 clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
