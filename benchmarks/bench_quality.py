@@ -137,11 +137,11 @@ def run(quick: bool, seeds: int, params: dict, datasets=DATASETS, max_rows=None,
                     stratify=ys if task == "classification" else None)
                 cats = {c: sorted(Xtr[c].dropna().unique().tolist()) for c in Xtr.columns
                         if not pd.api.types.is_numeric_dtype(Xtr[c])}
+                ours = pl.TabularClassifier if task == "classification" else pl.TabularRegressor
                 models = {
-                    "ours": lambda s=seed: (pl.TabularClassifier if task == "classification"
-                                            else pl.TabularRegressor)(random_state=s, **params),
-                    "sklearn MLP": lambda s=seed: _sklearn_pipeline(Xtr, task, s),
-                    "LightGBM": lambda s=seed: _lightgbm(Xtr, task, s),
+                    "ours": lambda s=seed, e=ours: e(random_state=s, **params),
+                    "sklearn MLP": lambda s=seed, d=Xtr, t=task: _sklearn_pipeline(d, t, s),
+                    "LightGBM": lambda s=seed, d=Xtr, t=task: _lightgbm(d, t, s),
                 }
                 for model_name, make in models.items():
                     if only and model_name not in only:

@@ -41,7 +41,7 @@ from sklearn.metrics import accuracy_score, r2_score
 
 from . import optim
 from .backend import to_host
-from .blocks import Block, BlockSet, split_blocks, to_blocks
+from .blocks import Block, split_blocks, to_blocks
 from .cluster import current_client
 from .tabular_net import build_network, weight_mask
 from .tabular_partition import transform_partition
