@@ -22,9 +22,9 @@ Defaults (see ``benchmarks/bench_quality.py`` for the evidence): quantile-normal
 encoding, two hidden layers of 128 units (256 was no better on the benchmark and 3-4x
 slower), dropout 0.1, 4 members (1 member: lower ROC AUC / higher RMSE on every benchmark
 dataset tried, at ~1.5-2x less fit time), AdamW (rate 2e-3, weight decay 1e-4 on weights),
-5% warm-up, cosine decay over ``max_iter=60`` epochs, clip norm 1, batch size ``n / 8`` in
-[32, 256] (``n / 32`` up to 1024 from 8k rows), early stopping (patience 8 epochs) from 2,000
-rows.
+5% warm-up, cosine decay over ``max_iter=60`` epochs, clip norm 1, batch size ``n / 8``
+in [32, 256] (``n / 32`` up to 1024 from 8k rows), early stopping (patience 8 epochs) from
+2,000 rows.
 """
 
 from __future__ import annotations
