@@ -91,6 +91,8 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     type: Literal["classifier", "regressor", "image_classifier"] = "classifier"
+    # "tabular": TabularClassifier/Regressor on the raw columns (own preprocessing, defaults)
+    estimator: Literal["mlp", "tabular"] = "mlp"
     hidden_layer_sizes: list[int] = field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh", "logistic", "identity"] = "relu"
     solver: Literal["adam", "sgd", "lbfgs"] = "adam"

@@ -657,6 +657,7 @@ def saveable_classes() -> dict[str, type]:
     the network spec, the optimizer states, the trainer's state and the preprocessing."""
     from . import preprocessing as pp
     from .sketch import QuantileSketch
+    from .tabular import TabularClassifier, TabularRegressor
     from .tabular_prep import TabularPreprocessor
 
     classes: dict[str, type] = {
@@ -668,7 +669,7 @@ def saveable_classes() -> dict[str, type]:
     # optimizer states, chained ones included (a chain's state is a tuple of these)
     classes.update({cls.__name__: cls for cls in optim.STATE_TYPES})
     for cls in (pp.Preprocessor, pp.Moments, pp.Counts, pp.StatsSpec, pp.PartialStats,
-                QuantileSketch, TabularPreprocessor):
+                QuantileSketch, TabularPreprocessor, TabularClassifier, TabularRegressor):
         classes[cls.__name__] = cls
     from .image_estimator import ImageClassifier, saveable_layers
 

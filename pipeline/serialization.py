@@ -98,6 +98,8 @@ class _Encoder:
                     for k in value.__dataclass_fields__
                 },
             }
+        if hasattr(value, "get_params") and self.registry.get(type(value).__name__) is type(value):
+            return {"__estimator__": _object_record(value, name, self)}  # a fitted sub-estimator
         if isinstance(value, (list, tuple)):
             items = [self.encode(v, f"{name}/{i}") for i, v in enumerate(value)]
             return items if isinstance(value, list) else {"__tuple__": items}
@@ -138,6 +140,8 @@ class _Encoder:
         if "__array__" in value:
             arr = arrays[value["__array__"]]
             return arr.astype(object) if value.get("str_objects") else arr
+        if "__estimator__" in value:
+            return _restore(value["__estimator__"], self, arrays)
         if "__float__" in value:
             return float(value["__float__"])
         if "__tuple__" in value:

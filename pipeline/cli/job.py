@@ -97,6 +97,7 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
     from ..io import read
     from ..persist import save
     from ..preprocessing import Preprocessor, train_test_split
+    from ..tabular import RawColumns, tabular_from_config
 
     out = out or sys.stdout
     err = sys.stderr if progress else io.StringIO()  # --quiet: progress goes nowhere
@@ -146,15 +147,16 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
                                        else (parts[0], None, parts[1]))
         step("fitting the preprocessor (one pass, tree-reduced statistics)", err)
         pp = cfg.preprocess
-        prep = Preprocessor(label=data.label, categorical=list(data.categorical),
-                            impute=pp.impute, fill_value=pp.fill_value, scale=pp.scale,
-                            max_categories=pp.max_categories,
-                            add_indicator=pp.add_indicator).fit(train_df)
+        tabular = cfg.model.estimator == "tabular"  # learns its preprocessing inside fit
+        prep = RawColumns(data.label) if tabular else Preprocessor(
+            label=data.label, categorical=list(data.categorical), impute=pp.impute,
+            fill_value=pp.fill_value, scale=pp.scale, max_categories=pp.max_categories,
+            add_indicator=pp.add_indicator).fit(train_df)
         X_train, y_train = prep.transform_xy(train_df)
         validation = prep.transform_xy(valid_df) if valid_df is not None else None
         m, t = cfg.model, cfg.train
         Est = MLPClassifier if m.type == "classifier" else MLPRegressor
-        model = Est(hidden_layer_sizes=tuple(m.hidden_layer_sizes), activation=m.activation,
+        model = tabular_from_config(cfg) if tabular else Est(hidden_layer_sizes=tuple(m.hidden_layer_sizes), activation=m.activation,
                     solver=m.solver, alpha=m.alpha, learning_rate=m.learning_rate,
                     learning_rate_init=m.learning_rate_init, momentum=m.momentum,
                     dtype=m.dtype, batch_size=t.batch_size, max_iter=t.max_iter,
@@ -196,10 +198,11 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
             y_pred = model.predict(X_test)
             results.update(test_r2=float(metrics.r2_score(y_test, y_pred)),
                            test_mse=float(metrics.mean_squared_error(y_test, y_pred)))
-        model_dir = save(outdir / cfg.output.model, model, preprocessor=prep,
+        model_dir = save(outdir / cfg.output.model, model,
+                         preprocessor=None if tabular else prep,
                          metadata={"config": asdict(cfg)})
         results["model_dir"] = model_dir
-        if cfg.output.report:
+        if cfg.output.report and not tabular:
             step("writing the training report", err)
             results["report"] = report(model, X_test, y_test, str(outdir / cfg.output.report),
                                        config=asdict(cfg))

@@ -9,6 +9,7 @@ protocol the trainer uses), :mod:`pipeline.nn.mlp` (scikit-learn's MLPs) and
 from .combinators import Chain, ColumnSplit
 from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .embedding import Embedding
+from .ensemble import EnsembleDense, EnsembleSequential
 from .image import Augment, Normalize, Rescale, augment, augment_indices
 from .layers import (
     Context,
@@ -51,6 +52,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embedding",
+    "EnsembleDense",
+    "EnsembleSequential",
     "Flatten",
     "GlobalAvgPool2D",
     "GroupNorm",

@@ -139,6 +139,10 @@ def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int,
     return ws.take_rows("X", X, idx), ws.take_rows("Y", Y, idx)
 
 
+# scoring: no dropout or augmentation (training=False), no input gradient
+_EVALUATION = Context(training=False, key=None, workspace=None, need_input_grad=False)
+
+
 def _step_context(ws: Workspace, seed: int, index: int, epoch: int, step: int) -> Context:
     return Context(training=True, key=(seed, index, epoch, step), workspace=ws,
                    need_input_grad=False)
@@ -445,7 +449,7 @@ def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartia
     if rows and n > rows:  # a model with large activations (images) scores in slices
         return combine_scores([partition_score(Block(X[a:a + rows], Y[a:a + rows]), params,
                                                model) for a in range(0, n, rows)])
-    loss, _ = model.loss_and_grad(params, X, Y)
+    loss, _ = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)
     out = model.forward(params, X)
     if model.loss == "squared_error":
         r = out - Y

@@ -1,0 +1,112 @@
+"""The network of :class:`pipeline.TabularClassifier`/``TabularRegressor``, built from a
+:class:`pipeline.tabular_prep.TabularLayout` and the estimator's hyperparameters.
+
+    [numeric | indicators | codes] --ColumnSplit--> [numeric | indicators | one-hot | embeddings]
+        --> k x (Dense -> ReLU -> Dropout [-> LayerNorm]) x depth --> k x Dense(n_outputs)
+
+Numeric columns (quantile-normal or piecewise-linear encoded by the preprocessor) and the
+missing indicators pass through as they are; categorical code columns go through one-hot
+(vocabularies of at most 3 codes, per the layout) or learned embeddings (fastai's width rule);
+the k members (:class:`pipeline.nn.EnsembleDense`) share that input encoding, as TabM's members
+share theirs, and are otherwise independent networks in one flat buffer.
+
+The network is a pure function of ``(layout, n_outputs, loss, hyperparameters)``, so a saved
+estimator stores those and rebuilds it (:func:`build_network`); the weights are the flat buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import device, namespace
+from .nn import (
+    ColumnSplit,
+    Context,
+    Dropout,
+    Embedding,
+    EnsembleDense,
+    EnsembleSequential,
+    Flatten,
+    Identity,
+    Layer,
+    LayerNorm,
+    ReLU,
+)
+from .tabular_prep import TabularLayout
+
+__all__ = ["OneHot", "build_network", "weight_mask"]
+
+Array = Any
+
+
+class OneHot(Layer):
+    """Integer codes ``(batch, len(vocab_sizes))`` stored as floats -> concatenated one-hot
+    vectors ``(batch, sum(vocab_sizes))``. No parameters; codes carry no gradient."""
+
+    def __init__(self, vocab_sizes: tuple[int, ...]) -> None:
+        self.vocab_sizes = tuple(int(v) for v in vocab_sizes)
+        if not self.vocab_sizes or min(self.vocab_sizes) < 1:
+            raise ValueError(f"OneHot needs vocab sizes >= 1, got {self.vocab_sizes}")
+
+    def build(self, in_shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]], tuple[int, ...]]:
+        if tuple(in_shape) != (len(self.vocab_sizes),):
+            raise ValueError(f"{self!r} needs inputs of shape ({len(self.vocab_sizes)},), got "
+                             f"{tuple(in_shape)}")
+        return [], (sum(self.vocab_sizes),)
+
+    def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
+        xp = namespace(x)
+        n = x.shape[0]
+        pieces = []
+        for j, v in enumerate(self.vocab_sizes):
+            ids = xp.reshape(xp.arange(v, dtype=x.dtype, device=device(x)), (1, v))
+            pieces.append(xp.astype(xp.reshape(x[:, j], (n, 1)) == ids, x.dtype))
+        return xp.concat(pieces, axis=1), n
+
+    def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
+                 grads: list[Array]) -> Array | None:
+        if not ctx.need_input_grad:
+            return None
+        xp = namespace(dy)
+        return xp.zeros((cache, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))
+
+
+def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
+                  hidden_layer_sizes: tuple[int, ...], dropout: float, layer_norm: bool,
+                  n_members: int) -> EnsembleSequential:
+    """The estimator's network for inputs laid out as ``layout`` (see the module docstring)."""
+    branches: list[tuple[tuple[int, ...], Layer]] = []
+    dense_cols = tuple(range(layout.numeric[0], layout.indicators[1]))
+    if dense_cols:
+        branches.append((dense_cols, Identity()))
+    c0 = layout.categorical[0]
+    hot = [j for j, h in enumerate(layout.one_hot) if h]
+    emb = [j for j, h in enumerate(layout.one_hot) if not h]
+    if hot:
+        branches.append((tuple(c0 + j for j in hot),
+                         OneHot(tuple(layout.cardinalities[j] for j in hot))))
+    if emb:
+        branches.append((tuple(c0 + j for j in emb),
+                         Embedding(tuple(layout.cardinalities[j] for j in emb),
+                                   tuple(layout.embedding_dims[j] for j in emb))))
+    layers: list[Layer] = [ColumnSplit(branches)]
+    for units in hidden_layer_sizes:
+        layers += [EnsembleDense(n_members, int(units)), ReLU()]
+        if dropout:
+            layers.append(Dropout(dropout))
+        if layer_norm:
+            layers.append(LayerNorm())
+    layers += [EnsembleDense(n_members, n_outputs), Flatten()]
+    return EnsembleSequential(layers, members=n_members, loss=loss,
+                              in_shape=(layout.n_features,))
+
+
+def weight_mask(model: EnsembleSequential) -> np.ndarray:
+    """Which entries of the flat buffer are weights (kernels, embedding tables), the ones
+    AdamW's decoupled weight decay acts on; biases and normalisation parameters do not decay."""
+    mask = np.zeros(model.n_params, dtype=bool)
+    for (a, b), flag in zip(model.slices, model._penalized, strict=True):
+        mask[a:b] = flag
+    return mask

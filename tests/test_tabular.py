@@ -1,0 +1,337 @@
+"""TabularClassifier/TabularRegressor and the ensemble layers.
+
+Oracles: central finite differences (EnsembleDense, OneHot, EnsembleSequential's loss), plain
+NumPy members written out here and k separately built ``Sequential`` networks (the ensemble in
+one buffer), NumPy indexing (OneHot), the save/load round trip (identical predictions), a
+1-worker cluster (bit-identical fits on 2 workers) and scikit-learn's impute + scale + one-hot +
+``MLPClassifier(64, 64)`` pipeline (accuracy on breast_cancer with categorical columns and
+missing values).
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+import pipeline as pl
+from pipeline.backend import to_host
+from pipeline.nn import (
+    ColumnSplit,
+    Context,
+    Dense,
+    Embedding,
+    EnsembleDense,
+    EnsembleSequential,
+    Flatten,
+    Identity,
+    ReLU,
+    Sequential,
+)
+from pipeline.tabular_net import OneHot
+
+
+def _central(f, x, h=1e-6):
+    g = np.empty_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = h
+        g.flat[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+def _views(xp, flat, shapes):
+    out, start = [], 0
+    for s in shapes:
+        out.append(xp.reshape(flat[start:start + math.prod(s)], s))
+        start += math.prod(s)
+    return out
+
+
+def _check_layer(layer, in_shape, x, backend, check_dx=True):
+    """Backward of ``layer`` against central differences of ``sum(R * forward)`` (float64)."""
+    xp = backend.xp
+    shapes, out_shape = layer.build(in_shape)
+    rng = np.random.default_rng(3)
+    params = layer.init(rng, in_shape)
+    flat = np.concatenate([p.ravel() for p in params]) if params else np.zeros(0)
+    R = rng.standard_normal((x.shape[0], *out_shape))
+
+    def objective(f, v):
+        y, _ = layer.forward(_views(xp, backend.asarray(f), shapes), backend.asarray(v),
+                             Context())
+        return float(np.sum(R * to_host(y)))
+
+    ctx = Context(need_input_grad=check_dx)
+    P = _views(xp, backend.asarray(flat), shapes)
+    y, cache = layer.forward(P, backend.asarray(x), ctx)
+    assert tuple(y.shape) == (x.shape[0], *out_shape)
+    grad = xp.zeros((flat.size,), dtype=xp.float64, device=backend.device)
+    dx = layer.backward(P, cache, backend.asarray(R), ctx, _views(xp, grad, shapes))
+    if flat.size:
+        np.testing.assert_allclose(to_host(grad), _central(lambda f: objective(f, x), flat),
+                                   rtol=1e-6, atol=1e-8)
+    if check_dx:
+        np.testing.assert_allclose(to_host(dx), _central(lambda v: objective(flat, v), x),
+                                   rtol=1e-6, atol=1e-8)
+    return flat, to_host(y)
+
+
+# ------------------------------------------------------------------ layers ---------------------
+
+def test_ensemble_dense_shared_input_gradients(backend):
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    flat, y = _check_layer(EnsembleDense(3, 5), (4,), x, backend)
+    W, b = flat[:60].reshape(3, 4, 5), flat[60:].reshape(3, 5)
+    for i in range(3):  # member i is x @ W_i + b_i
+        np.testing.assert_allclose(y[:, i], x @ W[i] + b[i], rtol=1e-12)
+
+
+def test_ensemble_dense_per_member_gradients(backend):
+    x = np.random.default_rng(1).standard_normal((6, 3, 4))
+    flat, y = _check_layer(EnsembleDense(3, 2), (3, 4), x, backend)
+    W, b = flat[:24].reshape(3, 4, 2), flat[24:].reshape(3, 2)
+    for i in range(3):
+        np.testing.assert_allclose(y[:, i], x[:, i] @ W[i] + b[i], rtol=1e-12)
+
+
+def test_one_hot_forward_and_zero_input_gradient(backend):
+    codes = np.array([[0, 2], [1, 0], [1, 1], [0, 2]], dtype=np.float64)
+    _, y = _check_layer(OneHot((2, 3)), (2,), codes, backend)
+    expected = np.concatenate([np.eye(2)[codes[:, 0].astype(int)],
+                               np.eye(3)[codes[:, 1].astype(int)]], axis=1)
+    np.testing.assert_array_equal(y, expected)
+
+
+def _small_ensemble(k, loss, n_out):
+    encode = ColumnSplit([((0, 1, 2), Identity()), ((3,), Embedding((4,), (2,)))])
+    return EnsembleSequential([encode, EnsembleDense(k, 6), ReLU(), EnsembleDense(k, 5), ReLU(),
+                               EnsembleDense(k, n_out), Flatten()],
+                              members=k, loss=loss, in_shape=(4,))
+
+
+def _tab_data(rng, n):
+    return np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 4, (n, 1))], axis=1)
+
+
+@pytest.mark.parametrize("loss,n_out", [("binary_log_loss", 1), ("log_loss", 3),
+                                        ("squared_error", 1)])
+def test_ensemble_loss_gradient_with_row_weights(backend, loss, n_out):
+    rng = np.random.default_rng(2)
+    model = _small_ensemble(3, loss, n_out)
+    X = _tab_data(rng, 7)
+    Y = (np.eye(n_out)[rng.integers(0, n_out, 7)] if loss == "log_loss"
+         else rng.integers(0, 2, (7, 1)).astype(float) if loss == "binary_log_loss"
+         else rng.standard_normal((7, 1)))
+    w = rng.uniform(0.2, 2.0, 7)
+    Yw = np.concatenate([Y, w[:, None]], axis=1)
+    flat = model.init_params(0, dtype=np.float64)
+    Xb, Ywb = backend.asarray(X), backend.asarray(Yw)
+    loss_value, grad = model.loss_and_grad(backend.asarray(flat), Xb, Ywb)
+    fd = _central(lambda f: model.loss_and_grad(backend.asarray(f), Xb, Ywb)[0], flat)
+    np.testing.assert_allclose(to_host(grad), fd, rtol=1e-5, atol=1e-7)
+    # the weight column is sample_weight
+    l2, g2 = model.loss_and_grad(backend.asarray(flat), Xb, backend.asarray(Y),
+                                 sample_weight=backend.asarray(w))
+    assert l2 == pytest.approx(loss_value, rel=1e-12)
+    np.testing.assert_allclose(to_host(g2), to_host(grad), rtol=1e-12)
+
+
+def test_ensemble_equals_separately_computed_members():
+    """k members in one buffer = k networks built and evaluated on their own."""
+    k, rng = 3, np.random.default_rng(4)
+    model = _small_ensemble(k, "binary_log_loss", 1)
+    flat = model.init_params(0, dtype=np.float64)
+    X = _tab_data(rng, 9)
+    Y = rng.integers(0, 2, (9, 1)).astype(float)
+    T, W1, b1, W2, b2, W3, b3 = model.unpack(flat)
+    # shared input encoding, written out: numeric columns then the embedding row
+    enc = np.concatenate([X[:, :3], T[X[:, 3].astype(int)]], axis=1)
+    probs, member_grads, member_losses = [], [], []
+    for i in range(k):
+        h = np.maximum(enc @ W1[i] + b1[i], 0)
+        h = np.maximum(h @ W2[i] + b2[i], 0)
+        probs.append(1 / (1 + np.exp(-(h @ W3[i] + b3[i]))))
+        member = Sequential([ColumnSplit([((0, 1, 2), Identity()),
+                                          ((3,), Embedding((4,), (2,)))]),
+                             Dense(6), ReLU(), Dense(5), ReLU(), Dense(1)],
+                            loss="binary_log_loss", in_shape=(4,))
+        mflat = np.concatenate([T.ravel(), W1[i].ravel(), b1[i], W2[i].ravel(), b2[i],
+                                W3[i].ravel(), b3[i]])
+        np.testing.assert_allclose(member.forward(mflat, X), probs[-1], rtol=1e-12)
+        loss_i, g = member.loss_and_grad(mflat, X, Y)
+        member_losses.append(loss_i)
+        member_grads.append(member.unpack(g))
+    np.testing.assert_allclose(model.forward(flat, X), np.mean(probs, axis=0), rtol=1e-12)
+    loss, grad = model.loss_and_grad(flat, X, Y)
+    assert loss == pytest.approx(np.mean(member_losses), rel=1e-12)
+    G = model.unpack(grad)
+    np.testing.assert_allclose(G[0], sum(g[0] for g in member_grads) / k, rtol=1e-10)
+    for j in range(1, 7):  # member i's slice of each layer = its own gradient / k
+        for i in range(k):
+            np.testing.assert_allclose(G[j][i], member_grads[i][j] / k, rtol=1e-10,
+                                       atol=1e-14)
+
+
+# ------------------------------------------------------------------ estimators -----------------
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _breast_cancer(seed=0, all_columns=False):
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    rng = np.random.default_rng(seed)
+    X = X.copy() if all_columns else X.iloc[:, :10].copy()
+    # two columns made categorical (binned, as strings), missing values in two others
+    X["radius_band"] = pd.cut(X.pop("mean radius"), 6, labels=False).map(lambda v: f"r{v}")
+    X["texture_band"] = pd.cut(X.pop("mean texture"), 4, labels=False).map(lambda v: f"t{v}")
+    for c in ("mean smoothness", "mean area"):
+        X.loc[rng.random(len(X)) < 0.1, c] = np.nan
+    return X, pd.Series(np.where(y == 1, "benign", "malignant"))
+
+
+def _small_params(**kw):
+    return {"hidden_layer_sizes": (32, 32), "n_members": 2, "max_iter": 15, "random_state": 0,
+            **kw}
+
+
+def test_beats_sklearn_pipeline_on_breast_cancer(client):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = _breast_cancer(all_columns=True)
+    cat = ["radius_band", "texture_band"]
+    num = [c for c in X.columns if c not in cat]
+    ours, theirs = [], []
+    for seed in range(2):
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=seed,
+                                              stratify=y)
+        sk = make_pipeline(
+            ColumnTransformer([
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), num),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), cat)]),
+            MLPClassifier((64, 64), max_iter=1000, random_state=seed))
+        theirs.append(sk.fit(Xtr, ytr).score(Xte, yte))
+        clf = pl.TabularClassifier(random_state=seed).fit(Xtr, ytr)
+        ours.append(clf.score(Xte, yte))
+    assert np.mean(ours) >= np.mean(theirs), (ours, theirs)
+
+
+def test_save_load_round_trip_identical_predictions(client, tmp_path):
+    X, y = _breast_cancer()
+    clf = pl.TabularClassifier(**_small_params(class_weight="balanced")).fit(X, y)
+    clf.save(str(tmp_path / "clf"))
+    loaded = pl.load(str(tmp_path / "clf")).model
+    assert isinstance(loaded, pl.TabularClassifier)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    yr = X["mean perimeter"].fillna(0) * 2.0
+    reg = pl.TabularRegressor(**_small_params()).fit(X.drop(columns="mean perimeter"), yr)
+    reg.save(str(tmp_path / "reg"))
+    back = pl.load(str(tmp_path / "reg")).model
+    Xr = X.drop(columns="mean perimeter")
+    np.testing.assert_array_equal(back.predict(Xr), reg.predict(Xr))
+    # lazy on dask input, same values
+    lazy = back.predict(dd.from_pandas(Xr, npartitions=3))
+    np.testing.assert_allclose(lazy.compute(), reg.predict(Xr), rtol=1e-6)
+
+
+def test_regression_reports_target_units(client):
+    X, _ = _breast_cancer()
+    y = 1000.0 + 50.0 * X["mean perimeter"].fillna(X["mean perimeter"].median())
+    Xr = X.drop(columns="mean perimeter")
+    reg = pl.TabularRegressor(**_small_params()).fit(Xr, y)
+    pred = reg.predict(Xr)
+    assert reg.target_mean_ == pytest.approx(y.mean(), rel=1e-6)
+    assert reg.target_scale_ == pytest.approx(y.std(ddof=0), rel=1e-6)
+    assert abs(pred.mean() - y.mean()) < 0.2 * y.std()  # in the target's units
+    assert reg.score(Xr, y) > 0.5
+
+
+def test_sample_weights_normalised_and_class_weight_direction(client):
+    """Weights are normalised to mean 1 (a constant weight trains the same bits as none), and
+    up-weighting a class moves predicted probability towards it. (That the weight column
+    weights each row's loss is checked against finite differences and ``sample_weight`` in
+    test_ensemble_loss_gradient_with_row_weights.)"""
+    X, y = _breast_cancer()
+    plain = pl.TabularClassifier(**_small_params(max_iter=3)).fit(X, y)
+    const = pl.TabularClassifier(**_small_params(max_iter=3)).fit(
+        X, y, sample_weight=np.full(len(X), 2.5))
+    np.testing.assert_array_equal(plain.params_, const.params_)
+    heavy = pl.TabularClassifier(**_small_params(class_weight={"malignant": 4.0})).fit(X, y)
+    base = pl.TabularClassifier(**_small_params()).fit(X, y)
+    col = list(base.classes_).index("malignant")
+    assert heavy.predict_proba(X)[:, col].mean() > base.predict_proba(X)[:, col].mean()
+    balanced = pl.TabularClassifier(**_small_params(class_weight="balanced"))
+    from sklearn.utils.class_weight import compute_class_weight
+
+    np.testing.assert_allclose(
+        balanced._class_weights(np.bincount(pd.factorize(y, sort=True)[0]).astype(float),
+                                np.unique(y)),
+        compute_class_weight("balanced", classes=np.unique(y), y=y), rtol=1e-12)
+
+
+def test_bit_identical_fits_on_one_and_two_workers():
+    X, y = _breast_cancer()
+    Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
+    params = _small_params(max_iter=4, min_block_rows=100)
+    fitted = []
+    for n_workers in (1, 2):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
+                          dashboard_address=None) as cluster, Client(cluster):
+            clf = pl.TabularClassifier(**params).fit(Xd.drop(columns="label"), Xd["label"])
+            assert clf.train_summary_["n_blocks"] > 1  # exercises the gradient combine
+            fitted.append((clf.params_, clf.predict_proba(X)))
+    np.testing.assert_array_equal(fitted[0][0], fitted[1][0])
+    np.testing.assert_array_equal(fitted[0][1], fitted[1][1])
+
+
+def test_multiclass_and_errors(client):
+    X, _ = _breast_cancer()
+    y = X["radius_band"].map({"r0": "a", "r1": "b"}).fillna("c")
+    Xm = X.drop(columns="radius_band")
+    clf = pl.TabularClassifier(**_small_params()).fit(Xm, y)
+    proba = clf.predict_proba(Xm)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert clf.score(Xm, y) > 0.6
+    with pytest.raises(ValueError, match="lacks the feature column"):
+        clf.predict(Xm.drop(columns="mean area"))
+    with pytest.raises(ValueError, match="class_weight names labels"):
+        pl.TabularClassifier(**_small_params(class_weight={"zzz": 2.0})).fit(Xm, y)
+
+
+@pytest.mark.slow
+def test_pipeline_run_config_chooses_the_tabular_estimator(tmp_path):
+    import io
+    import json
+
+    from pipeline.cli.job import run_job
+    from pipeline.config import bundled_config, load_config
+
+    cfg = load_config(bundled_config(), {
+        "cluster": {"n_workers": 1, "dashboard_address": "127.0.0.1:0"},
+        "data": {"generate": {"rows": 3000, "partitions": 2, "seed": 0}},
+        "model": {"estimator": "tabular"},
+        "train": {"max_iter": 3},
+        "output": {"dir": str(tmp_path / "out"), "profile": None, "report": None}})
+    results = run_job(cfg, out=io.StringIO(), progress=False)
+    assert results["test_accuracy"] > 0.6
+    manifest = json.loads((tmp_path / "out" / "model" / "model.json").read_text())
+    assert manifest["objects"]["model"]["class"] == "TabularClassifier"
+    loaded = pl.load(results["model_dir"]).model
+    assert loaded.n_iter_ <= 3
