@@ -121,6 +121,9 @@ def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
     params = np.where(mask, model.params_, 0).astype(model.params_.dtype)
     _set_params(model, params)
     model._fixed_mask = mask
+    # fresh optimizer states: momentum carried over from the unpruned training would move the
+    # pruned weights (the outer Nesterov velocity of local SGD, for one)
+    model._partial_state = None
     try:
         for epoch in range(1, epochs + 1):
             if hasattr(model, "classes_"):
