@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -34,6 +35,9 @@ from common import (
 
 BENCHMARKS = {  # name -> module, in run order
     "throughput": "bench_throughput",
+    "worker_kernel": "bench_worker_kernel",
+    "client_fit": "bench_client_fit",
+    "demo": "bench_demo",
     "overhead": "bench_round_overhead",
     "preprocessing": "bench_preprocessing",
     "accuracy": "bench_time_to_accuracy",
@@ -45,7 +49,8 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")
 
 
-def _run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+def _run_one(name: str, quick: bool, timeout: float,
+             extra: list[str] | None = None) -> dict[str, Any]:
     module = BENCHMARKS[name]
     out = os.path.join(RESULTS_DIR, f"{name}.json")
     tmp = out + ".tmp"
@@ -54,6 +59,7 @@ def _run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, os.path.join(BENCH_DIR, f"{module}.py"), "--json", tmp]
     if quick:
         cmd.append("--quick")
+    cmd += extra or []
     started = time.time()
     with OtherLoad(interval=2.0) as load:
         proc = subprocess.run(cmd, env=env, cwd=os.path.dirname(BENCH_DIR), timeout=timeout,
@@ -166,6 +172,13 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(BENCH_DIR, "RESULTS.md"))
     parser.add_argument("--render-only", action="store_true",
                         help="rebuild RESULTS.md from benchmarks/results/*.json, run nothing")
+    parser.add_argument("--ours-kw", action="append", metavar="JSON",
+                        help="accuracy benchmark: estimator kwargs of one 'ours' configuration "
+                        "(repeatable, e.g. '{\"sync\": \"average\", \"local_steps\": 32}'; "
+                        "default: the estimator's defaults)")
+    parser.add_argument("--accuracy-args", default="",
+                        help="more options for bench_time_to_accuracy.py, one string "
+                        "(e.g. '--datasets synthetic --rows 400000')")
     args = parser.parse_args()
     names = list(BENCHMARKS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -179,7 +192,11 @@ def main() -> None:
         busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else 0.0
         log(f"== {name} (other processes use {busy:.2f} cores)")
         try:
-            sec = _run_one(name, args.quick, args.timeout)
+            extra = None
+            if name == "accuracy":
+                extra = [a for kw in args.ours_kw or [] for a in ("--ours-kw", kw)]
+                extra += shlex.split(args.accuracy_args)
+            sec = _run_one(name, args.quick, args.timeout, extra)
         except subprocess.TimeoutExpired:
             log(f"{name}: timed out after {args.timeout:.0f} s")
             continue
