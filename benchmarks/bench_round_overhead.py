@@ -368,8 +368,8 @@ def _profile(client: Any, K: int, rounds: int, interval: float | None = None
 def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None = None
                        ) -> dict[str, Any]:
     """Timeline of pipelined gradient rounds (the estimator's default ``rounds_ahead``): round
-    r's gradient tasks depend on round r-1's ``combine_grads_and_step`` task (fold + update), so a round is a chain of
-    tasks inside the cluster. Read from the task stream and the scheduler's ``update-graph``
+    r's gradient tasks depend on round r-1's ``combine_grads_and_step`` task (fold + update),
+    so a round is a chain of tasks inside the cluster. Read from the task stream and the scheduler's ``update-graph``
     metrics; ``client.get`` is wrapped only to learn each round's keys."""
     from distributed import get_task_stream
 
