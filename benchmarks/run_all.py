@@ -1,8 +1,11 @@
 """Run the benchmark suite and write ``benchmarks/RESULTS.md``.
 
-    python benchmarks/run_all.py            # full run (about 25 minutes on 2 cores)
-    python benchmarks/run_all.py --quick    # smaller sizes (about 5 minutes)
+    python benchmarks/run_all.py            # full run (hours on 2 cores: the accuracy
+                                            # benchmark's budget is 600 s per run)
+    python benchmarks/run_all.py --quick    # smaller sizes (tens of minutes)
     python benchmarks/run_all.py --only overhead,memory
+    python benchmarks/run_all.py --only accuracy \
+        --ours-kw '{}' --ours-kw '{"sync": "average", "local_steps": 32, "outer_momentum": 0.9}'
 
 Each benchmark runs in its own process (fresh clusters, no shared state) with one BLAS/OpenMP
 thread per process; its section is kept as JSON in ``benchmarks/results/`` and RESULTS.md is
