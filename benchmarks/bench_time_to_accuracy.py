@@ -177,12 +177,12 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
 
 def add_arguments(p: Any) -> None:
     p.add_argument("--datasets", help="comma-separated (synthetic,demo,diamonds)")
-    p.add_argument("--rows", type=int, help="synthetic training rows (1,000,000; quick 100,000)")
-    p.add_argument("--demo-rows", type=int, help="demo training rows (1,000,000; quick 100,000)")
+    p.add_argument("--rows", type=int, help="synthetic training rows (1,000,000; quick 50,000)")
+    p.add_argument("--demo-rows", type=int, help="demo training rows (1,000,000; quick 50,000)")
     p.add_argument("--test-rows", type=int, help="test rows of synthetic/demo (100,000; quick "
-                                                 "50,000)")
+                                                 "20,000)")
     p.add_argument("--epochs", type=int, help="epoch budget per run (10; quick 3)")
-    p.add_argument("--budget-s", type=float, help="wall budget per run, s (600; quick 45)")
+    p.add_argument("--budget-s", type=float, help="wall budget per run, s (600; quick 30)")
     p.add_argument("--seeds", type=int, help="runs per configuration (3; quick 1)")
     p.add_argument("--partitions", type=int, help="chunks of ours' default runs (8)")
     p.add_argument("--blocks", help="block counts of the sweep (1,2,4,8,16,32,64; quick 1,8,64)")
@@ -201,10 +201,10 @@ def _opts(quick: bool, args: Any) -> dict[str, Any]:
     kws = [json.loads(s) for s in (getattr(args, "ours_kw", None) or ["{}"])]
     every = "synthetic,demo,diamonds"
     return {"datasets": pick("datasets", every, every).split(","),
-            "rows": pick("rows", 1_000_000, 100_000),
-            "demo_rows": pick("demo_rows", 1_000_000, 100_000),
-            "test_rows": pick("test_rows", 100_000, 50_000), "epochs": pick("epochs", 10, 3),
-            "budget": pick("budget_s", 600.0, 45.0), "seeds": pick("seeds", 3, 1),
+            "rows": pick("rows", 1_000_000, 50_000),
+            "demo_rows": pick("demo_rows", 1_000_000, 50_000),
+            "test_rows": pick("test_rows", 100_000, 20_000), "epochs": pick("epochs", 10, 3),
+            "budget": pick("budget_s", 600.0, 30.0), "seeds": pick("seeds", 3, 1),
             "partitions": pick("partitions", 8, 8),
             "blocks": [int(b) for b in pick("blocks", "1,2,4,8,16,32,64", "1,8,64").split(",")],
             "sweep": pick("sweep_datasets", "synthetic", "synthetic").split(","),
