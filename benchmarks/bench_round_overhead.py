@@ -183,7 +183,8 @@ def set_batched_intervals(client: Any, interval: float | None,
     client.run(_set_worker_interval, interval=value("worker→scheduler"))
 
 
-def _interval_experiment(client: Any, Ks: list[int], rounds: dict[int, int], alternations: int
+def _interval_experiment(client: Any, Ks: list[int], rounds: dict[int, int], alternations: int,
+                         per_stream: bool = True
                          ) -> list[dict[str, Any]]:
     """Fit s/rounds with default and 1 ms batched-send intervals (all streams; and, at K = 8,
     one stream at a time), interleaved."""
@@ -191,7 +192,7 @@ def _interval_experiment(client: Any, Ks: list[int], rounds: dict[int, int], alt
     for K in Ks:
         variants: list[tuple[str, float | None, tuple[str, ...]]] = [
             ("default", None, ()), ("1 ms", 0.001, tuple(DEFAULT_INTERVALS))]
-        if K == 8:
+        if K == 8 and per_stream:
             variants += [(f"1 ms {s}", 0.001, (s,)) for s in DEFAULT_INTERVALS]
         res: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for _ in range(alternations):
@@ -442,7 +443,7 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
 def run(quick: bool) -> dict[str, Any]:
     Ks = [2, 8, 32, 64]
     rounds = {2: 60, 8: 60, 32: 30, 64: 20} if quick else {2: 100, 8: 100, 32: 50, 64: 40}
-    reps = 3
+    reps = 2 if quick else 3
     results = []
     profiles = []
     import dask
@@ -476,8 +477,10 @@ def run(quick: bool) -> dict[str, Any]:
                 f"(rounds_ahead=1: {fmt(median(one_ms))}) "
                 f"(loop median {fmt(median(hist_ms))}), naive {fmt(median(naive))}, "
                 f"noop graph {fmt(median(noop))}")
-        exp_rounds = {2: 50, 8: 50, 64: 15} if quick else {2: 100, 8: 100, 64: 30}
-        batching = _interval_experiment(client, [2, 8, 64], exp_rounds, 2 if quick else 4)
+        exp_rounds = {2: 30, 8: 30, 64: 10} if quick else {2: 100, 8: 100, 64: 30}
+        # --quick: all streams at once only (one stream at a time is the full run's)
+        batching = _interval_experiment(client, [2, 8, 64], exp_rounds, 1 if quick else 4,
+                                        per_stream=not quick)
         n_prof = 40 if quick else 60
         if ahead:
             for K, interval in ((8, None), (64, None), (8, 0.001)):
