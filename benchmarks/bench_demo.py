@@ -98,7 +98,7 @@ def run(quick: bool) -> dict[str, Any]:
 
     trows = [[label[n], median(col(n, "fit_s")), spread(col(n, "fit_s")),
               median(col(n, "samples_per_s")), median(col(n, "epochs")),
-              median(col(n, "test_accuracy")), median(col(n, "total_s"))] for n in runs]
+              f"{median(col(n, 'test_accuracy')):.4f}", median(col(n, "total_s"))] for n in runs]
     t = table(["code", "fit wall s (median)", "min–max", "training samples/s", "epochs",
                "test accuracy", "demo total wall s"], trows,
               f"`pipeline demo --quiet{f' --rows {rows}' if rows else ''}` (every other "
