@@ -134,19 +134,19 @@ def run(quick: bool) -> dict[str, Any]:
     rows = [
         ["ours: MLPClassifier.fit, sync=\"average\", 2 workers (wall, blocks included)",
          median(ours["wall"]), spread(ours["wall"]), samples / median(ours["wall"]),
-         f"{median(ours["acc"]):.4f}"],
+         f"{median(ours['acc']):.4f}"],
         ["  same, training epochs only (history_ seconds)", median(ours["epoch_s"]),
          spread(ours["epoch_s"]), samples / median(ours["epoch_s"]), "-"],
         ["PyTorch CPU, 2 threads, one process" + (
             "" if min(torch_runs["rows"]) == samples else
             f" (stopped at {deadline:.0f} s: {min(torch_runs['rows']):,} of {samples:,} samples)"),
          median(torch_runs["wall"]), spread(torch_runs["wall"]), median(torch_sps),
-         f"{median(torch_runs["acc"]):.4f}"],
+         f"{median(torch_runs['acc']):.4f}"],
         ["  (for reference) PyTorch CPU, 1 thread" + (
             "" if min(torch1["rows"]) == samples else
             f" (stopped at {deadline:.0f} s: {min(torch1['rows']):,} of {samples:,} samples)"),
          median(torch1["wall"]), spread(torch1["wall"]), median(torch1_sps),
-         f"{median(torch1["acc"]):.4f}"],
+         f"{median(torch1['acc']):.4f}"],
     ]
     t = table(["run", "seconds (median)", "min–max", "samples/s", "test accuracy"], rows,
               f"{ROWS:,} × {N_FEATURES} float32 rows created on the client, {PARTITIONS} "
