@@ -58,21 +58,22 @@ def _spec() -> Any:
     return nn.MLPSpec((N_FEATURES, *HIDDEN, 1), "relu", "binary_log_loss")
 
 
-def ours_block(X: np.ndarray, Y: np.ndarray, batch: int, shuffle: bool, seed: int) -> np.ndarray:
-    """One epoch of ``partition_local_steps`` on one block holding all rows; returns params."""
-    from pipeline import nn
+def ours_block(X: np.ndarray, Y: np.ndarray, batch: int, shuffle: bool, seed: int,
+               index: int = 0) -> np.ndarray:
+    """One epoch of ``tasks.partition_local_steps`` on one block holding all rows (what a
+    block runs in ``sync="average"`` with one local epoch per round); returns the params."""
+    from pipeline import optim
     from pipeline.blocks import Block
-    from pipeline.train import TrainConfig, _span, partition_local_steps
+    from pipeline.train import tasks
 
     spec = _spec()
     n = X.shape[0]
     steps = math.ceil(n / batch)
-    config = TrainConfig(batch_size=batch, sync="average", shuffle=shuffle, random_state=seed,
-                         alpha=ALPHA, learning_rate_init=LR)
-    params = nn.init_params(spec, seed, dtype=np.float32)
-    schedule = tuple((0, s, _span(n, s, steps)) for s in range(steps))
-    part, _ = partition_local_steps(Block(X, Y), params, None, spec, config, LR, 0, schedule,
-                                    steps)
+    params = spec.init_params(seed, dtype=np.float32)
+    schedule = tuple((0, s, tasks.span(n, s, steps)) for s in range(steps))
+    part, _ = tasks.partition_local_steps(
+        Block(X, Y), params, None, spec, optim.from_sklearn("adam", learning_rate_init=LR),
+        ALPHA, tasks.Rate(LR), index, schedule, steps, seed, shuffle)
     return params + part.vector / part.n
 
 
@@ -81,7 +82,7 @@ def ours_bare(X: np.ndarray, Y: np.ndarray, batch: int, seed: int) -> np.ndarray
     from pipeline import nn, optim
 
     spec = _spec()
-    w = nn.init_params(spec, seed, dtype=np.float32)
+    w = spec.init_params(seed, dtype=np.float32)
     opt = optim.adam(LR)
     state = opt.init(w)
     for lo in range(0, X.shape[0], batch):

@@ -365,15 +365,19 @@ def render_section(sec: dict[str, Any], level: int = 2) -> str:
     return "\n".join(out)
 
 
-def main(run: Callable[[bool], dict[str, Any]]) -> None:
-    """Entry point of one benchmark module: ``[--quick] [--json PATH]``."""
+def main(run: Callable[..., dict[str, Any]],
+         add_arguments: Callable[[Any], None] | None = None) -> None:
+    """Entry point of one benchmark module: ``[--quick] [--json PATH]``, plus the module's own
+    options when it passes ``add_arguments(parser)`` (then ``run(quick, args)`` is called)."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--json", help="also write the section as JSON here")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
-    sec = run(args.quick)
+    sec = run(args.quick, args) if add_arguments is not None else run(args.quick)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(sec, f, indent=1, default=str)

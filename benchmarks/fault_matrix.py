@@ -114,7 +114,7 @@ class Bench:
                     ) -> Row:
         if allowed_failures is not None:
             self.client.run_on_scheduler(_set_allowed_failures, allowed_failures)
-        marker = pc.arm_workers(self.client, "pipeline.train", func, after,
+        marker = pc.arm_workers(self.client, "pipeline.train.tasks", func, after,
                                 self.workdir / "victim")
         model, retries = self.traced_fit(10**9, lambda trigger: None)
         _check_died(marker)

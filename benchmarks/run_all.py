@@ -1,8 +1,11 @@
 """Run the benchmark suite and write ``benchmarks/RESULTS.md``.
 
-    python benchmarks/run_all.py            # full run (about 25 minutes on 2 cores)
-    python benchmarks/run_all.py --quick    # smaller sizes (about 5 minutes)
+    python benchmarks/run_all.py            # full run (hours on 2 cores: the accuracy
+                                            # benchmark's budget is 600 s per run)
+    python benchmarks/run_all.py --quick    # smaller sizes (tens of minutes)
     python benchmarks/run_all.py --only overhead,memory
+    python benchmarks/run_all.py --only accuracy \
+        --ours-kw '{}' --ours-kw '{"sync": "average", "local_steps": 32, "outer_momentum": 0.9}'
 
 Each benchmark runs in its own process (fresh clusters, no shared state) with one BLAS/OpenMP
 thread per process; its section is kept as JSON in ``benchmarks/results/`` and RESULTS.md is
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -34,6 +38,9 @@ from common import (
 
 BENCHMARKS = {  # name -> module, in run order
     "throughput": "bench_throughput",
+    "worker_kernel": "bench_worker_kernel",
+    "client_fit": "bench_client_fit",
+    "demo": "bench_demo",
     "overhead": "bench_round_overhead",
     "preprocessing": "bench_preprocessing",
     "accuracy": "bench_time_to_accuracy",
@@ -47,7 +54,8 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")
 
 
-def _run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+def _run_one(name: str, quick: bool, timeout: float,
+             extra: list[str] | None = None) -> dict[str, Any]:
     module = BENCHMARKS[name]
     out = os.path.join(RESULTS_DIR, f"{name}.json")
     tmp = out + ".tmp"
@@ -56,6 +64,7 @@ def _run_one(name: str, quick: bool, timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, os.path.join(BENCH_DIR, f"{module}.py"), "--json", tmp]
     if quick:
         cmd.append("--quick")
+    cmd += extra or []
     started = time.time()
     with OtherLoad(interval=2.0) as load:
         proc = subprocess.run(cmd, env=env, cwd=os.path.dirname(BENCH_DIR), timeout=timeout,
@@ -168,6 +177,13 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(BENCH_DIR, "RESULTS.md"))
     parser.add_argument("--render-only", action="store_true",
                         help="rebuild RESULTS.md from benchmarks/results/*.json, run nothing")
+    parser.add_argument("--ours-kw", action="append", metavar="JSON",
+                        help="accuracy benchmark: estimator kwargs of one 'ours' configuration "
+                        "(repeatable, e.g. '{\"sync\": \"average\", \"local_steps\": 32}'; "
+                        "default: the estimator's defaults)")
+    parser.add_argument("--accuracy-args", default="",
+                        help="more options for bench_time_to_accuracy.py, one string "
+                        "(e.g. '--datasets synthetic --rows 400000')")
     args = parser.parse_args()
     names = list(BENCHMARKS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -181,7 +197,11 @@ def main() -> None:
         busy = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else 0.0
         log(f"== {name} (other processes use {busy:.2f} cores)")
         try:
-            sec = _run_one(name, args.quick, args.timeout)
+            extra = None
+            if name == "accuracy":
+                extra = [a for kw in args.ours_kw or [] for a in ("--ours-kw", kw)]
+                extra += shlex.split(args.accuracy_args)
+            sec = _run_one(name, args.quick, args.timeout, extra)
         except subprocess.TimeoutExpired:
             log(f"{name}: timed out after {args.timeout:.0f} s")
             continue
