@@ -49,6 +49,7 @@ BENCHMARKS = {  # name -> module, in run order
     "compression": "bench_compression",
     "cnn_kernel": "bench_cnn_kernel",
     "images": "bench_images",
+    "quality": "bench_quality_section",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")
