@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from . import nn, optim
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
+from .store_blocks import releasing
 from .cluster import current_client
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
@@ -113,6 +114,7 @@ class _BaseMLP(BaseEstimator):
         warmup_fraction: float = 0.0,
         clip_norm: float | None = None,
         dropout: float | Sequence[float] = 0.0,
+        block_store: str = "memory",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -150,6 +152,7 @@ class _BaseMLP(BaseEstimator):
         self.warmup_fraction = warmup_fraction
         self.clip_norm = clip_norm
         self.dropout = dropout
+        self.block_store = block_store
 
     # ------------------------------------------------------------------ configuration ---------
 
@@ -243,6 +246,7 @@ class _BaseMLP(BaseEstimator):
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         raise NotImplementedError
 
+    @releasing
     def fit(
         self,
         X: Any,
@@ -486,6 +490,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (a function of the data only, so the model does not depend on the cluster size).
     dtype : {"float32", "float64"}
         Training precision of the blocks and parameters.
+    block_store : {"memory", "disk", "stream", "auto"}
+        Where the training blocks live between epochs (:mod:`pipeline.stores`): worker memory,
+        the workers' local disks (data larger than memory), re-read from the source every epoch,
+        or memory when they fit comfortably, else disk. Same parameters, bit for bit, in every
+        store; disk files are removed when the fit ends.
 
     Examples
     --------
@@ -497,7 +506,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         return to_blocks(client, X, y, classification=True, classes=classes, dtype=self.dtype,
-                         min_block_rows=self.min_block_rows)
+                         min_block_rows=self.min_block_rows, block_store=self.block_store)
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
         loss = "binary_log_loss" if n_outputs == 1 else "log_loss"
@@ -513,6 +522,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.classes_ = blocks.classes
         super()._set_fitted(result, spec, blocks, X)
 
+    @releasing
     def partial_fit(self, X: Any, y: Any, classes: Any = None, **kwargs: Any) -> MLPClassifier:
         """One more epoch from the current weights (``classes`` required on the first call)."""
         if not hasattr(self, "params_"):
@@ -524,7 +534,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             client = current_client(kwargs.pop("client", None))
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(np.asarray(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
-                               min_block_rows=self.min_block_rows)
+                               min_block_rows=self.min_block_rows, block_store=self.block_store)
             self._partial_fit_blocks(client, blocks, X, "MLPClassifier.partial_fit")
         finally:
             self.max_iter, self.warm_start = saved
@@ -566,12 +576,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         return to_blocks(client, X, y, classification=False, dtype=self.dtype,
-                         min_block_rows=self.min_block_rows)
+                         min_block_rows=self.min_block_rows, block_store=self.block_store)
 
     def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:  # type: ignore[override]
         super().fit(X, y, **kwargs)
         return self
 
+    @releasing
     def partial_fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:
         """One more epoch from the current weights and optimizer state."""
         saved = self.max_iter
