@@ -108,6 +108,7 @@ _POOL: ThreadPoolExecutor | None = None
 _READERS: OrderedDict[tuple[str, int], Any] = OrderedDict()
 _READERS_MAX = 512
 _STREAM: OrderedDict[tuple[str, int], tuple[int, Block]] = OrderedDict()
+_RELEASED: set[str] = set()  # stores released on this worker: never rebuilt again
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -150,10 +151,12 @@ def release_local(store_ids: list[str]) -> list[str]:
     directories removed."""
     removed = []
     with _LOCK:
-        for key in [k for k in _READERS if k[0] in store_ids]:
-            del _READERS[key]
+        _RELEASED.update(store_ids)
+        readers = [_READERS.pop(k) for k in [k for k in _READERS if k[0] in store_ids]]
         for key in [k for k in _STREAM if k[0] in store_ids]:
             del _STREAM[key]
+    for r in readers:  # a prefetch still reading finishes before its file goes
+        r.drain()
     for sid in store_ids:
         d = store_dir(sid)
         if d.exists():
@@ -254,6 +257,9 @@ class _StreamReader:
         self.handle = handle
         self.lock = threading.Lock()
 
+    def drain(self) -> None:
+        pass
+
     def chunk(self, c: int, epoch: int, after: tuple[int, int]) -> tuple[Any, Any, int]:
         """The whole re-read block (once per epoch), as the source of chunk ``c``'s rows."""
         h = self.handle
@@ -298,6 +304,8 @@ class DiskBlock(StoredBlock):
         """This worker's copy of the file, rebuilt from the recipe if this worker has none."""
         path = self.local_path()
         if not path.exists():
+            if self.store_id in _RELEASED:
+                raise RuntimeError(f"block store {self.store_id!r} was released (its fit ended)")
             write_block(self.recipe.build(), path)
         return path
 
@@ -342,6 +350,12 @@ class _DiskReader:
         self.current: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
         self.pending: tuple[tuple[int, int], Future] | None = None
         self.spare: tuple[np.ndarray, np.ndarray] | None = None
+
+    def drain(self) -> None:
+        """Wait for the prefetch in flight, if any (its errors do not matter any more)."""
+        pending = self.pending
+        if pending is not None:
+            pending[1].exception()
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self.spare is not None:
