@@ -128,9 +128,9 @@ def _worker() -> Any:
         return None
 
 
-def store_dir(store_id: str) -> Path:
+def store_dir(store_id: str, worker: Any = None) -> Path:
     """This worker's directory for store ``store_id`` (the client process: a temp directory)."""
-    w = _worker()
+    w = worker if worker is not None else _worker()
     if w is not None:
         base = Path(w.local_directory)
     else:
@@ -146,9 +146,9 @@ def memory_limit() -> int:
     return int(getattr(w, "memory_limit", 0) or 0) if w is not None else 0
 
 
-def release_local(store_ids: list[str]) -> list[str]:
-    """Forget store ``store_ids`` on this worker: readers, stream caches, files. Returns the
-    directories removed."""
+def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:
+    """Forget store ``store_ids`` on this worker (``client.run`` passes ``dask_worker``):
+    readers, stream caches, files. Returns the directories removed."""
     removed = []
     with _LOCK:
         _RELEASED.update(store_ids)
@@ -158,7 +158,7 @@ def release_local(store_ids: list[str]) -> list[str]:
     for r in readers:  # a prefetch still reading finishes before its file goes
         r.drain()
     for sid in store_ids:
-        d = store_dir(sid)
+        d = store_dir(sid, dask_worker)
         if d.exists():
             shutil.rmtree(d, ignore_errors=True)
             removed.append(str(d))
