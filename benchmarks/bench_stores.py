@@ -64,7 +64,7 @@ class Watch:
             for w, p in self.procs.items():
                 try:
                     self.peak[w] = max(self.peak[w], p.memory_info().rss)
-                except Exception:  # noqa: BLE001 - a restarted worker: counted by its pid
+                except Exception:  # a restarted worker: seen by its pid
                     pass
             if time.monotonic() - last > 0.5:
                 last = time.monotonic()
@@ -72,7 +72,7 @@ class Watch:
                     info = self.client.run(_worker_state)
                     self.paused += sum(s["paused"] for s in info.values())
                     self.spilled = max([self.spilled, *(s["spilled"] for s in info.values())])
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             self._stop.wait(0.05)
 
@@ -168,8 +168,6 @@ def _sorted_chunk(index: int, n_rows: int, seed: int) -> tuple[np.ndarray, np.nd
 def shuffle_quality(quick: bool) -> tuple[list[dict], dict]:
     import dask
     import dask.array as da
-
-    import pipeline as pl
 
     n_rows, n_chunks = (400_000, 2) if quick else (1_600_000, 4)
     epochs = 3 if quick else 5

@@ -20,8 +20,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from . import nn, optim
 from .backend import frame_to_array, namespace, to_host
 from .blocks import BlockSet, split_blocks, to_blocks
-from .store_blocks import releasing
 from .cluster import current_client
+from .store_blocks import releasing
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
 __all__ = ["MLPClassifier", "MLPRegressor", "saveable_classes"]

@@ -78,7 +78,7 @@ def releasing(method: Callable[..., Any]) -> Callable[..., Any]:
             for client, sids in by_client.values():
                 try:
                     release(client, sids)
-                except Exception:  # noqa: BLE001 - a closed cluster has nothing left to remove
+                except Exception:  # a closed cluster has nothing left to remove
                     pass
 
     return wrapper
@@ -112,7 +112,7 @@ def stored_blocks(client: Any, X: Any, y: Any, x_parts: list[Any], y_parts: list
     """The blocks of ``to_blocks`` in a disk or stream store (``"auto"``: see
     :mod:`pipeline.stores`; ``memory()`` builds them in memory instead)."""
     check_block_store(block_store)
-    token = dask.base.tokenize(X, y, dtype)
+    dask.base.tokenize(X, y, dtype)
     pieces = [dask.optimize(xp_, yp)[0:2] if yp is not None else (dask.optimize(xp_)[0], None)
               for xp_, yp in zip(x_parts, y_parts, strict=True)]
     summaries = client.gather(client.compute([

@@ -3,6 +3,7 @@ left behind."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -80,7 +81,7 @@ def test_disk_rows_equal_memory_rows_across_chunk_boundaries(tmp_path, monkeypat
     ws_mem, ws_disk = Workspace(), Workspace()
     for epoch in range(2):
         cuts = np.unique(np.r_[0, rng.integers(0, n, 12), 96, 97, 98, 500, n])
-        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        for lo, hi in itertools.pairwise(cuts):
             want = tasks._rows(block, 7, 4, epoch, shuffle, lo, hi, ws_mem)
             got = tasks._rows(handle, 7, 4, epoch, shuffle, lo, hi, ws_disk)
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

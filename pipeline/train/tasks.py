@@ -29,15 +29,15 @@ from ..nn import Context, Workspace
 from ..reduce import tree_fold
 
 __all__ = [
+    "EPOCH_CHUNK_ROWS",
     "Partial",
     "ScorePartial",
     "StepState",
-    "combine_grads",
-    "combine_scores",
-    "EPOCH_CHUNK_ROWS",
     "chunk_bounds",
     "chunk_permutation",
     "chunk_sequence",
+    "combine_grads",
+    "combine_scores",
     "epoch_order",
     "fold_and_step",
     "fold_local",
