@@ -40,6 +40,7 @@ BENCHMARKS = {  # name -> module, in run order
     "memory": "bench_memory",
     "serving": "bench_serving",
     "compression": "bench_compression",
+    "stores": "bench_stores",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")
