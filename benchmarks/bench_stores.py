@@ -193,7 +193,9 @@ def shuffle_quality(quick: bool) -> tuple[list[dict], dict]:
                     est = _fit(client, X, y, "memory", **kw)
                 finally:
                     client.run(_set_chunk_rows, None)
-                acc = float(np.mean(np.asarray(est.predict(Xt).compute()) == yt))
+                pred = est.predict(Xt)
+                pred = pred.compute() if hasattr(pred, "compute") else pred
+                acc = float(np.mean(np.asarray(pred) == yt))
                 raw[f"{sync}/{label}"] = acc
                 rows.append([sync, label, epochs, acc])
                 log(f"shuffle {sync} {label}: accuracy {acc:.4f}")
