@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import take_rows
+from .backend import take_rows, to_host
 from .blocks import Block, _concat_raw, _final_block, _raw_block, _split_block
 from .train.tasks import chunk_bounds, chunk_permutation, chunk_sequence, n_chunks
 
@@ -270,7 +270,7 @@ class _StreamReader:
                 return hit[1].X, hit[1].Y, 0
             _STREAM.pop(key, None)
             block = h.recipe.build()
-            block = Block(np.asarray(block.X), np.asarray(block.Y))
+            block = Block(to_host(block.X), to_host(block.Y))  # stores serve host rows
             limit = memory_limit()
             bound = STREAM_CACHE_FRACTION * limit if limit else float("inf")
             with _LOCK:
@@ -323,8 +323,6 @@ class DiskBlock(StoredBlock):
 
 def write_block(block: Block, path: Path) -> tuple[int, ...]:
     """Write ``block`` (host copy) to ``path`` atomically; the per-chunk CRC-32s."""
-    from .backend import to_host
-
     X = np.ascontiguousarray(to_host(block.X))
     Y = np.ascontiguousarray(to_host(block.Y))
     path.parent.mkdir(parents=True, exist_ok=True)
