@@ -10,7 +10,8 @@
     CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
     worker's managed memory does not claim the rows. Reads copy whole chunks of contiguous rows
     with ``pread`` (the page cache keeps hot files; nothing stays mapped, so the worker's RSS
-    counts only the two chunk buffers per block), verify their checksum, and run on a background
+    counts only the two chunk buffers per block, at most :data:`READER_FRACTION` of its memory
+    limit in all: the least recently used blocks drop theirs), verify their checksum, and run on a background
     thread one chunk ahead of the training (double buffering).
 ``"stream"``
     Nothing is cached between epochs: a :class:`StreamBlock` keeps the recipe (the culled Dask
@@ -55,6 +56,7 @@ __all__ = ["AUTO_MEMORY_FRACTION", "BLOCK_STORES", "STREAM_CACHE_FRACTION", "Dis
 BLOCK_STORES = ("memory", "disk", "stream", "auto")
 AUTO_MEMORY_FRACTION = 0.25  # "auto" keeps blocks in memory up to this share of the limits
 STREAM_CACHE_FRACTION = 0.25  # re-read blocks a worker keeps within an epoch, of its limit
+READER_FRACTION = 0.1  # disk blocks' chunk buffers a worker keeps, of its memory limit
 ROOT = "pipeline-blocks"
 
 
@@ -196,10 +198,16 @@ class StoredBlock:
             r = _READERS.get(key)
             if r is None:
                 r = _READERS[key] = self._new_reader()
-                while len(_READERS) > _READERS_MAX:
-                    _READERS.popitem(last=False)
             _READERS.move_to_end(key)
-            return r
+            limit = memory_limit()
+            bound = READER_FRACTION * limit if limit else 256 * 2**20
+            evicted = []
+            while len(_READERS) > 1 and (len(_READERS) > _READERS_MAX or sum(
+                    x.nbytes for x in _READERS.values()) > bound):
+                evicted.append(_READERS.popitem(last=False)[1])
+        for e in evicted:  # their buffers go once a read in flight is done
+            e.drain()
+        return r
 
     def take_epoch_rows(self, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
                         hi: int, ws: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +264,8 @@ class _StreamReader:
     def __init__(self, handle: StreamBlock):
         self.handle = handle
         self.lock = threading.Lock()
+
+    nbytes = 0  # its block lives in the stream cache, bounded apart
 
     def drain(self) -> None:
         pass
@@ -346,8 +356,16 @@ class _DiskReader:
         self.h = handle
         self.lock = threading.Lock()
         self.current: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
-        self.pending: tuple[tuple[int, int], Future] | None = None
+        self.pending: tuple[tuple[int, int], Future, Any] | None = None
         self.spare: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        bufs = [b for b in (self.current[1:] if self.current else ()) if b is not None]
+        bufs += list(self.spare or ())
+        if self.pending is not None:
+            bufs += [b for b in self.pending[2]]
+        return int(sum(b.nbytes for b in bufs))
 
     def drain(self) -> None:
         """Wait for the prefetch in flight, if any (its errors do not matter any more)."""
@@ -406,6 +424,6 @@ class _DiskReader:
                 cur = self.current = (key, *bufs)
             if self.pending is None and after[0] != c:
                 spare = self._buffers()
-                self.pending = (after, _pool().submit(self._fill, after[0], spare))
+                self.pending = (after, _pool().submit(self._fill, after[0], spare), spare)
             a, b = chunk_bounds(self.h.n, c)
             return cur[1][:b - a], cur[2][:b - a], a

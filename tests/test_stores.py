@@ -256,3 +256,33 @@ def test_stores_dir_is_per_worker_local_directory(client):
         (holder,) = who[f.key]
         assert handle.path.startswith(os.path.join(local[holder], ROOT, blocks.store_id))
     release(client, [blocks.store_id])
+
+
+def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypatch):
+    """Two blocks read in turn with a buffer budget of almost nothing: each read evicts the
+    other block's buffers (and its prefetch); rows still equal the memory store's."""
+    import tempfile
+
+    import pipeline.stores as stores
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 64)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(stores, "memory_limit", lambda: 1)
+    rng = np.random.default_rng(1)
+    blocks, handles = [], []
+    for index in (0, 1):
+        b = Block(rng.standard_normal((300, 4)), rng.standard_normal((300, 2)))
+        path = stores.store_dir("evict") / f"block-{index}.bin"
+        handles.append(DiskBlock("evict", index, 300, 4, 2, "float64",
+                                 Recipe([], None, "float64"), checksums=write_block(b, path),
+                                 path=str(path)))
+        blocks.append(b)
+    ws = [Workspace() for _ in range(4)]
+    for epoch in range(2):
+        for lo, hi in ((0, 50), (50, 130), (130, 300)):
+            for i in (0, 1):
+                want = tasks._rows(blocks[i], 3, i, epoch, True, lo, hi, ws[i])
+                got = tasks._rows(handles[i], 3, i, epoch, True, lo, hi, ws[2 + i])
+                assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert len(stores._READERS) == 1  # the other block's buffers were dropped
+    stores.release_local(["evict"])
