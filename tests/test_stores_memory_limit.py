@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow
 N_FILES, ROWS, COLS = 12, 500_000, 30  # 12 x 500k x 31 float64 = 1.49 GB = 1.8 x 2 x 400 MiB
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.xfail(strict=True, reason=(
+    "not met yet (issue 12, item 5): at 2 x 400 MiB both workers sit at ~346 MiB RSS (paused) "
+    "while pl.read + Preprocessor.fit run, and at 350 MiB one was restarted; the blocks were "
+    "never reached. Remove this marker when the read/preprocess passes fit."))
+@pytest.mark.timeout(600)
 def test_read_preprocess_and_disk_fit_under_a_small_memory_limit(tmp_path):
     from distributed import Client, LocalCluster
 
