@@ -50,6 +50,7 @@ BENCHMARKS = {  # name -> module, in run order
     "cnn_kernel": "bench_cnn_kernel",
     "images": "bench_images",
     "quality": "bench_quality_section",
+    "stores": "bench_stores",
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")

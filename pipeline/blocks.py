@@ -49,6 +49,8 @@ class BlockSet(NamedTuple):
     n_outputs: int
     classes: np.ndarray | None
     dtype: str = "float32"
+    store: str = "memory"  # where the blocks live: "memory", "disk", "stream" (pipeline.stores)
+    store_id: str | None = None  # the disk/stream store's id (its files' directory name)
 
     @property
     def n_samples(self) -> int:
@@ -234,6 +236,7 @@ def to_blocks(
     min_block_rows: int | None = None,
     name: str = "training-block",
     keep_shape: bool = False,
+    block_store: str = "memory",
 ) -> BlockSet:
     """Materialise ``X`` (and targets ``y``) as one :class:`Block` per partition on the workers.
 
@@ -255,6 +258,9 @@ def to_blocks(
         pixels): the model's first layers (:class:`pipeline.nn.Rescale`/``Normalize``) turn
         each mini-batch into ``dtype``, so the data set is never copied to floats. Targets are
         still encoded in ``dtype``. ``n_features`` is then the product of the sample axes.
+    block_store : {"memory", "disk", "stream", "auto"}
+        Where the blocks live between epochs (see :mod:`pipeline.stores`): Dask memory, files on
+        the workers' local disks, or nowhere (re-read every epoch). Same bits in every store.
 
     Returns
     -------
@@ -268,6 +274,18 @@ def to_blocks(
         raise ValueError(
             f"X has {len(x_parts)} partitions but y has {len(y_parts)}: they must be aligned"
         )
+    if block_store != "memory":
+        if keep_shape:
+            raise ValueError("block_store='disk'/'stream' hold 2-D tabular blocks; image "
+                             "blocks (keep_shape=True) live in memory")
+        from .store_blocks import stored_blocks
+
+        return stored_blocks(
+            client, X, y, x_parts, y_parts, block_store=block_store, classes=classes,
+            classification=classification, dtype=dtype, min_block_rows=min_block_rows,
+            name=name, memory=lambda: to_blocks(
+                client, X, y, classes=classes, classification=classification, dtype=dtype,
+                min_block_rows=min_block_rows, name=name))
     token = dask.base.tokenize(X, y, dtype, keep_shape)
     raw_delayed = [
         dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype, keep_shape,
@@ -338,6 +356,10 @@ def to_blocks(
 
 
 def _split_block(block: Block, fraction: float, seed: int, index: int, keep_valid: bool) -> Block:
+    if not isinstance(block, Block):  # a disk or stream store's handle: split in that store
+        from .store_blocks import split_stored
+
+        return split_stored(block, fraction, seed, index, keep_valid)
     n = block.X.shape[0]
     mask = np.random.default_rng([seed, index, 7]).random(n) < fraction
     rows = np.flatnonzero(mask if keep_valid else ~mask)
@@ -366,7 +388,8 @@ def split_blocks(client: Any, blocks: BlockSet, fraction: float, seed: int) -> t
     counts = [_split_rows(n, fraction, seed, i) for i, n in enumerate(blocks.rows)]
     with client.as_current():
         wait(train + valid)
-    common = (blocks.n_features, blocks.n_outputs, blocks.classes, blocks.dtype)
+    common = (blocks.n_features, blocks.n_outputs, blocks.classes, blocks.dtype, blocks.store,
+              blocks.store_id)
     return (
         BlockSet(train, [c[0] for c in counts], *common),
         BlockSet(valid, [c[1] for c in counts], *common),

@@ -41,6 +41,7 @@ class ClusterConfig:
     address: str | None = None
     n_workers: int | None = None
     threads_per_worker: int = 1
+    memory_limit: str | None = None  # per local worker, e.g. "2GiB" (None: Dask's "auto")
     device: Literal["auto", "cpu", "gpu"] = "auto"
     dashboard_address: str = "127.0.0.1:8787"
     # kubernetes: the DaskCluster resource to connect to; slurm: dask-jobqueue settings
@@ -117,6 +118,7 @@ class TrainSection:
     outer_momentum: float = 0.5
     balance: Literal["none", "throughput"] = "none"
     split_every: int = 8
+    block_store: Literal["memory", "disk", "stream", "auto"] = "memory"
     early_stopping: bool = False
     n_iter_no_change: int = 10
     tol: float = 1e-4

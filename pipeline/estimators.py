@@ -24,6 +24,7 @@ from .blocks import BlockSet, split_blocks, to_blocks
 from .cluster import current_client
 from .events import ensure_monitor
 from .progress import report
+from .store_blocks import releasing
 from .train import TrainConfig, TrainResult, TrainState, evaluate, initial_state, train
 
 __all__ = ["MLPClassifier", "MLPRegressor", "saveable_classes"]
@@ -117,6 +118,7 @@ class _BaseMLP(BaseEstimator):
         clip_norm: float | None = None,
         dropout: float | Sequence[float] = 0.0,
         replicas: int | str | None = "auto",
+        block_store: str = "memory",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -155,6 +157,7 @@ class _BaseMLP(BaseEstimator):
         self.clip_norm = clip_norm
         self.dropout = dropout
         self.replicas = replicas
+        self.block_store = block_store
 
     # ------------------------------------------------------------------ configuration ---------
 
@@ -283,6 +286,7 @@ class _BaseMLP(BaseEstimator):
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         raise NotImplementedError
 
+    @releasing
     def fit(
         self,
         X: Any,
@@ -539,6 +543,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         (a function of the data only, so the model does not depend on the cluster size).
     dtype : {"float32", "float64"}
         Training precision of the blocks and parameters.
+    block_store : {"memory", "disk", "stream", "auto"}
+        Where the training blocks live between epochs (:mod:`pipeline.stores`): worker memory,
+        the workers' local disks (data larger than memory), re-read from the source every epoch,
+        or memory when they fit comfortably, else disk. Same parameters, bit for bit, in every
+        store; disk files are removed when the fit ends.
 
     Examples
     --------
@@ -550,7 +559,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         return to_blocks(client, X, y, classification=True, classes=classes, dtype=self.dtype,
-                         min_block_rows=self.min_block_rows)
+                         min_block_rows=self.min_block_rows, block_store=self.block_store)
 
     def _spec(self, n_features: int, n_outputs: int) -> nn.MLPSpec:
         loss = "binary_log_loss" if n_outputs == 1 else "log_loss"
@@ -566,6 +575,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.classes_ = blocks.classes
         super()._set_fitted(result, spec, blocks, X)
 
+    @releasing
     def partial_fit(self, X: Any, y: Any, classes: Any = None, **kwargs: Any) -> MLPClassifier:
         """One more epoch from the current weights (``classes`` required on the first call)."""
         if not hasattr(self, "params_"):
@@ -578,7 +588,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             ensure_monitor(client)
             cls = self.classes_ if hasattr(self, "classes_") else np.unique(to_host(classes))
             blocks = to_blocks(client, X, y, classification=True, classes=cls, dtype=self.dtype,
-                               min_block_rows=self.min_block_rows)
+                               min_block_rows=self.min_block_rows, block_store=self.block_store)
             self._partial_fit_blocks(client, blocks, X, "MLPClassifier.partial_fit")
         finally:
             self.max_iter, self.warm_start = saved
@@ -620,12 +630,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         return to_blocks(client, X, y, classification=False, dtype=self.dtype,
-                         min_block_rows=self.min_block_rows)
+                         min_block_rows=self.min_block_rows, block_store=self.block_store)
 
     def fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:  # type: ignore[override]
         super().fit(X, y, **kwargs)
         return self
 
+    @releasing
     def partial_fit(self, X: Any, y: Any, **kwargs: Any) -> MLPRegressor:
         """One more epoch from the current weights and optimizer state."""
         saved = self.max_iter

@@ -129,3 +129,25 @@ def test_demo_links_work_while_it_runs_and_keep_alive_stops_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_block_store_is_a_checked_config_key():
+    cfg = load_config(bundled_config(), {"train": {"block_store": "disk"},
+                                         "cluster": {"memory_limit": "2GiB"}})
+    assert cfg.train.block_store == "disk" and cfg.cluster.memory_limit == "2GiB"
+    with pytest.raises(ConfigError, match=r"train\.block_store: 'ram' is not allowed"):
+        load_config(bundled_config(), {"train": {"block_store": "ram"}})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_pipeline_demo_trains_from_the_workers_disks(tmp_path):
+    out = tmp_path / "out"
+    proc = _pipeline("demo", "--rows", "20000", "--partitions", "4", "--epochs", "2",
+                     "--block-store", "disk", "--memory-limit", "1GiB", "--output", str(out),
+                     "--dashboard-address", "127.0.0.1:0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "blocks in disk" in proc.stderr
+    acc = float(next(line for line in proc.stdout.splitlines()
+                     if line.startswith("test accuracy")).split()[-1])
+    assert acc > 0.7

@@ -38,7 +38,7 @@ def open_client(cfg: ClusterConfig) -> Any:
     if cfg.kind == "local":
         client = connect(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
                          dashboard_address=cfg.dashboard_address, device=cfg.device,
-                         security=security)
+                         security=security, memory_limit=cfg.memory_limit or "auto")
         owns_cluster = True
     elif cfg.kind == "address":
         if not cfg.address:
@@ -163,12 +163,14 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
                     sync=t.sync, local_steps=t.local_steps, replicas=t.replicas,
                     outer_learning_rate=t.outer_learning_rate,
                     outer_momentum=t.outer_momentum, balance=t.balance,
-                    split_every=t.split_every,
+                    split_every=t.split_every, block_store=t.block_store,
                     early_stopping=t.early_stopping and validation is not None,
                     n_iter_no_change=t.n_iter_no_change, tol=t.tol,
                     random_state=t.random_state)
         step(f"training {type(model).__name__}{tuple(m.hidden_layer_sizes)} "
-             f"({t.sync} sync, batch {t.batch_size}, {t.max_iter} epochs)", err)
+             f"({t.sync} sync, batch {t.batch_size}, {t.max_iter} epochs, blocks in "
+             f"{t.block_store})", err)
+        fit_start = time.perf_counter()
         progress_ctx = (TrainingProgress(client, t.max_iter, err) if progress
                         else contextlib.nullcontext())
         with progress_ctx, warnings.catch_warnings():

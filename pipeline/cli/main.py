@@ -24,6 +24,10 @@ def _demo_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over["output"]["dir"] = args.output
     if getattr(args, "sync", None):
         over["train"]["sync"] = args.sync
+    if getattr(args, "memory_limit", None):
+        over["cluster"]["memory_limit"] = args.memory_limit
+    if getattr(args, "block_store", None):
+        over["train"]["block_store"] = args.block_store
     if getattr(args, "dashboard_address", None):
         over["cluster"]["dashboard_address"] = args.dashboard_address
     return over
@@ -171,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, help="local workers (default 2)")
     d.add_argument("--epochs", type=int, help="training epochs (default 10)")
     d.add_argument("--sync", choices=["gradient", "average"], help="synchronisation mode")
+    d.add_argument("--block-store", choices=["memory", "disk", "stream", "auto"],
+                   help="where training blocks live: worker memory (default), the workers' "
+                        "local disks (larger than memory), re-read every epoch, or auto")
+    d.add_argument("--memory-limit", help="memory limit per local worker, e.g. 2GiB")
     d.add_argument("--output", help="output directory (default ./pipeline-output)")
     d.add_argument("--dashboard-address", help="dashboard bind address (default "
                                                "127.0.0.1:8787)")

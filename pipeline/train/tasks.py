@@ -6,9 +6,10 @@ associatively and :func:`pipeline.reduce.tree_fold` combines them in a fixed ord
 positions, never in completion order. One task per worker computes the partials of every block it
 holds and returns them apart, keyed by block position, for that fold.
 
-A block's rows are visited in an order drawn from ``(seed, block, epoch)``; global step ``s`` of
-``steps`` takes rows ``[s n / steps, (s + 1) n / steps)`` of that order, so the mini-batches do not
-depend on the cluster.
+A block's rows are visited in an order drawn from ``(seed, block, epoch)`` (chunks of contiguous
+rows in a shuffled order, rows shuffled inside each chunk: :func:`epoch_order`); global step ``s``
+of ``steps`` takes rows ``[s n / steps, (s + 1) n / steps)`` of that order, so the mini-batches do
+not depend on the cluster, nor on where the block is stored (:mod:`pipeline.stores`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from ..nn import Context, Workspace
 from ..reduce import tree_fold
 
 __all__ = [
+    "EPOCH_CHUNK_ROWS",
     "Partial",
     "ScorePartial",
     "StepState",
+    "chunk_bounds",
+    "chunk_permutation",
+    "chunk_sequence",
     "combine_grads",
     "combine_scores",
     "epoch_order",
@@ -73,12 +78,53 @@ def _worker_address() -> str:
 
 # ------------------------------------------------------------------ which rows, in which order --
 
+EPOCH_CHUNK_ROWS = 32_768  # rows of one contiguous chunk of the epoch order (see epoch_order)
+_SEQUENCE_KEY = 2**32 - 1  # last seed word of the chunks' visiting order
+
 _ORDERS: OrderedDict[tuple[int, int, int], tuple[int, np.ndarray]] = OrderedDict()
 _ORDERS_MAX_BYTES = 256 * 2**20  # a worker keeps at most this much of permutations
 
 
+def n_chunks(n: int) -> int:
+    """How many chunks of :data:`EPOCH_CHUNK_ROWS` rows (the last may be shorter) ``n`` rows
+    make."""
+    return -(-n // EPOCH_CHUNK_ROWS)
+
+
+def chunk_bounds(n: int, chunk: int) -> tuple[int, int]:
+    """Rows ``[a, b)`` of a block of ``n`` rows that chunk ``chunk`` holds (contiguous)."""
+    return chunk * EPOCH_CHUNK_ROWS, min((chunk + 1) * EPOCH_CHUNK_ROWS, n)
+
+
+def chunk_sequence(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The order in which block ``block``'s chunks are visited in ``epoch``: a permutation
+    drawn from ``(seed, block, epoch, 2**32 - 1)``, a key no chunk's rows use (``0, 1, ...``
+    without ``shuffle``)."""
+    if not shuffle:
+        return np.arange(n_chunks(n))
+    return np.random.default_rng([seed, block, epoch, _SEQUENCE_KEY]).permutation(n_chunks(n))
+
+
+def chunk_permutation(n: int, seed: int, block: int, epoch: int, chunk: int) -> np.ndarray:
+    """The order of the rows inside chunk ``chunk`` in ``epoch`` (offsets from the chunk's
+    first row): a permutation drawn from ``(seed, block, epoch, chunk)``. (NumPy's seed
+    sequences ignore trailing zero words, so chunk 0 draws what ``(seed, block, epoch)`` drew
+    before chunks existed: a block of at most one chunk keeps its former order, bit for bit.)"""
+    a, b = chunk_bounds(n, chunk)
+    order = np.random.default_rng([seed, block, epoch, chunk]).permutation(b - a)
+    return order.astype(np.int32)  # a chunk is far below 2**31 rows
+
+
 def epoch_order(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.ndarray | None:
-    """Block ``block``'s row order in ``epoch``: a permutation drawn from ``(seed, block, epoch)``.
+    """Block ``block``'s row order in ``epoch`` (``None``: rows in storage order).
+
+    The order is two-level, so that a block stored on disk or re-read from its source is read
+    in large contiguous pieces: the block's rows are cut into chunks of :data:`EPOCH_CHUNK_ROWS`
+    contiguous rows, the chunks are visited in the order :func:`chunk_sequence` draws from
+    ``(seed, block, epoch)``, and the rows inside each chunk in the order
+    :func:`chunk_permutation` draws from ``(seed, block, epoch, chunk)``. Every block store
+    (memory, disk, stream; :mod:`pipeline.stores`) visits the same rows in the same order, so
+    they give the same bits. A block of at most one chunk gets a full permutation.
 
     Kept for the current epoch only, one per block and seed (int32 where it fits: 4 bytes per
     row), in a cache bounded by bytes (least recently used first out), so a worker computes it
@@ -91,9 +137,13 @@ def epoch_order(n: int, seed: int, block: int, epoch: int, shuffle: bool) -> np.
     if hit is not None and hit[0] == epoch:
         _ORDERS.move_to_end(key)
         return hit[1]
-    order = np.random.default_rng([seed, block, epoch]).permutation(n)
-    if n < 2**31:
-        order = order.astype(np.int32)
+    order = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+    pos = 0
+    for chunk in chunk_sequence(n, seed, block, epoch, shuffle):
+        a, b = chunk_bounds(n, int(chunk))
+        order[pos:pos + b - a] = chunk_permutation(n, seed, block, epoch, int(chunk))
+        order[pos:pos + b - a] += a
+        pos += b - a
     _ORDERS[key] = (epoch, order)
     _ORDERS.move_to_end(key)
     while len(_ORDERS) > 1 and sum(o.nbytes for _, o in _ORDERS.values()) > _ORDERS_MAX_BYTES:
@@ -130,8 +180,19 @@ def workspace_for(index: int, X: Any) -> Workspace:
     return ws
 
 
-def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int,
+def _rows(block: Any, seed: int, index: int, epoch: int, shuffle: bool, lo: int, hi: int,
           ws: Workspace) -> tuple[Any, Any]:
+    """Rows ``[lo, hi)`` of block ``index``'s epoch order (:func:`epoch_order`) as ``(X, Y)``.
+
+    A :class:`Block` in memory gathers them into ``ws``'s buffers; a store handle
+    (:mod:`pipeline.stores`: a file on the worker's disk, a partition re-read every epoch) reads
+    the chunks that hold them, the next chunk prefetched while this one trains. The same rows in
+    the same order either way, so every store gives the same bits.
+    """
+    if not isinstance(block, Block):
+        return block.take_epoch_rows(seed, index, epoch, shuffle, lo, hi, ws)
+    X, Y = block
+    order = epoch_order(X.shape[0], seed, index, epoch, shuffle)
     if order is None:
         return X[lo:hi, ...], Y[lo:hi, ...]
     xp = namespace(X)
@@ -141,6 +202,17 @@ def _rows(X: Any, Y: Any, order: np.ndarray | None, lo: int, hi: int,
 
 # scoring: no dropout or augmentation (training=False), no input gradient
 _EVALUATION = Context(training=False, key=None, workspace=None, need_input_grad=False)
+
+
+def _like(block: Any) -> Any:
+    """An array with ``block``'s namespace, device, dtype and shape (a store handle: a
+    zero-stride host array that owns no rows)."""
+    return block.X if isinstance(block, Block) else block.like
+
+
+def _as_block(block: Any) -> Block:
+    """The whole block in memory (a store handle loads it: scoring reads every row once)."""
+    return block if isinstance(block, Block) else block.load()
 
 
 def _step_context(ws: Workspace, seed: int, index: int, epoch: int, step: int) -> Context:
@@ -176,11 +248,11 @@ def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epo
                    step: int, steps: int, seed: int, shuffle: bool) -> Partial:
     """Loss and gradient sums of block ``index`` over its share of global step ``step``."""
     start = time.perf_counter()
-    X, Y = block
+    X = _like(block)
     n = X.shape[0]
     lo, hi = step_rows(n, step, steps)
     ws = workspace_for(index, X)
-    Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi, ws)
+    Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
     loss, grad = model.loss_and_grad(params, Xb, Yb,
                                      ctx=_step_context(ws, seed, index, epoch, step))
     grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
@@ -308,9 +380,10 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
     Returns the rows-weighted parameter change and the block's new inner optimizer state.
     """
     start = time.perf_counter()
-    X, Y = block
+    X = _like(block)
+    ydtype = block.Y.dtype if isinstance(block, Block) else X.dtype
     n = X.shape[0]
-    w0 = to_device_of(params, X, dtype=Y.dtype)  # host or any device -> X's (X may hold pixels)
+    w0 = to_device_of(params, X, dtype=ydtype)  # host or any device -> X's (X may hold pixels)
     w = w0
     if state is None:
         state = optimizer.init(w)
@@ -323,7 +396,7 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
         lo, hi = step_rows(n, step, steps)
         if hi <= lo:
             continue
-        Xb, Yb = _rows(X, Y, epoch_order(n, seed, index, epoch, shuffle), lo, hi, ws)
+        Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
         loss, grad = model.loss_and_grad(w, Xb, Yb,
                                          ctx=_step_context(ws, seed, index, epoch, step))
         m = hi - lo
@@ -374,21 +447,21 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
     depend on how its rows are cut into blocks. Returns ``[(replica, (partial, state))]``.
     """
     start = time.perf_counter()
-    X0 = blocks[0].X
+    X0 = _like(blocks[0])
     xp = namespace(X0)
-    w0 = xp.asarray(params, device=device(X0), dtype=X0.dtype)
+    ydtype = blocks[0].Y.dtype if isinstance(blocks[0], Block) else X0.dtype
+    w0 = to_device_of(params, X0, dtype=ydtype)
     w = w0
     state = optimizer.init(w) if state is None else optim.state_to_device(state, X0)
     state = learning_rate.apply(state)
-    spaces = [workspace_for(i, b.X) for b, i in zip(blocks, indices, strict=True)]
+    spaces = [workspace_for(i, _like(b)) for b, i in zip(blocks, indices, strict=True)]
     loss_total, rows_total = 0.0, 0
     for epoch, step, global_rows in schedule:
         xs, ys = [], []
         for b, i, ws in zip(blocks, indices, spaces, strict=True):
-            n = b.X.shape[0]
-            lo, hi = step_rows(n, step, steps)
+            lo, hi = step_rows(_like(b).shape[0], step, steps)
             if hi > lo:
-                Xi, Yi = _rows(b.X, b.Y, epoch_order(n, seed, i, epoch, shuffle), lo, hi, ws)
+                Xi, Yi = _rows(b, seed, i, epoch, shuffle, lo, hi, ws)
                 xs.append(Xi)
                 ys.append(Yi)
         if not xs:
@@ -438,7 +511,7 @@ class ScorePartial(NamedTuple):
 
 def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartial:
     """Sums behind accuracy / R² and the mean loss on a validation block."""
-    X, Y = block
+    X, Y = _as_block(block)
     xp = namespace(X)
     n = int(X.shape[0])
     k = int(Y.shape[1]) if Y.ndim == 2 else 1

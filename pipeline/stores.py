@@ -1,0 +1,429 @@
+"""Block stores: where a fit's training blocks live between epochs.
+
+``block_store`` (estimator parameter, config ``train.block_store``) chooses, per fit:
+
+``"memory"``
+    Each block is a :class:`pipeline.blocks.Block` of arrays held by Dask in worker memory.
+``"disk"``
+    Each block is written once, by the worker that builds it, into that worker's
+    ``local_directory`` as raw rows (features then targets, in the training dtype) with a
+    CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
+    worker's managed memory does not claim the rows. Reads copy whole chunks of contiguous rows
+    with ``pread`` (the page cache keeps hot files; nothing stays mapped, so the worker's RSS
+    counts only the two chunk buffers per block, at most :data:`READER_FRACTION` of its memory
+    limit in all: the least recently used blocks drop theirs), verify their checksum, and run on a background
+    thread one chunk ahead of the training (double buffering).
+``"stream"``
+    Nothing is cached between epochs: a :class:`StreamBlock` keeps the recipe (the culled Dask
+    graph of its partitions: read, preprocess) and every epoch re-runs it, on the worker, once
+    per block (the rebuilt block is kept for that epoch only, in a cache bounded by
+    :data:`STREAM_CACHE_FRACTION` of the worker's memory limit).
+``"auto"``
+    ``"memory"`` when the blocks take at most :data:`AUTO_MEMORY_FRACTION` of the workers'
+    combined memory limit, else ``"disk"``.
+
+Every store serves rows ``[lo, hi)`` of the same epoch order
+(:func:`pipeline.train.tasks.epoch_order`: chunks of contiguous rows in a shuffled order, rows
+shuffled inside each chunk), so all of them give bit-identical parameters. A handle also keeps
+its recipe: a worker that lost its files (or a task that ran on a worker without them) rebuilds
+the block from it, the same bits; a lost worker's handles are recomputed by Dask from lineage
+like any other result. Files live in ``<local_directory>/pipeline-blocks/<store id>/`` and are
+removed when the fit ends, fails or is interrupted (:func:`releasing`), when the worker closes
+(:class:`BlockFilesPlugin`), and with the worker's whole directory after a crash (Dask purges
+the directories of dead workers when the next worker starts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import zlib
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import take_rows, to_host
+from .blocks import Block, _concat_raw, _final_block, _raw_block, _split_block
+from .train.tasks import chunk_bounds, chunk_permutation, chunk_sequence, n_chunks
+
+__all__ = ["AUTO_MEMORY_FRACTION", "BLOCK_STORES", "STREAM_CACHE_FRACTION", "DiskBlock",
+           "Recipe", "StreamBlock", "check_block_store", "store_dir"]
+
+BLOCK_STORES = ("memory", "disk", "stream", "auto")
+AUTO_MEMORY_FRACTION = 0.25  # "auto" keeps blocks in memory up to this share of the limits
+STREAM_CACHE_FRACTION = 0.25  # re-read blocks a worker keeps within an epoch, of its limit
+READER_FRACTION = 0.1  # disk blocks' chunk buffers a worker keeps, of its memory limit
+ROOT = "pipeline-blocks"
+
+
+def check_block_store(value: str) -> str:
+    if value not in BLOCK_STORES:
+        raise ValueError(f"block_store must be one of {BLOCK_STORES}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------ recipes --------------------
+
+
+class Recipe:
+    """How to build one block from its source on any worker: the culled Dask graphs of its
+    partitions (run with the synchronous scheduler inside the task), or the block it is a
+    split of. The same functions as the memory store, so the same bits."""
+
+    def __init__(self, pieces: list[tuple[Any, Any]], classes: Any, dtype: str,
+                 split: tuple[Any, ...] | None = None):
+        self.pieces = pieces
+        self.classes = classes
+        self.dtype = dtype
+        self.split = split  # (parent Recipe, fraction, seed, index, keep_valid)
+        from dask.sizeof import sizeof
+
+        self.nbytes = int(sum(sizeof(dict(p.__dask_graph__())) for pair in pieces for p in pair
+                              if p is not None))
+        if split is not None:
+            self.nbytes += split[0].nbytes
+
+    def build(self) -> Block:
+        if self.split is not None:
+            parent, fraction, seed, index, keep_valid = self.split
+            return _split_block(parent.build(), fraction, seed, index, keep_valid)
+        import dask
+
+        raws = dask.compute(*[dask.delayed(_raw_block)(x, y, self.dtype)
+                              for x, y in self.pieces], scheduler="sync")
+        raw = raws[0] if len(raws) == 1 else _concat_raw(*raws)
+        return _final_block(raw, self.classes, self.dtype)
+
+    def __sizeof__(self) -> int:
+        return 256 + self.nbytes
+
+
+# ------------------------------------------------------------------ worker-side state ----------
+
+
+_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_READERS: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_READERS_MAX = 512
+_STREAM: OrderedDict[tuple[str, int], tuple[int, Block]] = OrderedDict()
+_RELEASED: set[str] = set()  # stores released on this worker: never rebuilt again
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(1, thread_name_prefix="pipeline-prefetch")
+        return _POOL
+
+
+def _worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def store_dir(store_id: str, worker: Any = None) -> Path:
+    """This worker's directory for store ``store_id`` (the client process: a temp directory)."""
+    w = worker if worker is not None else _worker()
+    if w is not None:
+        base = Path(w.local_directory)
+    else:
+        import tempfile
+
+        base = Path(tempfile.gettempdir()) / f"pipeline-{os.getpid()}"
+    return base / ROOT / store_id
+
+
+def memory_limit() -> int:
+    """This worker's memory limit in bytes (0: none known)."""
+    w = _worker()
+    return int(getattr(w, "memory_limit", 0) or 0) if w is not None else 0
+
+
+def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:
+    """Forget store ``store_ids`` on this worker (``client.run`` passes ``dask_worker``):
+    readers, stream caches, files. Returns the directories removed."""
+    removed = []
+    with _LOCK:
+        _RELEASED.update(store_ids)
+        readers = [_READERS.pop(k) for k in [k for k in _READERS if k[0] in store_ids]]
+        for key in [k for k in _STREAM if k[0] in store_ids]:
+            del _STREAM[key]
+    for r in readers:  # a prefetch still reading finishes before its file goes
+        r.drain()
+    for sid in store_ids:
+        d = store_dir(sid, dask_worker)
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
+# ------------------------------------------------------------------ handles --------------------
+
+
+class StoredBlock:
+    """What Dask holds for a block not kept in memory: shape, dtype, where, and the recipe."""
+
+    def __init__(self, store_id: str, index: int, n: int, d: int, k: int, dtype: str,
+                 recipe: Recipe):
+        self.store_id, self.index = store_id, int(index)
+        self.n, self.d, self.k, self.dtype = int(n), int(d), int(k), np.dtype(dtype)
+        self.recipe = recipe
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.d)
+
+    @property
+    def like(self) -> np.ndarray:
+        """A zero-stride ``(n, d)`` host array: namespace, device, dtype and shape, no rows."""
+        return np.lib.stride_tricks.as_strided(np.zeros(1, self.dtype), (self.n, self.d),
+                                               (0, 0), writeable=False)
+
+    def __sizeof__(self) -> int:  # what Dask counts as managed memory
+        return 512 + self.recipe.nbytes
+
+    def _reader(self) -> Any:
+        key = (self.store_id, self.index)
+        with _LOCK:
+            r = _READERS.get(key)
+            if r is None:
+                r = _READERS[key] = self._new_reader()
+            _READERS.move_to_end(key)
+            limit = memory_limit()
+            bound = READER_FRACTION * limit if limit else 256 * 2**20
+            evicted = []
+            while len(_READERS) > 1 and (len(_READERS) > _READERS_MAX or sum(
+                    x.nbytes for x in _READERS.values()) > bound):
+                evicted.append(_READERS.popitem(last=False)[1])
+        for e in evicted:  # their buffers go once a read in flight is done
+            e.drain()
+        return r
+
+    def take_epoch_rows(self, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
+                        hi: int, ws: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[lo, hi)`` of this block's epoch order (see
+        :func:`pipeline.train.tasks.epoch_order`), gathered into ``ws``'s buffers ``X``/``Y``
+        from the chunks that hold them; the chunk after the last one used is prefetched."""
+        n = self.n
+        like = self.like
+        out_x = ws.get("X", (hi - lo, self.d), like)
+        out_y = ws.get("Y", (hi - lo, self.k), like)
+        seq = chunk_sequence(n, seed, index, epoch, shuffle)
+        sizes = np.array([np.subtract(*chunk_bounds(n, int(c))[::-1]) for c in seq], np.int64)
+        ends = np.cumsum(sizes)
+        reader = self._reader()
+        pos = lo
+        while pos < hi:
+            j = int(np.searchsorted(ends, pos, side="right"))
+            c = int(seq[j])
+            first = int(ends[j] - sizes[j])
+            stop = min(hi, int(ends[j]))
+            if j + 1 < len(seq):
+                after = (int(seq[j + 1]), epoch)
+            else:  # the next epoch's first chunk
+                after = (int(chunk_sequence(n, seed, index, epoch + 1, shuffle)[0]), epoch + 1)
+            src_x, src_y, base = reader.chunk(c, epoch, after)
+            a, _ = chunk_bounds(n, c)
+            if shuffle:
+                local = chunk_permutation(n, seed, index, epoch, c)[pos - first:stop - first]
+                local = local + (a - base)
+                take_rows(src_x, local, out=out_x[pos - lo:stop - lo])
+                take_rows(src_y, local, out=out_y[pos - lo:stop - lo])
+            else:
+                s = a - base + pos - first
+                out_x[pos - lo:stop - lo] = src_x[s:s + stop - pos]
+                out_y[pos - lo:stop - lo] = src_y[s:s + stop - pos]
+            pos = stop
+        return out_x, out_y
+
+
+class StreamBlock(StoredBlock):
+    """A block re-read and re-preprocessed from its source every epoch (see module doc)."""
+
+    def _new_reader(self) -> Any:
+        return _StreamReader(self)
+
+    def load(self) -> Block:
+        return self.recipe.build()
+
+    def __repr__(self) -> str:
+        return f"StreamBlock({self.store_id!r}, {self.index}, rows={self.n})"
+
+
+class _StreamReader:
+    def __init__(self, handle: StreamBlock):
+        self.handle = handle
+        self.lock = threading.Lock()
+
+    nbytes = 0  # its block lives in the stream cache, bounded apart
+
+    def drain(self) -> None:
+        pass
+
+    def chunk(self, c: int, epoch: int, after: tuple[int, int]) -> tuple[Any, Any, int]:
+        """The whole re-read block (once per epoch), as the source of chunk ``c``'s rows."""
+        h = self.handle
+        key = (h.store_id, h.index)
+        with self.lock:
+            hit = _STREAM.get(key)
+            if hit is not None and hit[0] == epoch:
+                return hit[1].X, hit[1].Y, 0
+            _STREAM.pop(key, None)
+            block = h.recipe.build()
+            block = Block(to_host(block.X), to_host(block.Y))  # stores serve host rows
+            limit = memory_limit()
+            bound = STREAM_CACHE_FRACTION * limit if limit else float("inf")
+            with _LOCK:
+                _STREAM[key] = (epoch, block)
+                while len(_STREAM) > 1 and sum(b.X.nbytes + b.Y.nbytes
+                                               for _, b in _STREAM.values()) > bound:
+                    _STREAM.popitem(last=False)
+            return block.X, block.Y, 0
+
+
+class DiskBlock(StoredBlock):
+    """A block in a file of this worker's local directory: ``n*d`` feature values then ``n*k``
+    target values (C order, ``dtype``), and ``checksums[c]`` = CRC-32 of chunk ``c``'s feature
+    bytes followed by its target bytes."""
+
+    def __init__(self, *args: Any, checksums: tuple[int, ...], path: str, **kw: Any):
+        super().__init__(*args, **kw)
+        self.checksums = tuple(checksums)
+        self.path = path  # where the worker that built it wrote it (informative)
+
+    def __repr__(self) -> str:
+        return f"DiskBlock({self.path!r}, rows={self.n}, dtype={self.dtype})"
+
+    def _new_reader(self) -> Any:
+        return _DiskReader(self)
+
+    def local_path(self) -> Path:
+        return store_dir(self.store_id) / f"block-{self.index}.bin"
+
+    def ensure_local(self) -> Path:
+        """This worker's copy of the file, rebuilt from the recipe if this worker has none."""
+        path = self.local_path()
+        if not path.exists():
+            if self.store_id in _RELEASED:
+                raise RuntimeError(f"block store {self.store_id!r} was released (its fit ended)")
+            write_block(self.recipe.build(), path)
+        return path
+
+    def load(self) -> Block:
+        path = self.ensure_local()
+        reader = _DiskReader(self)
+        X = np.empty((self.n, self.d), self.dtype)
+        Y = np.empty((self.n, self.k), self.dtype)
+        with open(path, "rb") as f:
+            for c in range(n_chunks(self.n)):
+                a, b = chunk_bounds(self.n, c)
+                reader.read(f, c, X[a:b], Y[a:b])
+        return Block(X, Y)
+
+
+def write_block(block: Block, path: Path) -> tuple[int, ...]:
+    """Write ``block`` (host copy) to ``path`` atomically; the per-chunk CRC-32s."""
+    X = np.ascontiguousarray(to_host(block.X))
+    Y = np.ascontiguousarray(to_host(block.Y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    sums = []
+    with open(tmp, "wb") as f:
+        X.tofile(f)
+        Y.tofile(f)
+    for c in range(n_chunks(X.shape[0])):
+        a, b = chunk_bounds(X.shape[0], c)
+        sums.append(zlib.crc32(Y[a:b].data, zlib.crc32(X[a:b].data)))
+    os.replace(tmp, path)
+    return tuple(sums)
+
+
+class _DiskReader:
+    """Chunk buffers of one disk block on one worker: the chunk in use and the next one, read
+    on the prefetch thread while the current one trains."""
+
+    def __init__(self, handle: DiskBlock):
+        self.h = handle
+        self.lock = threading.Lock()
+        self.current: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        self.pending: tuple[tuple[int, int], Future, Any] | None = None
+        self.spare: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        bufs = [b for b in (self.current[1:] if self.current else ()) if b is not None]
+        bufs += list(self.spare or ())
+        if self.pending is not None:
+            bufs += [b for b in self.pending[2]]
+        return int(sum(b.nbytes for b in bufs))
+
+    def drain(self) -> None:
+        """Wait for the prefetch in flight, if any (its errors do not matter any more)."""
+        pending = self.pending
+        if pending is not None:
+            pending[1].exception()
+
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.spare is not None:
+            bufs, self.spare = self.spare, None
+            return bufs
+        rows = chunk_bounds(self.h.n, 0)[1]
+        return (np.empty((rows, self.h.d), self.h.dtype), np.empty((rows, self.h.k),
+                                                                   self.h.dtype))
+
+    def read(self, f: Any, c: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Chunk ``c``'s rows into ``x``/``y`` (views of the right row count), checksum verified."""
+        h = self.h
+        a, b = chunk_bounds(h.n, c)
+        item = h.dtype.itemsize
+        for buf, offset in ((x, a * h.d * item), (y, (h.n * h.d + a * h.k) * item)):
+            view = memoryview(buf).cast("B")
+            got = os.preadv(f.fileno(), [view], offset)
+            if got != view.nbytes:
+                raise OSError(f"{h.local_path()}: chunk {c} is truncated ({got} of "
+                              f"{view.nbytes} bytes)")
+        crc = zlib.crc32(y.data, zlib.crc32(x.data))
+        if crc != h.checksums[c]:
+            raise OSError(f"{h.local_path()}: chunk {c} (rows {a}..{b}) fails its checksum "
+                          f"({crc:#010x} != {h.checksums[c]:#010x}): the file is corrupt")
+
+    def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        a, b = chunk_bounds(self.h.n, c)
+        x, y = bufs[0][:b - a], bufs[1][:b - a]
+        with open(self.h.ensure_local(), "rb") as f:
+            self.read(f, c, x, y)
+        return bufs
+
+    def chunk(self, c: int, epoch: int, after: tuple[int, int]) -> tuple[Any, Any, int]:
+        """Chunk ``c``'s rows (valid until the next call) and its first row; starts reading
+        ``after = (chunk, epoch)`` in the background."""
+        with self.lock:
+            key = (c, epoch)
+            if self.current is not None and self.current[0][0] == c:
+                cur = self.current
+            else:
+                if self.current is not None:
+                    self.spare = (self.current[1], self.current[2])
+                if self.pending is not None and self.pending[0][0] == c:
+                    bufs = self.pending[1].result()
+                else:
+                    if self.pending is not None:  # a prefetch we no longer need
+                        self.spare = self.pending[1].result()
+                    bufs = self._fill(c, self._buffers())
+                self.pending = None
+                cur = self.current = (key, *bufs)
+            if self.pending is None and after[0] != c:
+                spare = self._buffers()
+                self.pending = (after, _pool().submit(self._fill, after[0], spare), spare)
+            a, b = chunk_bounds(self.h.n, c)
+            return cur[1][:b - a], cur[2][:b - a], a

@@ -1,0 +1,59 @@
+"""Reading, preprocessing and training stay streaming at a worker memory limit well below the
+data: 2 workers at 400 MiB (about 220 MiB of it is the imported package), Parquet data several
+times the combined limit. ``pl.read`` + ``Preprocessor.fit`` + a ``block_store="disk"`` fit
+finish with no worker restarted, and the preprocessor's means equal pyarrow's, file by file."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow
+
+N_FILES, ROWS, COLS = 12, 500_000, 30  # 12 x 500k x 31 float64 = 1.49 GB = 1.8 x 2 x 400 MiB
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "not met yet (issue 12, item 5): at 2 x 400 MiB both workers sit at ~346 MiB RSS (paused) "
+    "while pl.read + Preprocessor.fit run, and at 350 MiB one was restarted; the blocks were "
+    "never reached. Remove this marker when the read/preprocess passes fit."))
+@pytest.mark.timeout(600)
+def test_read_preprocess_and_disk_fit_under_a_small_memory_limit(tmp_path):
+    from distributed import Client, LocalCluster
+
+    import pipeline as pl
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(COLS)
+    sums, count = np.zeros(COLS), 0
+    for i in range(N_FILES):
+        X = rng.standard_normal((ROWS, COLS)) + np.arange(COLS)
+        y = ((X - np.arange(COLS)) @ w > 0).astype(np.int64)
+        table = pa.table({**{f"f{j}": X[:, j] for j in range(COLS)}, "y": y})
+        pq.write_table(table, tmp_path / f"part-{i}.parquet", row_group_size=25_000)
+        sums += X.sum(axis=0)
+        count += ROWS
+        del X, y, table
+    data_bytes = N_FILES * ROWS * (COLS + 1) * 8
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="400MiB",
+                      dashboard_address=":0", host="127.0.0.1") as cluster, \
+            Client(cluster) as client:
+        limit = sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values())
+        assert data_bytes > 1.7 * limit
+        pids = client.run(os.getpid)
+        df = pl.read(str(tmp_path), blocksize="8MiB")
+        prep = pl.Preprocessor(label="y").fit(df)
+        np.testing.assert_allclose(prep.mean_, sums / count, rtol=1e-9)
+        X_train, y_train = prep.transform_xy(df)
+        model = pl.MLPClassifier((8,), max_iter=1, batch_size=2048, sync="average",
+                                 block_store="disk", random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X_train, y_train, client=client)
+        assert client.run(os.getpid) == pids  # no worker was killed and restarted
+        assert model.n_iter_ == 1 and np.isfinite(model.loss_)
