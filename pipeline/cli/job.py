@@ -170,7 +170,6 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
         step(f"training {type(model).__name__}{tuple(m.hidden_layer_sizes)} "
              f"({t.sync} sync, batch {t.batch_size}, {t.max_iter} epochs, blocks in "
              f"{t.block_store})", err)
-        fit_start = time.perf_counter()
         progress_ctx = (TrainingProgress(client, t.max_iter, err) if progress
                         else contextlib.nullcontext())
         with progress_ctx, warnings.catch_warnings():
