@@ -378,8 +378,9 @@ def fit_model(client, X, y, *, estimator="classifier", **params):
     fit_kw = {k: params.pop(k) for k in ("checkpoint_dir", "checkpoint_every", "resume")
               if k in params}
     # One block per partition (no coalescing): the tests need several blocks on each worker.
+    # sync="gradient" unless a test asks otherwise: faults are injected into its tasks
     kw = {"hidden_layer_sizes": (16,), "random_state": 0, "split_every": 2,
-          "min_block_rows": None, **params}
+          "min_block_rows": None, "sync": "gradient", **params}
     model = cls(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on a fixed max_iter
@@ -391,6 +392,9 @@ def fit_model(client, X, y, *, estimator="classifier", **params):
 FULL_BATCH = {
     "sgd": {"solver": "sgd", "batch_size": None, "max_iter": 25, "learning_rate_init": 0.1},
     "lbfgs": {"solver": "lbfgs", "max_iter": 15},
+    # the default strategy: local SGD over replicas (colocated runs of blocks)
+    "replicas": {"sync": "average", "replicas": 2, "local_steps": 2, "batch_size": 32,
+                 "max_iter": 6, "learning_rate_init": 0.01},
 }
 
 

@@ -91,7 +91,7 @@ def test_worker_dies_inside_a_task(proc_client, data, reference, where, solver, 
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs", "replicas"])
 def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
     """SIGKILL from outside, right after the 5th round event, the worker that held block 0."""
     pids = worker_pids(proc_client)
