@@ -158,6 +158,7 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.0,
         clip_norm: float | None = None,
+        replicas: int | str | None = "auto",
     ):
         self.layers = layers
         self.normalize = normalize
@@ -191,6 +192,9 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
         self.clip_norm = clip_norm
+        self.replicas = replicas
+
+    block_store = "memory"  # image blocks (uint8, NHWC) live in memory
 
     # ------------------------------------------------------------------ the network -----------
 

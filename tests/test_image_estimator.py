@@ -149,7 +149,7 @@ def test_validation_data_and_early_stopping(client, digits):
 
 
 def test_blocks_keep_uint8_images_and_rows_are_gathered_whole(client, digits):
-    from pipeline.train.tasks import _rows, workspace_for
+    from pipeline.train.tasks import _rows, epoch_order, workspace_for
 
     X_train, _, y_train, _ = digits
     blocks = to_blocks(client, da.from_array(X_train, chunks=(500, 4, 8, 1)),
@@ -158,8 +158,8 @@ def test_blocks_keep_uint8_images_and_rows_are_gathered_whole(client, digits):
     block = blocks.futures[1].result()
     assert block.X.dtype == np.uint8 and block.X.shape == (500, 8, 8, 1)
     np.testing.assert_array_equal(block.X, X_train[500:1000])
-    order = np.random.default_rng(0).permutation(500).astype(np.int32)
-    Xb, Yb = _rows(block.X, block.Y, order, 10, 74, workspace_for(99, block.X))
+    order = epoch_order(500, 0, 1, 0, True)  # seed 0, block 1, epoch 0
+    Xb, Yb = _rows(block, 0, 1, 0, True, 10, 74, workspace_for(99, block.X))
     np.testing.assert_array_equal(Xb, X_train[500:1000][order[10:74]])
     assert Yb.dtype == np.float32 and Yb.shape == (64, 10)
     client.cancel(blocks.futures)

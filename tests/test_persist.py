@@ -19,7 +19,8 @@ def fitted(client):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a tiny budget does not converge; irrelevant here
-        m = pl.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+        m = pl.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0,
+                             sync="gradient").fit(X, y)  # one global optimizer state
     return m, X
 
 
