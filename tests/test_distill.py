@@ -102,7 +102,7 @@ def test_student_is_bit_identical_on_1_and_2_workers(problem, client):
                                                                           sort=False)
 
     def student():
-        return pl.MLPClassifier((16,), max_iter=5, random_state=1, batch_size=256, replicas=2,
+        return pl.MLPClassifier((16,), max_iter=5, random_state=1, batch_size=256, sync="gradient",
                                 learning_rate_init=0.01, min_block_rows=500)
 
     two = distill(teacher, student(), Xd, yd, temperature=2.0, alpha=0.5,
