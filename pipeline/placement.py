@@ -127,6 +127,8 @@ def move_block(block: Any) -> Any:
         xp = namespace(a)
         return xp.asarray(a, copy=True)
 
+    if not isinstance(block, tuple):  # a store handle (pipeline.stores): it reads (or
+        return block                   # rebuilds from its recipe) its rows wherever it runs
     return type(block)(*(own(a) for a in block))
 
 

@@ -140,10 +140,10 @@ def test_every_store_gives_the_same_bits_on_one_and_two_workers(client, one_work
     """Blocks of 35000 rows (two chunks each), batches that straddle chunks: the memory store on
     one worker is the oracle for every store on one and on two workers."""
     X, y, _ = _data()
-    ref = _fit(one_worker, "memory", X, y, sync=sync, local_steps=3)
+    ref = _fit(one_worker, "memory", X, y, sync=sync, local_steps=3, replicas=2)
     for store in STORES:
         for c in (one_worker, client):
-            got = _fit(c, store, X, y, sync=sync, local_steps=3)
+            got = _fit(c, store, X, y, sync=sync, local_steps=3, replicas=2)
             assert _same(got, ref), f"{store} on {len(c.scheduler_info()['workers'])} workers"
 
 
