@@ -18,6 +18,9 @@ pytestmark = pytest.mark.slow
 N_FILES, ROWS, COLS = 12, 500_000, 30  # 12 x 500k x 31 float64 = 1.49 GB = 1.8 x 2 x 400 MiB
 
 
+@pytest.mark.skipif(not os.environ.get("PIPELINE_MEMORY_LIMIT_TEST"), reason=(
+    "known unmet target, minutes to fail (workers pause at 2 x 400 MiB during read + "
+    "preprocess): run with PIPELINE_MEMORY_LIMIT_TEST=1 to check progress on it"))
 @pytest.mark.xfail(strict=True, reason=(
     "not met yet (issue 12, item 5): at 2 x 400 MiB both workers sit at ~346 MiB RSS (paused) "
     "while pl.read + Preprocessor.fit run, and at 350 MiB one was restarted; the blocks were "
