@@ -69,7 +69,10 @@ class EpochLines:
 
     def _on_event(self, event: Any) -> None:
         if self._previous is not None:
-            self._previous(event)
+            try:  # another subscriber's error (a stale handler) must not silence this one
+                self._previous(event)
+            except Exception:
+                pass
         try:
             self._handle(event[1])
         except Exception:  # a malformed event must not break the client's event loop
