@@ -393,8 +393,8 @@ FULL_BATCH = {
     "sgd": {"solver": "sgd", "batch_size": None, "max_iter": 25, "learning_rate_init": 0.1},
     "lbfgs": {"solver": "lbfgs", "max_iter": 15},
     # the default strategy: local SGD over replicas (colocated runs of blocks)
-    "replicas": {"sync": "average", "replicas": 2, "local_steps": 2, "batch_size": 32,
-                 "max_iter": 6, "learning_rate_init": 0.01},
+    "replicas": {"sync": "average", "replicas": 2, "local_steps": 2, "batch_size": 64,
+                 "max_iter": 4, "learning_rate_init": 0.01},
 }
 
 

@@ -25,7 +25,7 @@ def _retries(trigger):
     return [e for e in trigger.events if e.get("event") == "retry"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("store", ["disk", "stream"])
 def test_worker_sigkilled_between_rounds_same_bits(proc_client, data, reference, store):
     """SIGKILL from outside, after the 5th round, of the worker holding block 0's handle."""
@@ -55,7 +55,7 @@ def test_worker_sigkilled_between_rounds_same_bits(proc_client, data, reference,
     assert all(v == [] for v in left.values()), left
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_worker_dies_inside_a_gradient_task_with_disk_blocks_mini_batch(proc_client, data,
                                                                          tmp_path):
     """Mini-batches (shuffled epoch order, prefetching): the reference is the same fit with
