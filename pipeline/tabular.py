@@ -324,8 +324,11 @@ class _BaseTabular(BaseEstimator):
             weight_decay=self.weight_decay, clip_norm=self.clip_norm,
             warmup_steps=round(self.warmup_fraction * total), total_steps=total,
             weight_mask=weight_mask(model) if self.weight_decay else None)
-        result = train(client, blocks, model=model, config=config, optimizer=optimizer,
-                       validation=valid, run_name=type(self).__name__, verbose=self.verbose)
+        from .progress import report
+
+        with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
+            result = train(client, blocks, model=model, config=config, optimizer=optimizer,
+                           validation=valid, run_name=type(self).__name__)
         self.preprocessor_ = prep
         self.params_ = np.asarray(result.params)
         self.n_outputs_ = int(blocks.n_outputs)
