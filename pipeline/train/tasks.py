@@ -369,6 +369,21 @@ def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
 # ------------------------------------------------------------------ local SGD ------------------
 
 
+def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: float, w: Any,
+                state: Any, Xb: Any, Yb: Any, global_rows: int,
+                ctx: Context) -> tuple[Any, Any, float]:
+    """One inner optimizer step on a mini-batch; returns the new parameters and state and the
+    batch's loss sum including its share of the penalty. The penalty is scaled by the *global*
+    step's rows, so that with local_steps=1 and plain SGD the rows-weighted average of the
+    blocks' steps is the synchronous step."""
+    m = int(Xb.shape[0])
+    loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
+    pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
+    g = grad / float(m) + pen_grad
+    updates, state = optimizer.update(g, state, w)
+    return optim.apply_updates(w, updates), state, loss + pen * m
+
+
 def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
                           optimizer: optim.GradientTransformation, alpha: float,
                           learning_rate: Rate, index: int,
@@ -397,17 +412,10 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
         if hi <= lo:
             continue
         Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
-        loss, grad = model.loss_and_grad(w, Xb, Yb,
-                                         ctx=_step_context(ws, seed, index, epoch, step))
-        m = hi - lo
-        # The penalty is scaled by the *global* step's rows, so that with local_steps=1 and
-        # plain SGD the rows-weighted average of the blocks' steps is the synchronous step.
-        pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
-        g = grad / float(m) + pen_grad
-        updates, state = optimizer.update(g, state, w)
-        w = optim.apply_updates(w, updates)
-        loss_total += loss + pen * m
-        rows_total += m
+        w, state, loss = _local_step(model, optimizer, alpha, w, state, Xb, Yb, global_rows,
+                                     _step_context(ws, seed, index, epoch, step))
+        loss_total += loss
+        rows_total += hi - lo
     delta = (w - w0) * float(rows_total)
     seconds = time.perf_counter() - start
     timing = ((index, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
@@ -467,16 +475,10 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
         if not xs:
             continue
         Xb, Yb = (xs[0], ys[0]) if len(xs) == 1 else (xp.concat(xs, axis=0), xp.concat(ys, axis=0))
-        m = int(Xb.shape[0])
-        loss, grad = model.loss_and_grad(w, Xb, Yb,
-                                         ctx=_step_context(spaces[0], seed, indices[0], epoch,
-                                                           step))
-        pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
-        g = grad / float(m) + pen_grad
-        updates, state = optimizer.update(g, state, w)
-        w = optim.apply_updates(w, updates)
-        loss_total += loss + pen * m
-        rows_total += m
+        w, state, loss = _local_step(model, optimizer, alpha, w, state, Xb, Yb, global_rows,
+                                     _step_context(spaces[0], seed, indices[0], epoch, step))
+        loss_total += loss
+        rows_total += int(Xb.shape[0])
     delta = (w - w0) * float(rows_total)
     seconds = time.perf_counter() - start
     timing = ((replica, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
