@@ -38,6 +38,7 @@ __all__ = [
     "emit_round",
     "emit_start",
     "ensure_monitor",
+    "subscribe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,37 @@ class EndEvent(TypedDict):
     rounds: int
     seconds: float
     error: str | None
+
+
+# -- listening --------------------------------------------------------------------------------
+_SUBSCRIBE_WAIT = 5.0  # seconds to wait for the scheduler to register a subscription
+
+
+def subscribe(client: Any, handler: Any, *, wait: float = _SUBSCRIBE_WAIT) -> None:
+    """Subscribe ``handler`` to :data:`TOPIC` on ``client`` and wait until the scheduler has
+    registered the subscription, so that no event of a run started next is missed.
+
+    ``Client.subscribe_topic`` travels on the client's batched stream while ``log_event`` is
+    an RPC on its own connection, so an event logged right after subscribing can reach the
+    scheduler first and never be relayed (on a loaded machine, a ``start`` event does). Waiting
+    is best effort: on a scheduler that cannot be asked, it returns after subscribing.
+    """
+    client.subscribe_topic(TOPIC, handler)
+    client_id = client.id
+
+    def registered(dask_scheduler: Any) -> bool | None:
+        broker = getattr(dask_scheduler, "_broker", None)
+        topics = getattr(broker, "_topics", None)
+        if topics is None:
+            return None  # a distributed without the broker: cannot tell
+        return TOPIC in topics and client_id in topics[TOPIC].subscribers
+
+    deadline = time.monotonic() + wait
+    try:
+        while client.run_on_scheduler(registered) is False and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except Exception:  # monitoring must never break training
+        logger.debug("could not confirm the %s subscription", TOPIC, exc_info=True)
 
 
 # -- emitters ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .events import TOPIC
+from .events import TOPIC, subscribe
 
 __all__ = ["EpochLines", "format_seconds", "report"]
 
@@ -56,7 +56,7 @@ class EpochLines:
 
     def __enter__(self) -> EpochLines:
         self._previous = getattr(self.client, "_event_handlers", {}).get(TOPIC)
-        self.client.subscribe_topic(TOPIC, self._on_event)
+        subscribe(self.client, self._on_event)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -110,6 +110,30 @@ def test_emitters_never_raise():
                       samples_per_s=None, partition_seconds=[], partition_workers=[])
 
 
+def test_an_event_logged_right_after_subscribing_is_relayed(client, monkeypatch):
+    # subscribe_topic travels on the batched stream and log_event on an RPC of its own; delay
+    # the stream, as a loaded machine does, and the first events of a fit would be lost
+    send = client._send_to_scheduler
+
+    def late(msg):
+        client.loop.add_callback(lambda: client.loop.call_later(0.5, send, msg))
+
+    seen = []
+    monkeypatch.setattr(client, "_send_to_scheduler", late)
+    events.subscribe(client, lambda event: seen.append(event[1]))
+    monkeypatch.undo()
+    try:
+        run = f"probe-{uuid.uuid4().hex}"
+        events.emit_end(client, run, status="finished", n_iter=0, rounds=0, seconds=0.0,
+                        error=None)
+        deadline = time.monotonic() + 10
+        while not any(m.get("run") == run for m in seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(m.get("run") == run for m in seen)
+    finally:
+        client.unsubscribe_topic(events.TOPIC)
+
+
 def test_the_topic_has_one_owner():
     import analytics.monitor
     import pipeline.cli.progress

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..events import TOPIC
+from ..events import TOPIC, subscribe
 
 __all__ = ["Bar", "TrainingProgress", "step"]
 
@@ -61,7 +61,7 @@ class TrainingProgress:
         self.rows_per_s: float | None = None
 
     def __enter__(self) -> TrainingProgress:
-        self.client.subscribe_topic(TOPIC, self._on_event)
+        subscribe(self.client, self._on_event)
         return self
 
     def __exit__(self, *exc: Any) -> None:
