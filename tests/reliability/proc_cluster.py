@@ -398,7 +398,9 @@ FULL_BATCH = {
 }
 
 
-RESUME_CONFIG = {"solver": "adam", "batch_size": 1000, "max_iter": 12, "learning_rate_init": 0.01}
+# The estimator's default sync (replica local SGD), named so fit_model does not pin "gradient"
+RESUME_CONFIG = {"solver": "adam", "batch_size": 1000, "max_iter": 12, "learning_rate_init": 0.01,
+                 "sync": "average"}
 
 # A training job as its own client process: killed with SIGKILL, then run again with resume.
 TRAINING_SCRIPT = textwrap.dedent("""
