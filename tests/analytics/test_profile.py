@@ -105,7 +105,8 @@ def test_quantile_ranks_and_histogram_within_the_stated_bounds(
     )
     col = p.columns["x"]
     error = col["quantile_rank_error"] * n
-    assert col["quantile_rank_error"] <= p.settings["rank_error_bound"]
+    # the tracked error is a float sum of per-level errors: it may reach the bound to an ulp
+    assert col["quantile_rank_error"] <= p.settings["rank_error_bound"] * (1 + 1e-12)
     for q in quantiles:
         v = col["quantiles"][q]
         assert np.sum(x < v) < q * n + error + 1e-9
