@@ -31,8 +31,10 @@ from . import nn
 from .backend import namespace, to_host
 from .blocks import BlockSet, to_blocks
 from .cluster import current_client
-from .estimators import MLPClassifier, _BaseMLP, _is_dask
+from .estimators import MLPClassifier
 from .image_prep import fit_normalize
+from .mlp_base import _BaseMLP
+from .predict_blocks import is_dask
 from .train import TrainResult
 
 __all__ = ["ImageClassifier", "ImageNetwork", "default_layers", "saveable_layers"]
@@ -236,7 +238,7 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
 
     def _blocks(self, client: Any, X: Any, y: Any, classes: Any = None) -> BlockSet:
         X = _as_images(X)
-        if _is_dask(X) and not _is_dask(y):  # labels in memory: cut like the images
+        if is_dask(X) and not is_dask(y):  # labels in memory: cut like the images
             import dask.array as da
 
             y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
@@ -251,11 +253,11 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         mean: tuple[float, ...] = ()
         std: tuple[float, ...] = ()
         if self.normalize:
-            client = current_client(kwargs.get("client")) if _is_dask(X) else None
+            client = current_client(kwargs.get("client")) if is_dask(X) else None
             if client is not None:
                 # Decoded once, on the cluster that trains: the statistics and the training
                 # blocks read the same partitions.
-                X, y = client.persist([X, y]) if _is_dask(y) else (client.persist(X), y)
+                X, y = client.persist([X, y]) if is_dask(y) else (client.persist(X), y)
             layer = fit_normalize(X, client=client)
             mean, std = layer.mean, layer.std
         self._fit_inputs = (tuple(int(s) for s in X.shape[1:]), mean, std)
@@ -305,7 +307,7 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         if tuple(X.shape[1:]) != tuple(self.image_shape_):
             raise ValueError(f"X has images of shape {tuple(X.shape[1:])}, but "
                              f"{type(self).__name__} was fitted on {tuple(self.image_shape_)}")
-        if not _is_dask(X):
+        if not is_dask(X):
             return to_host(func(np.asarray(X), self.params_, model, **kwargs))
         if any(n > 1 for n in X.numblocks[1:]):
             X = X.rechunk({1: -1, 2: -1, 3: -1})

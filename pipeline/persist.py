@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from . import scoring
-from .estimators import saveable_classes
+from .registry import saveable_classes
 from .serialization import ModelFormatError, read_objects, write_model
 
 __all__ = ["ModelFormatError", "SavedModel", "load", "save"]

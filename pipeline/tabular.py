@@ -423,7 +423,7 @@ class _BaseTabular(BaseEstimator):
     def save(self, path: str) -> str:
         """Save to the directory ``path`` without pickle (:func:`pipeline.load` reads it back);
         the network is rebuilt from the saved hyperparameters and preprocessor."""
-        from .estimators import saveable_classes
+        from .registry import saveable_classes
         from .serialization import write_model
 
         self.model_  # noqa: B018 - fitted check

@@ -174,7 +174,7 @@ def test_predict_class_block_on_a_device(classes):
     device: `xp.asarray(classes)` without `device=`); string classes come to the host."""
     from pipeline import nn
     from pipeline.backend import to_host
-    from pipeline.estimators import _predict_class_block
+    from pipeline.predict_blocks import predict_class_block as _predict_class_block
 
     xs = pytest.importorskip("array_api_strict")
     dev = xs.Device("device1")

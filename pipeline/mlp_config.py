@@ -1,0 +1,144 @@
+"""From an estimator's scikit-learn-style parameters to what the training core takes: the
+:class:`~pipeline.train.TrainConfig`, the inner optimizer, the network's hidden sizes and
+dropout rates. Pure functions of the parameters (and, for ``replicas="auto"``, of the cluster
+size), so the estimators stay a thin facade over :func:`pipeline.train.train`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import optim
+from .train import TrainConfig, make_strategy
+
+__all__ = ["AUTO_ROWS_PER_ROUND", "dropout_rates", "hidden_sizes", "inner_optimizer",
+           "local_steps_for", "replicas_for", "seed_of", "train_config", "weight_mask"]
+
+# Rows each replica trains on between two averagings when local_steps="auto": ~30 ms of a small
+# MLP's compute per worker, so a round's fixed cost (~15 ms here) stays a fraction of it, while
+# averaging stays frequent enough to keep accuracy per epoch (see benchmarks/RESULTS.md, time to
+# accuracy).
+AUTO_ROWS_PER_ROUND = 16_384
+
+
+def hidden_sizes(hidden_layer_sizes: Any) -> tuple[int, ...]:
+    """``hidden_layer_sizes`` (an int or a sequence) as a tuple of positive ints."""
+    h = hidden_layer_sizes
+    if isinstance(h, numbers.Integral):
+        h = (int(h),)
+    h = tuple(int(v) for v in h)
+    if any(v < 1 for v in h):
+        raise ValueError(f"hidden_layer_sizes must be positive, got {hidden_layer_sizes}")
+    return h
+
+
+def seed_of(random_state: Any) -> int:
+    """The run's seed: the int itself, one drawn from a RandomState, or fresh entropy."""
+    rs = random_state
+    if rs is None:
+        return int(np.random.SeedSequence().entropy % (2**31))
+    if isinstance(rs, numbers.Integral):
+        return int(rs)
+    if isinstance(rs, np.random.RandomState):
+        return int(rs.randint(2**31 - 1))
+    raise ValueError(f"random_state must be an int, None or a RandomState, got {rs!r}")
+
+
+def train_config(est: Any, n_samples: int, seed: int, client: Any = None) -> TrainConfig:
+    """The training configuration of estimator ``est`` for ``n_samples`` rows."""
+    if est.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {est.dtype!r}")
+    bs = est.batch_size
+    if bs == "auto":
+        bs = min(200, n_samples)
+    elif bs is not None:
+        if not isinstance(bs, numbers.Integral) or bs < 1:
+            raise ValueError(f"batch_size must be 'auto', None or a positive int, got {bs!r}")
+        bs = min(int(bs), n_samples)
+    return TrainConfig(
+        solver=est.solver, learning_rate=est.learning_rate,
+        learning_rate_init=est.learning_rate_init, power_t=est.power_t,
+        momentum=est.momentum, nesterovs_momentum=est.nesterovs_momentum,
+        beta_1=est.beta_1, beta_2=est.beta_2, epsilon=est.epsilon, alpha=est.alpha,
+        batch_size=bs, max_iter=est.max_iter, max_fun=est.max_fun, shuffle=est.shuffle,
+        tol=est.tol, n_iter_no_change=est.n_iter_no_change,
+        early_stopping=est.early_stopping, sync=est.sync,
+        local_steps=local_steps_for(est.local_steps, bs),
+        outer_learning_rate=est.outer_learning_rate, outer_momentum=est.outer_momentum,
+        split_every=est.split_every, random_state=seed, balance=est.balance,
+        rounds_ahead=est.rounds_ahead,
+        scheduled_rate=est.learning_rate == "cosine" or bool(est.warmup_fraction),
+        replicas=replicas_for(est.replicas, client),
+    )
+
+
+def local_steps_for(local_steps: Any, batch_size: int | None) -> int | None:
+    """``"auto"``: about :data:`AUTO_ROWS_PER_ROUND` rows per replica per round."""
+    if local_steps != "auto":
+        if local_steps is not None and (
+                not isinstance(local_steps, numbers.Integral) or local_steps < 1):
+            raise ValueError(f"local_steps must be 'auto', None or a positive int, got "
+                             f"{local_steps!r}")
+        return local_steps
+    if batch_size is None:
+        return None
+    return max(1, -(-AUTO_ROWS_PER_ROUND // batch_size))
+
+
+def replicas_for(replicas: Any, client: Any) -> int | None:
+    """``"auto"``: one replica per worker of the cluster when the fit starts."""
+    if replicas != "auto":
+        if replicas is not None and (
+                not isinstance(replicas, numbers.Integral) or replicas < 1):
+            raise ValueError(f"replicas must be 'auto', None or a positive int, got "
+                             f"{replicas!r}")
+        return replicas
+    workers = len(client.scheduler_info()["workers"]) if client is not None else 1
+    return max(1, workers)
+
+
+def inner_optimizer(est: Any, config: TrainConfig, rows: Sequence[int],
+                    weights: np.ndarray) -> optim.GradientTransformation | None:
+    """The inner optimizer of ``est``: scikit-learn's SGD/Adam (bit for bit with its options
+    alone), or AdamW, with optional clipping, warm-up and cosine decay over the run's updates;
+    weight decay on the ``weights`` mask (weights, not biases). A fixed pruning mask
+    (:func:`pipeline.compress.fine_tune`) is chained last. None for L-BFGS."""
+    if config.solver == "lbfgs":
+        return None
+    if not 0 <= est.warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {est.warmup_fraction!r}")
+    if est.weight_decay and est.solver != "adamw":
+        raise ValueError("weight_decay is decoupled weight decay for solver='adamw'; "
+                         "use alpha for scikit-learn's L2 penalty")
+    total = make_strategy(config, optim.sgd()).steps_per_epoch(rows) * config.max_iter
+    opt = optim.from_sklearn(
+        est.solver, learning_rate_init=est.learning_rate_init,
+        learning_rate=est.learning_rate, momentum=est.momentum,
+        nesterovs_momentum=est.nesterovs_momentum, beta_1=est.beta_1, beta_2=est.beta_2,
+        epsilon=est.epsilon, weight_decay=est.weight_decay, clip_norm=est.clip_norm,
+        warmup_steps=round(est.warmup_fraction * total), total_steps=total,
+        weight_mask=weights if est.weight_decay else None)
+    mask = getattr(est, "_fixed_mask", None)
+    return opt if mask is None else optim.masked(opt, mask)
+
+
+def weight_mask(spec: Any) -> np.ndarray:
+    """True at the flat positions of weights (what weight decay covers), not biases."""
+    weights = np.zeros(spec.n_params, dtype=bool)
+    for s in spec.layout():
+        weights[s.w_start:s.w_stop] = True
+    return weights
+
+
+def dropout_rates(dropout: Any, n_hidden: int) -> tuple[float, ...]:
+    """A float (every hidden layer) or one rate per hidden layer; ``()`` when all are 0."""
+    rates = (tuple(float(r) for r in dropout)
+             if isinstance(dropout, Sequence) else (float(dropout),) * n_hidden)
+    if len(rates) != n_hidden:
+        raise ValueError(f"dropout needs a float or one rate per hidden layer "
+                         f"({n_hidden}), got {dropout!r}")
+    return () if not any(rates) else rates
