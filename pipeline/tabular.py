@@ -241,16 +241,23 @@ class _BaseTabular(BaseEstimator):
         """Learn the preprocessing and train the networks on ``X`` (raw columns), ``y``.
 
         ``validation_data=(X_valid, y_valid)`` (raw columns) replaces the held-out
-        ``validation_fraction`` for early stopping. Checkpoints are not supported yet
-        (``checkpoint_dir`` must be None); ``preprocessor`` is ignored (the estimator learns
-        its own), accepted so ``pipeline run`` can call every estimator alike.
+        ``validation_fraction`` for early stopping. ``checkpoint_dir``: a checkpoint every
+        ``checkpoint_every`` epochs; ``resume=True`` continues from the latest one, bit for bit
+        (the preprocessing is learned again from the same data, and a checkpoint of another
+        run, configuration or preprocessing is refused). ``preprocessor`` is ignored (the
+        estimator learns its own), accepted so ``pipeline run`` can call every estimator alike.
         """
-        if checkpoint_dir is not None or resume:
-            raise NotImplementedError(f"{type(self).__name__} does not checkpoint yet")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
         self._check_params()
         started = time.perf_counter()
         client = current_client(client)
         seed = self._seed()
+        if resume and self.random_state is None:  # the seed the checkpointed run drew
+            from .checkpoint import Checkpointer
+            from .registry import saveable_classes
+
+            seed = Checkpointer.saved_seed(checkpoint_dir, saveable_classes()) or seed
         frame, label, weighted = self._frames(X, y, sample_weight)
         features = [c for c in frame.columns if c not in (_LABEL, _WEIGHT)]
         prep = TabularPreprocessor(categorical=self.categorical, numeric=self.numeric,
@@ -324,11 +331,22 @@ class _BaseTabular(BaseEstimator):
             weight_decay=self.weight_decay, clip_norm=self.clip_norm,
             warmup_steps=round(self.warmup_fraction * total), total_steps=total,
             weight_mask=weight_mask(model) if self.weight_decay else None)
+        state, on_epoch_end = None, None
+        if checkpoint_dir is not None:
+            from .checkpoint import Checkpointer
+            from .registry import saveable_classes
+
+            ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, estimator=self,
+                                config=config, spec=model, blocks=blocks,
+                                registry=saveable_classes(), preprocessor=prep)
+            state = ckpt.restore() if resume else None
+            on_epoch_end = ckpt.save
         from .progress import report
 
         with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
             result = train(client, blocks, model=model, config=config, optimizer=optimizer,
-                           validation=valid, run_name=type(self).__name__)
+                           validation=valid, state=state, on_epoch_end=on_epoch_end,
+                           run_name=type(self).__name__)
         self.preprocessor_ = prep
         self.params_ = np.asarray(result.params)
         self.n_outputs_ = int(blocks.n_outputs)

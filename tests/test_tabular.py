@@ -285,6 +285,52 @@ def test_sample_weights_normalised_and_class_weight_direction(client):
         compute_class_weight("balanced", classes=np.unique(y), y=y), rtol=1e-12)
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_resume_from_a_checkpoint_is_bit_identical(client, tmp_path, monkeypatch,
+                                                   early_stopping):
+    from pipeline.checkpoint import latest_checkpoint
+
+    X, y = _breast_cancer()
+    params = _small_params(max_iter=6, early_stopping=early_stopping, n_iter_no_change=100)
+    full = pl.TabularClassifier(**params).fit(X, y)
+
+    class Killed(Exception):
+        pass
+
+    from pipeline.checkpoint import Checkpointer
+
+    save = Checkpointer.save
+
+    def save_then_die(self, state):  # the process dies right after epoch 3's checkpoint
+        save(self, state)
+        if state.epoch == 3:
+            raise Killed
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+    with pytest.raises(Killed):
+        pl.TabularClassifier(**params).fit(X, y, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    assert latest_checkpoint(tmp_path).name == "epoch-000003"
+    epochs = []
+
+    def save_and_count(self, state):
+        epochs.append(state.epoch)
+        save(self, state)
+
+    monkeypatch.setattr(Checkpointer, "save", save_and_count)
+    resumed = pl.TabularClassifier(**params).fit(X, y, checkpoint_dir=tmp_path, resume=True)
+    assert epochs == [4, 5, 6]  # it went on from the checkpoint
+    np.testing.assert_array_equal(resumed.params_, full.params_)
+    assert resumed.loss_curve_ == full.loss_curve_
+    assert resumed.n_iter_ == full.n_iter_ == 6
+    # another preprocessing (a column fewer) is refused, naming what differs
+    from pipeline.checkpoint import CheckpointMismatchError
+
+    with pytest.raises(CheckpointMismatchError, match="features"):
+        pl.TabularClassifier(**params).fit(X.drop(columns="mean area"), y,
+                                           checkpoint_dir=tmp_path, resume=True)
+
+
 def test_bit_identical_fits_on_one_and_two_workers():
     X, y = _breast_cancer()
     Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
