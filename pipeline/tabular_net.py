@@ -5,7 +5,8 @@
         --> k x (Dense -> ReLU -> Dropout [-> LayerNorm]) x depth --> k x Dense(n_outputs)
 
 Numeric columns (quantile-normal or piecewise-linear encoded by the preprocessor) and the
-missing indicators pass through as they are; categorical code columns go through one-hot
+missing indicators pass through as they are (with ``numeric_embedding="periodic"`` the numeric
+columns go through :class:`pipeline.nn.Periodic` first); categorical code columns go through one-hot
 (vocabularies of at most 3 codes, per the layout) or learned embeddings (fastai's width rule);
 the k members (:class:`pipeline.nn.EnsembleDense`) share that input encoding, as TabM's members
 share theirs, and are otherwise independent networks in one flat buffer.
@@ -32,6 +33,7 @@ from .nn import (
     Identity,
     Layer,
     LayerNorm,
+    Periodic,
     ReLU,
 )
 from .tabular_prep import TabularLayout
@@ -73,12 +75,27 @@ class OneHot(Layer):
         return xp.zeros((cache, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))
 
 
+PERIODIC_FREQUENCIES, PERIODIC_SIGMA = 8, 0.1  # numeric_embedding="periodic"
+
+
 def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
                   hidden_layer_sizes: tuple[int, ...], dropout: float, layer_norm: bool,
-                  n_members: int) -> EnsembleSequential:
+                  n_members: int, numeric_embedding: str = "none") -> EnsembleSequential:
     """The estimator's network for inputs laid out as ``layout`` (see the module docstring)."""
+    if numeric_embedding not in ("none", "periodic"):
+        raise ValueError(f"numeric_embedding must be 'none' or 'periodic', got "
+                         f"{numeric_embedding!r}")
     branches: list[tuple[tuple[int, ...], Layer]] = []
-    dense_cols = tuple(range(layout.numeric[0], layout.indicators[1]))
+    numeric_cols = tuple(range(*layout.numeric))
+    if numeric_embedding == "periodic" and numeric_cols:
+        if layout.numeric_width != 1:
+            raise ValueError("numeric_embedding='periodic' embeds one column per numeric "
+                             f"feature; numeric={layout.numeric_encoding!r} has "
+                             f"{layout.numeric_width}")
+        branches.append((numeric_cols, Periodic(PERIODIC_FREQUENCIES, PERIODIC_SIGMA)))
+        dense_cols = tuple(range(*layout.indicators))
+    else:
+        dense_cols = tuple(range(layout.numeric[0], layout.indicators[1]))
     if dense_cols:
         branches.append((dense_cols, Identity()))
     c0 = layout.categorical[0]

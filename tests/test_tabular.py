@@ -250,6 +250,25 @@ def test_save_load_round_trip_identical_predictions(client, tmp_path):
     np.testing.assert_allclose(lazy.compute(), reg.predict(Xr), rtol=1e-6)
 
 
+def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
+    from pipeline.nn import Periodic
+
+    X, y = _breast_cancer()
+    clf = pl.TabularClassifier(**_small_params(numeric_embedding="periodic")).fit(X, y)
+    periodic = [layer for _, layer in clf.model_.body.layers[0].branches
+                if isinstance(layer, Periodic)]
+    assert len(periodic) == 1  # the numeric columns, and only they, are embedded
+    assert clf.score(X, y) > 0.85
+    clf.save(str(tmp_path / "clf"))
+    loaded = pl.load(str(tmp_path / "clf")).model
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="numeric_embedding='periodic'.*'ple'"):
+        pl.TabularClassifier(**_small_params(numeric_embedding="periodic", numeric="ple",
+                                             n_bins=4)).fit(X, y)
+    with pytest.raises(ValueError, match="numeric_embedding must be"):
+        pl.TabularClassifier(**_small_params(numeric_embedding="fourier")).fit(X, y)
+
+
 def test_regression_reports_target_units(client):
     X, _ = _breast_cancer()
     y = 1000.0 + 50.0 * X["mean perimeter"].fillna(X["mean perimeter"].median())

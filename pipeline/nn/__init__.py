@@ -37,6 +37,7 @@ from .mlp import (
     unpack,
 )
 from .norm import GroupNorm
+from .periodic import Periodic
 from .sequential import Sequential
 from .workspace import Workspace
 
@@ -66,6 +67,7 @@ __all__ = [
     "MLPSpec",
     "MaxPool2D",
     "Normalize",
+    "Periodic",
     "ReLU",
     "Rescale",
     "Sequential",

@@ -29,6 +29,7 @@ from pipeline.nn import (
     Identity,
     LayerNorm,
     Logistic,
+    Periodic,
     ReLU,
     Sequential,
     Tanh,
@@ -140,6 +141,19 @@ def test_embedding(backend, rng):
     dx = layer.backward(P, cache, out, ctx, views(backend.xp, grad, [(4, 2), (7, 3), (3, 1)]))
     assert device(dx) == device(codes_b)
     np.testing.assert_array_equal(to_host(dx), 0.0)
+
+
+def test_periodic(backend, rng):
+    layer = Periodic(n_frequencies=3, sigma=0.5)
+    x = rng.standard_normal((7, 4))
+    flat, y = check_layer_gradients(layer, (4,), x, backend)
+    # the paper's formula written out: per feature, its sines then its cosines
+    c = flat.reshape(4, 3)
+    z = 2 * np.pi * x[:, :, None] * c[None]
+    expected = np.concatenate([np.sin(z), np.cos(z)], axis=2).reshape(7, 24)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert layer.penalized([(4, 3)]) == [False]
+    assert np.std(layer.init(np.random.default_rng(0), (400,))[0]) == pytest.approx(0.5, rel=0.05)
 
 
 def test_embedding_rejects_codes_out_of_range(backend):
