@@ -32,9 +32,11 @@ from .backend import namespace, to_host
 from .blocks import BlockSet, to_blocks
 from .cluster import current_client
 from .estimators import MLPClassifier
+from .events import ensure_monitor
 from .image_prep import fit_normalize
 from .mlp_base import _BaseMLP
 from .predict_blocks import is_dask
+from .store_blocks import releasing
 from .train import TrainResult
 
 __all__ = ["ImageClassifier", "ImageNetwork", "default_layers", "saveable_layers"]
@@ -267,12 +269,51 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
             del self._fit_inputs
         return self
 
-    def partial_fit(self, *args: Any, **kwargs: Any) -> ImageClassifier:
-        raise NotImplementedError("ImageClassifier has no partial_fit; use warm_start=True")
+    @releasing
+    def partial_fit(self, X: Any, y: Any, classes: Any = None,
+                    client: Any = None) -> ImageClassifier:
+        """One more epoch on ``X``, ``y`` from the current weights, continuing the optimizer
+        state, ``n_iter_`` and ``t_`` (``classes`` required on the first call), as
+        scikit-learn's ``partial_fit``: k calls on the same data are k epochs of one ``fit``.
+        The per-channel normalisation is learned from the first call's images and kept."""
+        X = _as_images(X)
+        first = not hasattr(self, "params_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        client = current_client(client)
+        ensure_monitor(client)
+        if first:
+            mean: tuple[float, ...] = ()
+            std: tuple[float, ...] = ()
+            if self.normalize:
+                layer = fit_normalize(X, client=client if is_dask(X) else None)
+                mean, std = layer.mean, layer.std
+            self._fit_inputs = (tuple(int(s) for s in X.shape[1:]), mean, std)
+            cls = np.unique(to_host(classes))
+        else:
+            if tuple(X.shape[1:]) != tuple(self.image_shape_):
+                raise ValueError(f"X has images of shape {tuple(X.shape[1:])}, but "
+                                 f"{type(self).__name__} was fitted on {self.image_shape_}")
+            self._fit_inputs = (tuple(self.image_shape_),
+                                tuple(float(v) for v in self.channel_mean_),
+                                tuple(float(v) for v in self.channel_std_))
+            cls = self.classes_
+        saved = (self.max_iter, self.warm_start)
+        self.max_iter, self.warm_start = 1, True
+        try:
+            blocks = self._blocks(client, X, y, classes=cls)
+            self._partial_fit_blocks(client, blocks, X, "ImageClassifier.partial_fit")
+        finally:
+            self.max_iter, self.warm_start = saved
+            del self._fit_inputs
+        return self
 
     def _set_fitted(self, result: TrainResult, spec: Any, blocks: BlockSet, X: Any) -> None:
         self.classes_ = blocks.classes
-        self._partial_state = None
+        # what a later partial_fit continues from (as MLPClassifier keeps it)
+        self._partial_state = (result.state._replace(history=[], cursors=None)
+                               if result.state.opt_state is not None
+                               or result.state.local_states is not None else None)
         self.params_ = np.asarray(result.params)
         self.image_shape_ = tuple(spec.in_shape)
         _, mean, std = self._fit_inputs

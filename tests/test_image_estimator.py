@@ -135,6 +135,30 @@ def test_checkpoint_resume_continues_exactly(client, digits, tmp_path):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("sync", ["gradient", "average"])
+def test_partial_fit_calls_are_the_epochs_of_one_fit(client, digits, sync):
+    """scikit-learn's contract: k calls of partial_fit on the same data are k epochs of fit
+    (optimizer state, n_iter_ and t_ carried over; normalisation learned on the first call)."""
+    X_train, X_test, y_train, _ = digits
+    X = da.from_array(X_train[:400], chunks=(200, 8, 8, 1))
+    y = da.from_array(y_train[:400], chunks=200)
+    small = [nn.Conv2D(4, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten()]
+    kw = dict(layers=small, batch_size=64, random_state=2, sync=sync, min_block_rows=None)
+    inc = pl.ImageClassifier(**kw)
+    with pytest.raises(ValueError, match="classes"):
+        inc.partial_fit(X, y, client=client)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.arange(10), client=client)
+    full = pl.ImageClassifier(max_iter=3, **kw).fit(X, y, client=client)
+    assert inc.n_iter_ == full.n_iter_ == 3 and inc.t_ == full.t_
+    assert inc.loss_curve_ == full.loss_curve_
+    assert inc.params_.tobytes() == full.params_.tobytes()
+    np.testing.assert_array_equal(inc.channel_mean_, full.channel_mean_)
+    with pytest.raises(ValueError, match="fitted on"):
+        inc.partial_fit(np.zeros((4, 6, 6, 1), np.uint8), np.zeros(4, int), client=client)
+
+
+@pytest.mark.timeout(120)
 def test_validation_data_and_early_stopping(client, digits):
     X_train, X_test, y_train, y_test = digits
     small = [nn.Conv2D(4, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten()]
