@@ -123,7 +123,7 @@ def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
     model._fixed_mask = mask
     # fresh optimizer states: momentum carried over from the unpruned training would move the
     # pruned weights (the outer Nesterov velocity of local SGD, for one)
-    model._partial_state = None
+    model.train_state_ = None
     try:
         for epoch in range(1, epochs + 1):
             if hasattr(model, "classes_"):

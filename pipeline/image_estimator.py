@@ -311,9 +311,9 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
     def _set_fitted(self, result: TrainResult, spec: Any, blocks: BlockSet, X: Any) -> None:
         self.classes_ = blocks.classes
         # what a later partial_fit continues from (as MLPClassifier keeps it)
-        self._partial_state = (result.state._replace(history=[], cursors=None)
-                               if result.state.opt_state is not None
-                               or result.state.local_states is not None else None)
+        self.train_state_ = (result.state._replace(history=[], cursors=None)
+                             if result.state.opt_state is not None
+                             or result.state.local_states is not None else None)
         self.params_ = np.asarray(result.params)
         self.image_shape_ = tuple(spec.in_shape)
         _, mean, std = self._fit_inputs

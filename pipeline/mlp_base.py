@@ -244,7 +244,7 @@ class _BaseMLP(BaseEstimator):
                              "(as in scikit-learn); use solver='sgd' or 'adam'")
         spec = self._spec(blocks.n_features, blocks.n_outputs)
         optimizer = self._optimizer(config, spec, blocks.rows)
-        previous: TrainState | None = getattr(self, "_partial_state", None)
+        previous: TrainState | None = getattr(self, "train_state_", None)
         state = None
         if hasattr(self, "params_"):
             if self.params_.shape != (spec.n_params,):
@@ -275,10 +275,11 @@ class _BaseMLP(BaseEstimator):
 
     def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,
                     X: Any) -> None:
-        # what a later partial_fit continues from (scikit-learn keeps its _optimizer too)
-        self._partial_state = (result.state._replace(history=[], cursors=None)
-                               if result.state.opt_state is not None
-                               or result.state.local_states is not None else None)
+        # what a later partial_fit continues from, saved with the model (scikit-learn keeps its
+        # _optimizer): optimizer moments or local-SGD replica states, epoch, t_, stopping state
+        self.train_state_ = (result.state._replace(history=[], cursors=None)
+                             if result.state.opt_state is not None
+                             or result.state.local_states is not None else None)
         self.params_ = to_host(result.params)
         self.spec_ = spec
         layers = nn.unpack(spec, self.params_)

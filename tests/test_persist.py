@@ -126,3 +126,30 @@ def test_preprocessor_with_median_sketches_and_indicators_round_trips(tmp_path):
         np.testing.assert_array_equal(
             back.partial_fit(more).statistics_, pre.partial_fit(more).statistics_
         )
+
+
+@pytest.mark.parametrize("sync", ["gradient", "average"])
+def test_a_loaded_model_continues_training_where_it_stopped(client, tmp_path, sync):
+    """save/load keeps what partial_fit continues from (optimizer moments, local-SGD replica
+    states, epoch, t_): fit(2 epochs) -> save -> load -> partial_fit is fit(3 epochs), bit for
+    bit, as it is without the round trip."""
+    import warnings
+
+    import dask.array as da
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((600, 5))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    Xd, yd = da.from_array(X, chunks=(200, -1)), da.from_array(y, chunks=200)
+    kw = dict(hidden_layer_sizes=(8,), batch_size=50, random_state=0, sync=sync,
+              local_steps=2, min_block_rows=1, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on a fixed max_iter
+        two = pl.MLPClassifier(max_iter=2, **kw).fit(Xd, yd, client=client)
+        three = pl.MLPClassifier(max_iter=3, **kw).fit(Xd, yd, client=client)
+    loaded = pl.load(pl.save(tmp_path / "m", two)).model
+    loaded.partial_fit(Xd, yd, client=client)
+    two.partial_fit(Xd, yd, client=client)
+    assert two.params_.tobytes() == three.params_.tobytes()  # in memory
+    assert loaded.params_.tobytes() == three.params_.tobytes()  # through the files
+    assert loaded.n_iter_ == 3 and loaded.t_ == three.t_
