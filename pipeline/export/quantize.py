@@ -34,6 +34,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .onnx import _PREFIX
+
 __all__ = ["QuantizationAccuracyError", "quantize_int8", "quantize_weights",
            "validation_score"]
 
@@ -138,13 +140,14 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
         Wt = W if attrs.get("transB", 0) else W.T
         q, scale = quantize_weights(Wt, axis=0)
         elem = inits[B].data_type
-        qname = names.new(B + "q")
+        k = sum(n.op_type == "DequantizeLinear" for n in nodes)  # layer number
+        qname = names.new(f"{_PREFIX}q{k}")
         added.append(numpy_helper.from_array(q, qname))
-        s = names.new(B + "s")
+        s = names.new(f"{_PREFIX}s{k}")
         added.append(numpy_helper.from_array(scale, s))
         if scale.dtype != np.float32:
             s = _cast(nodes, names, s, TensorProto.FLOAT)
-        w = names.new(B + "d")
+        w = names.new(f"{_PREFIX}w{k}")
         nodes.append(helper.make_node("DequantizeLinear", [qname, s], [w], axis=0))
         if elem != TensorProto.FLOAT:  # DequantizeLinear yields float32 at most
             w = _cast(nodes, names, w, elem)
@@ -154,7 +157,7 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             b = numpy_helper.to_array(inits[C])
             stored = _bias_storage(b, np.broadcast_to(scale, b.shape) if b.ndim else scale.max())
             if stored.dtype == np.float16:
-                c = names.new(C + "h")
+                c = names.new(f"{_PREFIX}c{k}")
                 added.append(numpy_helper.from_array(stored, c))
                 inputs[2] = _cast(nodes, names, c, elem)
                 drop.add(C)
@@ -175,7 +178,7 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _cast(nodes: list[onnx.NodeProto], names: _Names, x: str, to: int) -> str:
-    out = names.new(x + "c")
+    out = names.new(x + "f")
     nodes.append(helper.make_node("Cast", [x], [out], to=to))
     return out
 
