@@ -8,6 +8,7 @@ kept coordinates).
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 
 import numpy as np
@@ -168,7 +169,7 @@ def test_prune_gradually_follows_the_schedule_and_never_regrows(classifier, data
         expected = round(cubic_sparsity(0.8, e, ramp) * n_weights)
         assert np.count_nonzero(~m[w]) == expected
         assert h["sparsity"] == expected / n_weights  # the epoch kept its mask exactly
-    for before, after in zip(seen, seen[1:]):
+    for before, after in itertools.pairwise(seen):
         assert np.all(after <= before)  # a pruned weight is never kept again
     np.testing.assert_array_equal(mask, seen[-1])
     assert np.all(classifier.params_[~mask] == 0) and np.all(mask[~w])  # biases all kept

@@ -151,7 +151,7 @@ def test_narrow_params_keeps_the_units_that_carry_signal():
     t_spec = nn.MLPSpec((5, 8, 6, 3), "tanh", "log_loss")
     s_spec = nn.MLPSpec((5, 4, 3, 3), "tanh", "log_loss")
     flat = nn.init_params(t_spec, 0, dtype=np.float64)
-    (W1, _), (W2, _), (W3, _) = nn.unpack(t_spec, flat)
+    _, (W2, _), (W3, _) = nn.unpack(t_spec, flat)
     dead1, dead2 = rng.choice(8, 4, replace=False), rng.choice(6, 3, replace=False)
     W2[dead1, :] = 0.0  # layer-1 units that feed nothing
     W3[dead2, :] = 0.0
@@ -193,7 +193,7 @@ def test_narrows_refuses_other_shapes():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
 def test_distill_init_choices(problem, client):
-    X, y, teacher = problem
+    X, _, teacher = problem
     Xd = dd.from_pandas(X, npartitions=2, sort=False)
 
     def student(hidden=(16,)):

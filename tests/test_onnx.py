@@ -30,8 +30,8 @@ from pipeline.export import (
     score_frame,
     session,
 )
-from pipeline.export.quantize import quantize_weights
 from pipeline.export import serve as serve_module
+from pipeline.export.quantize import quantize_weights
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -17,8 +17,8 @@ scikit-learn pipelines:
 
 The file is a plain ONNX protobuf (opset :data:`OPSET`, IR version :data:`IR_VERSION`, both
 run by onnxruntime ≥ 1.17): tensors and strings only, nothing pickled. The network is written
-as ``MatMul`` + ``Add`` per layer so that ``onnxruntime.quantization.quantize_dynamic`` turns
-every layer into an int8 matmul (see :mod:`pipeline.export.quantize`).
+as one ``Gemm`` per layer (onnxruntime fuses it with the activation); ``quantize="int8"`` stores
+each layer's weights as int8 per output channel (see :mod:`pipeline.export.quantize`).
 
 Example
 -------
@@ -361,7 +361,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, preprocessor: Any =
     Parameters
     ----------
     quantize : {None, "int8"}
-        ``"int8"`` writes the dynamically quantized graph (:func:`quantize.quantize_int8`).
+        ``"int8"`` writes the graph with int8 weights (:func:`quantize.quantize_int8`).
     validation : (X, y), optional
         Raw columns (a pandas/dask DataFrame) and labels/targets. The fp32 graph, and the int8
         graph if any, are scored on it with onnxruntime (accuracy or R²).
