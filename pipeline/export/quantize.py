@@ -5,19 +5,21 @@
 ``W``, zero point 0, values in [-127, 127]), and puts a ``DequantizeLinear`` in front of the
 ``Gemm``. The activations stay in floating point ("weight-only" quantization): the outputs of a
 row do not depend on the other rows of the batch (dynamic activation quantization picks its
-scale per call, from the whole batch), and onnxruntime turns the weights back into float32 once,
-when the session is created, so the int8 graph runs as fast as the fp32 one. What shrinks is the
-file: one byte per weight instead of four.
+scale per call, from the whole batch). onnxruntime dequantizes the weights on every call (one
+multiplication per weight, nothing next to the matrix products of a batch); the int8 graph
+scores at about the fp32 speed. What shrinks is the file: one byte per weight instead of four.
 
 The small tensors next to the weights are kept small too:
 
 - the per-channel scales are stored in float16 (and cast to float32 in the graph) when they are
-  normal float16 numbers; the int8 values are rounded against the stored scale, so the
-  dequantized weight is exactly ``q * scale``. float16's relative precision (2^-11) moves a
-  weight by at most 127 * 2^-11 < 1/16 of a quantization step;
-- a layer's biases are stored in float16 when that rounds each of them by less than half a
-  quantization step of its channel (less than the rounding of any single weight), otherwise in
-  float32 (a regressor's output bias of 1000 next to weights of 0.01 stays float32);
+  normal float16 numbers and there are at least :data:`MIN_HALF` of them (for fewer, the
+  ``Cast`` node costs more bytes than float16 saves). The int8 values are rounded against the
+  stored scale, so the dequantized weight is exactly ``q * scale``; float16's relative
+  precision (2^-11) moves a weight by at most 127 * 2^-11 < 1/16 of a quantization step;
+- a layer's biases (at least :data:`MIN_HALF` of them) are stored in float16 when that rounds
+  each of them by less than half a quantization step of its channel (less than the rounding of
+  any single weight), otherwise in float32 (a regressor's output bias of 1000 next to weights
+  of 0.01 stays float32);
 - nothing else changes: the preprocessing part of the graph (float64 and strings, equal bit for
   bit to ``Preprocessor.transform``) and the labels are as in the fp32 graph.
 
@@ -41,6 +43,8 @@ __all__ = ["QuantizationAccuracyError", "quantize_int8", "quantize_weights",
 
 QMAX = 127  # symmetric int8: -128 is never used, so q and -q are both representable
 _F16 = np.finfo(np.float16)
+# float16 storage needs a Cast node (~20 bytes): below this many values it saves less than that.
+MIN_HALF = 16
 
 
 class QuantizationAccuracyError(ValueError):
@@ -58,14 +62,15 @@ def quantize_weights(W: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarr
     (``axis=1``: per column, i.e. per output channel of ``x @ W``), symmetric, so that
     ``q * scale`` (scale broadcast along ``axis``) is within ``scale / 2`` of ``W``.
 
-    ``scale = max |W| / 127`` over each channel, rounded up to the nearest float16 when it is a
-    normal float16 number (returned as float16), else float32; ``1`` for an all-zero channel.
+    ``scale = max |W| / 127`` over each channel, rounded up to the nearest float16 when all
+    scales are normal float16 numbers and there are at least :data:`MIN_HALF` channels
+    (returned as float16), else float32; ``1`` for an all-zero channel.
     """
     W = np.asarray(W, dtype=np.float64)
     amax = np.abs(W).max(axis=1 - axis)
     scale = np.where(amax > 0, amax / QMAX, 1.0)
     half = scale.astype(np.float16)
-    if np.all((half >= _F16.smallest_normal) & np.isfinite(half)):
+    if half.size >= MIN_HALF and np.all((half >= _F16.smallest_normal) & np.isfinite(half)):
         # round up, so that |W| / scale <= 127 still holds after the rounding
         half = np.where(half.astype(np.float64) < scale,
                         np.nextafter(half, np.float16(np.inf)), half)
@@ -79,11 +84,12 @@ def quantize_weights(W: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarr
 
 
 def _bias_storage(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``b`` as float16 if that rounds every bias by less than half a weight step of its
-    channel (``scale / 2``), else as float32."""
+    """``b`` as float16 if it has at least :data:`MIN_HALF` values and float16 rounds each by
+    less than half a weight step of its channel (``scale / 2``), else as float32."""
     half = b.astype(np.float16)
     err = np.abs(half.astype(np.float64) - b.astype(np.float64))
-    if np.all(np.isfinite(half)) and np.all(err < scale.astype(np.float64) / 2):
+    if (half.size >= MIN_HALF and np.all(np.isfinite(half))
+            and np.all(err < scale.astype(np.float64) / 2)):
         return half
     return b.astype(np.float32)
 
