@@ -82,12 +82,17 @@ class _Graph:
         self._n += 1
         return f"{_PREFIX}{hint}{self._n}"
 
-    def const(self, value: Any, hint: str, dtype: Any = None) -> str:
+    def const(self, value: Any, hint: str, dtype: Any = None, share: bool = True) -> str:
         """An initializer holding ``value``; equal constants (same dtype, shape and values,
-        e.g. the ``""`` of every string column) are stored once."""
+        e.g. the ``""`` of every string column) are stored once, unless ``share=False`` (a
+        layer's parameters: each layer owns its tensors, which the quantizer rewrites)."""
         arr = np.asarray(value, dtype=dtype)
         if arr.dtype.kind in "OUS":
             arr = np.asarray([str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
+        if not share:
+            name = self.name(hint)
+            self.initializers.append(numpy_helper.from_array(arr, name))
+            return name
         key = (arr.dtype.str, arr.shape,
                tuple(arr.ravel().tolist()) if arr.dtype == object else arr.tobytes())
         if key not in self._consts:
@@ -210,8 +215,8 @@ def _network(g: _Graph, model: Any, x: str, dtype: np.dtype) -> str:
     layers = unpack(model.spec_, np.asarray(model.params_))
     act = _ACTIVATION_OP[model.spec_.activation]
     for i, (W, b) in enumerate(layers):
-        x = g.op("Gemm", [x, g.const(np.asarray(W, dtype=dtype), f"W{i}_"),
-                          g.const(np.asarray(b, dtype=dtype), f"b{i}_")], f"z{i}_")
+        x = g.op("Gemm", [x, g.const(np.asarray(W, dtype=dtype), f"W{i}_", share=False),
+                          g.const(np.asarray(b, dtype=dtype), f"b{i}_", share=False)], f"z{i}_")
         if i < len(layers) - 1 and act is not None:
             x = g.op(act, [x], f"h{i}_")
     return x
