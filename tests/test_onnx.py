@@ -204,6 +204,27 @@ def test_file_is_a_checked_protobuf_without_pickle(fitted, tmp_path):
     assert meta["pipeline.classes"] == '["bronze", "gold", "silver"]'
 
 
+def test_constants_are_stored_once(fitted):
+    """No two initializers hold the same values (the "" of both string columns, the numeric
+    fills that are the means), except each layer's own W and b; every node is unnamed."""
+    model, prep, _ = fitted["binary"]
+    onx = build_onnx(model, prep)
+    seen = {}
+    for t in onx.graph.initializer:
+        a = onnx.numpy_helper.to_array(t)
+        key = (a.dtype.str, a.shape, tuple(a.ravel().tolist()))
+        assert key not in seen, (t.name, seen.get(key))
+        seen[key] = t.name
+    gemms = [n for n in onx.graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == len(model.coefs_)
+    params = [i for n in gemms for i in n.input[1:]]
+    assert len(set(params)) == len(params) == 2 * len(model.coefs_)
+    assert not any(n.name for n in onx.graph.node)
+    out = _run(onx.SerializeToString(), _raw(1, 500))["probabilities"]
+    np.testing.assert_allclose(out, model.predict_proba(prep.transform(_raw(1, 500))),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_session_cache_is_bounded(fitted):
     model, prep, _ = fitted["binary"]
     onx = build_onnx(model, prep)
