@@ -170,6 +170,24 @@ def test_classifier_matches_predict_proba(fitted, data, name):
     assert {o.name for o in build_onnx(model, prep).graph.output} == {"label", "probabilities"}
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 1 epoch
+def test_integer_labels_other_than_the_index(client, data):
+    """Labels 0..k-1 are the ArgMax itself; other integer labels go through a Gather."""
+    train, test = data
+    prep = _prep(train, "y")
+    X, Xt = prep.transform(train), prep.transform(test)
+    for offset, gather in ((0, False), (3, True)):
+        model = pl.MLPClassifier((8,), max_iter=1, random_state=0, batch_size=256).fit(
+            X, train["y"] + offset)
+        onx = build_onnx(model)
+        assert ("Gather" in {n.op_type for n in onx.graph.node}) == gather
+        out = _run(onx.SerializeToString(), Xt)
+        proba = model.predict_proba(Xt)
+        assert out["label"].dtype == np.int64
+        _assert_labels_equal(out["label"], model.predict(Xt), proba)
+        assert set(np.unique(out["label"])) <= {offset, offset + 1}
+
+
 @pytest.mark.parametrize("name", ["regressor", "regressor_2out"])
 def test_regressor_matches_predict(fitted, data, name):
     _, test = data

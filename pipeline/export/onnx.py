@@ -282,8 +282,13 @@ def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
             proba = g.op("Concat", [q, p], output="probabilities", axis=1)
         else:
             proba = g.op("Softmax", [z], output="probabilities", axis=1)
-        index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)  # first max, as NumPy
-        g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
+        if label_type == TensorProto.INT64 and np.array_equal(classes, np.arange(len(classes))):
+            # classes 0..k-1: the index is the label (a Gather through an identity table costs
+            # as much as the ArgMax on a large batch)
+            g.op("ArgMax", [proba], output="label", axis=1, keepdims=0)  # first max, as NumPy
+        else:
+            index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
+            g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
         outputs = [helper.make_tensor_value_info("label", label_type, [None]),
                    helper.make_tensor_value_info("probabilities", _ONNX_TYPE[dtype],
                                                  [None, len(classes)])]
