@@ -18,6 +18,9 @@ the mask after each epoch: pruned weights move during an epoch and are reset at 
 the model is exactly as sparse as asked after every epoch, but the epoch itself is not a masked
 optimizer step.
 
+Gradual pruning (:func:`prune_gradually`) interleaves the two: the sparsity rises epoch by epoch
+on Zhu & Gupta's cubic schedule, each epoch training with the current mask.
+
 Example
 -------
 >>> mask = prune(model, 0.8)                     # doctest: +SKIP
@@ -32,7 +35,8 @@ import numpy as np
 
 from . import nn, optim
 
-__all__ = ["fine_tune", "keep_mask", "masked", "prune", "sparsity", "weight_positions"]
+__all__ = ["cubic_sparsity", "fine_tune", "keep_mask", "masked", "prune", "prune_gradually",
+           "sparsity", "weight_positions"]
 
 
 def weight_positions(spec: nn.MLPSpec) -> np.ndarray:
@@ -138,3 +142,43 @@ def fine_tune(model: Any, X: Any, y: Any, mask: np.ndarray, *, epochs: int = 1,
         del model._fixed_mask
     return history
 
+
+
+def cubic_sparsity(final: float, step: int, ramp: int) -> float:
+    """Sparsity after ``step`` of ``ramp`` pruning steps on the cubic schedule of Zhu & Gupta
+    (2017), "To prune, or not to prune": ``final * (1 - (1 - step / ramp) ** 3)``, ``final``
+    from ``step >= ramp`` on. Most weights go early, while the network can still recover;
+    the last steps remove few."""
+    if ramp < 1 or step < 0:
+        raise ValueError(f"need ramp >= 1 and step >= 0, got ramp={ramp!r}, step={step!r}")
+    return float(final) * (1.0 - (1.0 - min(step, ramp) / ramp) ** 3)
+
+
+def prune_gradually(model: Any, X: Any, y: Any, sparsity: float, *, epochs: int,
+                    ramp_epochs: int | None = None,
+                    validation_data: tuple[Any, Any] | None = None,
+                    client: Any = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Gradual magnitude pruning of a fitted MLP while it trains ``epochs`` more epochs.
+
+    Before epoch ``e`` (1-based) the weights are pruned (:func:`prune`, global magnitude) to
+    :func:`cubic_sparsity` ``(sparsity, e, ramp_epochs)``, then the epoch trains with that mask
+    fixed (:func:`fine_tune`); weights pruned once stay pruned. ``ramp_epochs`` defaults to
+    about two thirds of ``epochs`` (at least 1), so the last third fine-tunes at the final
+    sparsity, as in Zhu & Gupta's schedule.
+
+    Returns ``(mask, history)``: the final kept-parameter mask and one :func:`fine_tune` record
+    per epoch (``epoch`` counts from 1 over the whole run).
+    """
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    ramp = max(1, -(-2 * epochs // 3)) if ramp_epochs is None else int(ramp_epochs)
+    if not 1 <= ramp <= epochs:
+        raise ValueError(f"ramp_epochs must be in [1, epochs={epochs}], got {ramp_epochs!r}")
+    history: list[dict[str, float]] = []
+    mask = np.ones(np.shape(model.params_), dtype=bool)
+    for epoch in range(1, epochs + 1):
+        mask = prune(model, cubic_sparsity(sparsity, epoch, ramp))
+        (record,) = fine_tune(model, X, y, mask, epochs=1, validation_data=validation_data,
+                              client=client)
+        history.append({**record, "epoch": epoch})
+    return mask, history

@@ -29,7 +29,7 @@ import pandas as pd
 from . import nn
 from .backend import frame_to_array, to_host, values_of
 
-__all__ = ["distill", "soft_targets"]
+__all__ = ["distill", "narrow_params", "narrows", "soft_targets"]
 
 
 def soft_targets(part: Any, labels: Any, params: np.ndarray, spec: nn.MLPSpec,
@@ -61,9 +61,48 @@ def soft_targets(part: Any, labels: Any, params: np.ndarray, spec: nn.MLPSpec,
     return pd.DataFrame(soft.astype(dtype), index=index, columns=columns)
 
 
+def narrows(teacher_spec: nn.MLPSpec, student_spec: nn.MLPSpec) -> bool:
+    """Whether the student is the teacher with fewer hidden units: same inputs, outputs, depth,
+    activation and loss, each hidden layer no wider than the teacher's."""
+    t, s = teacher_spec.layer_sizes, student_spec.layer_sizes
+    return (len(t) == len(s) and t[0] == s[0] and t[-1] == s[-1]
+            and all(b <= a for a, b in zip(t[1:-1], s[1:-1], strict=True))
+            and teacher_spec.activation == student_spec.activation
+            and teacher_spec.loss == student_spec.loss)
+
+
+def narrow_params(teacher_spec: nn.MLPSpec, teacher_params: np.ndarray,
+                  student_spec: nn.MLPSpec) -> np.ndarray:
+    """The student's flat parameters (float64, host) cut out of the teacher's: in each hidden
+    layer, the ``k`` units of largest ``|W_in[:, j]| * |W_out[j, :]|`` (L2 norms of the weights
+    into and out of unit ``j``: how much signal the unit can pass on), layer after layer, with
+    their weights and biases; ties go to the lower index. Structured pruning as a starting point
+    for distillation: the student starts as a sub-network of its teacher instead of at random.
+    """
+    if not narrows(teacher_spec, student_spec):
+        raise ValueError(f"the student {student_spec.layer_sizes} is not a narrower copy of the "
+                         f"teacher {teacher_spec.layer_sizes} (same depth, activation, inputs "
+                         "and outputs, no wider hidden layers)")
+    layers = [(np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64))
+              for W, b in nn.unpack(teacher_spec, to_host(teacher_params))]
+    out = np.zeros(student_spec.n_params, dtype=np.float64)
+    keep = np.arange(teacher_spec.layer_sizes[0])
+    for i, ((W, b), (Ws, bs)) in enumerate(zip(layers, nn.unpack(student_spec, out),
+                                                strict=True)):
+        W = W[keep]
+        if i < len(layers) - 1:
+            importance = np.linalg.norm(W, axis=0) * np.linalg.norm(layers[i + 1][0], axis=1)
+            keep = np.sort(np.argsort(-importance, kind="stable")[: Ws.shape[1]])
+        else:
+            keep = np.arange(W.shape[1])
+        Ws[...] = W[:, keep]
+        bs[...] = b[keep]
+    return out
+
+
 def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: float = 2.0,
             alpha: float = 1.0, validation_data: tuple[Any, Any] | None = None,
-            client: Any = None) -> Any:
+            init: str = "auto", client: Any = None) -> Any:
     """Fit the unfitted ``student`` (an ``MLPClassifier``) on ``teacher``'s soft predictions.
 
     Parameters
@@ -80,6 +119,11 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
         Weight of the soft targets; ``1 - alpha`` goes to the one-hot labels.
     validation_data : (X_valid, y_valid), optional
         Hard labels, scored (accuracy) every epoch.
+    init : {"auto", "teacher", "random"}
+        The student's starting parameters: ``"teacher"`` cuts them out of the teacher
+        (:func:`narrow_params`; the student must be a narrower copy of it), ``"random"`` draws
+        them as ``fit`` does, ``"auto"`` is ``"teacher"`` whenever the student is a narrower
+        copy (:func:`narrows`) and ``"random"`` otherwise.
 
     Returns
     -------
@@ -102,6 +146,8 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
         raise TypeError(f"X must be a dask DataFrame of features, got {type(X).__name__}")
     if alpha < 1.0 and y is None:
         raise ValueError("alpha < 1 mixes in the labels: pass y")
+    if init not in ("auto", "teacher", "random"):
+        raise ValueError(f"init must be 'auto', 'teacher' or 'random', got {init!r}")
     client = current_client(client)
     classes = np.asarray(teacher.classes_)
     spec_t = teacher.spec_
@@ -120,8 +166,11 @@ def distill(teacher: Any, student: Any, X: Any, y: Any = None, *, temperature: f
                           dtype=student.dtype, min_block_rows=student.min_block_rows)
     config = student._train_config(blocks.n_samples, student._seed(), client)
     spec = student._spec(blocks.n_features, blocks.n_outputs)
+    params = None
+    if init == "teacher" or (init == "auto" and narrows(spec_t, spec)):
+        params = narrow_params(spec_t, teacher.params_, spec).astype(student.dtype)
     result = train(client, blocks, model=spec, config=config,
-                   optimizer=student._optimizer(config, spec, blocks.rows), validation=valid,
-                   run_name=f"distill-{type(student).__name__}")
+                   optimizer=student._optimizer(config, spec, blocks.rows), params=params,
+                   validation=valid, run_name=f"distill-{type(student).__name__}")
     student._set_fitted(result, spec, blocks, X)
     return student  # the blocks are released with their futures, as in fit

@@ -8,6 +8,7 @@ kept coordinates).
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 
 import numpy as np
@@ -17,7 +18,16 @@ from sklearn.exceptions import ConvergenceWarning
 import pipeline as pl
 from pipeline import optim
 from pipeline.backend import to_host
-from pipeline.compress import fine_tune, keep_mask, masked, prune, sparsity, weight_positions
+from pipeline.compress import (
+    cubic_sparsity,
+    fine_tune,
+    keep_mask,
+    masked,
+    prune,
+    prune_gradually,
+    sparsity,
+    weight_positions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +137,42 @@ def test_fine_tune_keeps_the_mask(classifier, data, client):
     assert np.all(reg.params_[~rmask] == 0) and rhist[0]["sparsity"] == pytest.approx(0.5,
                                                                                         abs=0.01)
     assert (reg.max_iter, reg.warm_start) == (3, False)  # restored
+
+
+def test_cubic_sparsity_schedule():
+    # Zhu & Gupta's formula written out: s_f + (0 - s_f) * (1 - t / n) ** 3
+    for t in range(6):
+        assert cubic_sparsity(0.8, t, 4) == pytest.approx(0.8 + (0 - 0.8) * (1 - min(t, 4) / 4) ** 3)
+    with pytest.raises(ValueError, match="ramp >= 1"):
+        cubic_sparsity(0.8, 1, 0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_prune_gradually_follows_the_schedule_and_never_regrows(classifier, data, client,
+                                                               monkeypatch):
+    import pipeline.compress as compress
+
+    X, y, _ = data
+    w = weight_positions(classifier.spec_)
+    n_weights = int(w.sum())
+    seen = []
+
+    def spy(model, X, y, mask, **kw):  # records each epoch's mask, then trains as usual
+        seen.append(mask.copy())
+        return fine_tune(model, X, y, mask, **kw)
+
+    monkeypatch.setattr(compress, "fine_tune", spy)
+    mask, history = prune_gradually(classifier, X, y, 0.8, epochs=3, validation_data=(X, y))
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    ramp = 2  # two thirds of 3 epochs
+    for e, (m, h) in enumerate(zip(seen, history, strict=True), start=1):
+        expected = round(cubic_sparsity(0.8, e, ramp) * n_weights)
+        assert np.count_nonzero(~m[w]) == expected
+        assert h["sparsity"] == expected / n_weights  # the epoch kept its mask exactly
+    for before, after in itertools.pairwise(seen):
+        assert np.all(after <= before)  # a pruned weight is never kept again
+    np.testing.assert_array_equal(mask, seen[-1])
+    assert np.all(classifier.params_[~mask] == 0) and np.all(mask[~w])  # biases all kept
+    assert history[-1]["score"] > 0.6
+    with pytest.raises(ValueError, match="ramp_epochs must be in"):
+        prune_gradually(classifier, X, y, 0.8, epochs=2, ramp_epochs=3)

@@ -140,3 +140,74 @@ def test_soft_targets_of_a_cudf_partition(n_classes):
     want = soft_targets(part, labels, *args)
     got = soft_targets(DataFrame(dict(part.items()), dev), Series(labels, dev), *args)
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12)
+
+
+def test_narrow_params_keeps_the_units_that_carry_signal():
+    """Units whose outgoing weights are zero carry nothing: a teacher with such units, cut to
+    the others, computes exactly what the teacher computes (NumPy forward written out here)."""
+    from pipeline.distill import narrow_params, narrows
+
+    rng = np.random.default_rng(5)
+    t_spec = nn.MLPSpec((5, 8, 6, 3), "tanh", "log_loss")
+    s_spec = nn.MLPSpec((5, 4, 3, 3), "tanh", "log_loss")
+    flat = nn.init_params(t_spec, 0, dtype=np.float64)
+    _, (W2, _), (W3, _) = nn.unpack(t_spec, flat)
+    dead1, dead2 = rng.choice(8, 4, replace=False), rng.choice(6, 3, replace=False)
+    W2[dead1, :] = 0.0  # layer-1 units that feed nothing
+    W3[dead2, :] = 0.0
+    assert narrows(t_spec, s_spec)
+    student = narrow_params(t_spec, flat, s_spec)
+    (S1, c1), (S2, c2), (S3, c3) = nn.unpack(s_spec, student)
+    live1, live2 = np.setdiff1d(np.arange(8), dead1), np.setdiff1d(np.arange(6), dead2)
+    layers = nn.unpack(t_spec, flat)
+    np.testing.assert_array_equal(S1, layers[0][0][:, live1])
+    np.testing.assert_array_equal(S2, layers[1][0][np.ix_(live1, live2)])
+    np.testing.assert_array_equal(S3, layers[2][0][live2])
+    X = rng.standard_normal((50, 5))
+
+    def logits(layers, X):
+        a = X
+        for W, b in layers[:-1]:
+            a = np.tanh(a @ W + b)
+        return a @ layers[-1][0] + layers[-1][1]
+
+    np.testing.assert_allclose(logits([(S1, c1), (S2, c2), (S3, c3)], X), logits(layers, X),
+                               rtol=1e-12, atol=1e-12)
+    # same widths: the teacher itself, units in their order
+    np.testing.assert_array_equal(narrow_params(t_spec, flat, t_spec), flat)
+
+
+def test_narrows_refuses_other_shapes():
+    from pipeline.distill import narrow_params, narrows
+
+    t = nn.MLPSpec((5, 8, 3), "relu", "log_loss")
+    flat = nn.init_params(t, 0, dtype=np.float64)
+    for other in (nn.MLPSpec((5, 9, 3), "relu", "log_loss"),      # wider
+                  nn.MLPSpec((5, 4, 4, 3), "relu", "log_loss"),   # deeper
+                  nn.MLPSpec((5, 4, 3), "tanh", "log_loss"),      # other activation
+                  nn.MLPSpec((6, 4, 3), "relu", "log_loss")):     # other inputs
+        assert not narrows(t, other)
+        with pytest.raises(ValueError, match="not a narrower copy of the teacher"):
+            narrow_params(t, flat, other)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budget
+def test_distill_init_choices(problem, client):
+    X, _, teacher = problem
+    Xd = dd.from_pandas(X, npartitions=2, sort=False)
+
+    def student(hidden=(16,)):
+        return pl.MLPClassifier(hidden, max_iter=1, random_state=1, batch_size=256)
+
+    with pytest.raises(ValueError, match="init must be"):
+        distill(teacher, student(), Xd, init="best")
+    with pytest.raises(ValueError, match="not a narrower copy"):
+        distill(teacher, student((64,)), Xd, init="teacher")
+    # "auto" starts a narrower student from the teacher, a wider one at random
+    auto, cut = distill(teacher, student(), Xd), distill(teacher, student(), Xd, init="teacher")
+    np.testing.assert_array_equal(auto.params_, cut.params_)
+    wide = distill(teacher, student((64,)), Xd)
+    fresh = distill(teacher, student((64,)), Xd, init="random")
+    np.testing.assert_array_equal(wide.params_, fresh.params_)
+    assert not np.array_equal(auto.params_, distill(teacher, student(), Xd,
+                                                    init="random").params_)

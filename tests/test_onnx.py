@@ -26,10 +26,12 @@ from pipeline.export import (
     build_preprocessor_onnx,
     export_onnx,
     onnx_feed,
+    quantize_int8,
     score_frame,
     session,
 )
 from pipeline.export import serve as serve_module
+from pipeline.export.quantize import MIN_HALF, quantize_weights
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -168,6 +170,24 @@ def test_classifier_matches_predict_proba(fitted, data, name):
     assert {o.name for o in build_onnx(model, prep).graph.output} == {"label", "probabilities"}
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 1 epoch
+def test_integer_labels_other_than_the_index(client, data):
+    """Labels 0..k-1 are the ArgMax itself; other integer labels go through a Gather."""
+    train, test = data
+    prep = _prep(train, "y")
+    X, Xt = prep.transform(train), prep.transform(test)
+    for offset, gather in ((0, False), (3, True)):
+        model = pl.MLPClassifier((8,), max_iter=1, random_state=0, batch_size=256).fit(
+            X, train["y"] + offset)
+        onx = build_onnx(model)
+        assert ("Gather" in {n.op_type for n in onx.graph.node}) == gather
+        out = _run(onx.SerializeToString(), Xt)
+        proba = model.predict_proba(Xt)
+        assert out["label"].dtype == np.int64
+        _assert_labels_equal(out["label"], model.predict(Xt), proba)
+        assert set(np.unique(out["label"])) <= {offset, offset + 1}
+
+
 @pytest.mark.parametrize("name", ["regressor", "regressor_2out"])
 def test_regressor_matches_predict(fitted, data, name):
     _, test = data
@@ -202,6 +222,27 @@ def test_file_is_a_checked_protobuf_without_pickle(fitted, tmp_path):
     assert meta["pipeline.classes"] == '["bronze", "gold", "silver"]'
 
 
+def test_constants_are_stored_once(fitted):
+    """No two initializers hold the same values (the "" of both string columns, the numeric
+    fills that are the means), except each layer's own W and b; every node is unnamed."""
+    model, prep, _ = fitted["binary"]
+    onx = build_onnx(model, prep)
+    seen = {}
+    for t in onx.graph.initializer:
+        a = onnx.numpy_helper.to_array(t)
+        key = (a.dtype.str, a.shape, tuple(a.ravel().tolist()))
+        assert key not in seen, (t.name, seen.get(key))
+        seen[key] = t.name
+    gemms = [n for n in onx.graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == len(model.coefs_)
+    params = [i for n in gemms for i in n.input[1:]]
+    assert len(set(params)) == len(params) == 2 * len(model.coefs_)
+    assert not any(n.name for n in onx.graph.node)
+    out = _run(onx.SerializeToString(), _raw(1, 500))["probabilities"]
+    np.testing.assert_allclose(out, model.predict_proba(prep.transform(_raw(1, 500))),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_session_cache_is_bounded(fitted):
     model, prep, _ = fitted["binary"]
     onx = build_onnx(model, prep)
@@ -219,30 +260,126 @@ def test_session_cache_is_bounded(fitted):
 
 # ---- int8 ------------------------------------------------------------------------------------
 
-def test_int8_weights_are_the_quantized_fp32_weights(fitted, data, tmp_path):
-    model, prep, label = fitted["binary"]
+def _dequantized_layers(q: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(W, b), ...]`` of an int8 graph in Gemm order, as its nodes define them: the int8
+    matrix times its (float16 or float32) per-channel scale, the bias read through its Cast."""
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+    made = {o: n for n in q.graph.node for o in n.output}
+
+    def value(name):
+        if name in init:
+            return init[name]
+        node = made[name]
+        assert node.op_type == "Cast", node.op_type
+        return value(node.input[0]).astype(np.float32)
+
+    layers = []
+    for gemm in (n for n in q.graph.node if n.op_type == "Gemm"):
+        dq = made[gemm.input[1]]
+        assert dq.op_type == "DequantizeLinear" and len(dq.input) == 2  # zero point 0
+        wq, scale = init[dq.input[0]], value(dq.input[1])
+        assert wq.dtype == np.int8 and np.abs(wq.astype(int)).max() <= 127
+        # stored (out, in), one scale per output channel, read with transB=1
+        assert [a.i for a in dq.attribute if a.name == "axis"] == [0]
+        assert [a.i for a in gemm.attribute if a.name == "transB"] == [1]
+        layers.append(((wq.astype(np.float32) * scale[:, None]).T, value(gemm.input[2])))
+    return layers
+
+
+@pytest.mark.parametrize("name", ["binary", "multiclass_str"])
+def test_int8_weights_are_the_quantized_fp32_weights(fitted, data, tmp_path, name):
+    model, prep, label = fitted[name]
     _, test = data
     report = export_onnx(model, tmp_path / "q.onnx", preprocessor=prep, quantize="int8",
                          validation=(test, test[label]), max_accuracy_drop=1.0)
     q = onnx.load(tmp_path / "q.onnx")
-    assert "MatMulInteger" in {n.op_type for n in q.graph.node}
-    assert "MatMul" not in {n.op_type for n in q.graph.node}
-    init = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
-    for i, W in enumerate(model.coefs_):
-        (name,) = [k for k in init if k.startswith(f"pl/W{i}") and k.endswith("_quantized")]
-        wq, scale = init[name], init[name[: -len("_quantized")] + "_scale"]
-        zero = init[name[: -len("_quantized")] + "_zero_point"]
-        assert wq.dtype == np.int8 and wq.shape == W.shape
-        # Each int8 weight is the fp32 weight rounded to the nearest step of `scale`.
-        np.testing.assert_allclose(scale * (wq.astype(np.float32) - zero), W,
-                                   atol=float(scale) / 2 * (1 + 1e-5))
+    ops = {n.op_type for n in q.graph.node}
+    assert "DequantizeLinear" in ops and not ops & {"MatMul", "MatMulInteger"}
+    layers = _dequantized_layers(q)
+    assert len(layers) == len(model.coefs_)
+    for (Wd, bd), W, b in zip(layers, model.coefs_, model.intercepts_, strict=True):
+        assert Wd.shape == W.shape
+        # each int8 weight is the fp32 weight rounded to the nearest step of its column's scale
+        step = np.abs(W).max(axis=0) / 127
+        assert np.all(np.abs(Wd - W) <= step * (0.5 + 2.0**-10) + 1e-12)
+        np.testing.assert_allclose(bd, b, rtol=2.0**-11, atol=2.0**-24)  # float16 at worst
+    # Every weight is stored in one byte: the int8 tensors hold exactly the model's weights.
+    int8_bytes = sum(onnx.numpy_helper.to_array(t).nbytes for t in q.graph.initializer
+                     if t.data_type == onnx.TensorProto.INT8)
+    assert int8_bytes == sum(W.size for W in model.coefs_)
+    # onnxruntime on the int8 graph = the network written out in NumPy with those weights
+    X = prep.transform(test).to_numpy(dtype=np.float32)
+    act = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh}[model.activation]
+    h = X
+    for i, (Wd, bd) in enumerate(layers):
+        h = h @ Wd + bd
+        h = act(h) if i < len(layers) - 1 else h
+    if len(model.classes_) == 2:
+        p = 1 / (1 + np.exp(-h))
+        expected = np.hstack([1 - p, p])
+    else:
+        e = np.exp(h - h.max(axis=1, keepdims=True))
+        expected = e / e.sum(axis=1, keepdims=True)
+    out = _run((tmp_path / "q.onnx").read_bytes(), test)
+    np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-4, atol=1e-5)
     # The guard's figures are the accuracies of the two graphs, recomputed here.
-    int8_labels = _run((tmp_path / "q.onnx").read_bytes(), test)["label"]
     fp32_labels = _run(build_onnx(model, prep).SerializeToString(), test)["label"]
-    assert report.int8_score == pytest.approx(accuracy_score(test[label], int8_labels))
+    assert report.int8_score == pytest.approx(accuracy_score(test[label], out["label"]))
     assert report.fp32_score == pytest.approx(accuracy_score(test[label], fp32_labels))
     assert report.drop == pytest.approx(report.fp32_score - report.int8_score)
     assert report.int8_bytes == (tmp_path / "q.onnx").stat().st_size
+    assert report.fp32_bytes == len(build_onnx(model, prep).SerializeToString())
+
+
+def _one_gemm(W: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("Gemm", ["X", "W", "b"], ["variable"])], "g",
+        [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, W.shape[0]])],
+        [h.make_tensor_value_info("variable", onnx.TensorProto.FLOAT, [None, W.shape[1]])],
+        [onnx.numpy_helper.from_array(W, "W"), onnx.numpy_helper.from_array(b, "b")])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+
+
+def test_quantize_weights_rounds_per_channel():
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((20, 18)) * np.array([1e-2, 0.1, 1.0, 30.0, 1.0, 0.0] * 3)
+    for axis, M in ((1, W), (0, W.T)):
+        q, scale = quantize_weights(M, axis)
+        assert q.dtype == np.int8 and scale.dtype == np.float16 and np.abs(q).max() <= 127
+        s = scale.astype(np.float64)
+        s = s[None, :] if axis == 1 else s[:, None]
+        assert np.all(np.abs(q * s - M) <= s / 2 + 1e-12)
+        amax = np.abs(M).max(axis=1 - axis)
+        live = amax > 0
+        # the scale is max|W| / 127 rounded up to float16, so the largest weight is ±127 or ±126
+        assert np.all(scale[live] >= amax[live] / 127)
+        assert np.all(np.abs(q).max(axis=1 - axis)[live] >= 126)
+        assert np.all(scale[~live] == 1) and not q.take(np.flatnonzero(~live), axis=axis).any()
+    # scales below float16's normal range stay float32 (float16 would lose their digits), and
+    # so do fewer than MIN_HALF scales (the Cast would cost more than float16 saves)
+    for M in (W * 1e-2, W[:, :MIN_HALF - 1]):
+        q, scale = quantize_weights(M)
+        assert scale.dtype == np.float32
+        s = scale.astype(np.float64)[None, :]
+        assert np.all(np.abs(q * s - M) <= s / 2 * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_int8_bias_stays_float32_when_float16_would_move_it(offset):
+    rng = np.random.default_rng(4)
+    W = (0.01 * rng.standard_normal((5, MIN_HALF))).astype(np.float32)
+    b = (offset + 0.01 * rng.standard_normal(MIN_HALF)).astype(np.float32)
+    q = quantize_int8(_one_gemm(W, b))
+    dtypes = {t.name: t.data_type for t in q.graph.initializer}
+    bias_type = onnx.TensorProto.FLOAT if offset else onnx.TensorProto.FLOAT16
+    assert bias_type in dtypes.values() and "W" not in dtypes and ("b" in dtypes) == bool(offset)
+    ((Wd, bd),) = _dequantized_layers(q)
+    X = rng.standard_normal((50, 5)).astype(np.float32)
+    out = onnxruntime.InferenceSession(q.SerializeToString()).run(None, {"X": X})[0]
+    np.testing.assert_allclose(out, X @ Wd + bd, rtol=1e-5, atol=1e-5)
+    # float16 moves a bias by less than half a weight step of its column, float32 not at all
+    assert np.all(np.abs(bd - b) < np.abs(W).max(axis=0) / 127 / 2)
 
 
 def test_int8_guard_refuses_or_warns(fitted, data, tmp_path):

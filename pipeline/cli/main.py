@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "graph over the raw columns")
     ex.add_argument("model", help="directory written by model.save")
     ex.add_argument("out", help="ONNX file to write")
-    ex.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization "
-                                                         "(onnxruntime)")
+    ex.add_argument("--quantize", choices=["int8"], help="int8 weights, one scale per output "
+                                                         "channel (pipeline.export.quantize)")
     ex.add_argument("--validation", help="CSV/Parquet data with the label: score fp32 (and "
                                          "int8) on it and refuse an int8 model that loses more "
                                          "than --max-accuracy-drop")

@@ -17,8 +17,8 @@ scikit-learn pipelines:
 
 The file is a plain ONNX protobuf (opset :data:`OPSET`, IR version :data:`IR_VERSION`, both
 run by onnxruntime ≥ 1.17): tensors and strings only, nothing pickled. The network is written
-as ``MatMul`` + ``Add`` per layer so that ``onnxruntime.quantization.quantize_dynamic`` turns
-every layer into an int8 matmul (see :mod:`pipeline.export.quantize`).
+as one ``Gemm`` per layer (onnxruntime fuses it with the activation); ``quantize="int8"`` stores
+each layer's weights as int8 per output channel (see :mod:`pipeline.export.quantize`).
 
 Example
 -------
@@ -75,24 +75,37 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
+        self._consts: dict[tuple[Any, ...], str] = {}
         self._n = 0
 
     def name(self, hint: str) -> str:
         self._n += 1
         return f"{_PREFIX}{hint}{self._n}"
 
-    def const(self, value: Any, hint: str, dtype: Any = None) -> str:
+    def const(self, value: Any, hint: str, dtype: Any = None, share: bool = True) -> str:
+        """An initializer holding ``value``; equal constants (same dtype, shape and values,
+        e.g. the ``""`` of every string column) are stored once, unless ``share=False`` (a
+        layer's parameters: each layer owns its tensors, which the quantizer rewrites)."""
         arr = np.asarray(value, dtype=dtype)
         if arr.dtype.kind in "OUS":
             arr = np.asarray([str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(arr, name))
-        return name
+        if not share:
+            name = self.name(hint)
+            self.initializers.append(numpy_helper.from_array(arr, name))
+            return name
+        key = (arr.dtype.str, arr.shape,
+               tuple(arr.ravel().tolist()) if arr.dtype == object else arr.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.name(hint)
+            self.initializers.append(numpy_helper.from_array(arr, self._consts[key]))
+        return self._consts[key]
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None,
            output: str | None = None, **attrs: Any) -> str:
         out = output or self.name(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(""), **attrs))
+        # Nodes are left unnamed (names are optional in ONNX): on a small model, names are a
+        # measurable part of the file, and of the int8 file most of all.
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
     def add_input(self, name: str, elem_type: int, width: int) -> str:
@@ -134,17 +147,17 @@ def features_graph(g: _Graph, prep: Any) -> str:
     parts: list[str] = []
     numeric = [g.add_input(str(c), TensorProto.DOUBLE, 1) for c in prep.numeric_features_]
     if numeric:
-        x = g.op("Concat", numeric, "numeric", axis=1) if len(numeric) > 1 else numeric[0]
+        x = g.op("Concat", numeric, "num", axis=1) if len(numeric) > 1 else numeric[0]
         fills = np.asarray(prep.statistics_, dtype=np.float64)
         if not np.isnan(fills).all():
             # NaN fills (impute=None) keep NaN where the data has NaN, as fillna(nan) would.
-            x = g.op("Where", [g.op("IsNaN", [x], "numeric_isnan"),
-                               g.const(fills[None, :], "numeric_fill"), x], "imputed")
+            x = g.op("Where", [g.op("IsNaN", [x], "nan"),
+                               g.const(fills[None, :], "fill"), x], "imp")
         if prep.scale_ is not None:
             x = g.op("Sub", [x, g.const(np.asarray(prep.mean_, np.float64)[None, :], "mean")],
-                     "centred")
+                     "ctr")
             x = g.op("Div", [x, g.const(np.asarray(prep.scale_, np.float64)[None, :], "scale")],
-                     "scaled")
+                     "std")
         parts.append(x)
     for column, cats, fill in zip(prep.categorical_features_, prep.categories_,
                                   prep.categorical_fill_, strict=True):
@@ -157,21 +170,21 @@ def features_graph(g: _Graph, prep: Any) -> str:
                     "inputs use '' for a missing value: replace it before fitting"
                 )
             x = g.add_input(name, TensorProto.STRING, 1)
-            missing = g.op("Equal", [x, g.const("", "empty", dtype=object)], "missing")
-            categories = g.const(np.asarray(cats.tolist(), dtype=object)[None, :], "categories")
+            missing = g.op("Equal", [x, g.const("", "empty", dtype=object)], "miss")
+            categories = g.const(np.asarray(cats.tolist(), dtype=object)[None, :], "cats")
         else:
             x = g.add_input(name, TensorProto.DOUBLE, 1)
-            missing = g.op("IsNaN", [x], "missing")
-            categories = g.const(np.asarray(cats, dtype=np.float64)[None, :], "categories")
+            missing = g.op("IsNaN", [x], "miss")
+            categories = g.const(np.asarray(cats, dtype=np.float64)[None, :], "cats")
         # Missing values take the fill category only if it is a category (transform's rule:
         # "missing" exists only when the fit data had missing values); otherwise all zeros.
         if fill is not None and fill in cats.tolist():
             fill_value = (g.const(str(fill), "fill", dtype=object) if kind == "string"
                           else g.const(float(fill), "fill", dtype=np.float64))
-            x = g.op("Where", [missing, fill_value, x], "cat_imputed")
-        onehot = g.op("Equal", [x, categories], "onehot_bool")  # (N, 1) vs (1, k) -> (N, k)
-        parts.append(g.op("Cast", [onehot], "onehot", to=TensorProto.DOUBLE))
-    return g.op("Concat", parts, "features", axis=1) if len(parts) > 1 else parts[0]
+            x = g.op("Where", [missing, fill_value, x], "cimp")
+        onehot = g.op("Equal", [x, categories], "eq")  # (N, 1) vs (1, k) -> (N, k)
+        parts.append(g.op("Cast", [onehot], "oh", to=TensorProto.DOUBLE))
+    return g.op("Concat", parts, "feat", axis=1) if len(parts) > 1 else parts[0]
 
 
 def build_preprocessor_onnx(preprocessor: Any) -> onnx.ModelProto:
@@ -191,16 +204,21 @@ def build_preprocessor_onnx(preprocessor: Any) -> onnx.ModelProto:
 
 
 def _network(g: _Graph, model: Any, x: str, dtype: np.dtype) -> str:
-    """MatMul + Add (+ activation) per layer; returns the raw output ``z``."""
+    """One ``Gemm`` (``x @ W + b``) (+ activation) per layer; returns the raw output ``z``.
+
+    ``Gemm`` rather than ``MatMul`` + ``Add``: one node and one kernel per layer (onnxruntime
+    fuses the activation into it), and the form :func:`pipeline.export.quantize.quantize_int8`
+    rewrites (``W`` and ``b`` are the Gemm's ``B`` and ``C`` initializers).
+    """
     from ..nn import unpack
 
     layers = unpack(model.spec_, np.asarray(model.params_))
     act = _ACTIVATION_OP[model.spec_.activation]
     for i, (W, b) in enumerate(layers):
-        x = g.op("MatMul", [x, g.const(np.asarray(W, dtype=dtype), f"W{i}")], f"matmul{i}")
-        x = g.op("Add", [x, g.const(np.asarray(b, dtype=dtype), f"b{i}")], f"dense{i}")
+        x = g.op("Gemm", [x, g.const(np.asarray(W, dtype=dtype), f"W{i}_", share=False),
+                          g.const(np.asarray(b, dtype=dtype), f"b{i}_", share=False)], f"z{i}_")
         if i < len(layers) - 1 and act is not None:
-            x = g.op(act, [x], f"{model.spec_.activation}{i}")
+            x = g.op(act, [x], f"h{i}_")
     return x
 
 
@@ -222,8 +240,9 @@ def _metadata(model: Any, prep: Any) -> dict[str, str]:
         "pipeline.estimator": type(model).__name__,
         "pipeline.version": __version__,
         "pipeline.inputs": "raw columns" if prep is not None else "X",
-        "pipeline.missing": "NaN (numeric), '' (string)",
     }
+    if prep is not None:  # missing values are the preprocessing's business
+        meta["pipeline.missing"] = "NaN (numeric), '' (string)"
     if hasattr(model, "classes_"):
         meta["pipeline.classes"] = json.dumps(np.asarray(model.classes_).tolist())
     else:
@@ -249,7 +268,7 @@ def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
                 f"the preprocessor produces {n_out} features but the model expects "
                 f"{n_features}: they were not fitted together"
             )
-        x = g.op("Cast", [features_graph(g, preprocessor)], "features_cast", to=_ONNX_TYPE[dtype])
+        x = g.op("Cast", [features_graph(g, preprocessor)], "x", to=_ONNX_TYPE[dtype])
     else:
         x = g.add_input("X", _ONNX_TYPE[dtype], n_features)
     z = _network(g, model, x, dtype)
@@ -258,13 +277,18 @@ def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     if hasattr(model, "classes_"):
         classes, label_type = _label_tensor(model.classes_)
         if out_activation == "logistic":  # binary: [1 - p, p], as predict_proba
-            p = g.op("Sigmoid", [z], "positive")
-            q = g.op("Sub", [g.const(np.ones((1, 1), dtype=dtype), "one"), p], "negative")
+            p = g.op("Sigmoid", [z], "p")
+            q = g.op("Sub", [g.const(np.ones((1, 1), dtype=dtype), "one"), p], "q")
             proba = g.op("Concat", [q, p], output="probabilities", axis=1)
         else:
             proba = g.op("Softmax", [z], output="probabilities", axis=1)
-        index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)  # first max, as NumPy
-        g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
+        if label_type == TensorProto.INT64 and np.array_equal(classes, np.arange(len(classes))):
+            # classes 0..k-1: the index is the label (a Gather through an identity table costs
+            # as much as the ArgMax on a large batch)
+            g.op("ArgMax", [proba], output="label", axis=1, keepdims=0)  # first max, as NumPy
+        else:
+            index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
+            g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
         outputs = [helper.make_tensor_value_info("label", label_type, [None]),
                    helper.make_tensor_value_info("probabilities", _ONNX_TYPE[dtype],
                                                  [None, len(classes)])]
@@ -274,9 +298,10 @@ def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
         g.op("Identity", [z], output="variable")
         outputs = [helper.make_tensor_value_info("variable", _ONNX_TYPE[dtype],
                                                  [None, model.spec_.n_outputs])]
+    doc = ("Missing values: NaN in numeric inputs, '' in string inputs. Unknown categories "
+           "encode as all zeros.") if preprocessor is not None else None
     graph = helper.make_graph(g.nodes, type(model).__name__, g.inputs, outputs, g.initializers,
-                              doc_string="Missing values: NaN in numeric inputs, '' in string "
-                                         "inputs. Unknown categories encode as all zeros.")
+                              doc_string=doc)
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                             ir_version=IR_VERSION, producer_name="dask-pipeline",
                             producer_version=__version__)
@@ -346,7 +371,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, preprocessor: Any =
     Parameters
     ----------
     quantize : {None, "int8"}
-        ``"int8"`` writes the dynamically quantized graph (:func:`quantize.quantize_int8`).
+        ``"int8"`` writes the graph with int8 weights (:func:`quantize.quantize_int8`).
     validation : (X, y), optional
         Raw columns (a pandas/dask DataFrame) and labels/targets. The fp32 graph, and the int8
         graph if any, are scored on it with onnxruntime (accuracy or R²).

@@ -66,6 +66,10 @@ def session(model: OnnxModel, threads: int = 1) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
+    # onnxruntime's defaults, pinned: the graph is a chain (nothing for parallel execution to
+    # overlap), and ORT_ENABLE_ALL fuses each Gemm with its activation.
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(model.data, sess_options=opts,
                                 providers=["CPUExecutionProvider"])
     with _lock:
