@@ -139,7 +139,7 @@ def test_checkpoint_resume_continues_exactly(client, digits, tmp_path):
 def test_partial_fit_calls_are_the_epochs_of_one_fit(client, digits, sync):
     """scikit-learn's contract: k calls of partial_fit on the same data are k epochs of fit
     (optimizer state, n_iter_ and t_ carried over; normalisation learned on the first call)."""
-    X_train, X_test, y_train, _ = digits
+    X_train, _, y_train, _ = digits
     X = da.from_array(X_train[:400], chunks=(200, 8, 8, 1))
     y = da.from_array(y_train[:400], chunks=200)
     small = [nn.Conv2D(4, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten()]

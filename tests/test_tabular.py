@@ -262,7 +262,7 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
     clf.save(str(tmp_path / "clf"))
     loaded = pl.load(str(tmp_path / "clf")).model
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
-    with pytest.raises(ValueError, match="numeric_embedding='periodic'.*'ple'"):
+    with pytest.raises(ValueError, match=r"numeric_embedding='periodic'.*'ple'"):
         pl.TabularClassifier(**_small_params(numeric_embedding="periodic", numeric="ple",
                                              n_bins=4)).fit(X, y)
     with pytest.raises(ValueError, match="numeric_embedding must be"):
