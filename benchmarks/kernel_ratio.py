@@ -1,0 +1,82 @@
+"""Our per-block kernel against the plain NumPy reference, in one process, side by side
+(issue 9: the kernel ≥ 0.9× the reference at batch 256 and 1024).
+
+Both run on the same rows (``common.classification_data``, float32, 20 features), one epoch
+per run: ours is ``bench_throughput.ours_block`` (``tasks.partition_local_steps`` over one
+in-memory block, shuffled, Adam, lr 1e-3, alpha 1e-4: what a block runs in
+``sync="average"``), the reference ``bench_throughput.numpy_epoch`` (written-out
+forward/backward and Adam over contiguous batches). Runs alternate ours / reference, so a busy
+neighbour hits both alike; the ratio of medians is the figure to quote.
+
+    OMP_NUM_THREADS=1 python benchmarks/kernel_ratio.py [--rows 100000] [--reps 5]
+        [--batches 256 1024] [--profile 256]
+
+``--profile B`` adds a cProfile of one epoch of ours at batch ``B`` (own time per function;
+cProfile inflates small calls, read it for proportions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import classification_data, median
+
+
+def compare(X: np.ndarray, Y: np.ndarray, batch: int, reps: int) -> tuple[list[float], ...]:
+    """samples/s of ``reps`` epochs of ours and of the reference, alternating (after a
+    warm-up epoch of each)."""
+    import bench_throughput as bt
+
+    n = X.shape[0]
+    kernels = (lambda s: bt.ours_block(X, Y, batch, True, s),
+               lambda s: bt.numpy_epoch(X, Y, batch, s))
+    for k in kernels:
+        k(0)
+    rates: tuple[list[float], list[float]] = ([], [])
+    for r in range(reps):
+        for k, out in zip(kernels, rates, strict=True):
+            t0 = time.perf_counter()
+            k(r)
+            out.append(n / (time.perf_counter() - t0))
+    return rates
+
+
+def profile(X: np.ndarray, Y: np.ndarray, batch: int, top: int = 15) -> None:
+    import cProfile
+    import pstats
+
+    import bench_throughput as bt
+
+    bt.ours_block(X, Y, batch, True, 0)
+    prof = cProfile.Profile()
+    prof.enable()
+    bt.ours_block(X, Y, batch, True, 0)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
+    p.add_argument("--profile", type=int, default=None, metavar="BATCH")
+    args = p.parse_args()
+    X, y = classification_data(args.rows, seed=0)
+    Y = y.astype(np.float32).reshape(-1, 1)
+    print(f"{args.rows:,} rows x {X.shape[1]} float32, {args.reps} epochs each, alternating")
+    print(f"{'batch':>6} {'ours samples/s':>15} {'NumPy samples/s':>16} {'ratio':>6}  "
+          "per-run ratios")
+    for batch in args.batches:
+        ours, ref = compare(X, Y, batch, args.reps)
+        per_run = " ".join(f"{a / b:.2f}" for a, b in zip(ours, ref, strict=True))
+        print(f"{batch:>6} {median(ours):>15,.0f} {median(ref):>16,.0f} "
+              f"{median(ours) / median(ref):>6.2f}  {per_run}", flush=True)
+    if args.profile:
+        profile(X, Y, args.profile)
+
+
+if __name__ == "__main__":
+    main()
