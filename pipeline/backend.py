@@ -315,10 +315,27 @@ def _store(out: Any, value: Any) -> Any:
     return out
 
 
+# Plain NumPy buffers (the per-step hot path: ~60 calls per mini-batch step) skip the generic
+# dispatch and call the ufunc straight away: the same function with the same arguments, so the
+# same bits, without a module lookup and a getattr per call.
+_NP_FUNCS: dict[str, Any] = {}
+_NP_REDUCERS = {"sum": np.add.reduce, "max": np.maximum.reduce, "min": np.minimum.reduce,
+                "prod": np.multiply.reduce}  # what np.sum/np.max/... call for an ndarray
+
+
+def _np_func(name: str) -> Any:
+    fn = _NP_FUNCS.get(name)
+    if fn is None:
+        fn = _NP_FUNCS[name] = getattr(np, name)
+    return fn
+
+
 def matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``a @ b``, written into ``out`` when given (same bits: the same BLAS call)."""
     if out is None:
         return a @ b
+    if type(out) is np.ndarray:
+        return np.matmul(a, b, out=out)
     mod = _out_module(out)
     return mod.matmul(a, b, out=out) if mod is not None else _store(out, a @ b)
 
@@ -326,6 +343,8 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
 def elementwise(name: str, *args: Any, out: Any = None) -> Any:
     """The array-API element-wise function ``name`` (``"add"``, ``"multiply"``, ``"exp"``, ...)
     of ``args`` (arrays or Python scalars), written into ``out`` when given."""
+    if type(out) is np.ndarray:
+        return _np_func(name)(*args, out=out)
     mod = None if out is None else _out_module(out)
     if mod is not None:
         return getattr(mod, name)(*args, out=out)
@@ -349,6 +368,8 @@ def reduce(name: str, x: Any, axis: int | tuple[int, ...], keepdims: bool = Fals
     """``xp.sum``/``xp.max``/... of ``x`` over ``axis``, written into ``out`` when given."""
     if out is None:
         return getattr(namespace(x), name)(x, axis=axis, keepdims=keepdims)
+    if type(out) is np.ndarray and type(x) is np.ndarray and name in _NP_REDUCERS:
+        return _NP_REDUCERS[name](x, axis=axis, out=out, keepdims=keepdims)
     mod = _out_module(out)
     if mod is not None:
         return getattr(mod, name)(x, axis=axis, keepdims=keepdims, out=out)

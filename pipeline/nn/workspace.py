@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
+
 from ..backend import device, namespace, supports_out, take_rows
 
 __all__ = ["Workspace"]
@@ -52,15 +54,16 @@ class Workspace:
         self.max_shapes = int(max_shapes)
         self._buffers: dict[str, OrderedDict[tuple[Any, ...], Array]] = {}
         self._children: dict[Any, Workspace] = {}
+        self._memos: dict[Any, tuple[Any, Any]] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
         """An uninitialised buffer of ``shape`` and ``dtype`` (default ``like.dtype``) on
         ``like``'s namespace and device, the same one each time; ``None`` if that namespace
         cannot write into ``out=`` buffers."""
-        if not supports_out(like):
+        if type(like) is not np.ndarray and not supports_out(like):
             return None
         dtype = like.dtype if dtype is None else dtype
-        key = (tuple(shape), dtype, type(like))
+        key = (shape if type(shape) is tuple else tuple(shape), dtype, type(like))
         by_shape = self._buffers.get(name)
         if by_shape is None:
             by_shape = self._buffers[name] = OrderedDict()
@@ -74,6 +77,19 @@ class Workspace:
         elif len(by_shape) > 1:
             by_shape.move_to_end(key)
         return buf
+
+    def memo(self, key: Any, sources: tuple[Any, ...], build: Any) -> Any:
+        """``build(*sources)``, computed again only when ``sources`` are not the very objects
+        of the previous call with ``key`` (views of a buffer, which a step would otherwise
+        rebuild every time). One entry per key: it keeps ``sources`` alive until others come.
+        """
+        hit = self._memos.get(key)
+        if hit is not None and len(hit[0]) == len(sources) and all(
+                a is b for a, b in zip(hit[0], sources, strict=True)):
+            return hit[1]
+        value = build(*sources)
+        self._memos[key] = (sources, value)
+        return value
 
     def child(self, key: Any) -> Workspace:
         """The workspace of a part (a layer of a chain, a branch): buffer names stay local."""
@@ -97,3 +113,4 @@ class Workspace:
         """Drop every buffer (they are allocated again on demand)."""
         self._buffers.clear()
         self._children.clear()
+        self._memos.clear()
