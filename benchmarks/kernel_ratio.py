@@ -9,7 +9,7 @@ forward/backward and Adam over contiguous batches). Runs alternate ours / refere
 neighbour hits both alike; the ratio of medians is the figure to quote.
 
     OMP_NUM_THREADS=1 python benchmarks/kernel_ratio.py [--rows 100000] [--reps 5]
-        [--batches 256 1024] [--profile 256]
+        [--batches 256 1024] [--cpu-time] [--profile 256]
 
 ``--profile B`` adds a cProfile of one epoch of ours at batch ``B`` (own time per function;
 cProfile inflates small calls, read it for proportions).
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 from common import classification_data, median
 
 
-def compare(X: np.ndarray, Y: np.ndarray, batch: int, reps: int) -> tuple[list[float], ...]:
+def compare(X: np.ndarray, Y: np.ndarray, batch: int, reps: int,
+            clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], ...]:
     """samples/s of ``reps`` epochs of ours and of the reference, alternating (after a
-    warm-up epoch of each)."""
+    warm-up epoch of each), timed with ``clock``."""
     import bench_throughput as bt
 
     n = X.shape[0]
@@ -37,9 +39,9 @@ def compare(X: np.ndarray, Y: np.ndarray, batch: int, reps: int) -> tuple[list[f
     rates: tuple[list[float], list[float]] = ([], [])
     for r in range(reps):
         for k, out in zip(kernels, rates, strict=True):
-            t0 = time.perf_counter()
+            t0 = clock()
             k(r)
-            out.append(n / (time.perf_counter() - t0))
+            out.append(n / (clock() - t0))
     return rates
 
 
@@ -63,14 +65,19 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
     p.add_argument("--profile", type=int, default=None, metavar="BATCH")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with the process's CPU time (time.process_time) instead of the "
+                        "wall clock: steadier on a shared machine, blind to waiting")
     args = p.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     X, y = classification_data(args.rows, seed=0)
     Y = y.astype(np.float32).reshape(-1, 1)
-    print(f"{args.rows:,} rows x {X.shape[1]} float32, {args.reps} epochs each, alternating")
+    print(f"{args.rows:,} rows x {X.shape[1]} float32, {args.reps} epochs each, alternating, "
+          f"{'CPU time' if args.cpu_time else 'wall clock'}")
     print(f"{'batch':>6} {'ours samples/s':>15} {'NumPy samples/s':>16} {'ratio':>6}  "
           "per-run ratios")
     for batch in args.batches:
-        ours, ref = compare(X, Y, batch, args.reps)
+        ours, ref = compare(X, Y, batch, args.reps, clock)
         per_run = " ".join(f"{a / b:.2f}" for a, b in zip(ours, ref, strict=True))
         print(f"{batch:>6} {median(ours):>15,.0f} {median(ref):>16,.0f} "
               f"{median(ours) / median(ref):>6.2f}  {per_run}", flush=True)

@@ -29,6 +29,7 @@ __all__ = [
     "frame_to_array",
     "gpu_count",
     "is_cudf",
+    "masked",
     "matmul",
     "namespace",
     "on_one_device",
@@ -357,6 +358,10 @@ def clip(x: Any, lo: float | None, hi: float | None, out: Any = None) -> Any:
     """``clip(x, lo, hi)``, written into ``out`` when given."""
     if out is None:
         return namespace(x).clip(x, lo, hi)
+    if type(out) is np.ndarray and type(x) is np.ndarray and x.dtype.kind == "f" and (
+            lo is None) != (hi is None):
+        # what np.clip does for floats with one bound (numpy/_core/_methods.py: _clip)
+        return np.maximum(x, lo, out=out) if hi is None else np.minimum(x, hi, out=out)
     mod = _out_module(out)
     if mod is not None:
         return mod.clip(x, lo, hi, out=out)
@@ -374,6 +379,18 @@ def reduce(name: str, x: Any, axis: int | tuple[int, ...], keepdims: bool = Fals
     if mod is not None:
         return getattr(mod, name)(x, axis=axis, keepdims=keepdims, out=out)
     return _store(out, getattr(namespace(x), name)(x, axis=axis, keepdims=keepdims))
+
+
+def masked(x: Any, mask: Any, out: Any = None, scratch: Any = None) -> Any:
+    """``x * astype(mask, x.dtype)`` for a boolean ``mask``, written into ``out`` when given.
+
+    NumPy multiplies by the booleans straight away (the ufunc casts each to 0 or 1 in its
+    loop: the same products, without the float copy of the mask); other namespaces cast
+    ``mask`` first (into ``scratch`` when given), as the array API wants.
+    """
+    if type(out) is np.ndarray and type(x) is np.ndarray and type(mask) is np.ndarray:
+        return np.multiply(x, mask, out=out)
+    return elementwise("multiply", x, astype(mask, x.dtype, out=scratch), out=out)
 
 
 def astype(x: Any, dtype: Any, out: Any = None) -> Any:

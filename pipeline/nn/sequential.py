@@ -135,6 +135,8 @@ class Sequential:
     def compute_dtype(X: Array) -> Any:
         """The dtype parameters, activations and gradients take for inputs ``X``: X's own if it
         is floating point, else float32 (integer pixels, which the first layers convert)."""
+        if type(X) is np.ndarray:  # NumPy's "real floating" dtypes are its kind "f"
+            return X.dtype if X.dtype.kind == "f" else np.float32
         xp = namespace(X)
         return X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
 
@@ -199,7 +201,6 @@ class Sequential:
         the next call with that workspace.
         """
         xp = namespace(X)
-        dev = device(X)
         ctx = _TRAIN if ctx is None else ctx
         self._check_X(X)
         n = X.shape[0]
@@ -210,8 +211,9 @@ class Sequential:
         params = self._params_like(flat, X, ctx)
         dtype = self.compute_dtype(X)
         if n == 0:
-            return 0.0, xp.zeros((self.n_params,), dtype=dtype, device=dev)
-        Y = to_device_of(Y, X, dtype=dtype)
+            return 0.0, xp.zeros((self.n_params,), dtype=dtype, device=device(X))
+        if not (type(Y) is np.ndarray and type(X) is np.ndarray and Y.dtype == dtype):
+            Y = to_device_of(Y, X, dtype=dtype)  # (what it returns for host Y of that dtype: Y)
 
         z, cache = self.body.forward(params, aligned(X), ctx)
         row_loss, dz = self._loss.row_loss_and_delta(z, Y, None if ws is None else
@@ -230,7 +232,7 @@ class Sequential:
 
         grad = ctx.buffer("grad", (self.n_params,), X, dtype)
         if grad is None:
-            grad = xp.zeros((self.n_params,), dtype=dtype, device=dev)
+            grad = xp.zeros((self.n_params,), dtype=dtype, device=device(X))
         self.body.backward(params, cache, dz, ctx, self._views("grad", grad, ws))
         return loss, grad
 

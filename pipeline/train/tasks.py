@@ -198,8 +198,10 @@ def _rows(block: Any, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
     order = epoch_order(X.shape[0], seed, index, epoch, shuffle)
     if order is None:
         return X[lo:hi, ...], Y[lo:hi, ...]
-    xp = namespace(X)
-    idx = xp.asarray(order[lo:hi], device=device(X))
+    if type(X) is np.ndarray:
+        idx = order[lo:hi]  # what asarray gives for host data: the slice itself
+    else:
+        idx = namespace(X).asarray(order[lo:hi], device=device(X))
     return ws.take_rows("X", X, idx), ws.take_rows("Y", Y, idx)
 
 
