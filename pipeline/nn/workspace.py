@@ -55,6 +55,9 @@ class Workspace:
         self._buffers: dict[str, OrderedDict[tuple[Any, ...], Array]] = {}
         self._children: dict[Any, Workspace] = {}
         self._memos: dict[Any, tuple[Any, Any]] = {}
+        # per name, the key and buffer of its last get(): already the most recent of its
+        # shapes, so a repeat (every step) needs no LRU bookkeeping
+        self._last: dict[str, tuple[tuple[Any, ...], Array]] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
         """An uninitialised buffer of ``shape`` and ``dtype`` (default ``like.dtype``) on
@@ -64,6 +67,9 @@ class Workspace:
             return None
         dtype = like.dtype if dtype is None else dtype
         key = (shape if type(shape) is tuple else tuple(shape), dtype, type(like))
+        last = self._last.get(name)
+        if last is not None and last[0] == key:
+            return last[1]
         by_shape = self._buffers.get(name)
         if by_shape is None:
             by_shape = self._buffers[name] = OrderedDict()
@@ -76,6 +82,7 @@ class Workspace:
                 by_shape.popitem(last=False)
         elif len(by_shape) > 1:
             by_shape.move_to_end(key)
+        self._last[name] = (key, buf)
         return buf
 
     def memo(self, key: Any, sources: tuple[Any, ...], build: Any) -> Any:
@@ -84,9 +91,12 @@ class Workspace:
         rebuild every time). One entry per key: it keeps ``sources`` alive until others come.
         """
         hit = self._memos.get(key)
-        if hit is not None and len(hit[0]) == len(sources) and all(
-                a is b for a, b in zip(hit[0], sources, strict=True)):
-            return hit[1]
+        if hit is not None and len(hit[0]) == len(sources):
+            for a, b in zip(hit[0], sources):
+                if a is not b:
+                    break
+            else:
+                return hit[1]
         value = build(*sources)
         self._memos[key] = (sources, value)
         return value
@@ -114,3 +124,4 @@ class Workspace:
         self._buffers.clear()
         self._children.clear()
         self._memos.clear()
+        self._last.clear()
