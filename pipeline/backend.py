@@ -58,6 +58,10 @@ def namespace(*arrays: Any) -> Any:
     Memoised by array type: the hot loops ask it several times per mini-batch step, and
     ``array_namespace`` itself costs microseconds per call.
     """
+    if len(arrays) == 1:  # the usual call: no generator to build
+        xp = _NAMESPACES.get(type(arrays[0]))
+        if xp is not None:
+            return xp
     kind = type(arrays[0]) if arrays else None
     if kind is not None and all(type(a) is kind for a in arrays[1:]):
         xp = _NAMESPACES.get(kind)
@@ -402,13 +406,14 @@ def astype(x: Any, dtype: Any, out: Any = None) -> Any:
     return _store(out, namespace(x).astype(x, dtype))
 
 
-def take_rows(X: Any, idx: Any, out: Any = None) -> Any:
+def take_rows(X: Any, idx: Any, out: Any = None, in_range: bool = False) -> Any:
     """``xp.take(X, idx, axis=0)``: the rows ``idx`` of ``X``, written into ``out`` when given.
 
     ``idx`` holds integer row numbers in ``[0, X.shape[0])``; out-of-range rows raise
     ``IndexError`` on every path. (NumPy's ``take(..., out=)`` in its default ``mode="raise"``
     copies through a fresh temporary, so the ``out=`` path checks the bounds itself and then
-    gathers with ``mode="clip"``, which writes in place.)
+    gathers with ``mode="clip"``, which writes in place.) ``in_range=True`` is the caller's
+    word that every row number is in range (a permutation of the rows): no check.
     """
     if out is None:
         return namespace(X).take(X, idx, axis=0)
@@ -416,7 +421,7 @@ def take_rows(X: Any, idx: Any, out: Any = None) -> Any:
     if mod is None:
         return _store(out, namespace(X).take(X, idx, axis=0))
     n = X.shape[0]
-    if idx.shape[0] and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    if not in_range and idx.shape[0] and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(f"row indices must lie in [0, {n}), got [{int(idx.min())}, "
                          f"{int(idx.max())}]")
     return mod.take(X, idx, axis=0, out=out, mode="clip")

@@ -108,10 +108,11 @@ class Workspace:
             ws = self._children[key] = Workspace(self.max_shapes)
         return ws
 
-    def take_rows(self, name: str, X: Array, idx: Array) -> Array:
-        """``xp.take(X, idx, axis=0)`` gathered into this workspace's buffer ``name``."""
+    def take_rows(self, name: str, X: Array, idx: Array, in_range: bool = False) -> Array:
+        """``xp.take(X, idx, axis=0)`` gathered into this workspace's buffer ``name``
+        (``in_range``: see :func:`pipeline.backend.take_rows`)."""
         out = self.get(name, (idx.shape[0], *X.shape[1:]), X)
-        return take_rows(X, idx, out=out)
+        return take_rows(X, idx, out=out, in_range=in_range)
 
     @property
     def nbytes(self) -> int:

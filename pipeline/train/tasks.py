@@ -202,7 +202,8 @@ def _rows(block: Any, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
         idx = order[lo:hi]  # what asarray gives for host data: the slice itself
     else:
         idx = namespace(X).asarray(order[lo:hi], device=device(X))
-    return ws.take_rows("X", X, idx), ws.take_rows("Y", Y, idx)
+    # rows of a permutation of range(n): in range by construction
+    return ws.take_rows("X", X, idx, in_range=True), ws.take_rows("Y", Y, idx, in_range=True)
 
 
 # scoring: no dropout or augmentation (training=False), no input gradient
