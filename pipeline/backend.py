@@ -40,6 +40,7 @@ __all__ = [
     "take_rows",
     "to_device_of",
     "to_host",
+    "total",
     "to_worker_device",
     "uint64_bits",
     "values_of",
@@ -395,6 +396,14 @@ def masked(x: Any, mask: Any, out: Any = None, scratch: Any = None) -> Any:
     if type(out) is np.ndarray and type(x) is np.ndarray and type(mask) is np.ndarray:
         return np.multiply(x, mask, out=out)
     return elementwise("multiply", x, astype(mask, x.dtype, out=scratch), out=out)
+
+
+def total(x: Any, dtype: Any) -> float:
+    """``float(xp.sum(x, dtype=dtype))``: the sum of every element, accumulated in ``dtype``
+    (on NumPy the reduction ``np.sum`` itself calls, without its wrapper)."""
+    if type(x) is np.ndarray:
+        return float(np.add.reduce(x, axis=None, dtype=dtype))
+    return float(namespace(x).sum(x, dtype=dtype))
 
 
 def astype(x: Any, dtype: Any, out: Any = None) -> Any:

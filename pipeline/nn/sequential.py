@@ -228,7 +228,7 @@ class Sequential:
                                       out=None if ws is None else row_loss)
             dz = bk.elementwise("multiply", dz, xp.reshape(sw, (-1, 1)),
                                 out=None if ws is None else dz)
-        loss = float(xp.sum(row_loss, dtype=xp.float64))
+        loss = bk.total(row_loss, xp.float64)
 
         grad = ctx.buffer("grad", (self.n_params,), X, dtype)
         if grad is None:
@@ -269,8 +269,7 @@ class Sequential:
                                       ws.memo("l2_grad", (self, grad), _zeroed_views),
                                       squares, self._penalized, strict=True):
             if penalized:
-                total += float(xp.sum(bk.elementwise("multiply", W, W, out=S),
-                                      dtype=xp.float64))
+                total += bk.total(bk.elementwise("multiply", W, W, out=S), xp.float64)
                 bk.elementwise("multiply", W, scale, out=G)
         return 0.5 * scale * total, grad
 
