@@ -143,3 +143,28 @@ def test_local_steps_match_fresh_arrays_and_leave_the_callers_arrays_alone():
     assert np.array_equal(part.vector, (w - params) * float(part.n))
     assert all(np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(new_state, plain_state, strict=True))
+
+
+def test_local_steps_twice_on_one_block_give_the_same_result():
+    # the second call reuses the block's workspace (the working copy among its buffers):
+    # the first call's results must not change, and the second must equal the first
+    spec = _model(6)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((200, 4)).astype(np.float32)
+    Y = (rng.random((200, 1)) < 0.5).astype(np.float32)
+    params = spec.init_params(1, dtype=np.float32)
+    opt = optim.from_sklearn("adam", learning_rate_init=1e-3)
+    steps = 4
+    schedule = tuple((0, s, tasks.span(200, s, steps)) for s in range(steps))
+
+    def run():
+        return tasks.partition_local_steps(Block(X, Y), params, None, spec, opt, 1e-4,
+                                           tasks.Rate(1e-3), 11, schedule, steps, 3, True)
+
+    first, first_state = run()
+    kept = first.vector.copy(), [np.array(s, copy=True) for s in first_state]
+    second, second_state = run()
+    assert np.array_equal(first.vector, kept[0]) and np.array_equal(second.vector, kept[0])
+    assert all(np.array_equal(a, b) for a, b in zip(first_state, kept[1], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(second_state, kept[1], strict=True))
+    assert first.loss == second.loss

@@ -264,12 +264,11 @@ class Sequential:
                     total += float(xp.sum(W * W, dtype=xp.float64))
                     grad[a:b] = xp.reshape(W, (-1,)) * scale
             return 0.5 * scale * total, grad
-        squares = self._views("l2_squares", ws.get("l2_squares", (self.n_params,), flat), ws)
-        for W, G, S, penalized in zip(self._views("params", flat, ws),
-                                      ws.memo("l2_grad", (self, grad), _zeroed_views),
-                                      squares, self._penalized, strict=True):
-            if penalized:
-                total += bk.total(bk.elementwise("multiply", W, W, out=S), xp.float64)
+        for W, G, penalized in zip(self._views("params", flat, ws),
+                                   ws.memo("l2_grad", (self, grad), _zeroed_views),
+                                   self._penalized, strict=True):
+            if penalized:  # W * W goes through G, then W * scale overwrites it
+                total += bk.total(bk.elementwise("multiply", W, W, out=G), xp.float64)
                 bk.elementwise("multiply", W, scale, out=G)
         return 0.5 * scale * total, grad
 

@@ -383,9 +383,10 @@ def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: floa
     step's rows, so that with local_steps=1 and plain SGD the rows-weighted average of the
     blocks' steps is the synchronous step.
 
-    ``w`` is the caller's own working copy: it is updated in place (and returned), so the
-    model's views of it and the penalty's buffers carry over from one step to the next. The
-    arithmetic is that of ``w + update(grad / m + pen_grad)``, operation for operation."""
+    ``w`` is the caller's own working copy (:func:`_working_copy`): it is updated in place (and
+    returned), so the model's views of it carry over from one step to the next; an optimizer
+    that wanted to keep ``params`` itself in its state would have to copy it. The arithmetic is
+    that of ``w + update(grad / m + pen_grad)``, operation for operation."""
     m = int(Xb.shape[0])
     loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
     pen, pen_grad = _l2_penalty(model, w, alpha, global_rows, ctx)
@@ -416,9 +417,15 @@ def _penalty_takes_context(kind: type) -> bool:
         return False
 
 
-def _working_copy(w0: Any) -> Any:
-    """A copy of ``w0`` that the local steps update in place (``w0`` may be the caller's)."""
-    return namespace(w0).asarray(w0, copy=True)
+def _working_copy(w0: Any, ws: Workspace) -> Any:
+    """A copy of ``w0`` that the local steps update in place (``w0`` may be the caller's): a
+    buffer of the block's workspace where the namespace writes into buffers (nothing returned
+    from the task refers to it), else a fresh copy."""
+    w = ws.child("local_steps").get("w", tuple(w0.shape), w0)
+    if w is None:
+        return namespace(w0).asarray(w0, copy=True)
+    w[...] = w0
+    return w
 
 
 def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
@@ -436,14 +443,14 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
     ydtype = block.Y.dtype if isinstance(block, Block) else X.dtype
     n = X.shape[0]
     w0 = to_device_of(params, X, dtype=ydtype)  # host or any device -> X's (X may hold pixels)
-    w = _working_copy(w0)
     if state is None:
-        state = optimizer.init(w)
+        state = optimizer.init(w0)
     else:
         state = optim.state_to_device(state, X)
     state = learning_rate.apply(state)
     loss_total, rows_total = 0.0, 0
     ws = workspace_for(index, X)
+    w = _working_copy(w0, ws)
     for epoch, step, global_rows in schedule:
         lo, hi = step_rows(n, step, steps)
         if hi <= lo:
@@ -496,10 +503,10 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
     xp = namespace(X0)
     ydtype = blocks[0].Y.dtype if isinstance(blocks[0], Block) else X0.dtype
     w0 = to_device_of(params, X0, dtype=ydtype)
-    w = _working_copy(w0)
-    state = optimizer.init(w) if state is None else optim.state_to_device(state, X0)
+    state = optimizer.init(w0) if state is None else optim.state_to_device(state, X0)
     state = learning_rate.apply(state)
     spaces = [workspace_for(i, _like(b)) for b, i in zip(blocks, indices, strict=True)]
+    w = _working_copy(w0, spaces[0])
     loss_total, rows_total = 0.0, 0
     for epoch, step, global_rows in schedule:
         xs, ys = [], []
