@@ -40,8 +40,8 @@ __all__ = [
     "take_rows",
     "to_device_of",
     "to_host",
-    "total",
     "to_worker_device",
+    "total",
     "uint64_bits",
     "values_of",
     "worker_device",
@@ -363,10 +363,12 @@ def clip(x: Any, lo: float | None, hi: float | None, out: Any = None) -> Any:
     """``clip(x, lo, hi)``, written into ``out`` when given."""
     if out is None:
         return namespace(x).clip(x, lo, hi)
-    if type(out) is np.ndarray and type(x) is np.ndarray and x.dtype.kind == "f" and (
-            lo is None) != (hi is None):
+    if type(out) is np.ndarray and type(x) is np.ndarray and x.dtype.kind == "f":
         # what np.clip does for floats with one bound (numpy/_core/_methods.py: _clip)
-        return np.maximum(x, lo, out=out) if hi is None else np.minimum(x, hi, out=out)
+        if hi is None and lo is not None:
+            return np.maximum(x, lo, out=out)
+        if lo is None and hi is not None:
+            return np.minimum(x, hi, out=out)
     mod = _out_module(out)
     if mod is not None:
         return mod.clip(x, lo, hi, out=out)

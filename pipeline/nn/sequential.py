@@ -256,7 +256,7 @@ class Sequential:
         total = 0.0
         ws = None if ctx is None else ctx.workspace
         grad = None if ws is None else ws.get("l2_grad", (self.n_params,), flat)
-        if grad is None:
+        if ws is None or grad is None:
             grad = xp.zeros_like(flat)
             for (a, b), W, penalized in zip(self.slices, self.unpack(flat), self._penalized,
                                             strict=True):

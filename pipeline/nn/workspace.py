@@ -92,7 +92,7 @@ class Workspace:
         """
         hit = self._memos.get(key)
         if hit is not None and len(hit[0]) == len(sources):
-            for a, b in zip(hit[0], sources):
+            for a, b in zip(hit[0], sources, strict=True):
                 if a is not b:
                     break
             else:

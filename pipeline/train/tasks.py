@@ -19,7 +19,6 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -409,12 +408,20 @@ def _l2_penalty(model: Any, w: Any, alpha: float, rows: int, ctx: Context) -> tu
     return model.l2_penalty(w, alpha, rows)
 
 
-@lru_cache(maxsize=64)
-def _penalty_takes_context(kind: type) -> bool:
-    try:
-        return "ctx" in inspect.signature(kind.l2_penalty).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
+_TAKES_CONTEXT: dict[Any, bool] = {}
+
+
+def _penalty_takes_context(kind: Any) -> bool:
+    """Whether ``kind.l2_penalty`` has a ``ctx`` parameter (the model protocol's older form
+    has none), looked up once per model class."""
+    known = _TAKES_CONTEXT.get(kind)
+    if known is None:
+        try:
+            known = "ctx" in inspect.signature(kind.l2_penalty).parameters
+        except (TypeError, ValueError, AttributeError):
+            known = False
+        _TAKES_CONTEXT[kind] = known
+    return known
 
 
 def _working_copy(w0: Any, ws: Workspace) -> Any:
