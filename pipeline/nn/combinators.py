@@ -10,7 +10,7 @@ random key (two dropout layers draw different masks).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,6 +53,12 @@ class _Composite(Layer):
                 for flag in part.penalized(param_shapes[a:b])]
 
 
+class _ChainCache(NamedTuple):
+    caches: list[Any]  # each layer's
+    ctx: Context  # the forward's context
+    subs: list[Context]  # and the part contexts made from it
+
+
 class Chain(_Composite):
     """``layers[-1](... layers[0](x))``."""
 
@@ -72,18 +78,22 @@ class Chain(_Composite):
         return [p for s in shapes for p in s], shape
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
-        caches = []
+        caches, subs = [], []
         for i, (layer, p) in enumerate(zip(self.layers, self._split(params), strict=True)):
-            x, cache = layer.forward(p, x, _part_context(ctx, i, i > 0 or ctx.need_input_grad))
+            sub = _part_context(ctx, i, i > 0 or ctx.need_input_grad)
+            x, cache = layer.forward(p, x, sub)
             caches.append(cache)
-        return x, caches
+            subs.append(sub)
+        return x, _ChainCache(caches, ctx, subs)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
         ps, gs = self._split(params), self._split(grads)
+        # the forward's part contexts, when the backward runs with the same context
+        subs = cache.subs if cache.ctx is ctx else None
         for i in range(len(self.layers) - 1, -1, -1):
-            sub = _part_context(ctx, i, i > 0 or ctx.need_input_grad)
-            dy = self.layers[i].backward(ps[i], cache[i], dy, sub, gs[i])
+            sub = _part_context(ctx, i, i > 0 or ctx.need_input_grad) if subs is None else subs[i]
+            dy = self.layers[i].backward(ps[i], cache.caches[i], dy, sub, gs[i])
         return dy
 
 

@@ -185,15 +185,22 @@ class ReLU(_Activation):
         a, shape = cache, tuple(cache.shape)
         xp = namespace(a)
         positive = bk.elementwise("greater", a, 0, out=ctx.buffer("mask", shape, a, xp.bool))
-        mask = bk.astype(positive, dy.dtype, out=ctx.buffer("maskf", shape, dy))
-        return bk.elementwise("multiply", dy, mask, out=ctx.buffer("dx", shape, dy))
+        out = ctx.buffer("dx", shape, dy)
+        scratch = None if type(out) is np.ndarray else ctx.buffer("maskf", shape, dy)
+        return bk.masked(dy, positive, out=out, scratch=scratch)
+
+
+_EXP_LIMITS: dict[Any, float] = {}  # per array type and dtype: log(largest value) - 1
 
 
 def logistic(z: Array, out: Array = None) -> Array:
     """``1 / (1 + exp(-z))``, into ``out`` when given."""
     # Clipping keeps exp(-z) finite; it only changes outputs that would be subnormal anyway.
     # (xp.where on the sign of z would be as exact but is ~5x slower in NumPy.)
-    limit = math.log(float(namespace(z).finfo(z.dtype).max)) - 1.0
+    kind = (type(z), z.dtype)  # the array type first: dtypes of two libraries never compare
+    limit = _EXP_LIMITS.get(kind)
+    if limit is None:
+        limit = _EXP_LIMITS[kind] = math.log(float(namespace(z).finfo(z.dtype).max)) - 1.0
     t = bk.clip(z, -limit, None, out=out)
     t = bk.elementwise("negative", t, out=out)
     t = bk.elementwise("exp", t, out=out)

@@ -174,8 +174,9 @@ class MLPSpec:
                       ctx: Context | None = None) -> tuple[float, Array]:
         return self.sequential.loss_and_grad(flat, X, Y, sample_weight, ctx)
 
-    def l2_penalty(self, flat: Array, alpha: float, n_samples: float) -> tuple[float, Array]:
-        return self.sequential.l2_penalty(flat, alpha, n_samples)
+    def l2_penalty(self, flat: Array, alpha: float, n_samples: float,
+                   ctx: Context | None = None) -> tuple[float, Array]:
+        return self.sequential.l2_penalty(flat, alpha, n_samples, ctx)
 
 
 @lru_cache(maxsize=64)

@@ -44,6 +44,10 @@ _PREDICT = Context(training=False)
 _TRAIN = Context(training=True, need_input_grad=False)
 
 
+def _unpack(model: Sequential, flat: Array) -> list[Array]:
+    return model.unpack(flat)
+
+
 class Sequential:
     """``layers`` applied in order to inputs of shape ``(n, *in_shape)``, trained on ``loss``.
 
@@ -119,10 +123,20 @@ class Sequential:
         return [xp.reshape(flat[a:b], s)
                 for (a, b), s in zip(self.slices, self.param_shapes, strict=True)]
 
+    def _views(self, name: str, flat: Array, ws: Any) -> list[Array]:
+        """:meth:`unpack`, kept in workspace ``ws`` (if any) while ``flat`` and this model stay
+        the same objects: a step reuses the views of its buffers instead of rebuilding them.
+        The list is shared: read it, do not change it."""
+        if ws is None:
+            return self.unpack(flat)
+        return ws.memo(name, (self, flat), _unpack)
+
     @staticmethod
     def compute_dtype(X: Array) -> Any:
         """The dtype parameters, activations and gradients take for inputs ``X``: X's own if it
         is floating point, else float32 (integer pixels, which the first layers convert)."""
+        if type(X) is np.ndarray:  # NumPy's "real floating" dtypes are its kind "f"
+            return X.dtype if X.dtype.kind == "f" else np.float32
         xp = namespace(X)
         return X.dtype if xp.isdtype(X.dtype, "real floating") else xp.float32
 
@@ -131,6 +145,10 @@ class Sequential:
         :meth:`compute_dtype`."""
         dtype = self.compute_dtype(X)
         self._check_flat(flat)
+        if type(flat) is np.ndarray and type(X) is np.ndarray and flat.dtype == dtype:
+            # host parameters for host data, already in the compute dtype: used as they are
+            # (what to_device_of returns for them), views kept while flat is the same array
+            return self._views("params", aligned(flat), ctx.workspace)
         if (isinstance(flat, np.ndarray) and isinstance(X, np.ndarray)
                 and flat.dtype != dtype and ctx.workspace is not None):
             # Host float64 parameters for float32 data: cast into a reused buffer (the same
@@ -141,7 +159,7 @@ class Sequential:
         else:
             # through the host when flat is on another device (CuPy parameters, NumPy data)
             flat = to_device_of(flat, X, dtype=dtype)
-        return self.unpack(aligned(flat))
+        return self._views("params", aligned(flat), ctx.workspace)
 
     # --- forward ------------------------------------------------------------------------------
 
@@ -183,7 +201,6 @@ class Sequential:
         the next call with that workspace.
         """
         xp = namespace(X)
-        dev = device(X)
         ctx = _TRAIN if ctx is None else ctx
         self._check_X(X)
         n = X.shape[0]
@@ -194,8 +211,9 @@ class Sequential:
         params = self._params_like(flat, X, ctx)
         dtype = self.compute_dtype(X)
         if n == 0:
-            return 0.0, xp.zeros((self.n_params,), dtype=dtype, device=dev)
-        Y = to_device_of(Y, X, dtype=dtype)
+            return 0.0, xp.zeros((self.n_params,), dtype=dtype, device=device(X))
+        if not (type(Y) is np.ndarray and type(X) is np.ndarray and Y.dtype == dtype):
+            Y = to_device_of(Y, X, dtype=dtype)  # (what it returns for host Y of that dtype: Y)
 
         z, cache = self.body.forward(params, aligned(X), ctx)
         row_loss, dz = self._loss.row_loss_and_delta(z, Y, None if ws is None else
@@ -210,31 +228,55 @@ class Sequential:
                                       out=None if ws is None else row_loss)
             dz = bk.elementwise("multiply", dz, xp.reshape(sw, (-1, 1)),
                                 out=None if ws is None else dz)
-        loss = float(xp.sum(row_loss, dtype=xp.float64))
+        loss = bk.total(row_loss, xp.float64)
 
         grad = ctx.buffer("grad", (self.n_params,), X, dtype)
         if grad is None:
-            grad = xp.zeros((self.n_params,), dtype=dtype, device=dev)
-        self.body.backward(params, cache, dz, ctx, self.unpack(grad))
+            grad = xp.zeros((self.n_params,), dtype=dtype, device=device(X))
+        self.body.backward(params, cache, dz, ctx, self._views("grad", grad, ws))
         return loss, grad
 
-    def l2_penalty(self, flat: Array, alpha: float, n_samples: float) -> tuple[float, Array]:
+    def l2_penalty(self, flat: Array, alpha: float, n_samples: float,
+                   ctx: Context | None = None) -> tuple[float, Array]:
         """scikit-learn's penalty ``0.5 * alpha * Σ W² / n_samples`` and its gradient.
 
         Weights only (parameters of 2 or more dimensions: dense kernels, embedding tables), not
         biases or normalisation parameters. ``n_samples`` is the number of rows (or total
         sample weight) the data loss is divided by. The gradient is ``alpha * W / n_samples``
         at weight positions and 0 elsewhere, in ``flat``'s namespace, device and dtype.
+
+        With ``ctx.workspace`` (NumPy, CuPy) the gradient is a workspace buffer, valid until
+        the next call with that workspace (the same bits: the same operations, written into
+        reused buffers; the zeros at unpenalised positions are written once per buffer).
         """
         xp = namespace(flat)
         if not n_samples > 0:
             raise ValueError(f"n_samples must be > 0, got {n_samples!r}")
         scale = float(alpha) / float(n_samples)
         total = 0.0
-        grad = xp.zeros_like(flat)
-        for (a, b), W, penalized in zip(self.slices, self.unpack(flat), self._penalized,
-                                        strict=True):
-            if penalized:
-                total += float(xp.sum(W * W, dtype=xp.float64))
-                grad[a:b] = xp.reshape(W, (-1,)) * scale
+        ws = None if ctx is None else ctx.workspace
+        grad = None if ws is None else ws.get("l2_grad", (self.n_params,), flat)
+        if ws is None or grad is None:
+            grad = xp.zeros_like(flat)
+            for (a, b), W, penalized in zip(self.slices, self.unpack(flat), self._penalized,
+                                            strict=True):
+                if penalized:
+                    total += float(xp.sum(W * W, dtype=xp.float64))
+                    grad[a:b] = xp.reshape(W, (-1,)) * scale
+            return 0.5 * scale * total, grad
+        for W, G, penalized in zip(self._views("params", flat, ws),
+                                   ws.memo("l2_grad", (self, grad), _zeroed_views),
+                                   self._penalized, strict=True):
+            if penalized:  # W * W goes through G, then W * scale overwrites it
+                total += bk.total(bk.elementwise("multiply", W, W, out=G), xp.float64)
+                bk.elementwise("multiply", W, scale, out=G)
         return 0.5 * scale * total, grad
+
+
+def _zeroed_views(model: Sequential, grad: Array) -> list[Array]:
+    """``model.unpack(grad)``, with the positions the penalty leaves alone set to 0."""
+    views = model.unpack(grad)
+    for G, penalized in zip(views, model._penalized, strict=True):
+        if not penalized:
+            G[...] = 0
+    return views

@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
+
 from ..backend import device, namespace, supports_out, take_rows
 
 __all__ = ["Workspace"]
@@ -52,15 +54,22 @@ class Workspace:
         self.max_shapes = int(max_shapes)
         self._buffers: dict[str, OrderedDict[tuple[Any, ...], Array]] = {}
         self._children: dict[Any, Workspace] = {}
+        self._memos: dict[Any, tuple[Any, Any]] = {}
+        # per name, the key and buffer of its last get(): already the most recent of its
+        # shapes, so a repeat (every step) needs no LRU bookkeeping
+        self._last: dict[str, tuple[tuple[Any, ...], Array]] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
         """An uninitialised buffer of ``shape`` and ``dtype`` (default ``like.dtype``) on
         ``like``'s namespace and device, the same one each time; ``None`` if that namespace
         cannot write into ``out=`` buffers."""
-        if not supports_out(like):
+        if type(like) is not np.ndarray and not supports_out(like):
             return None
         dtype = like.dtype if dtype is None else dtype
-        key = (tuple(shape), dtype, type(like))
+        key = (shape if type(shape) is tuple else tuple(shape), dtype, type(like))
+        last = self._last.get(name)
+        if last is not None and last[0] == key:
+            return last[1]
         by_shape = self._buffers.get(name)
         if by_shape is None:
             by_shape = self._buffers[name] = OrderedDict()
@@ -73,7 +82,24 @@ class Workspace:
                 by_shape.popitem(last=False)
         elif len(by_shape) > 1:
             by_shape.move_to_end(key)
+        self._last[name] = (key, buf)
         return buf
+
+    def memo(self, key: Any, sources: tuple[Any, ...], build: Any) -> Any:
+        """``build(*sources)``, computed again only when ``sources`` are not the very objects
+        of the previous call with ``key`` (views of a buffer, which a step would otherwise
+        rebuild every time). One entry per key: it keeps ``sources`` alive until others come.
+        """
+        hit = self._memos.get(key)
+        if hit is not None and len(hit[0]) == len(sources):
+            for a, b in zip(hit[0], sources, strict=True):
+                if a is not b:
+                    break
+            else:
+                return hit[1]
+        value = build(*sources)
+        self._memos[key] = (sources, value)
+        return value
 
     def child(self, key: Any) -> Workspace:
         """The workspace of a part (a layer of a chain, a branch): buffer names stay local."""
@@ -82,10 +108,11 @@ class Workspace:
             ws = self._children[key] = Workspace(self.max_shapes)
         return ws
 
-    def take_rows(self, name: str, X: Array, idx: Array) -> Array:
-        """``xp.take(X, idx, axis=0)`` gathered into this workspace's buffer ``name``."""
+    def take_rows(self, name: str, X: Array, idx: Array, in_range: bool = False) -> Array:
+        """``xp.take(X, idx, axis=0)`` gathered into this workspace's buffer ``name``
+        (``in_range``: see :func:`pipeline.backend.take_rows`)."""
         out = self.get(name, (idx.shape[0], *X.shape[1:]), X)
-        return take_rows(X, idx, out=out)
+        return take_rows(X, idx, out=out, in_range=in_range)
 
     @property
     def nbytes(self) -> int:
@@ -97,3 +124,5 @@ class Workspace:
         """Drop every buffer (they are allocated again on demand)."""
         self._buffers.clear()
         self._children.clear()
+        self._memos.clear()
+        self._last.clear()

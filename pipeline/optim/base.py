@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 from array_api_compat import device, is_array_api_obj
 
 from ..backend import namespace, to_host
@@ -46,6 +47,8 @@ class EmptyState(NamedTuple):
 
 def scalar(value: float, like: Array) -> Array:
     """A 0-d float64 array holding ``value`` in ``like``'s namespace and on its device."""
+    if type(like) is np.ndarray:  # once or twice per step: skip the namespace and device look-ups
+        return np.asarray(float(value), dtype=np.float64)
     xp = namespace(like)
     return xp.asarray(float(value), dtype=xp.float64, device=device(like))
 

@@ -14,6 +14,7 @@ not depend on the cluster, nor on where the block is stored (:mod:`pipeline.stor
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import backend as bk
 from .. import optim
 from ..backend import device, namespace, to_device_of, to_host
 from ..blocks import Block
@@ -195,9 +197,12 @@ def _rows(block: Any, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
     order = epoch_order(X.shape[0], seed, index, epoch, shuffle)
     if order is None:
         return X[lo:hi, ...], Y[lo:hi, ...]
-    xp = namespace(X)
-    idx = xp.asarray(order[lo:hi], device=device(X))
-    return ws.take_rows("X", X, idx), ws.take_rows("Y", Y, idx)
+    if type(X) is np.ndarray:
+        idx = order[lo:hi]  # what asarray gives for host data: the slice itself
+    else:
+        idx = namespace(X).asarray(order[lo:hi], device=device(X))
+    # rows of a permutation of range(n): in range by construction
+    return ws.take_rows("X", X, idx, in_range=True), ws.take_rows("Y", Y, idx, in_range=True)
 
 
 # scoring: no dropout or augmentation (training=False), no input gradient
@@ -375,13 +380,59 @@ def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: floa
     """One inner optimizer step on a mini-batch; returns the new parameters and state and the
     batch's loss sum including its share of the penalty. The penalty is scaled by the *global*
     step's rows, so that with local_steps=1 and plain SGD the rows-weighted average of the
-    blocks' steps is the synchronous step."""
+    blocks' steps is the synchronous step.
+
+    ``w`` is the caller's own working copy (:func:`_working_copy`): it is updated in place (and
+    returned), so the model's views of it carry over from one step to the next; an optimizer
+    that wanted to keep ``params`` itself in its state would have to copy it. The arithmetic is
+    that of ``w + update(grad / m + pen_grad)``, operation for operation."""
     m = int(Xb.shape[0])
     loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
-    pen, pen_grad = model.l2_penalty(w, alpha, global_rows)
-    g = grad / float(m) + pen_grad
+    pen, pen_grad = _l2_penalty(model, w, alpha, global_rows, ctx)
+    g = grad / float(m)  # fresh: the optimizer may keep it
+    g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
     updates, state = optimizer.update(g, state, w)
-    return optim.apply_updates(w, updates), state, loss + pen * m
+    return bk.elementwise("add", w, updates, out=_same_dtype(w, updates)), state, loss + pen * m
+
+
+def _same_dtype(a: Any, b: Any) -> Any:
+    """``a`` as the ``out=`` of ``a + b`` when the sum keeps a's dtype, else ``None`` (a fresh,
+    promoted result, as ``a + b`` gives when parameters and data differ in precision)."""
+    return a if a.dtype == b.dtype else None
+
+
+def _l2_penalty(model: Any, w: Any, alpha: float, rows: int, ctx: Context) -> tuple[float, Any]:
+    """``model.l2_penalty``, into the step's workspace when the model takes a context."""
+    if _penalty_takes_context(type(model)):
+        return model.l2_penalty(w, alpha, rows, ctx=ctx)
+    return model.l2_penalty(w, alpha, rows)
+
+
+_TAKES_CONTEXT: dict[Any, bool] = {}
+
+
+def _penalty_takes_context(kind: Any) -> bool:
+    """Whether ``kind.l2_penalty`` has a ``ctx`` parameter (the model protocol's older form
+    has none), looked up once per model class."""
+    known = _TAKES_CONTEXT.get(kind)
+    if known is None:
+        try:
+            known = "ctx" in inspect.signature(kind.l2_penalty).parameters
+        except (TypeError, ValueError, AttributeError):
+            known = False
+        _TAKES_CONTEXT[kind] = known
+    return known
+
+
+def _working_copy(w0: Any, ws: Workspace) -> Any:
+    """A copy of ``w0`` that the local steps update in place (``w0`` may be the caller's): a
+    buffer of the block's workspace where the namespace writes into buffers (nothing returned
+    from the task refers to it), else a fresh copy."""
+    w = ws.child("local_steps").get("w", tuple(w0.shape), w0)
+    if w is None:
+        return namespace(w0).asarray(w0, copy=True)
+    w[...] = w0
+    return w
 
 
 def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
@@ -399,14 +450,14 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
     ydtype = block.Y.dtype if isinstance(block, Block) else X.dtype
     n = X.shape[0]
     w0 = to_device_of(params, X, dtype=ydtype)  # host or any device -> X's (X may hold pixels)
-    w = w0
     if state is None:
-        state = optimizer.init(w)
+        state = optimizer.init(w0)
     else:
         state = optim.state_to_device(state, X)
     state = learning_rate.apply(state)
     loss_total, rows_total = 0.0, 0
     ws = workspace_for(index, X)
+    w = _working_copy(w0, ws)
     for epoch, step, global_rows in schedule:
         lo, hi = step_rows(n, step, steps)
         if hi <= lo:
@@ -459,10 +510,10 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
     xp = namespace(X0)
     ydtype = blocks[0].Y.dtype if isinstance(blocks[0], Block) else X0.dtype
     w0 = to_device_of(params, X0, dtype=ydtype)
-    w = w0
-    state = optimizer.init(w) if state is None else optim.state_to_device(state, X0)
+    state = optimizer.init(w0) if state is None else optim.state_to_device(state, X0)
     state = learning_rate.apply(state)
     spaces = [workspace_for(i, _like(b)) for b, i in zip(blocks, indices, strict=True)]
+    w = _working_copy(w0, spaces[0])
     loss_total, rows_total = 0.0, 0
     for epoch, step, global_rows in schedule:
         xs, ys = [], []
