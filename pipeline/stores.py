@@ -193,17 +193,21 @@ class StoredBlock:
         return 512 + self.recipe.nbytes
 
     def _reader(self) -> Any:
+        """This block's reader on this worker. A new one first evicts the least recently used
+        readers until every reader's :attr:`budget` fits :data:`READER_FRACTION` of the
+        worker's memory limit (budgets are fixed, so the sum only grows here)."""
         key = (self.store_id, self.index)
         with _LOCK:
             r = _READERS.get(key)
-            if r is None:
-                r = _READERS[key] = self._new_reader()
-            _READERS.move_to_end(key)
+            if r is not None:
+                _READERS.move_to_end(key)
+                return r
+            r = _READERS[key] = self._new_reader()
             limit = memory_limit()
             bound = READER_FRACTION * limit if limit else 256 * 2**20
             evicted = []
             while len(_READERS) > 1 and (len(_READERS) > _READERS_MAX or sum(
-                    x.nbytes for x in _READERS.values()) > bound):
+                    x.budget for x in _READERS.values()) > bound):
                 evicted.append(_READERS.popitem(last=False)[1])
         for e in evicted:  # their buffers go once a read in flight is done
             e.drain()
@@ -213,38 +217,81 @@ class StoredBlock:
                         hi: int, ws: Any) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``[lo, hi)`` of this block's epoch order (see
         :func:`pipeline.train.tasks.epoch_order`), gathered into ``ws``'s buffers ``X``/``Y``
-        from the chunks that hold them; the chunk after the last one used is prefetched."""
-        n = self.n
-        like = self.like
-        out_x = ws.get("X", (hi - lo, self.d), like)
-        out_y = ws.get("Y", (hi - lo, self.k), like)
-        seq = chunk_sequence(n, seed, index, epoch, shuffle)
-        sizes = np.array([np.subtract(*chunk_bounds(n, int(c))[::-1]) for c in seq], np.int64)
-        ends = np.cumsum(sizes)
+        from the chunks that hold them; the chunk after the last one used is prefetched.
+
+        Per call (one mini-batch) this costs a search in the epoch's chunk plan and one gather
+        per chunk touched: the plan and each chunk's row order are computed once per epoch, by
+        the reader (the next chunk's on the prefetch thread), and no array is allocated."""
         reader = self._reader()
-        pos = lo
-        while pos < hi:
-            j = int(np.searchsorted(ends, pos, side="right"))
-            c = int(seq[j])
-            first = int(ends[j] - sizes[j])
-            stop = min(hi, int(ends[j]))
-            if j + 1 < len(seq):
-                after = (int(seq[j + 1]), epoch)
-            else:  # the next epoch's first chunk
-                after = (int(chunk_sequence(n, seed, index, epoch + 1, shuffle)[0]), epoch + 1)
-            src_x, src_y, base = reader.chunk(c, epoch, after)
-            a, _ = chunk_bounds(n, c)
-            if shuffle:
-                local = chunk_permutation(n, seed, index, epoch, c)[pos - first:stop - first]
-                local = local + (a - base)
-                take_rows(src_x, local, out=out_x[pos - lo:stop - lo])
-                take_rows(src_y, local, out=out_y[pos - lo:stop - lo])
-            else:
-                s = a - base + pos - first
-                out_x[pos - lo:stop - lo] = src_x[s:s + stop - pos]
-                out_y[pos - lo:stop - lo] = src_y[s:s + stop - pos]
-            pos = stop
-        return out_x, out_y
+        with reader.lock:  # the reader's buffers change hands inside: one task at a time
+            out_x = ws.get("X", (hi - lo, self.d), reader.like)
+            out_y = ws.get("Y", (hi - lo, self.k), reader.like)
+            seq, ends = reader.plan(seed, index, epoch, shuffle)
+            pos = lo
+            while pos < hi:
+                j = int(np.searchsorted(ends, pos, side="right"))
+                c = int(seq[j])
+                first = int(ends[j - 1]) if j else 0
+                stop = min(hi, int(ends[j]))
+                if j + 1 < len(seq):
+                    after = (int(seq[j + 1]), epoch)
+                else:  # the next epoch's first chunk
+                    after = (int(reader.plan(seed, index, epoch + 1, shuffle)[0][0]), epoch + 1)
+                src_x, src_y, rows, offset = reader.chunk(c, epoch, after, seed, index, shuffle)
+                dst = slice(pos - lo, stop - lo)
+                if rows is not None:
+                    local = rows[pos - first:stop - first]
+                    take_rows(src_x, local, out=out_x[dst])
+                    take_rows(src_y, local, out=out_y[dst])
+                else:
+                    s = offset + pos - first
+                    out_x[dst] = src_x[s:s + stop - pos]
+                    out_y[dst] = src_y[s:s + stop - pos]
+                pos = stop
+            return out_x, out_y
+
+
+class _Reader:
+    """What a block's reads keep between calls on one worker: the chunk plans of the current
+    and next epoch (visiting order, cumulative row counts) and a zero-stride ``like`` array.
+    :meth:`StoredBlock.take_epoch_rows` holds :attr:`lock` while it uses one."""
+
+    budget = 0  # bytes of buffers it holds once used (counted against READER_FRACTION)
+
+    def __init__(self, handle: StoredBlock):
+        self.h = handle
+        self.lock = threading.Lock()
+        self.like = handle.like
+        self.plans: OrderedDict[tuple[int, int, int, bool], tuple[np.ndarray, np.ndarray]] = \
+            OrderedDict()
+
+    def plan(self, seed: int, index: int, epoch: int,
+             shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(chunks in visiting order, cumulative rows after each)`` for ``epoch``."""
+        key = (seed, index, epoch, shuffle)
+        hit = self.plans.get(key)
+        if hit is None:
+            n = self.h.n
+            seq = chunk_sequence(n, seed, index, epoch, shuffle)
+            sizes = [np.subtract(*chunk_bounds(n, int(c))[::-1]) for c in seq]
+            hit = self.plans[key] = (seq, np.cumsum(np.array(sizes, np.int64)))
+            while len(self.plans) > 2:  # this epoch's and the next one's
+                self.plans.popitem(last=False)
+        return hit
+
+    def order(self, key: tuple[int, int, int] | None, c: int, offset: int) -> np.ndarray | None:
+        """Chunk ``c``'s rows in the order epoch ``key = (seed, index, epoch)`` visits them, as
+        row numbers of a buffer whose row ``offset`` is the chunk's first (``None``: storage
+        order)."""
+        if key is None:
+            return None
+        rows = chunk_permutation(self.h.n, *key, c)
+        if offset:
+            rows = rows.astype(np.int64) + offset if self.h.n >= 2**31 else rows + offset
+        return rows
+
+    def drain(self) -> None:
+        pass
 
 
 class StreamBlock(StoredBlock):
@@ -260,35 +307,69 @@ class StreamBlock(StoredBlock):
         return f"StreamBlock({self.store_id!r}, {self.index}, rows={self.n})"
 
 
-class _StreamReader:
-    def __init__(self, handle: StreamBlock):
-        self.handle = handle
-        self.lock = threading.Lock()
+class _StreamReader(_Reader):
+    """The whole block, rebuilt from its recipe once per epoch; while the epoch's last chunk
+    trains, the next epoch's rebuild runs on the prefetch thread (when two copies of the
+    block fit the stream cache's bound), so read + preprocess overlaps training."""
 
-    nbytes = 0  # its block lives in the stream cache, bounded apart
+    def __init__(self, handle: StoredBlock):
+        super().__init__(handle)
+        self.next: tuple[int, Future] | None = None  # (epoch, rebuild in flight)
+        self.rows: tuple[Any, int, np.ndarray | None] | None = None  # (key, chunk, order)
 
     def drain(self) -> None:
-        pass
+        nxt = self.next
+        if nxt is not None:
+            nxt[1].exception()
 
-    def chunk(self, c: int, epoch: int, after: tuple[int, int]) -> tuple[Any, Any, int]:
-        """The whole re-read block (once per epoch), as the source of chunk ``c``'s rows."""
-        h = self.handle
+    def _build(self) -> Block:
+        block = self.h.recipe.build()
+        return Block(to_host(block.X), to_host(block.Y))  # stores serve host rows
+
+    def _block(self, epoch: int) -> Block:
+        h = self.h
         key = (h.store_id, h.index)
-        with self.lock:
+        with _LOCK:
             hit = _STREAM.get(key)
-            if hit is not None and hit[0] == epoch:
-                return hit[1].X, hit[1].Y, 0
+        if hit is not None and hit[0] == epoch:
+            return hit[1]
+        nxt, self.next = self.next, None
+        with _LOCK:
             _STREAM.pop(key, None)
-            block = h.recipe.build()
-            block = Block(to_host(block.X), to_host(block.Y))  # stores serve host rows
-            limit = memory_limit()
-            bound = STREAM_CACHE_FRACTION * limit if limit else float("inf")
+        block = nxt[1].result() if nxt is not None and nxt[0] == epoch else self._build()
+        bound = self._bound()
+        with _LOCK:
+            _STREAM[key] = (epoch, block)
+            while len(_STREAM) > 1 and _stream_bytes() > bound:
+                _STREAM.popitem(last=False)
+        return block
+
+    @staticmethod
+    def _bound() -> float:
+        limit = memory_limit()
+        return STREAM_CACHE_FRACTION * limit if limit else float("inf")
+
+    def chunk(self, c: int, epoch: int, after: tuple[int, int], seed: int, index: int,
+              shuffle: bool) -> tuple[Any, Any, np.ndarray | None, int]:
+        """The epoch's rebuilt block as the source of chunk ``c``'s rows: ``(X, Y, rows in
+        epoch order or None, first row of the chunk in X)``."""
+        h = self.h
+        block = self._block(epoch)
+        if after[1] != epoch and self.next is None:
+            need = h.n * (h.d + h.k) * h.dtype.itemsize
             with _LOCK:
-                _STREAM[key] = (epoch, block)
-                while len(_STREAM) > 1 and sum(b.X.nbytes + b.Y.nbytes
-                                               for _, b in _STREAM.values()) > bound:
-                    _STREAM.popitem(last=False)
-            return block.X, block.Y, 0
+                fits = _stream_bytes() + need <= self._bound()
+            if fits:
+                self.next = (after[1], _pool().submit(self._build))
+        a, _ = chunk_bounds(h.n, c)
+        key = (seed, index, epoch) if shuffle else None
+        if self.rows is None or self.rows[:2] != (key, c):
+            self.rows = (key, c, self.order(key, c, a))
+        return block.X, block.Y, self.rows[2], a
+
+
+def _stream_bytes() -> int:
+    return sum(b.X.nbytes + b.Y.nbytes for _, b in _STREAM.values())
 
 
 class DiskBlock(StoredBlock):
@@ -348,36 +429,31 @@ def write_block(block: Block, path: Path) -> tuple[int, ...]:
     return tuple(sums)
 
 
-class _DiskReader:
+class _DiskReader(_Reader):
     """Chunk buffers of one disk block on one worker: the chunk in use and the next one, read
-    on the prefetch thread while the current one trains."""
+    (with its row order) on the prefetch thread while the current one trains. Buffers are
+    reused from chunk to chunk: no allocation per chunk, no fresh pages to fault in."""
 
     def __init__(self, handle: DiskBlock):
-        self.h = handle
-        self.lock = threading.Lock()
-        self.current: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
-        self.pending: tuple[tuple[int, int], Future, Any] | None = None
-        self.spare: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def nbytes(self) -> int:
-        bufs = [b for b in (self.current[1:] if self.current else ()) if b is not None]
-        bufs += list(self.spare or ())
-        if self.pending is not None:
-            bufs += [b for b in self.pending[2]]
-        return int(sum(b.nbytes for b in bufs))
+        super().__init__(handle)
+        rows = chunk_bounds(handle.n, 0)[1]
+        self.budget = 2 * rows * (handle.d + handle.k) * handle.dtype.itemsize
+        # (chunk, order key, buffers, rows in epoch order)
+        self.current: tuple[int, Any, tuple[np.ndarray, np.ndarray], Any] | None = None
+        self.pending: tuple[int, Any, Future] | None = None  # (chunk, order key, read)
+        self.spare: list[tuple[np.ndarray, np.ndarray]] = []
 
     def drain(self) -> None:
         """Wait for the prefetch in flight, if any (its errors do not matter any more)."""
         pending = self.pending
         if pending is not None:
-            pending[1].exception()
+            pending[2].exception()
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.spare is not None:
-            bufs, self.spare = self.spare, None
-            return bufs
+        if self.spare:
+            return self.spare.pop()
         rows = chunk_bounds(self.h.n, 0)[1]
+        # fresh NumPy allocations are aligned, as the gathers and BLAS want
         return (np.empty((rows, self.h.d), self.h.dtype), np.empty((rows, self.h.k),
                                                                    self.h.dtype))
 
@@ -397,33 +473,37 @@ class _DiskReader:
             raise OSError(f"{h.local_path()}: chunk {c} (rows {a}..{b}) fails its checksum "
                           f"({crc:#010x} != {h.checksums[c]:#010x}): the file is corrupt")
 
-    def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray],
+              key: Any) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
         a, b = chunk_bounds(self.h.n, c)
-        x, y = bufs[0][:b - a], bufs[1][:b - a]
         with open(self.h.ensure_local(), "rb") as f:
-            self.read(f, c, x, y)
-        return bufs
+            self.read(f, c, bufs[0][:b - a], bufs[1][:b - a])
+        return bufs, self.order(key, c, 0)
 
-    def chunk(self, c: int, epoch: int, after: tuple[int, int]) -> tuple[Any, Any, int]:
-        """Chunk ``c``'s rows (valid until the next call) and its first row; starts reading
-        ``after = (chunk, epoch)`` in the background."""
-        with self.lock:
-            key = (c, epoch)
-            if self.current is not None and self.current[0][0] == c:
-                cur = self.current
+    def chunk(self, c: int, epoch: int, after: tuple[int, int], seed: int, index: int,
+              shuffle: bool) -> tuple[Any, Any, np.ndarray | None, int]:
+        """Chunk ``c``'s rows (valid until the next call) as ``(X, Y, rows in epoch order or
+        None, 0)``; starts reading ``after = (chunk, epoch)`` in the background."""
+        key = (seed, index, epoch) if shuffle else None
+        cur = self.current
+        if cur is None or cur[0] != c:
+            if cur is not None:
+                self.spare.append(cur[2])
+            pending, self.pending = self.pending, None
+            if pending is not None and pending[0] == c:
+                bufs, rows = pending[2].result()
+                got_key = pending[1]
             else:
-                if self.current is not None:
-                    self.spare = (self.current[1], self.current[2])
-                if self.pending is not None and self.pending[0][0] == c:
-                    bufs = self.pending[1].result()
-                else:
-                    if self.pending is not None:  # a prefetch we no longer need
-                        self.spare = self.pending[1].result()
-                    bufs = self._fill(c, self._buffers())
-                self.pending = None
-                cur = self.current = (key, *bufs)
-            if self.pending is None and after[0] != c:
-                spare = self._buffers()
-                self.pending = (after, _pool().submit(self._fill, after[0], spare), spare)
-            a, b = chunk_bounds(self.h.n, c)
-            return cur[1][:b - a], cur[2][:b - a], a
+                if pending is not None:  # a prefetch we no longer need: keep its buffers
+                    self.spare.append(pending[2].result()[0])
+                bufs, rows = self._fill(c, self._buffers(), key)
+                got_key = key
+            cur = self.current = (c, got_key, bufs, rows)
+        if cur[1] != key:  # the same chunk in another epoch (or order): its rows' new order
+            cur = self.current = (c, key, cur[2], self.order(key, c, 0))
+        if self.pending is None and after[0] != c:
+            after_key = (seed, index, after[1]) if shuffle else None
+            self.pending = (after[0], after_key,
+                            _pool().submit(self._fill, after[0], self._buffers(), after_key))
+        a, b = chunk_bounds(self.h.n, c)
+        return cur[2][0][:b - a], cur[2][1][:b - a], cur[3], 0
