@@ -185,9 +185,17 @@ class StoredBlock:
 
     @property
     def like(self) -> np.ndarray:
-        """A zero-stride ``(n, d)`` host array: namespace, device, dtype and shape, no rows."""
-        return np.lib.stride_tricks.as_strided(np.zeros(1, self.dtype), (self.n, self.d),
-                                               (0, 0), writeable=False)
+        """A zero-stride ``(n, d)`` host array: namespace, device, dtype and shape, no rows.
+        (Made once per handle: the training loop asks for it on every step.)"""
+        like = self.__dict__.get("_like")
+        if like is None:
+            like = self._like = np.lib.stride_tricks.as_strided(
+                np.zeros(1, self.dtype), (self.n, self.d), (0, 0), writeable=False)
+        return like
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a pickled zero-stride array would carry n * d real values: rebuilt where it lands
+        return {k: v for k, v in self.__dict__.items() if k != "_like"}
 
     def __sizeof__(self) -> int:  # what Dask counts as managed memory
         return 512 + self.recipe.nbytes
