@@ -40,7 +40,8 @@ import shutil
 import threading
 import zlib
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:
         readers = [_READERS.pop(k) for k in [k for k in _READERS if k[0] in store_ids]]
         for key in [k for k in _STREAM if k[0] in store_ids]:
             del _STREAM[key]
-    for r in readers:  # a prefetch still reading finishes before its file goes
+    for r in readers:  # a queued prefetch is cancelled, one reading finishes before its file goes
         r.drain()
     for sid in store_ids:
         d = store_dir(sid, dask_worker)
@@ -165,6 +166,23 @@ def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(str(d))
     return removed
+
+
+def release_all(dask_worker: Any = None) -> list[str]:
+    """Forget every store this worker knows (the worker is closing): queued prefetches are
+    cancelled, reads in flight finish, nothing is rebuilt afterwards, files go."""
+    with _LOCK:
+        ids = sorted({k[0] for k in _READERS} | {k[0] for k in _STREAM})
+    return release_local(ids, dask_worker)
+
+
+def _landed(future: Future) -> Any:
+    """A prefetch's result; ``None`` if it was cancelled or failed (the caller then reads
+    synchronously, where a real error surfaces with its file and chunk)."""
+    try:
+        return future.result()
+    except (Exception, CancelledError):
+        return None
 
 
 # ------------------------------------------------------------------ handles --------------------
@@ -298,8 +316,15 @@ class _Reader:
             rows = rows.astype(np.int64) + offset if self.h.n >= 2**31 else rows + offset
         return rows
 
+    def in_flight(self) -> Future | None:
+        return None
+
     def drain(self) -> None:
-        pass
+        """Cancel the prefetch if it has not started, else wait for it (its result and errors
+        do not matter any more: the reader is being dropped)."""
+        future = self.in_flight()
+        if future is not None and not future.cancel():  # running or done: let it end
+            wait_futures([future])
 
 
 class StreamBlock(StoredBlock):
@@ -325,10 +350,9 @@ class _StreamReader(_Reader):
         self.next: tuple[int, Future] | None = None  # (epoch, rebuild in flight)
         self.rows: tuple[Any, int, np.ndarray | None] | None = None  # (key, chunk, order)
 
-    def drain(self) -> None:
+    def in_flight(self) -> Future | None:
         nxt = self.next
-        if nxt is not None:
-            nxt[1].exception()
+        return None if nxt is None else nxt[1]
 
     def _build(self) -> Block:
         block = self.h.recipe.build()
@@ -344,7 +368,9 @@ class _StreamReader(_Reader):
         nxt, self.next = self.next, None
         with _LOCK:
             _STREAM.pop(key, None)
-        block = nxt[1].result() if nxt is not None and nxt[0] == epoch else self._build()
+        block = _landed(nxt[1]) if nxt is not None and nxt[0] == epoch else None
+        if block is None:
+            block = self._build()
         bound = self._bound()
         with _LOCK:
             _STREAM[key] = (epoch, block)
@@ -451,11 +477,9 @@ class _DiskReader(_Reader):
         self.pending: tuple[int, Any, Future] | None = None  # (chunk, order key, read)
         self.spare: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def drain(self) -> None:
-        """Wait for the prefetch in flight, if any (its errors do not matter any more)."""
+    def in_flight(self) -> Future | None:
         pending = self.pending
-        if pending is not None:
-            pending[2].exception()
+        return None if pending is None else pending[2]
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self.spare:
@@ -481,10 +505,15 @@ class _DiskReader(_Reader):
             raise OSError(f"{h.local_path()}: chunk {c} (rows {a}..{b}) fails its checksum "
                           f"({crc:#010x} != {h.checksums[c]:#010x}): the file is corrupt")
 
-    def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray],
-              key: Any) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
+    def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray], key: Any,
+              rebuild: bool = True) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
+        """Chunk ``c`` read into ``bufs``, and its rows' order. The prefetch thread passes
+        ``rebuild=False``: a missing file (a closing worker removed it) is then an error the
+        training thread handles (it rebuilds, or learns the store was released), never a
+        whole block rebuilt in the background."""
         a, b = chunk_bounds(self.h.n, c)
-        with open(self.h.ensure_local(), "rb") as f:
+        path = self.h.ensure_local() if rebuild else self.h.local_path()
+        with open(path, "rb") as f:
             self.read(f, c, bufs[0][:b - a], bufs[1][:b - a])
         return bufs, self.order(key, c, 0)
 
@@ -498,12 +527,12 @@ class _DiskReader(_Reader):
             if cur is not None:
                 self.spare.append(cur[2])
             pending, self.pending = self.pending, None
-            if pending is not None and pending[0] == c:
-                bufs, rows = pending[2].result()
-                got_key = pending[1]
+            landed = _landed(pending[2]) if pending is not None else None
+            if landed is not None and pending[0] == c:
+                (bufs, rows), got_key = landed, pending[1]
             else:
-                if pending is not None:  # a prefetch we no longer need: keep its buffers
-                    self.spare.append(pending[2].result()[0])
+                if landed is not None:  # a prefetch we no longer need: keep its buffers
+                    self.spare.append(landed[0])
                 bufs, rows = self._fill(c, self._buffers(), key)
                 got_key = key
             cur = self.current = (c, got_key, bufs, rows)
@@ -512,6 +541,7 @@ class _DiskReader(_Reader):
         if self.pending is None and after[0] != c:
             after_key = (seed, index, after[1]) if shuffle else None
             self.pending = (after[0], after_key,
-                            _pool().submit(self._fill, after[0], self._buffers(), after_key))
+                            _pool().submit(self._fill, after[0], self._buffers(), after_key,
+                                           False))
         a, b = chunk_bounds(self.h.n, c)
         return cur[2][0][:b - a], cur[2][1][:b - a], cur[3], 0

@@ -326,7 +326,7 @@ def test_stream_rows_equal_memory_rows_and_the_next_epoch_is_rebuilt_ahead(monke
                 assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
             reader = stores._READERS[("stream-unit", 2)]
             assert reader.next is not None and reader.next[0] == epoch + 1
-            reader.drain()
+            reader.next[1].result()
             assert recipe.builds == epoch + 2  # this epoch's and the next one's, no more
     finally:
         stores.release_local(["stream-unit"])
@@ -366,3 +366,68 @@ def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monk
                     assert np.array_equal(rows, tasks.chunk_permutation(n, *want[1], want[0]))
     finally:
         stores.release_local(["pf"])
+
+
+class _Deferred:
+    """An executor that runs what it is given only when told: prefetches at chosen moments."""
+
+    def __init__(self):
+        self.queue = []
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        self.queue.append((future, fn, args))
+        return future
+
+    def run(self):
+        for future, fn, args in self.queue:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except Exception as e:
+                    future.set_exception(e)
+        self.queue.clear()
+
+
+def test_a_prefetch_never_rebuilds_a_missing_file_and_closing_cancels_it(tmp_path, monkeypatch):
+    """A prefetch that finds the block's file gone (a closing worker removed it) fails without
+    rebuilding; the training thread then rebuilds it from the recipe, once, rows unchanged.
+    Closing the worker's stores (:func:`release_all`) cancels a queued prefetch, removes the
+    files, and later reads refuse to rebuild."""
+    import tempfile
+
+    import pipeline.stores as stores
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 40)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pool = _Deferred()
+    monkeypatch.setattr(stores, "_pool", lambda: pool)
+    rng = np.random.default_rng(4)
+    n = 200
+    X, y = rng.standard_normal((n, 3)), rng.standard_normal(n)
+    recipe = _CountingRecipe(X, y)
+    block = Block(X, y[:, None])
+    path = stores.store_dir("gone") / "block-1.bin"
+    handle = DiskBlock("gone", 1, n, 3, 1, "float64", recipe,
+                       checksums=write_block(block, path), path=str(path))
+    ws_mem, ws_disk = Workspace(), Workspace()
+
+    def same(lo, hi):
+        want = tasks._rows(block, 5, 1, 0, True, lo, hi, ws_mem)
+        got = tasks._rows(handle, 5, 1, 0, True, lo, hi, ws_disk)
+        return np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+    assert same(0, 10) and len(pool.queue) == 1  # the next chunk is queued
+    path.unlink()
+    pool.run()
+    assert recipe.builds == 0 and not path.exists()  # the prefetch failed, rebuilt nothing
+    assert same(40, 50) and recipe.builds == 1 and path.exists()  # rebuilt by the reader
+    pool.run()  # the third chunk, read ahead from the rebuilt file
+    assert same(80, 90) and len(pool.queue) == 1 and recipe.builds == 1
+    queued = pool.queue[0][0]
+    assert stores.release_all() == [str(stores.store_dir("gone"))]
+    assert queued.cancelled() and not path.exists()
+    with pytest.raises(RuntimeError, match="'gone' was released"):
+        tasks._rows(handle, 5, 1, 0, True, 120, 130, Workspace())
