@@ -11,13 +11,17 @@
     worker's managed memory does not claim the rows. Reads copy whole chunks of contiguous rows
     with ``pread`` (the page cache keeps hot files; nothing stays mapped, so the worker's RSS
     counts only the two chunk buffers per block, at most :data:`READER_FRACTION` of its memory
-    limit in all: the least recently used blocks drop theirs), verify their checksum, and run on a background
-    thread one chunk ahead of the training (double buffering).
+    limit in all: the least recently used blocks drop theirs), verify their checksum, and run on a
+    background thread one chunk ahead of the training (double buffering into reused buffers).
+    The chunk plan of an epoch and each chunk's row order are drawn once per epoch (the next
+    chunk's on that thread), so a mini-batch costs what it costs in memory: one gather.
 ``"stream"``
     Nothing is cached between epochs: a :class:`StreamBlock` keeps the recipe (the culled Dask
     graph of its partitions: read, preprocess) and every epoch re-runs it, on the worker, once
     per block (the rebuilt block is kept for that epoch only, in a cache bounded by
-    :data:`STREAM_CACHE_FRACTION` of the worker's memory limit).
+    :data:`STREAM_CACHE_FRACTION` of the worker's memory limit). While an epoch's last chunk
+    trains, the next epoch's rebuild runs on the background thread, when two copies of the
+    block fit that bound (read + preprocess overlapped with training).
 ``"auto"``
     ``"memory"`` when the blocks take at most :data:`AUTO_MEMORY_FRACTION` of the workers'
     combined memory limit, else ``"disk"``.
@@ -391,8 +395,11 @@ class _StreamReader(_Reader):
         block = self._block(epoch)
         if after[1] != epoch and self.next is None:
             need = h.n * (h.d + h.k) * h.dtype.itemsize
-            with _LOCK:
-                fits = _stream_bytes() + need <= self._bound()
+            with _LOCK:  # blocks of this epoch and rebuilds ahead of every block, and this
+                ahead = sum(r.h.n * (r.h.d + r.h.k) * r.h.dtype.itemsize
+                            for r in _READERS.values()
+                            if isinstance(r, _StreamReader) and r.next is not None)
+                fits = _stream_bytes() + ahead + need <= self._bound()
             if fits:
                 self.next = (after[1], _pool().submit(self._build))
         a, _ = chunk_bounds(h.n, c)

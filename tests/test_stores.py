@@ -431,3 +431,30 @@ def test_a_prefetch_never_rebuilds_a_missing_file_and_closing_cancels_it(tmp_pat
     assert queued.cancelled() and not path.exists()
     with pytest.raises(RuntimeError, match="'gone' was released"):
         tasks._rows(handle, 5, 1, 0, True, 120, 130, Workspace())
+
+
+def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
+    """The next epoch's rebuilds count against the stream cache's bound with the blocks in use:
+    with room for three copies of a block, two blocks in use leave room for one rebuild
+    ahead, not two."""
+    import pipeline.stores as stores
+    from pipeline.stores import StreamBlock
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 64)
+    rng = np.random.default_rng(5)
+    n, d = 300, 3
+    block_bytes = n * (d + 1) * 8
+    monkeypatch.setattr(stores, "memory_limit",
+                        lambda: int(3.5 * block_bytes / stores.STREAM_CACHE_FRACTION))
+    handles = []
+    for index in (0, 1):
+        X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+        handles.append(StreamBlock("ahead", index, n, d, 1, "float64", _CountingRecipe(X, y)))
+    try:
+        for index, h in enumerate(handles):  # one whole epoch of each, one after the other
+            tasks._rows(h, 0, index, 0, True, 0, n, Workspace())
+        first, second = (stores._READERS[("ahead", i)] for i in (0, 1))
+        assert first.next is not None and first.next[0] == 1
+        assert second.next is None
+    finally:
+        stores.release_local(["ahead"])
