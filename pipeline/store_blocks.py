@@ -27,6 +27,7 @@ from .stores import (
     StoredBlock,
     StreamBlock,
     check_block_store,
+    release_all,
     release_local,
     store_dir,
     write_block,
@@ -48,6 +49,7 @@ class BlockFilesPlugin(WorkerPlugin):
         import shutil
         from pathlib import Path
 
+        release_all(worker)  # prefetches cancelled or finished before the files go
         shutil.rmtree(Path(worker.local_directory) / ROOT, ignore_errors=True)
 
 

@@ -286,3 +286,175 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
                 assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
     assert len(stores._READERS) == 1  # the other block's buffers were dropped
     stores.release_local(["evict"])
+
+
+class _CountingRecipe(Recipe):
+    """A recipe that counts its builds (the stream store rebuilds once per epoch)."""
+
+    def __init__(self, X, y):
+        super().__init__([(da.from_array(X, chunks=-1), da.from_array(y, chunks=-1))], None,
+                         "float64")
+        self.builds = 0
+
+    def build(self):
+        self.builds += 1
+        return super().build()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_stream_rows_equal_memory_rows_and_the_next_epoch_is_rebuilt_ahead(monkeypatch, shuffle):
+    """A stream block serves the memory store's rows (the oracle) across chunk boundaries and
+    epochs; touching an epoch's last chunk starts the next epoch's rebuild on the prefetch
+    thread, so each epoch builds the block exactly once."""
+    import pipeline.stores as stores
+    from pipeline.stores import StreamBlock
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 97)
+    rng = np.random.default_rng(2)
+    n, d = 1000, 4
+    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    recipe = _CountingRecipe(X, y)
+    block = Block(X, y[:, None])
+    handle = StreamBlock("stream-unit", 2, n, d, 1, "float64", recipe)
+    ws_mem, ws_stream = Workspace(), Workspace()
+    cuts = np.unique(np.r_[0, rng.integers(0, n, 10), 96, 97, 98, 500, n])
+    try:
+        for epoch in range(3):
+            for lo, hi in itertools.pairwise(cuts):
+                want = tasks._rows(block, 7, 2, epoch, shuffle, lo, hi, ws_mem)
+                got = tasks._rows(handle, 7, 2, epoch, shuffle, lo, hi, ws_stream)
+                assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+            reader = stores._READERS[("stream-unit", 2)]
+            assert reader.next is not None and reader.next[0] == epoch + 1
+            reader.next[1].result()
+            assert recipe.builds == epoch + 2  # this epoch's and the next one's, no more
+    finally:
+        stores.release_local(["stream-unit"])
+
+
+def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monkeypatch):
+    """After a read from chunk c, the chunk the epoch order visits next (the next epoch's first
+    after the last) is the one in flight, with its rows' order for that epoch."""
+    import tempfile
+
+    import pipeline.stores as stores
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 50)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rng = np.random.default_rng(3)
+    n = 230
+    b = Block(rng.standard_normal((n, 3)), rng.standard_normal((n, 1)))
+    path = stores.store_dir("pf") / "block-0.bin"
+    handle = DiskBlock("pf", 0, n, 3, 1, "float64", Recipe([], None, "float64"),
+                       checksums=write_block(b, path), path=str(path))
+    ws = Workspace()
+    try:
+        for epoch in range(2):
+            seq = tasks.chunk_sequence(n, 1, 0, epoch, True)
+            nxt = tasks.chunk_sequence(n, 1, 0, epoch + 1, True)[0]
+            pos = 0
+            for j, c in enumerate(seq):
+                a, e = tasks.chunk_bounds(n, int(c))
+                tasks._rows(handle, 1, 0, epoch, True, pos, pos + 1, ws)
+                pos += e - a
+                reader = stores._READERS[("pf", 0)]
+                want = (int(seq[j + 1]), (1, 0, epoch)) if j + 1 < len(seq) else (
+                    int(nxt), (1, 0, epoch + 1))
+                if want[0] != int(c):
+                    assert reader.pending[:2] == want
+                    _, rows = reader.pending[2].result()
+                    assert np.array_equal(rows, tasks.chunk_permutation(n, *want[1], want[0]))
+    finally:
+        stores.release_local(["pf"])
+
+
+class _Deferred:
+    """An executor that runs what it is given only when told: prefetches at chosen moments."""
+
+    def __init__(self):
+        self.queue = []
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        self.queue.append((future, fn, args))
+        return future
+
+    def run(self):
+        for future, fn, args in self.queue:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except Exception as e:
+                    future.set_exception(e)
+        self.queue.clear()
+
+
+def test_a_prefetch_never_rebuilds_a_missing_file_and_closing_cancels_it(tmp_path, monkeypatch):
+    """A prefetch that finds the block's file gone (a closing worker removed it) fails without
+    rebuilding; the training thread then rebuilds it from the recipe, once, rows unchanged.
+    Closing the worker's stores (:func:`release_all`) cancels a queued prefetch, removes the
+    files, and later reads refuse to rebuild."""
+    import tempfile
+
+    import pipeline.stores as stores
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 40)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pool = _Deferred()
+    monkeypatch.setattr(stores, "_pool", lambda: pool)
+    rng = np.random.default_rng(4)
+    n = 200
+    X, y = rng.standard_normal((n, 3)), rng.standard_normal(n)
+    recipe = _CountingRecipe(X, y)
+    block = Block(X, y[:, None])
+    path = stores.store_dir("gone") / "block-1.bin"
+    handle = DiskBlock("gone", 1, n, 3, 1, "float64", recipe,
+                       checksums=write_block(block, path), path=str(path))
+    ws_mem, ws_disk = Workspace(), Workspace()
+
+    def same(lo, hi):
+        want = tasks._rows(block, 5, 1, 0, True, lo, hi, ws_mem)
+        got = tasks._rows(handle, 5, 1, 0, True, lo, hi, ws_disk)
+        return np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+    assert same(0, 10) and len(pool.queue) == 1  # the next chunk is queued
+    path.unlink()
+    pool.run()
+    assert recipe.builds == 0 and not path.exists()  # the prefetch failed, rebuilt nothing
+    assert same(40, 50) and recipe.builds == 1 and path.exists()  # rebuilt by the reader
+    pool.run()  # the third chunk, read ahead from the rebuilt file
+    assert same(80, 90) and len(pool.queue) == 1 and recipe.builds == 1
+    queued = pool.queue[0][0]
+    assert stores.release_all() == [str(stores.store_dir("gone"))]
+    assert queued.cancelled() and not path.exists()
+    with pytest.raises(RuntimeError, match="'gone' was released"):
+        tasks._rows(handle, 5, 1, 0, True, 120, 130, Workspace())
+
+
+def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
+    """The next epoch's rebuilds count against the stream cache's bound with the blocks in use:
+    with room for three copies of a block, two blocks in use leave room for one rebuild
+    ahead, not two."""
+    import pipeline.stores as stores
+    from pipeline.stores import StreamBlock
+
+    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 64)
+    rng = np.random.default_rng(5)
+    n, d = 300, 3
+    block_bytes = n * (d + 1) * 8
+    monkeypatch.setattr(stores, "memory_limit",
+                        lambda: int(3.5 * block_bytes / stores.STREAM_CACHE_FRACTION))
+    handles = []
+    for index in (0, 1):
+        X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+        handles.append(StreamBlock("ahead", index, n, d, 1, "float64", _CountingRecipe(X, y)))
+    try:
+        for index, h in enumerate(handles):  # one whole epoch of each, one after the other
+            tasks._rows(h, 0, index, 0, True, 0, n, Workspace())
+        first, second = (stores._READERS[("ahead", i)] for i in (0, 1))
+        assert first.next is not None and first.next[0] == 1
+        assert second.next is None
+    finally:
+        stores.release_local(["ahead"])
