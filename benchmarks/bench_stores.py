@@ -207,12 +207,12 @@ def shuffle_quality(quick: bool) -> tuple[list[dict], dict]:
 
 
 def _set_chunk_rows(rows: int | None) -> None:
-    import pipeline.train.tasks as tasks
+    from pipeline.train import order
 
-    if not hasattr(tasks, "_BENCH_DEFAULT_CHUNK"):
-        tasks._BENCH_DEFAULT_CHUNK = tasks.EPOCH_CHUNK_ROWS
-    tasks.EPOCH_CHUNK_ROWS = tasks._BENCH_DEFAULT_CHUNK if rows is None else rows
-    tasks._ORDERS.clear()
+    if not hasattr(order, "_BENCH_DEFAULT_CHUNK"):
+        order._BENCH_DEFAULT_CHUNK = order.EPOCH_CHUNK_ROWS
+    order.EPOCH_CHUNK_ROWS = order._BENCH_DEFAULT_CHUNK if rows is None else rows
+    order._ORDERS.clear()
 
 
 def larger_than_memory(quick: bool) -> tuple[list[dict], list[dict], dict]:

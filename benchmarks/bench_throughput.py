@@ -60,18 +60,17 @@ def _spec() -> Any:
 
 def ours_block(X: np.ndarray, Y: np.ndarray, batch: int, shuffle: bool, seed: int,
                index: int = 0) -> np.ndarray:
-    """One epoch of ``tasks.partition_local_steps`` on one block holding all rows (what a
+    """One epoch of ``local_steps.partition_local_steps`` on one block holding all rows (what a
     block runs in ``sync="average"`` with one local epoch per round); returns the params."""
     from pipeline import optim
     from pipeline.blocks import Block
-    from pipeline.train import tasks
-
+    from pipeline.train import local_steps, order, tasks
     spec = _spec()
     n = X.shape[0]
     steps = math.ceil(n / batch)
     params = spec.init_params(seed, dtype=np.float32)
-    schedule = tuple((0, s, tasks.span(n, s, steps)) for s in range(steps))
-    part, _ = tasks.partition_local_steps(
+    schedule = tuple((0, s, order.span(n, s, steps)) for s in range(steps))
+    part, _ = local_steps.partition_local_steps(
         Block(X, Y), params, None, spec, optim.from_sklearn("adam", learning_rate_init=LR),
         ALPHA, tasks.Rate(LR), index, schedule, steps, seed, shuffle)
     return params + part.vector / part.n

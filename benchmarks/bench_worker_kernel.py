@@ -5,7 +5,7 @@ The user's path: the rows are created on the client, ``da.from_array`` → ``cli
 ``pipeline.blocks.to_blocks`` (what ``fit`` does), on ``pipeline.connect()``'s LocalCluster
 (``processes=True``: every worker is started by a nanny, which sets distributed's
 ``pre-spawn-environ``, ``MALLOC_TRIM_THRESHOLD_=65536`` and one BLAS/OpenMP thread; nothing is
-set by hand in the workers). The kernel is one epoch of ``tasks.partition_local_steps`` over the
+set by hand in the workers). The kernel is one epoch of ``local_steps.partition_local_steps`` over the
 block (shuffled, Adam, what a block runs in ``sync="average"``), submitted as a task pinned to
 the worker holding the block.
 

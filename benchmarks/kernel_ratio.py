@@ -2,7 +2,7 @@
 (issue 9: the kernel ≥ 0.9× the reference at batch 256 and 1024).
 
 Both run on the same rows (``common.classification_data``, float32, 20 features), one epoch
-per run: ours is ``bench_throughput.ours_block`` (``tasks.partition_local_steps`` over one
+per run: ours is ``bench_throughput.ours_block`` (``local_steps.partition_local_steps`` over one
 in-memory block, shuffled, Adam, lr 1e-3, alpha 1e-4: what a block runs in
 ``sync="average"``), the reference ``bench_throughput.numpy_epoch`` (written-out
 forward/backward and Adam over contiguous batches). Runs alternate ours / reference, so a busy

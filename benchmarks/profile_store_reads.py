@@ -21,7 +21,8 @@ import numpy as np
 from pipeline.blocks import Block
 from pipeline.nn import Workspace
 from pipeline.stores import DiskBlock, Recipe, release_local, store_dir, write_block
-from pipeline.train.tasks import _rows, step_rows
+from pipeline.train.order import step_rows
+from pipeline.train.tasks import _rows
 
 
 def _epoch(block, epoch, ws, n, steps):

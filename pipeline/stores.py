@@ -27,7 +27,7 @@
     combined memory limit, else ``"disk"``.
 
 Every store serves rows ``[lo, hi)`` of the same epoch order
-(:func:`pipeline.train.tasks.epoch_order`: chunks of contiguous rows in a shuffled order, rows
+(:func:`pipeline.train.order.epoch_order`: chunks of contiguous rows in a shuffled order, rows
 shuffled inside each chunk), so all of them give bit-identical parameters. A handle also keeps
 its recipe: a worker that lost its files (or a task that ran on a worker without them) rebuilds
 the block from it, the same bits; a lost worker's handles are recomputed by Dask from lineage
@@ -53,7 +53,7 @@ import numpy as np
 
 from .backend import take_rows, to_host
 from .blocks import Block, _concat_raw, _final_block, _raw_block, _split_block
-from .train.tasks import chunk_bounds, chunk_permutation, chunk_sequence, n_chunks
+from .train.order import chunk_bounds, chunk_permutation, chunk_sequence, n_chunks
 
 __all__ = ["AUTO_MEMORY_FRACTION", "BLOCK_STORES", "STREAM_CACHE_FRACTION", "DiskBlock",
            "Recipe", "StreamBlock", "check_block_store", "store_dir"]
@@ -246,7 +246,7 @@ class StoredBlock:
     def take_epoch_rows(self, seed: int, index: int, epoch: int, shuffle: bool, lo: int,
                         hi: int, ws: Any) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``[lo, hi)`` of this block's epoch order (see
-        :func:`pipeline.train.tasks.epoch_order`), gathered into ``ws``'s buffers ``X``/``Y``
+        :func:`pipeline.train.order.epoch_order`), gathered into ``ws``'s buffers ``X``/``Y``
         from the chunks that hold them; the chunk after the last one used is prefetched.
 
         Per call (one mini-batch) this costs a search in the epoch's chunk plan and one gather

@@ -11,8 +11,9 @@ import pytest
 from pipeline import nn
 from pipeline.blocks import Block
 from pipeline.train import TrainConfig
+from pipeline.train.local_steps import fold_local, partitions_local_steps
 from pipeline.train.strategies import Balancer as _Balancer
-from pipeline.train.tasks import Rate, fold_local, partitions_local_steps
+from pipeline.train.tasks import Rate
 
 
 def test_balancer_gives_slow_workers_fewer_steps():

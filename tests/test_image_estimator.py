@@ -173,7 +173,8 @@ def test_validation_data_and_early_stopping(client, digits):
 
 
 def test_blocks_keep_uint8_images_and_rows_are_gathered_whole(client, digits):
-    from pipeline.train.tasks import _rows, epoch_order, workspace_for
+    from pipeline.train.order import epoch_order
+    from pipeline.train.tasks import _rows, workspace_for
 
     X_train, _, y_train, _ = digits
     blocks = to_blocks(client, da.from_array(X_train, chunks=(500, 4, 8, 1)),

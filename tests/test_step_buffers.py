@@ -12,7 +12,8 @@ import pytest
 from pipeline import backend as bk
 from pipeline import nn, optim
 from pipeline.blocks import Block
-from pipeline.train import tasks
+from pipeline.train import local_steps, tasks
+from pipeline.train import order as epoch
 
 
 def _host(a):
@@ -108,14 +109,14 @@ def _plain_local_steps(spec, params, X, Y, batch, alpha, seed):
     opt = optim.from_sklearn("adam", learning_rate_init=1e-3)
     n = X.shape[0]
     steps = math.ceil(n / batch)
-    order = tasks.epoch_order(n, seed, 0, 0, True)
+    order = epoch.epoch_order(n, seed, 0, 0, True)
     w, state, loss_total = params, opt.init(params), 0.0
     for s in range(steps):
-        lo, hi = tasks.step_rows(n, s, steps)
+        lo, hi = epoch.step_rows(n, s, steps)
         rows = order[lo:hi]
         m = hi - lo
         loss, grad = spec.loss_and_grad(w, X[rows], Y[rows])
-        pen, pen_grad = spec.l2_penalty(w, alpha, tasks.span(n, s, steps))
+        pen, pen_grad = spec.l2_penalty(w, alpha, epoch.span(n, s, steps))
         updates, state = opt.update(grad / float(m) + pen_grad, state, w)
         w = optim.apply_updates(w, updates)
         loss_total += loss + pen * m
@@ -132,8 +133,8 @@ def test_local_steps_match_fresh_arrays_and_leave_the_callers_arrays_alone():
     state = opt.init(params)
     keep_params, keep_state = params.copy(), [np.array(s, copy=True) for s in state]
     steps = math.ceil(300 / 64)
-    schedule = tuple((0, s, tasks.span(300, s, steps)) for s in range(steps))
-    part, new_state = tasks.partition_local_steps(
+    schedule = tuple((0, s, epoch.span(300, s, steps)) for s in range(steps))
+    part, new_state = local_steps.partition_local_steps(
         Block(X, Y), params, state, spec, opt, 1e-4, tasks.Rate(1e-3), 0, schedule, steps, 7,
         True)
     assert np.array_equal(params, keep_params)
@@ -155,10 +156,10 @@ def test_local_steps_twice_on_one_block_give_the_same_result():
     params = spec.init_params(1, dtype=np.float32)
     opt = optim.from_sklearn("adam", learning_rate_init=1e-3)
     steps = 4
-    schedule = tuple((0, s, tasks.span(200, s, steps)) for s in range(steps))
+    schedule = tuple((0, s, epoch.span(200, s, steps)) for s in range(steps))
 
     def run():
-        return tasks.partition_local_steps(Block(X, Y), params, None, spec, opt, 1e-4,
+        return local_steps.partition_local_steps(Block(X, Y), params, None, spec, opt, 1e-4,
                                            tasks.Rate(1e-3), 11, schedule, steps, 3, True)
 
     first, first_state = run()

@@ -18,6 +18,7 @@ from pipeline.blocks import Block
 from pipeline.estimators import MLPClassifier, MLPRegressor
 from pipeline.nn import Workspace
 from pipeline.stores import ROOT, DiskBlock, Recipe, check_block_store, write_block
+from pipeline.train import order
 
 STORES = ("memory", "disk", "stream")
 
@@ -38,10 +39,10 @@ def _order_oracle(n, seed, block, epoch, C):
 
 @pytest.mark.parametrize("n", [1, 1000, 32_768, 32_769, 100_000])
 def test_epoch_order_is_the_two_level_permutation(n):
-    got = tasks.epoch_order(n, 5, 3, 2, True)
-    assert np.array_equal(got, _order_oracle(n, 5, 3, 2, tasks.EPOCH_CHUNK_ROWS))
+    got = order.epoch_order(n, 5, 3, 2, True)
+    assert np.array_equal(got, _order_oracle(n, 5, 3, 2, order.EPOCH_CHUNK_ROWS))
     assert np.array_equal(np.sort(got), np.arange(n))
-    C = tasks.EPOCH_CHUNK_ROWS
+    C = order.EPOCH_CHUNK_ROWS
     # each chunk's rows are visited together, as one contiguous run of positions
     runs = np.flatnonzero(np.diff(got // C)) if n > 1 else []
     assert len(runs) == -(-n // C) - 1
@@ -63,7 +64,7 @@ def test_check_block_store_names_the_choices():
 def test_disk_rows_equal_memory_rows_across_chunk_boundaries(tmp_path, monkeypatch, shuffle):
     """Any rows [lo, hi) of the epoch order read from a file (chunks, prefetch) equal the rows
     gathered from memory (the memory store's path, the oracle)."""
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 97)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 97)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
@@ -171,7 +172,7 @@ def test_disk_files_are_removed_after_fit_and_after_a_failure(client, monkeypatc
     X, y, _ = _data(n=20_000)
     _fit(client, "disk", X, y, chunks=5_000, max_iter=1)
     assert _store_dirs(client) == []
-    import pipeline.estimators as est_mod
+    import pipeline.mlp_base as est_mod
 
     seen = {}
 
@@ -265,7 +266,7 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
 
     import pipeline.stores as stores
 
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 64)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 64)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(stores, "memory_limit", lambda: 1)
     rng = np.random.default_rng(1)
@@ -309,7 +310,7 @@ def test_stream_rows_equal_memory_rows_and_the_next_epoch_is_rebuilt_ahead(monke
     import pipeline.stores as stores
     from pipeline.stores import StreamBlock
 
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 97)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 97)
     rng = np.random.default_rng(2)
     n, d = 1000, 4
     X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
@@ -339,7 +340,7 @@ def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monk
 
     import pipeline.stores as stores
 
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 50)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 50)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     rng = np.random.default_rng(3)
     n = 230
@@ -350,11 +351,11 @@ def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monk
     ws = Workspace()
     try:
         for epoch in range(2):
-            seq = tasks.chunk_sequence(n, 1, 0, epoch, True)
-            nxt = tasks.chunk_sequence(n, 1, 0, epoch + 1, True)[0]
+            seq = order.chunk_sequence(n, 1, 0, epoch, True)
+            nxt = order.chunk_sequence(n, 1, 0, epoch + 1, True)[0]
             pos = 0
             for j, c in enumerate(seq):
-                a, e = tasks.chunk_bounds(n, int(c))
+                a, e = order.chunk_bounds(n, int(c))
                 tasks._rows(handle, 1, 0, epoch, True, pos, pos + 1, ws)
                 pos += e - a
                 reader = stores._READERS[("pf", 0)]
@@ -363,7 +364,7 @@ def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monk
                 if want[0] != int(c):
                     assert reader.pending[:2] == want
                     _, rows = reader.pending[2].result()
-                    assert np.array_equal(rows, tasks.chunk_permutation(n, *want[1], want[0]))
+                    assert np.array_equal(rows, order.chunk_permutation(n, *want[1], want[0]))
     finally:
         stores.release_local(["pf"])
 
@@ -400,7 +401,7 @@ def test_a_prefetch_never_rebuilds_a_missing_file_and_closing_cancels_it(tmp_pat
 
     import pipeline.stores as stores
 
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 40)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 40)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     pool = _Deferred()
     monkeypatch.setattr(stores, "_pool", lambda: pool)
@@ -440,7 +441,7 @@ def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
     import pipeline.stores as stores
     from pipeline.stores import StreamBlock
 
-    monkeypatch.setattr(tasks, "EPOCH_CHUNK_ROWS", 64)
+    monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 64)
     rng = np.random.default_rng(5)
     n, d = 300, 3
     block_bytes = n * (d + 1) * 8

@@ -24,9 +24,10 @@ from ..backend import to_host
 from ..blocks import BlockSet
 from .lbfgs import run_lbfgs
 from .rounds import Rounds
+from .scores import score_value
 from .stopping import Progress, StoppingRule
 from .strategies import GradientSync, LocalSGD, SyncState
-from .tasks import Rate, score_value
+from .tasks import Rate
 
 __all__ = ["SOLVERS", "SYNC_MODES", "TrainConfig", "TrainResult", "TrainState", "evaluate",
            "make_strategy", "train"]

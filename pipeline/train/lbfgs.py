@@ -12,7 +12,8 @@ import numpy as np
 from .. import events
 from ..backend import to_host
 from .rounds import Rounds
-from .tasks import check_finite, score_value
+from .scores import score_value
+from .tasks import check_finite
 
 __all__ = ["run_lbfgs"]
 

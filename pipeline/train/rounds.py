@@ -19,22 +19,10 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import events
+from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
-from .tasks import (
-    LocalResult,
-    Partial,
-    ScorePartial,
-    StepState,
-    fold_and_step,
-    fold_local,
-    fold_partials,
-    fold_scores,
-    partition_grads,
-    partition_scores,
-    partitions_local_steps,
-    replica_local_steps,
-    round_metrics,
-)
+from .scores import ScorePartial, fold_scores, partition_scores
+from .tasks import Partial, StepState, fold_and_step, fold_partials, partition_grads, round_metrics
 
 __all__ = ["Rounds"]
 

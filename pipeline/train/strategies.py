@@ -29,9 +29,10 @@ import numpy as np
 
 from .. import optim
 from ..backend import to_host
+from .order import span
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
-from .tasks import Partial, Rate, check_finite, gradient_step, span
+from .tasks import Partial, Rate, check_finite, gradient_step
 
 __all__ = ["Balancer", "EpochOutcome", "GradientSync", "LocalSGD", "SyncState"]
 

@@ -1,0 +1,212 @@
+"""Local SGD on the workers: the inner optimizer run over a block's (or a replica's run of
+blocks') mini-batches from the global parameters, returning rows-weighted parameter changes that
+:func:`fold_local` averages in block order (:class:`pipeline.train.strategies.LocalSGD`)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import backend as bk
+from .. import optim
+from ..backend import namespace, to_device_of
+from ..blocks import Block
+from ..nn import Context, Workspace
+from ..reduce import tree_fold
+from .order import step_rows
+from .tasks import (
+    Partial,
+    Rate,
+    _finite_or_nan,
+    _host_partial,
+    _in_block_order,
+    _like,
+    _rows,
+    _step_context,
+    _worker_address,
+    combine_grads,
+    workspace_for,
+)
+
+__all__ = ["LocalResult", "fold_local", "partition_local_steps", "partitions_local_steps",
+           "replica_local_steps"]
+
+
+
+def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: float, w: Any,
+                state: Any, Xb: Any, Yb: Any, global_rows: int,
+                ctx: Context) -> tuple[Any, Any, float]:
+    """One inner optimizer step on a mini-batch; returns the new parameters and state and the
+    batch's loss sum including its share of the penalty. The penalty is scaled by the *global*
+    step's rows, so that with local_steps=1 and plain SGD the rows-weighted average of the
+    blocks' steps is the synchronous step.
+
+    ``w`` is the caller's own working copy (:func:`_working_copy`): it is updated in place (and
+    returned), so the model's views of it carry over from one step to the next; an optimizer
+    that wanted to keep ``params`` itself in its state would have to copy it. The arithmetic is
+    that of ``w + update(grad / m + pen_grad)``, operation for operation."""
+    m = int(Xb.shape[0])
+    loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
+    pen, pen_grad = _l2_penalty(model, w, alpha, global_rows, ctx)
+    g = grad / float(m)  # fresh: the optimizer may keep it
+    g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
+    updates, state = optimizer.update(g, state, w)
+    return bk.elementwise("add", w, updates, out=_same_dtype(w, updates)), state, loss + pen * m
+
+
+def _same_dtype(a: Any, b: Any) -> Any:
+    """``a`` as the ``out=`` of ``a + b`` when the sum keeps a's dtype, else ``None`` (a fresh,
+    promoted result, as ``a + b`` gives when parameters and data differ in precision)."""
+    return a if a.dtype == b.dtype else None
+
+
+def _l2_penalty(model: Any, w: Any, alpha: float, rows: int, ctx: Context) -> tuple[float, Any]:
+    """``model.l2_penalty``, into the step's workspace when the model takes a context."""
+    if _penalty_takes_context(type(model)):
+        return model.l2_penalty(w, alpha, rows, ctx=ctx)
+    return model.l2_penalty(w, alpha, rows)
+
+
+_TAKES_CONTEXT: dict[Any, bool] = {}
+
+
+def _penalty_takes_context(kind: Any) -> bool:
+    """Whether ``kind.l2_penalty`` has a ``ctx`` parameter (the model protocol's older form
+    has none), looked up once per model class."""
+    known = _TAKES_CONTEXT.get(kind)
+    if known is None:
+        try:
+            known = "ctx" in inspect.signature(kind.l2_penalty).parameters
+        except (TypeError, ValueError, AttributeError):
+            known = False
+        _TAKES_CONTEXT[kind] = known
+    return known
+
+
+def _working_copy(w0: Any, ws: Workspace) -> Any:
+    """A copy of ``w0`` that the local steps update in place (``w0`` may be the caller's): a
+    buffer of the block's workspace where the namespace writes into buffers (nothing returned
+    from the task refers to it), else a fresh copy."""
+    w = ws.child("local_steps").get("w", tuple(w0.shape), w0)
+    if w is None:
+        return namespace(w0).asarray(w0, copy=True)
+    w[...] = w0
+    return w
+
+
+def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: Any,
+                          optimizer: optim.GradientTransformation, alpha: float,
+                          learning_rate: Rate, index: int,
+                          schedule: tuple[tuple[int, int, int], ...], steps: int, seed: int,
+                          shuffle: bool) -> tuple[Partial, Any]:
+    """Run the inner optimizer over ``schedule`` (``(epoch, step, rows of the global step)``)
+    on block ``index``, starting from the global ``params``.
+
+    Returns the rows-weighted parameter change and the block's new inner optimizer state.
+    """
+    start = time.perf_counter()
+    X = _like(block)
+    ydtype = block.Y.dtype if isinstance(block, Block) else X.dtype
+    n = X.shape[0]
+    w0 = to_device_of(params, X, dtype=ydtype)  # host or any device -> X's (X may hold pixels)
+    if state is None:
+        state = optimizer.init(w0)
+    else:
+        state = optim.state_to_device(state, X)
+    state = learning_rate.apply(state)
+    loss_total, rows_total = 0.0, 0
+    ws = workspace_for(index, X)
+    w = _working_copy(w0, ws)
+    for epoch, step, global_rows in schedule:
+        lo, hi = step_rows(n, step, steps)
+        if hi <= lo:
+            continue
+        Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
+        w, state, loss = _local_step(model, optimizer, alpha, w, state, Xb, Yb, global_rows,
+                                     _step_context(ws, seed, index, epoch, step))
+        loss_total += loss
+        rows_total += hi - lo
+    delta = (w - w0) * float(rows_total)
+    seconds = time.perf_counter() - start
+    timing = ((index, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
+               rows_total),)
+    return Partial(loss_total, delta, rows_total, timing), state
+
+
+def partitions_local_steps(blocks: list[Block], indices: list[int], params: np.ndarray,
+                           states: list[Any], model: Any,
+                           optimizer: optim.GradientTransformation, alpha: float,
+                           learning_rate: Rate,
+                           schedules: list[tuple[tuple[int, int, int], ...]], steps: int,
+                           seed: int, shuffle: bool) -> list[tuple[int, tuple[Partial, Any]]]:
+    """:func:`partition_local_steps` for each block a worker holds (each its own schedule).
+
+    Inner states come back as host arrays (parameter-sized), so a round's graph never depends
+    on an earlier round and recovery recomputes one round."""
+    out = []
+    for b, i, state, schedule in zip(blocks, indices, states, schedules, strict=True):
+        part, new_state = partition_local_steps(b, params, state, model, optimizer, alpha,
+                                                learning_rate, i, schedule, steps, seed,
+                                                shuffle)
+        out.append((i, (part, optim.state_to_host(new_state))))
+    return out
+
+
+def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, params: Any,
+                        state: Any, model: Any, optimizer: optim.GradientTransformation,
+                        alpha: float, learning_rate: Rate,
+                        schedule: tuple[tuple[int, int, int], ...], steps: int, seed: int,
+                        shuffle: bool) -> list[tuple[int, tuple[Partial, Any]]]:
+    """Local SGD of one replica: a contiguous run of blocks trained as one stream.
+
+    Step ``s`` takes, from every block of the replica, the rows that block contributes to
+    global step ``s`` (its share of its own epoch order, as in exact-gradient mode), so a
+    replica's mini-batches are stratified over its blocks and the model it trains does not
+    depend on how its rows are cut into blocks. Returns ``[(replica, (partial, state))]``.
+    """
+    start = time.perf_counter()
+    X0 = _like(blocks[0])
+    xp = namespace(X0)
+    ydtype = blocks[0].Y.dtype if isinstance(blocks[0], Block) else X0.dtype
+    w0 = to_device_of(params, X0, dtype=ydtype)
+    state = optimizer.init(w0) if state is None else optim.state_to_device(state, X0)
+    state = learning_rate.apply(state)
+    spaces = [workspace_for(i, _like(b)) for b, i in zip(blocks, indices, strict=True)]
+    w = _working_copy(w0, spaces[0])
+    loss_total, rows_total = 0.0, 0
+    for epoch, step, global_rows in schedule:
+        xs, ys = [], []
+        for b, i, ws in zip(blocks, indices, spaces, strict=True):
+            lo, hi = step_rows(_like(b).shape[0], step, steps)
+            if hi > lo:
+                Xi, Yi = _rows(b, seed, i, epoch, shuffle, lo, hi, ws)
+                xs.append(Xi)
+                ys.append(Yi)
+        if not xs:
+            continue
+        Xb, Yb = (xs[0], ys[0]) if len(xs) == 1 else (xp.concat(xs, axis=0), xp.concat(ys, axis=0))
+        w, state, loss = _local_step(model, optimizer, alpha, w, state, Xb, Yb, global_rows,
+                                     _step_context(spaces[0], seed, indices[0], epoch, step))
+        loss_total += loss
+        rows_total += int(Xb.shape[0])
+    delta = (w - w0) * float(rows_total)
+    seconds = time.perf_counter() - start
+    timing = ((replica, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
+               rows_total),)
+    return [(replica, (Partial(loss_total, delta, rows_total, timing),
+                       optim.state_to_host(state)))]
+
+
+class LocalResult(NamedTuple):
+    partial: Partial
+    states: tuple[Any, ...]  # per block, in block order, host arrays
+
+
+def fold_local(groups: list[list[tuple[int, tuple[Partial, Any]]]],
+               split_every: int) -> LocalResult:
+    ordered = _in_block_order(groups)
+    partial = tree_fold([p for p, _ in ordered], combine_grads, split_every=split_every)
+    return LocalResult(_host_partial(partial), tuple(s for _, s in ordered))

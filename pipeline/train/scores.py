@@ -1,0 +1,89 @@
+"""Scoring tasks: per-block loss and accuracy (or squared error) sums, folded in block order,
+for validation and ``score`` (no dropout or augmentation, no input gradient)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import namespace, to_host
+from ..blocks import Block
+from ..reduce import tree_fold
+from .tasks import _EVALUATION, _as_block, _in_block_order
+
+__all__ = ["ScorePartial", "combine_scores", "fold_scores", "partition_score",
+           "partition_scores", "score_value"]
+
+
+
+class ScorePartial(NamedTuple):
+    n: int
+    loss: float
+    correct: float  # classification
+    sse: np.ndarray  # regression, per output
+    sum_y: np.ndarray
+    sum_y2: np.ndarray
+
+
+def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartial:
+    """Sums behind accuracy / R² and the mean loss on a validation block."""
+    X, Y = _as_block(block)
+    xp = namespace(X)
+    n = int(X.shape[0])
+    k = int(Y.shape[1]) if Y.ndim == 2 else 1
+    zeros = np.zeros(k)
+    if n == 0:
+        return ScorePartial(0, 0.0, 0.0, zeros, zeros, zeros)
+    rows = getattr(model, "score_rows", None)
+    if rows and n > rows:  # a model with large activations (images) scores in slices
+        return combine_scores([partition_score(Block(X[a:a + rows], Y[a:a + rows]), params,
+                                               model) for a in range(0, n, rows)])
+    loss, _ = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)
+    out = model.forward(params, X)
+    if model.loss == "squared_error":
+        r = out - Y
+        return ScorePartial(
+            n, float(loss), 0.0,
+            to_host(xp.sum(r * r, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y, axis=0)).astype(np.float64),
+            to_host(xp.sum(Y * Y, axis=0)).astype(np.float64),
+        )
+    if model.loss == "binary_log_loss":
+        pred = xp.astype(out[:, 0] > 0.5, Y.dtype)
+        correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
+    else:
+        correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
+    return ScorePartial(n, float(loss), float(to_host(correct)), zeros, zeros, zeros)
+
+
+def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
+                     model: Any) -> list[tuple[int, ScorePartial]]:
+    return [(i, partition_score(b, params, model)) for b, i in zip(blocks, indices, strict=True)]
+
+
+def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
+    return ScorePartial(
+        sum(p.n for p in parts),
+        sum(p.loss for p in parts),
+        sum(p.correct for p in parts),
+        sum((p.sse for p in parts), np.zeros_like(parts[0].sse)),
+        sum((p.sum_y for p in parts), np.zeros_like(parts[0].sum_y)),
+        sum((p.sum_y2 for p in parts), np.zeros_like(parts[0].sum_y2)),
+    )
+
+
+def fold_scores(groups: list[list[tuple[int, ScorePartial]]], split_every: int) -> ScorePartial:
+    return tree_fold(_in_block_order(groups), combine_scores, split_every=split_every)
+
+
+def score_value(s: ScorePartial, loss: str) -> float:
+    """Accuracy (classification) or mean R² over outputs (regression) from the summed counts."""
+    if s.n == 0:
+        return float("nan")
+    if loss == "squared_error":
+        ss_tot = s.sum_y2 - s.sum_y**2 / s.n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - s.sse / ss_tot, np.where(s.sse == 0, 1.0, 0.0))
+        return float(np.mean(r2))
+    return float(s.correct / s.n)
