@@ -8,7 +8,7 @@ training) persisted on the workers first. Two measurements, in separate runs:
   baseline is each worker's RSS just before the fit, after a warm-up fit (imports paid) and
   ``malloc_trim(0)`` (so freed heap from generating the source is not reused unseen).
 * tracemalloc (exact live bytes, NumPy's buffers included): started on the workers just before
-  the fit; the peak is read and reset when training starts (``pipeline.estimators.train`` is
+  the fit; the peak is read and reset when training starts (``pipeline.mlp_base.train`` is
   wrapped), so building the blocks and training get separate peaks.
 
 The training ``start`` event splits the RSS samples into building the blocks and training.
@@ -119,7 +119,7 @@ def _traced(rows_per_worker: int, epochs: int, batch: int) -> dict[str, Any]:
     """Exact live-bytes peaks (tracemalloc) on each worker, blocks phase and training phase."""
     from distributed import wait
 
-    import pipeline.estimators as est
+    import pipeline.mlp_base as est
     from pipeline.estimators import MLPClassifier
 
     with local_cluster(2) as client:

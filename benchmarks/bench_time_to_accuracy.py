@@ -12,7 +12,7 @@ clock stopped):
 * ours, ``pipeline.MLPClassifier(**kw)`` for each ``--ours-kw`` (default: ``{}``, the
   estimator's defaults) on a 2-worker LocalCluster: the rows go ``da.from_array`` (``--partitions``
   chunks) → ``client.persist`` before the clock starts; the clock starts at ``fit`` (building
-  the blocks counts) and each epoch's end is taken inside ``fit`` (``pipeline.estimators.train``
+  the blocks counts) and each epoch's end is taken inside ``fit`` (``pipeline.mlp_base.train``
   is wrapped to add an ``on_epoch_end`` hook);
 * ours with 1, 2, 4, ... 64 blocks on the same 2 workers (``--blocks``; K chunks and
   ``min_block_rows=1``, so the blocks are real), on the ``--sweep-datasets``.
@@ -125,7 +125,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
     import dask.array as da
     from distributed import wait
 
-    import pipeline.estimators as est
+    import pipeline.mlp_base as est
 
     rows = ds.X.shape[0]
     chunk = math.ceil(rows / partitions)
@@ -170,7 +170,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
         est.train = real_train
         del Xd, yd
     if not c["acc"]:
-        raise RuntimeError(f"{label}: the epoch hook never ran (pipeline.estimators.train "
+        raise RuntimeError(f"{label}: the epoch hook never ran (pipeline.mlp_base.train "
                            "was not called with on_epoch_end)")
     return c
 
