@@ -126,6 +126,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
     from distributed import wait
 
     import pipeline.mlp_base as est
+    from pipeline.estimators import MLPClassifier
 
     rows = ds.X.shape[0]
     chunk = math.ceil(rows / partitions)
@@ -159,7 +160,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
     params = {"hidden_layer_sizes": HIDDEN, "random_state": seed, "max_iter": epochs, **kw}
     est.train = train
     try:
-        clf = est.MLPClassifier(**params)
+        clf = MLPClassifier(**params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clock["t0"] = time.perf_counter()
