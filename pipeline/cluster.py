@@ -10,7 +10,7 @@ from distributed import Client, get_client
 
 from .backend import gpu_count
 
-__all__ = ["connect", "current_client"]
+__all__ = ["connect", "current_client", "workers_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +123,19 @@ def current_client(client: Client | None = None) -> Client:
         raise RuntimeError(
             "no Dask client: call pipeline.connect() first or pass client=..."
         ) from exc
+
+
+def workers_info(client: Any) -> dict[str, dict[str, Any]]:
+    """The scheduler's information on every worker (address -> info), fetched now.
+
+    Not ``client.scheduler_info()["workers"]``: that returns the client's cached identity,
+    which the client's own periodic refresh replaces with one that carries no per-worker
+    information, so on a busy machine it can read as a cluster without workers (a fit then
+    took one replica instead of one per worker, or saw every worker as lost).
+    """
+    try:
+        identity = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # a distributed whose identity() takes no n_workers: all workers
+        identity = client.sync(client.scheduler.identity)
+    return dict(identity.get("workers") or {})
+

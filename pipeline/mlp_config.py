@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import optim
+from .cluster import workers_info
 from .train import TrainConfig, make_strategy
 
 __all__ = ["AUTO_ROWS_PER_ROUND", "dropout_rates", "hidden_sizes", "inner_optimizer",
@@ -101,7 +102,7 @@ def replicas_for(replicas: Any, client: Any) -> int | None:
             raise ValueError(f"replicas must be 'auto', None or a positive int, got "
                              f"{replicas!r}")
         return replicas
-    workers = len(client.scheduler_info()["workers"]) if client is not None else 1
+    workers = len(workers_info(client)) if client is not None else 1
     return max(1, workers)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .cluster import workers_info
+
 __all__ = [
     "block_workers", "colocate", "move_block", "place", "plan_for_cluster", "plan_placement",
     "rebalance",
@@ -78,7 +80,7 @@ def plan_placement(rows: Sequence[int], current: Sequence[str | None],
 
 def worker_groups(client: Any) -> list[list[str]]:
     """Running workers grouped by device class (GPU workers, then CPU workers), sorted."""
-    info = client.scheduler_info()["workers"]
+    info = workers_info(client)
     gpu = sorted(w for w, d in info.items() if (d.get("resources") or {}).get("GPU", 0) > 0)
     cpu = sorted(w for w in info if w not in gpu)
     return [g for g in (gpu, cpu) if g]

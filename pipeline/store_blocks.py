@@ -19,6 +19,7 @@ import numpy as np
 from distributed import WorkerPlugin, wait
 
 from .blocks import BlockSet, _block_summary, _raw_block, _split_rows, coalesce_groups
+from .cluster import workers_info
 from .stores import (
     AUTO_MEMORY_FRACTION,
     ROOT,
@@ -99,11 +100,7 @@ def _build_disk(recipe: Recipe, store_id: str, index: int, n: int, d: int, k: in
 
 
 def _combined_limit(client: Any) -> int:
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed
-        info = client.scheduler_info()
-    limits = [int(w.get("memory_limit") or 0) for w in info["workers"].values()]
+    limits = [int(w.get("memory_limit") or 0) for w in workers_info(client).values()]
     return 0 if (not limits or min(limits) == 0) else sum(limits)
 
 

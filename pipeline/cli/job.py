@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from sklearn.exceptions import ConvergenceWarning
 
+from ..cluster import workers_info
 from ..config import ClusterConfig, RunConfig
 from .progress import TrainingProgress, step
 
@@ -116,7 +117,7 @@ def run_job(cfg: RunConfig, *, out: TextIO | None = None, progress: bool = True,
     with open_client(cfg.cluster) as client:
         results["dashboard"] = client.dashboard_link
         results["dashboard_page"] = _dashboard_page(client)
-        step(f"cluster: {len(client.scheduler_info()['workers'])} workers", err)
+        step(f"cluster: {len(workers_info(client))} workers", err)
         _print_links(results, out)
         data = cfg.data
         path = data.path

@@ -21,6 +21,8 @@ from dask.utils import parse_timedelta
 from distributed import KilledWorker
 from distributed.comm import CommClosedError
 
+from ..cluster import workers_info
+
 __all__ = ["DISRUPTIONS", "RoundDisrupted", "Watchdog", "renamed"]
 
 
@@ -91,7 +93,7 @@ class Watchdog:
         alone_since = None
         while not self._wait(futures):
             # Slow path only: one scheduler round trip per interval of waiting.
-            if self.client.scheduler_info()["workers"]:
+            if workers_info(self.client):
                 alone_since = None
                 continue
             now = time.monotonic()

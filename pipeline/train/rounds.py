@@ -19,6 +19,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import events
+from ..cluster import workers_info
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
 from .scores import ScorePartial, fold_scores, partition_scores
@@ -81,7 +82,7 @@ class Rounds:
         """At an epoch boundary: when workers were lost or joined since the last look, spread
         the blocks again (replicas: colocate again), so no worker idles while another holds
         most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
-        workers = frozenset(self.client.scheduler_info()["workers"])
+        workers = frozenset(workers_info(self.client))
         seen, self._workers_seen = self._workers_seen, workers
         if seen is None or seen == workers or not workers:
             return
@@ -176,7 +177,7 @@ class Rounds:
         self._where.update(where)
         if not moved:
             return set(), ""
-        alive = set(self.client.scheduler_info()["workers"])
+        alive = set(workers_info(self.client))
         lost = {w for w in moved.values() if w not in alive}
         blocks = sorted(i for i, w in moved.items() if w in lost)
         return lost, (f"worker(s) {', '.join(sorted(lost))} lost; blocks {blocks} recomputed "
