@@ -133,7 +133,7 @@ class _BaseTabular(BaseEstimator):
 
     # (the regressor's signature; the classifier spells out its own)
     def __init__(self, *, categorical=None, numeric="standard", n_bins=48,
-                 numeric_embedding="none", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=4,
+                 numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=4,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
@@ -463,18 +463,19 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     ``class_weight``: ``None``, ``"balanced"`` (``n / (n_classes * count_c)``, as
     scikit-learn) or a dict ``{label: weight}`` (labels not in it weigh 1).
 
-    ``numeric_embedding``: ``"none"`` (default: the encoded numeric columns enter the first
-    dense layer as they are) or ``"periodic"``: each numeric column becomes 8 learned sine and
-    8 cosine features (:class:`pipeline.nn.Periodic`, frequencies from ``normal(0, 0.1)``),
-    Gorishniy et al.'s periodic embeddings; not with ``numeric="ple"``. Off by default: the
-    quality benchmark has not shown it better on every dataset yet.
+    ``numeric_embedding``: ``"periodic"``: each numeric column becomes 8 learned sine and 8
+    cosine features (:class:`pipeline.nn.Periodic`, frequencies from ``normal(0, 0.1)``),
+    Gorishniy et al.'s periodic embeddings; ``"none"``: the encoded numeric columns enter the
+    first dense layer as they are; ``"auto"`` (default): periodic unless ``numeric="ple"``
+    (already a per-feature encoding). Evidence: ``benchmarks/bench_quality.py`` (quality
+    section of ``benchmarks/RESULTS.md``).
     """
 
     _loss = "log_loss"
 
     # scikit-learn reads the parameters from the signature: spelled out, same defaults.
     def __init__(self, *, class_weight=None, categorical=None, numeric="quantile_normal",
-                 n_bins=48, numeric_embedding="none", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False,
+                 n_bins=48, numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False,
                  n_members=4, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,

@@ -80,13 +80,15 @@ PERIODIC_FREQUENCIES, PERIODIC_SIGMA = 8, 0.1  # numeric_embedding="periodic"
 
 def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
                   hidden_layer_sizes: tuple[int, ...], dropout: float, layer_norm: bool,
-                  n_members: int, numeric_embedding: str = "none") -> EnsembleSequential:
+                  n_members: int, numeric_embedding: str = "auto") -> EnsembleSequential:
     """The estimator's network for inputs laid out as ``layout`` (see the module docstring)."""
-    if numeric_embedding not in ("none", "periodic"):
-        raise ValueError(f"numeric_embedding must be 'none' or 'periodic', got "
+    if numeric_embedding not in ("auto", "none", "periodic"):
+        raise ValueError(f"numeric_embedding must be 'auto', 'none' or 'periodic', got "
                          f"{numeric_embedding!r}")
     branches: list[tuple[tuple[int, ...], Layer]] = []
     numeric_cols = tuple(range(*layout.numeric))
+    if numeric_embedding == "auto":  # periodic where a feature is one column (not PLE)
+        numeric_embedding = "periodic" if layout.numeric_width == 1 else "none"
     if numeric_embedding == "periodic" and numeric_cols:
         if layout.numeric_width != 1:
             raise ValueError("numeric_embedding='periodic' embeds one column per numeric "

@@ -267,6 +267,12 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
                                              n_bins=4)).fit(X, y)
     with pytest.raises(ValueError, match="numeric_embedding must be"):
         pl.TabularClassifier(**_small_params(numeric_embedding="fourier")).fit(X, y)
+    # "auto" (the default): periodic on one column per feature, none on PLE's bins
+    auto = pl.TabularClassifier(**_small_params(max_iter=1)).fit(X, y)
+    assert any(isinstance(layer, Periodic) for _, layer in auto.model_.body.layers[0].branches)
+    ple = pl.TabularClassifier(**_small_params(max_iter=1, numeric="ple", n_bins=4)).fit(X, y)
+    assert not any(isinstance(layer, Periodic)
+                   for _, layer in ple.model_.body.layers[0].branches)
 
 
 def test_regression_reports_target_units(client):
