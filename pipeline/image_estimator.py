@@ -309,34 +309,13 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
         return self
 
     def _set_fitted(self, result: TrainResult, spec: Any, blocks: BlockSet, X: Any) -> None:
+        self._set_run_results(result, blocks)
         self.classes_ = blocks.classes
-        # what a later partial_fit continues from (as MLPClassifier keeps it)
-        self.train_state_ = (result.state._replace(history=[], cursors=None)
-                             if result.state.opt_state is not None
-                             or result.state.local_states is not None else None)
         self.params_ = np.asarray(result.params)
         self.image_shape_ = tuple(spec.in_shape)
         _, mean, std = self._fit_inputs
         self.channel_mean_ = np.asarray(mean, dtype=np.float64)
         self.channel_std_ = np.asarray(std, dtype=np.float64)
-        self.n_iter_ = result.n_iter
-        self.loss_ = result.loss
-        self.loss_curve_ = list(result.state.loss_curve)
-        self.validation_scores_ = list(result.state.validation_scores) or None
-        self.best_loss_ = result.state.best_loss
-        self.best_validation_score_ = (result.state.best_validation_score
-                                       if self.early_stopping else None)
-        self.t_ = result.state.t
-        self.n_features_in_ = blocks.n_features
-        self.n_outputs_ = blocks.n_outputs
-        self.history_ = list(result.history)
-        self.train_summary_ = {
-            "run_id": result.run_id, "seconds": result.seconds, "rounds": result.rounds,
-            "retries": result.retries, "recovery_seconds": result.recovery_seconds,
-            "n_partitions": len(blocks.futures), "n_samples": blocks.n_samples,
-            "stopped_early": result.stopped_early,
-        }
-        self.optimizer_state_ = result.state.opt_state
 
     # ------------------------------------------------------------------ prediction ------------
 

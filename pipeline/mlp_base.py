@@ -275,16 +275,26 @@ class _BaseMLP(BaseEstimator):
 
     def _set_fitted(self, result: TrainResult, spec: nn.MLPSpec, blocks: BlockSet,
                     X: Any) -> None:
-        # what a later partial_fit continues from, saved with the model (scikit-learn keeps its
-        # _optimizer): optimizer moments or local-SGD replica states, epoch, t_, stopping state
-        self.train_state_ = (result.state._replace(history=[], cursors=None)
-                             if result.state.opt_state is not None
-                             or result.state.local_states is not None else None)
+        self._set_run_results(result, blocks)
         self.params_ = to_host(result.params)
         self.spec_ = spec
         layers = nn.unpack(spec, self.params_)
         self.coefs_ = [np.asarray(W) for W, _ in layers]
         self.intercepts_ = [np.asarray(b) for _, b in layers]
+        self.n_layers_ = len(spec.layer_sizes)
+        self.out_activation_ = {"binary_log_loss": "logistic", "log_loss": "softmax",
+                                "squared_error": "identity"}[spec.loss]
+        columns = getattr(X, "columns", None)
+        if columns is not None:
+            self.feature_names_in_ = np.asarray([str(c) for c in columns], dtype=object)
+
+    def _set_run_results(self, result: TrainResult, blocks: BlockSet) -> None:
+        """The fitted attributes every network estimator takes from a training run."""
+        # what a later partial_fit continues from, saved with the model (scikit-learn keeps its
+        # _optimizer): optimizer moments or local-SGD replica states, epoch, t_, stopping state
+        self.train_state_ = (result.state._replace(history=[], cursors=None)
+                             if result.state.opt_state is not None
+                             or result.state.local_states is not None else None)
         self.n_iter_ = result.n_iter
         self.loss_ = result.loss
         self.loss_curve_ = list(result.state.loss_curve)
@@ -295,9 +305,6 @@ class _BaseMLP(BaseEstimator):
         self.t_ = result.state.t
         self.n_features_in_ = blocks.n_features
         self.n_outputs_ = blocks.n_outputs
-        self.n_layers_ = len(spec.layer_sizes)
-        self.out_activation_ = {"binary_log_loss": "logistic", "log_loss": "softmax",
-                                "squared_error": "identity"}[spec.loss]
         self.history_ = list(result.history)
         self.train_summary_ = {
             "run_id": result.run_id, "seconds": result.seconds, "rounds": result.rounds,
@@ -306,9 +313,6 @@ class _BaseMLP(BaseEstimator):
             "n_samples": blocks.n_samples, "stopped_early": result.stopped_early,
         }
         self.optimizer_state_ = result.state.opt_state
-        columns = getattr(X, "columns", None)
-        if columns is not None:
-            self.feature_names_in_ = np.asarray([str(c) for c in columns], dtype=object)
 
     # ------------------------------------------------------------------ prediction ------------
 

@@ -45,6 +45,7 @@ from . import optim
 from .backend import to_host
 from .blocks import Block, split_blocks, to_blocks
 from .cluster import current_client
+from .predict_blocks import is_dask as _is_dask
 from .tabular_net import build_network, weight_mask
 from .tabular_partition import transform_partition
 from .tabular_prep import TabularPreprocessor
@@ -121,10 +122,6 @@ def _take_labels(idx: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ estimators ---------------
-
-def _is_dask(obj: Any) -> bool:
-    return type(obj).__module__.startswith(("dask", "dask_expr", "dask_cudf"))
-
 
 class _BaseTabular(BaseEstimator):
     """Shared fit/predict machinery; see the module docstring."""
