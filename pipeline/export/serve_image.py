@@ -32,8 +32,9 @@ def image_feed(graph_input: Any, images: Any) -> np.ndarray:
     want = _NUMPY.get(graph_input.type)
     expected = tuple(graph_input.shape[1:])
     if X.ndim != 4 or tuple(X.shape[1:]) != expected:
-        raise ValueError(f"the ONNX model takes images of shape (n, {', '.join(map(str, expected))})"
-                         f", got {X.shape}")
+        want_shape = ", ".join(map(str, expected))
+        raise ValueError(f"the ONNX model takes images of shape (n, {want_shape}), got "
+                         f"{X.shape}")
     if X.dtype != want:
         raise ValueError(f"the ONNX model takes {want} images, got {X.dtype}: cast integer "
                          "pixels with .astype(np.uint8), or export with input_dtype='float32' "
