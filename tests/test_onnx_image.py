@@ -384,6 +384,14 @@ def test_cli_export_and_predict_onnx_round_trip(fitted, cluster, tmp_path, capsy
                                        atol=1e-5)
         else:
             _assert_labels_equal(scored["prediction"].to_numpy(), labels, proba)
+    # a .npy of images: predictions only (no class folders), in the array's order
+    np.save(tmp_path / "images.npy", X[:60])
+    assert main(["predict", "--onnx", str(onx), str(tmp_path / "images.npy"),
+                 str(tmp_path / "npy"), "--scheduler", cluster.scheduler_address]) == 0
+    scored = pd.read_parquet(tmp_path / "npy")
+    assert list(scored.columns) == ["prediction"]
+    _assert_labels_equal(scored["prediction"].to_numpy(), clf.predict(X[:60]),
+                         clf.predict_proba(X[:60]))
     assert main(["predict", model, images, str(tmp_path / "x"),
                  "--scheduler", cluster.scheduler_address]) == 2
     assert "is an image model" in capsys.readouterr().err

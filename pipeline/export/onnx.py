@@ -252,7 +252,8 @@ def _metadata(model: Any, prep: Any) -> dict[str, str]:
 
 def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     """The checked ONNX model of a fitted ``MLPClassifier``/``MLPRegressor`` (and
-    ``preprocessor``), as described in this module's docstring."""
+    ``preprocessor``), as described in this module's docstring; of an ``ImageClassifier``,
+    as :mod:`pipeline.export.onnx_image` describes."""
     if hasattr(model, "image_shape_"):  # a fitted ImageClassifier: pixels in, see onnx_image
         from .onnx_image import build_image_onnx
 

@@ -210,7 +210,8 @@ def _as_pandas(obj: Any) -> Any:
 def validation_score(data: bytes, X: Any, y: Any) -> tuple[str, float]:
     """``("accuracy", a)`` or ``("r2", r)`` of the ONNX model ``data`` on ``(X, y)``, scored by
     onnxruntime (one thread). ``X``: raw columns (pandas or dask DataFrame) for a graph with a
-    preprocessor, features (array or frame) for a graph with input ``X``."""
+    preprocessor, features (array or frame) for a graph with input ``X``, images
+    ``(N, H, W[, C])`` (NumPy or dask array) for an image graph."""
     from sklearn.metrics import accuracy_score, r2_score
 
     from .serve import OnnxModel, score_frame
