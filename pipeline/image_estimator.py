@@ -358,5 +358,16 @@ class ImageClassifier(ClassifierMixin, _BaseMLP):
             raise NotImplementedError("sample_weight is not supported by score yet")
         return float(self._score_blocks(X, y)["accuracy"])
 
-    def export_onnx(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("ONNX export covers the MLPs, not ImageClassifier yet")
+    def export_onnx(self, path: str, *, quantize: str | None = None,
+                    validation: tuple[Any, Any] | None = None,
+                    max_accuracy_drop: float = 0.003, on_drop: str = "raise") -> Any:
+        """Write one ONNX graph from uint8 pixels ``image`` ``(N, H, W, C)`` to ``label`` and
+        ``probabilities`` (:mod:`pipeline.export.onnx_image`). ``quantize="int8"`` stores the
+        convolution and dense weights as int8; ``validation=(images, labels)`` scores the
+        graphs on it and guards the int8 accuracy drop: see
+        :func:`pipeline.export.export_onnx`. Returns its :class:`~pipeline.export.ExportReport`.
+        """
+        from .export import export_onnx
+
+        return export_onnx(self, path, quantize=quantize, validation=validation,
+                           max_accuracy_drop=max_accuracy_drop, on_drop=on_drop)

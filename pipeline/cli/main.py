@@ -80,6 +80,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return _predict_onnx(args)
     with open_client(_cluster(args)):
         saved = load(args.model)
+        if hasattr(saved.model, "image_shape_"):
+            raise ValueError(f"{args.model} is an image model: score a folder of images with "
+                             "`pipeline export MODEL OUT.onnx` then `pipeline predict --onnx "
+                             "OUT.onnx IMAGES OUT`")
         df = read(args.data, format=args.format)
         step(f"scoring {args.data} with {args.model} -> {args.out}")
         keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep else None
@@ -92,10 +96,16 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     from ..export import OnnxModel, predict_onnx
     from ..io import read
     from .job import open_client
+    from .onnx_images import is_image_graph, predict_images
     from .progress import step
 
     model = OnnxModel.from_file(args.model)  # read once here, shipped once to each worker
     with open_client(_cluster(args)):
+        if is_image_graph(model):  # DATA: a folder of images (or .npy), see onnx_images
+            step(f"scoring images {args.data} with {args.model} (onnxruntime) -> {args.out}")
+            predict_images(model, args.data, args.out, proba=args.proba)
+            print(f"predictions: {args.out}")
+            return 0
         df = read(args.data, format=args.format)
         step(f"scoring {args.data} with {args.model} (onnxruntime) -> {args.out}")
         predict_onnx(df, model, proba=args.proba).to_parquet(args.out, write_index=False)
@@ -109,7 +119,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     saved = load(args.model)
     validation = None
-    if args.validation:
+    if args.validation and hasattr(saved.model, "image_shape_"):  # an image folder
+        from .onnx_images import validation_images
+
+        validation = validation_images(args.validation, saved.model)
+    elif args.validation:
         from ..io import read
 
         label = args.label or getattr(saved.preprocessor, "label", None)
@@ -208,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("out", help="ONNX file to write")
     ex.add_argument("--quantize", choices=["int8"], help="int8 weights, one scale per output "
                                                          "channel (pipeline.export.quantize)")
-    ex.add_argument("--validation", help="CSV/Parquet data with the label: score fp32 (and "
-                                         "int8) on it and refuse an int8 model that loses more "
-                                         "than --max-accuracy-drop")
+    ex.add_argument("--validation", help="CSV/Parquet data with the label (an image model: a "
+                                         "folder with one sub-folder per class): score fp32 "
+                                         "(and int8) on it and refuse an int8 model that loses "
+                                         "more than --max-accuracy-drop")
     ex.add_argument("--label", help="label column of --validation (default: the "
                                     "preprocessor's)")
     ex.add_argument("--format", choices=["csv", "parquet"], help="format of --validation")
@@ -223,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     pd_ = sub.add_parser("predict", help="score data with a saved model, lazily, to Parquet")
     pd_.add_argument("model", help="directory written by model.save, or an .onnx file with "
                                    "--onnx")
-    pd_.add_argument("data")
+    pd_.add_argument("data", help="Parquet/CSV; with --onnx and an image model's graph, a "
+                                  "folder of images (one sub-folder per class, written as "
+                                  "true_label) or a .npy file, read in file order")
     pd_.add_argument("out")
     pd_.add_argument("--format", choices=["csv", "parquet"])
     pd_.add_argument("--proba", action="store_true", help="write class probabilities")

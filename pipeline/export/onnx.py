@@ -252,7 +252,12 @@ def _metadata(model: Any, prep: Any) -> dict[str, str]:
 
 def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     """The checked ONNX model of a fitted ``MLPClassifier``/``MLPRegressor`` (and
-    ``preprocessor``), as described in this module's docstring."""
+    ``preprocessor``), as described in this module's docstring; of an ``ImageClassifier``,
+    as :mod:`pipeline.export.onnx_image` describes."""
+    if hasattr(model, "image_shape_"):  # a fitted ImageClassifier: pixels in, see onnx_image
+        from .onnx_image import build_image_onnx
+
+        return build_image_onnx(model, preprocessor=preprocessor)
     if not hasattr(model, "params_") or not hasattr(model, "spec_"):
         raise ValueError(f"{type(model).__name__} is not fitted (or not an MLP estimator of "
                          "this package): call fit first")

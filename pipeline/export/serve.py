@@ -89,8 +89,14 @@ def _string_column(values: pd.Series) -> np.ndarray:
 
 def onnx_feed(sess: Any, frame: Any) -> dict[str, np.ndarray]:
     """Inputs for ``sess.run`` from a pandas frame of raw columns (extra columns are ignored),
-    or from a 2-D array/frame of features when the graph has the single input ``X``."""
+    from a 2-D array/frame of features when the graph has the single input ``X``, or from an
+    ``(N, H, W, C)`` image array for an image graph (input ``image``, see
+    :func:`pipeline.export.serve_image.image_feed`)."""
     inputs = sess.get_inputs()
+    if len(inputs) == 1 and len(inputs[0].shape) == 4:  # an ImageClassifier's graph
+        from .serve_image import image_feed
+
+        return {inputs[0].name: image_feed(inputs[0], frame)}
     if len(inputs) == 1 and inputs[0].name == "X":
         dtype = np.float64 if inputs[0].type == "tensor(double)" else np.float32
         X = frame.to_numpy(dtype=dtype) if hasattr(frame, "to_numpy") else np.asarray(frame)
