@@ -337,7 +337,11 @@ class _BaseMLP(BaseEstimator):
             return evaluate(client, blocks, self.params_, self.spec_,
                             split_every=self.split_every)
         finally:
-            client.cancel(blocks.futures)
+            # release, not cancel: Client.cancel walks the blocks' dependents, and one the
+            # scheduler has not forgotten yet (the evaluation's own tasks, under load) trips
+            # distributed's `assert ts.who_wants` in stimulus_cancel
+            for future in blocks.futures:
+                future.release()
 
     def save(self, path: str, *, preprocessor: Any = None) -> str:
         """Save weights, optimizer state, hyperparameters and (optionally) the preprocessor to
