@@ -253,6 +253,10 @@ def _metadata(model: Any, prep: Any) -> dict[str, str]:
 def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     """The checked ONNX model of a fitted ``MLPClassifier``/``MLPRegressor`` (and
     ``preprocessor``), as described in this module's docstring."""
+    from .onnx_tabular import build_tabular_onnx, is_tabular  # estimators with their own prep
+
+    if is_tabular(model):
+        return build_tabular_onnx(model, preprocessor)
     if not hasattr(model, "params_") or not hasattr(model, "spec_"):
         raise ValueError(f"{type(model).__name__} is not fitted (or not an MLP estimator of "
                          "this package): call fit first")
