@@ -138,6 +138,53 @@ def test_preprocessing_graph_equals_transform_array(data, numeric):
     assert np.mean(out == expected) > 0.999
 
 
+def _graph_of(build, n_columns: int):
+    """A one-input (``x``, float64 ``(N, n_columns)``), one-output graph around ``build``."""
+    from pipeline.export.onnx import OPSET, _Graph
+
+    g = _Graph()
+    g.op("Identity", [build(g, g.add_input("x", onnx.TensorProto.DOUBLE, n_columns))],
+         output="y")
+    graph = onnx.helper.make_graph(g.nodes, "t", g.inputs, [onnx.helper.make_tensor_value_info(
+        "y", onnx.TensorProto.DOUBLE, [None, n_columns])], g.initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+                                   ir_version=10)
+    onnx.checker.check_model(model, full_check=True)
+    sess = onnxruntime.InferenceSession(model.SerializeToString())
+    return lambda x: sess.run(None, {"x": x})[0]
+
+
+def test_ndtri_graph_against_scipy():
+    from scipy.special import ndtri
+
+    from pipeline.export import onnx_encoding
+
+    rng = np.random.default_rng(5)
+    # the central region, both tails (r <= 5 and r > 5: p below exp(-25)), the ends
+    p = np.concatenate([rng.random(2_000), 10.0 ** -rng.uniform(1, 300, 2_000),
+                        1 - 10.0 ** -rng.uniform(1, 15, 500), [0.0, 0.5, 1.0, 0.075, 0.925]])
+    out = _graph_of(onnx_encoding.ndtri, 1)(p[:, None])[:, 0]
+    np.testing.assert_allclose(out, ndtri(p), rtol=1e-14, atol=0)
+    assert out[-5] == -np.inf and out[-3] == np.inf
+
+
+def test_interp_graph_against_numpy():
+    from pipeline.export import onnx_encoding
+
+    rng = np.random.default_rng(6)
+    for m in (2, 3, 7, 64, 1000):  # table lengths at and between powers of two
+        # knots with repeats (a discrete column's quantiles), per column
+        xq = np.sort(rng.integers(0, max(m // 2, 2), (m, 3)).astype(np.float64), axis=0)
+        fq = np.sort(rng.random((m, 3)), axis=0)
+        x = np.concatenate([rng.uniform(-2, m // 2 + 2, (3_000, 3)),
+                            xq[rng.integers(0, m, 1_000)],  # exactly at knots
+                            np.full((2, 3), np.inf), np.full((2, 3), -np.inf)])
+        out = _graph_of(lambda g, x_, xq=xq, fq=fq: onnx_encoding.interp(g, x_, xq, fq), 3)(x)
+        for j in range(3):
+            np.testing.assert_allclose(out[:, j], np.interp(x[:, j], xq[:, j], fq[:, j]),
+                                       rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("n_rows", [1, 2, 3])
 @pytest.mark.parametrize("numeric", ["quantile_normal", "quantile_uniform"])
 def test_quantile_encodings_with_one_to_three_fitted_quantiles(numeric, n_rows):
