@@ -196,6 +196,34 @@ def test_quantile_encodings_with_one_to_three_fitted_quantiles(numeric, n_rows):
     np.testing.assert_array_equal(out, prep.transform_array(grid))
 
 
+def test_only_categorical_columns_and_empty_vocabularies():
+    """Every value rare (no vocabulary), with and without missing values at fit time; and
+    numeric columns alone (no ai.onnx.ml operator then)."""
+    n = 12
+    fit = pd.DataFrame({"rare_missing": [f"v{i}" for i in range(n - 2)] + [None, None],
+                        "rare": [f"w{i}" for i in range(n)], "c": ["a", "b", None] * 4})
+    grid = pd.DataFrame({"rare_missing": ["v1", None, "zz"], "rare": ["w1", None, "zz"],
+                         "c": ["a", None, "zz"]})
+    prep = TabularPreprocessor(min_frequency=2).fit(fit)
+    assert [len(v) for v in prep.vocabularies_] == [0, 0, 2]
+    onx = build_tabular_preprocessor_onnx(prep)
+    np.testing.assert_array_equal(_run(onx, grid)["features"], prep.transform_array(grid))
+    num = TabularPreprocessor().fit(pd.DataFrame({"x": [1.0, np.nan, 3.0]}))
+    onx = build_tabular_preprocessor_onnx(num)
+    assert [o.domain for o in onx.opset_import] == [""]
+    grid = pd.DataFrame({"x": [np.nan, 0.0, 2.0]})
+    np.testing.assert_array_equal(_run(onx, grid)["features"], num.transform_array(grid))
+
+
+def test_columns_the_inputs_cannot_express_are_refused():
+    fit = pd.DataFrame({"x": np.arange(12.0), "c": ["", "a", "b"] * 4})
+    with pytest.raises(ValueError, match="'c' has the empty string as a category"):
+        build_tabular_preprocessor_onnx(TabularPreprocessor(min_frequency=1).fit(fit))
+    named = fit.rename(columns={"x": "probabilities"}).assign(c="a")
+    with pytest.raises(ValueError, match="'probabilities' cannot be an ONNX input name"):
+        build_tabular_preprocessor_onnx(TabularPreprocessor(min_frequency=1).fit(named))
+
+
 def test_input_names_types_and_order(fitted):
     model, _ = fitted["binary_str"]
     onx = build_onnx(model)

@@ -89,23 +89,24 @@ def _category_codes(g: _Graph, x: str, column: Any, vocabulary: np.ndarray,
         if has_missing:
             keys, values = ["", *keys], [1, *values]
         if not keys:
-            return g.op("ConstantOfShape", [g.op("Shape", [x])], "code",
-                        value=helper.make_tensor("v", _I64, [1], [0]))
+            return _zeros(g, x)
         return g.op("LabelEncoder", [x], "code", domain="ai.onnx.ml", keys_strings=keys,
                     values_int64s=values, default_int64=0)
-    missing = g.op("IsNaN", [x], "miss")
-    if len(vocabulary):
-        code = g.op("LabelEncoder", [x], "code", domain="ai.onnx.ml",
-                    keys_tensor=onnx.numpy_helper.from_array(
-                        np.asarray(vocabulary, dtype=np.float64), "keys"),
-                    values_tensor=onnx.numpy_helper.from_array(_ints(*values), "values"),
-                    default_tensor=onnx.numpy_helper.from_array(_ints(0), "default"))
-    else:
-        code = g.op("Cast", [missing], "code", to=_I64)  # NaN -> 1 below, else unknown (0)
-        code = g.op("Mul", [code, g.const(np.int64(0), "i")])
-    if has_missing:
-        code = g.op("Where", [missing, g.const(np.int64(1), "i"), code], "code")
+    # kind "number": a non-empty vocabulary of numbers (an empty one counts as "string")
+    code = g.op("LabelEncoder", [x], "code", domain="ai.onnx.ml",
+                keys_tensor=onnx.numpy_helper.from_array(
+                    np.asarray(vocabulary, dtype=np.float64), "keys"),
+                values_tensor=onnx.numpy_helper.from_array(_ints(*values), "values"),
+                default_tensor=onnx.numpy_helper.from_array(_ints(0), "default"))
+    if has_missing:  # NaN matches no key: its code is set here
+        code = g.op("Where", [g.op("IsNaN", [x]), g.const(np.int64(1), "i"), code], "code")
     return code
+
+
+def _zeros(g: _Graph, like: str) -> str:
+    """int64 zeros of ``like``'s shape: every row's code is "unknown"."""
+    return g.op("ConstantOfShape", [g.op("Shape", [like])], "code",
+                value=helper.make_tensor("v", _I64, [1], [0]))
 
 
 def _numeric_block(g: _Graph, prep: Any, inputs: dict[Any, str]) -> tuple[str, str | None]:
