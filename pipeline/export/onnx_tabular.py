@@ -22,10 +22,10 @@ The graph computes what ``predict_proba``/``predict`` compute, in the same preci
 2. the network in float32, layer by layer: periodic embeddings (``Sin``/``Cos``), one-hot
    (``Equal``), embeddings (``Gather``), each :class:`~pipeline.nn.EnsembleDense` as ``Gemm``
    nodes (the first, on the shared input, as one ``Gemm`` over the members' concatenated
-   weights; the later ones one ``Gemm`` per member after a ``Split``), ``Relu``,
-   ``LayerNormalization``; dropout is the identity at inference and absent;
-3. the members' output activations (logistic, softmax or none) averaged (``ReduceMean``), as
-   :class:`~pipeline.nn.EnsembleSequential.forward`; then ``[1 - p, p]`` for a binary
+   weights, ``Split`` into one stream per member; the later ones one ``Gemm`` per member),
+   ``Relu``, ``LayerNormalization``; dropout is the identity at inference and absent;
+3. the members' output activations (logistic, softmax or none) averaged, as
+   :meth:`pipeline.nn.EnsembleSequential.forward`; then ``[1 - p, p]`` for a binary
    classifier, or the target's scale and mean for the regressor.
 
 Every weight matrix is a ``Gemm`` weight, so ``quantize="int8"``
@@ -238,59 +238,70 @@ def _branch(g: _Graph, layer: Any, params: list[np.ndarray], x: str) -> str:
     raise ValueError(f"no ONNX form for the input layer {layer!r}")
 
 
-def _ensemble_dense(g: _Graph, layer: Any, params: list[np.ndarray], x: str,
-                    members: tuple[int, int] | None) -> str:
-    """``x`` ``(N, d)`` shared, or ``(N, k * d)`` member-major when ``members = (k, d)`` ->
-    ``(N, k * units)`` member-major."""
+def _ensemble_dense(g: _Graph, params: list[np.ndarray], x: str | list[str]) -> list[str]:
+    """One :class:`~pipeline.nn.EnsembleDense`: the shared input ``x`` ``(N, d)``, or one
+    input per member, to one output ``(N, units)`` per member."""
     W, b = (np.asarray(p, dtype=np.float32) for p in params)
     k, d, u = W.shape
-    if members is None or k == 1:  # one product for all members, as EnsembleDense.forward
-        Wcat = np.transpose(W, (1, 0, 2)).reshape(d, k * u)
-        return g.op("Gemm", [x, g.const(Wcat, "W", share=False),
-                             g.const(b.reshape(k * u), "b", share=False)], "dense")
+    if isinstance(x, list):
+        return [g.op("Gemm", [xi, g.const(W[i], "W", share=False),
+                              g.const(b[i], "b", share=False)], "dense")
+                for i, xi in enumerate(x)]
+    # One product for all members, as EnsembleDense.forward, then one stream per member.
+    Wcat = np.transpose(W, (1, 0, 2)).reshape(d, k * u)
+    z = g.op("Gemm", [x, g.const(Wcat, "W", share=False),
+                      g.const(b.reshape(k * u), "b", share=False)], "dense")
+    if k == 1:
+        return [z]
     parts = [g.name("m") for _ in range(k)]
-    g.nodes.append(helper.make_node("Split", [x], parts, axis=1, num_outputs=k))
-    outs = [g.op("Gemm", [p, g.const(W[i], "W", share=False),
-                          g.const(b[i], "b", share=False)], "dense")
-            for i, p in enumerate(parts)]
-    return g.op("Concat", outs, "dense", axis=1)
+    g.nodes.append(helper.make_node("Split", [z], parts, axis=1, num_outputs=k))
+    return parts
 
 
 def network_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
     """The :class:`~pipeline.nn.EnsembleSequential` ``net`` with weights ``flat`` on the float32
-    matrix ``x``: the members' mean output activation ``(N, net.n_outputs)``, float32."""
+    matrix ``x``: the members' mean output activation ``(N, net.n_outputs)``, float32.
+
+    The members run as separate streams from the first dense layer on (no per-layer
+    ``Concat``/``Split`` of the ``(N, k * units)`` activations); each member's layers are
+    ``Gemm`` (+ ``Relu``, fused by onnxruntime) (+ ``LayerNormalization``)."""
     from ..nn import ColumnSplit, Dropout, EnsembleDense, Flatten, Identity, LayerNorm, ReLU
 
     per_layer = net.body._split(net.unpack(np.asarray(flat, dtype=np.float32)))
-    members: tuple[int, int] | None = None  # (k, width) once x is member-major
+    h: str | list[str] = x  # the shared input, then one tensor per member
+
+    def each(op: str, extra: list[str], hint: str, **attrs: Any) -> str | list[str]:
+        if isinstance(h, list):
+            return [g.op(op, [t, *extra], hint, **attrs) for t in h]
+        return g.op(op, [h, *extra], hint, **attrs)
+
     for layer, params in zip(net.layers, per_layer, strict=True):
-        if isinstance(layer, ColumnSplit):
-            branch_params = layer._split(params)
-            outs = [_branch(g, part, p, _columns(g, x, cols))
-                    for (cols, part), p in zip(layer.branches, branch_params, strict=True)]
-            x = g.op("Concat", outs, "split", axis=1) if len(outs) > 1 else outs[0]
+        if isinstance(layer, ColumnSplit) and isinstance(h, str):
+            outs = [_branch(g, part, p, _columns(g, h, cols)) for (cols, part), p in
+                    zip(layer.branches, layer._split(params), strict=True)]
+            h = g.op("Concat", outs, "split", axis=1) if len(outs) > 1 else outs[0]
         elif isinstance(layer, EnsembleDense):
-            x = _ensemble_dense(g, layer, params, x, members)
-            members = (layer.members, layer.units)
+            h = _ensemble_dense(g, params, h)
         elif isinstance(layer, ReLU):
-            x = g.op("Relu", [x], "relu")
-        elif isinstance(layer, LayerNorm):
-            gamma, beta = (g.const(np.asarray(p, np.float32), "ln", share=False) for p in params)
-            shape = (0, *members) if members else (0, int(np.asarray(params[0]).size))
-            x3 = g.op("Reshape", [x, g.const(_ints(*shape), "shape")])
-            y = g.op("LayerNormalization", [x3, gamma, beta], "ln", axis=-1,
+            h = each("Relu", [], "relu")
+        elif isinstance(layer, LayerNorm):  # over the last axis: per member, shared gamma, beta
+            h = each("LayerNormalization", [g.const(np.asarray(p, np.float32), "ln", share=False)
+                                            for p in params], "ln", axis=-1,
                      epsilon=float(layer.eps))
-            x = g.op("Reshape", [y, g.const(_ints(0, math.prod(shape[1:])), "shape")])
         elif isinstance(layer, (Dropout, Identity, Flatten)):
-            continue  # the identity at inference; member-major rows are already flat
+            continue  # the identity at inference; Flatten only joins the members' outputs
         else:
-            raise ValueError(f"no ONNX form for the layer {layer!r}")
-    k, o = net.members, net.n_outputs
-    z = g.op("Reshape", [x, g.const(_ints(0, k, o), "shape")], "z")
+            raise ValueError(f"no ONNX form for the layer {layer!r} here")
+    if not isinstance(h, list) or len(h) != net.members:
+        raise ValueError(f"the network does not end in {net.members} members' outputs")
     act = {"logistic": "Sigmoid", "softmax": "Softmax", "identity": None}[
         net._loss.out_activation]
-    p = z if act is None else g.op(act, [z], "p", **({"axis": -1} if act == "Softmax" else {}))
-    return g.op("ReduceMean", [p, g.const(_ints(1), "i")], "mean", keepdims=0)
+    p = h if act is None else [g.op(act, [t], "p", **({"axis": 1} if act == "Softmax" else {}))
+                               for t in h]
+    if len(p) == 1:
+        return p[0]
+    # EnsembleSequential.forward's mean over members: their sum over k
+    return g.op("Div", [g.op("Sum", p, "sum"), g.const(np.float32(len(p)), "k")], "mean")
 
 
 # ---- the whole model -------------------------------------------------------------------------
