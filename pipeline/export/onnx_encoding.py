@@ -12,7 +12,8 @@ two of a float64 (the elementwise ``log``/``sqrt`` of two libraries may round di
   and one comparison per bit of the table length: 10 steps for 1,000 quantiles), not by
   comparing each value with the whole table (``N x 1000`` comparisons per column);
 * :func:`quantile_transform`, :func:`piecewise_linear_encode`: the two quantile encodings
-  (uniform or normal output) and PLE.
+  (uniform or normal output; the forward and the mirrored interpolation of the NumPy version
+  from one search) and PLE.
 
 Inputs hold no NaN here: the tabular graph imputes before encoding, as the NumPy path does.
 """
@@ -74,52 +75,109 @@ def _padded_table(g: _Graph, table: str, m: int, c: int, width: int, fill: float
                             g.const(np.asarray([-1], np.int64), "shape")], "table")
 
 
-def interp(g: _Graph, x: str, xq: np.ndarray, fq: np.ndarray, xq_tensor: str | None = None
-           ) -> str:
-    """Column ``j`` of the float64 tensor ``x`` ``(N, c)`` interpolated through ``(xq[:, j],
-    fq[:, j])`` (``xq``, ``fq``: ``(m, c)``, ``m >= 2``, each ``xq`` column non-decreasing):
-    :func:`pipeline.encoding.interp` for each column. ``xq_tensor``: a float64 ``(m, c)``
-    tensor of the graph holding ``xq`` (else ``xq`` is stored); repeated columns of ``fq``
-    are stored once."""
-    m, c = xq.shape
-    if m < 2:
-        raise ValueError(f"interp needs at least 2 points per column, got {m}")
-    # Binary lifting: pos + 1 = #{i : xq[i] <= x}, built bit by bit from the highest. Each
-    # column's table is padded with +inf to a power of two, so every probe is in range; a
-    # count past m - 1 is clipped to m - 2 below, as the NumPy version clips searchsorted.
-    bits = m.bit_length()
-    width = 1 << bits
-    flat_x = _padded_table(g, xq_tensor or _f64(g, xq, "xq"), m, c, width, np.inf)
-    offset = g.const((np.arange(c, dtype=np.int64) * width)[None, :], "off")
-    f_cols, f_index = np.unique(fq.T, axis=0, return_inverse=True)
-    flat_f = _padded_table(g, _f64(g, f_cols.T, "fq"), m, len(f_cols), width, 0.0)
-    f_offset = g.const((np.ravel(f_index).astype(np.int64) * width)[None, :], "off")
+def _search(g: _Graph, x: str, flat: str, offset: str, bits: int) -> str:
+    """``#{i : table_j[i] <= x[:, j]} - 1`` per element (int64, from -1), for tables padded
+    with +inf to ``2**bits`` entries and laid out flat column after column (``offset``: each
+    column's start). Binary lifting: the count is built bit by bit from the highest, one
+    ``Gather`` and one comparison per bit, every probe in range thanks to the padding."""
     pos = g.op("ConstantOfShape", [g.op("Shape", [x])], "pos",
                value=helper.make_tensor("v", TensorProto.INT64, [1], [-1]))
     for b in range(bits - 1, -1, -1):
         cand = g.op("Add", [pos, g.const(np.int64(1 << b), "step")], "cand")
-        probe = g.op("Gather", [flat_x, g.op("Add", [cand, offset])], "probe")
+        probe = g.op("Gather", [flat, g.op("Add", [cand, offset])], "probe")
         pos = g.op("Where", [g.op("LessOrEqual", [probe, x]), cand, pos], "pos")
-    j = g.op("Min", [g.op("Max", [pos, g.const(np.int64(0), "i")]),
-                     g.const(np.int64(m - 2), "i")], "seg")
-    one = g.const(np.int64(1), "i")
-    i0 = g.op("Add", [j, offset])
-    x0, x1 = g.op("Gather", [flat_x, i0]), g.op("Gather", [flat_x, g.op("Add", [i0, one])])
-    k0 = g.op("Add", [j, f_offset])
-    f0, f1 = g.op("Gather", [flat_f, k0]), g.op("Gather", [flat_f, g.op("Add", [k0, one])])
+    return pos
+
+
+def _segment(g: _Graph, x: str, x0: str, x1: str, f0: str, f1: str,
+             first: tuple[np.ndarray, np.ndarray], last: tuple[np.ndarray, np.ndarray]) -> str:
+    """The end of :func:`pipeline.encoding.interp` once the segment ``(x0, x1) -> (f0, f1)`` of
+    each element is known; ``first``/``last``: the tables' first and last ``(xq, fq)`` rows."""
     run = g.op("Where", [g.op("Greater", [x1, x0]), g.op("Sub", [x1, x0]), _f64(g, 1.0)])
     slope = g.op("Div", [g.op("Sub", [f1, f0]), run], "slope")
     out = g.op("Where", [g.op("Equal", [x, x0]), f0,
                          g.op("Add", [g.op("Mul", [slope, g.op("Sub", [x, x0])]), f0])])
-    out = g.op("Where", [g.op("Less", [x, _f64(g, xq[:1])]), _f64(g, fq[:1]), out])
-    return g.op("Where", [g.op("GreaterOrEqual", [x, _f64(g, xq[-1:])]), _f64(g, fq[-1:]),
+    out = g.op("Where", [g.op("Less", [x, _f64(g, first[0])]), _f64(g, first[1]), out])
+    return g.op("Where", [g.op("GreaterOrEqual", [x, _f64(g, last[0])]), _f64(g, last[1]),
                           out], "interp")
+
+
+def _clip_index(g: _Graph, i: str, high: int) -> str:
+    return g.op("Min", [g.op("Max", [i, g.const(np.int64(0), "i")]),
+                        g.const(np.int64(high), "i")], "seg")
+
+
+def interp(g: _Graph, x: str, xq: np.ndarray, fq: np.ndarray) -> str:
+    """Column ``j`` of the float64 tensor ``x`` ``(N, c)`` interpolated through ``(xq[:, j],
+    fq[:, j])`` (``xq``, ``fq``: ``(m, c)``, ``m >= 2``, each ``xq`` column non-decreasing):
+    :func:`pipeline.encoding.interp` for each column."""
+    m, c = xq.shape
+    if m < 2:
+        raise ValueError(f"interp needs at least 2 points per column, got {m}")
+    bits = m.bit_length()
+    width = 1 << bits
+    flat_x = _padded_table(g, _f64(g, xq, "xq"), m, c, width, np.inf)
+    flat_f = _padded_table(g, _f64(g, fq, "fq"), m, c, width, 0.0)
+    offset = g.const((np.arange(c, dtype=np.int64) * width)[None, :], "off")
+    # a count past m - 1 is clipped to m - 2, as the NumPy version clips searchsorted's
+    i0 = g.op("Add", [_clip_index(g, _search(g, x, flat_x, offset, bits), m - 2), offset])
+    i1 = g.op("Add", [i0, g.const(np.int64(1), "i")])
+    x0, x1 = g.op("Gather", [flat_x, i0]), g.op("Gather", [flat_x, i1])
+    f0, f1 = g.op("Gather", [flat_f, i0]), g.op("Gather", [flat_f, i1])
+    return _segment(g, x, x0, x1, f0, f1, (xq[:1], fq[:1]), (xq[-1:], fq[-1:]))
+
+
+def _mean_of_interpolations(g: _Graph, x: str, quantiles: np.ndarray) -> str:
+    """``0.5 * (interp(x, q, refs) - interp(-x, -flip(q), -flip(refs)))`` per column, as
+    :func:`pipeline.encoding.quantile_transform` computes it, with one search.
+
+    The mirrored interpolation's segment follows from the forward search: it needs
+    ``#{q < x}`` where the search gives ``#{q <= x}``; they differ only when ``x`` equals a
+    quantile, and then ``#{q < x}`` is the index of the first quantile of that value (a stored
+    table). Its end points are the forward table's, read backwards and negated (exactly)."""
+    m, d = quantiles.shape
+    bits = m.bit_length()
+    width = 1 << bits
+    refs = np.linspace(0.0, 1.0, m)  # encoding.references
+    flat = _padded_table(g, _f64(g, quantiles, "quantiles"), m, d, width, np.inf)
+    offset = g.const((np.arange(d, dtype=np.int64) * width)[None, :], "off")
+    f = _f64(g, refs, "refs")  # one table for every column
+    one = g.const(np.int64(1), "i")
+
+    def at(table: str, i: str) -> str:
+        return g.op("Gather", [table, i])
+
+    pos = _search(g, x, flat, offset, bits)  # #{q <= x} - 1
+    j = _clip_index(g, pos, m - 2)
+    i0 = g.op("Add", [j, offset])
+    forward = _segment(g, x, at(flat, i0), at(flat, g.op("Add", [i0, one])), at(f, j),
+                       at(f, g.op("Add", [j, one])), (quantiles[:1], refs[:1]),
+                       (quantiles[-1:], refs[-1:]))
+    # #{q < x}: #{q <= x}, or, when x is the quantile at pos, the index of its first copy
+    # (the padding's entries say m: x = +inf is above every quantile).
+    first = np.full((d, width), m, dtype=np.int16 if width < 2**15 else np.int32)
+    for c in range(d):
+        first[c, :m] = np.searchsorted(quantiles[:, c], quantiles[:, c], side="left")
+    last = g.op("Add", [g.op("Max", [pos, g.const(np.int64(0), "i")]), offset])
+    n_less = g.op("Where", [g.op("Equal", [at(flat, last), x]),
+                            g.op("Cast", [at(g.const(first.ravel(), "first"), last)],
+                                 to=TensorProto.INT64),
+                            g.op("Add", [pos, one])], "nless")
+    # mirrored segment j' = clip(m - 1 - #{q < x}); its points are -q[m-1-j'], -q[m-2-j']
+    top = g.const(np.int64(m - 1), "i")
+    k0 = g.op("Sub", [top, _clip_index(g, g.op("Sub", [top, n_less]), m - 2)])
+    k1 = g.op("Sub", [k0, one])
+    i0, i1 = g.op("Add", [k0, offset]), g.op("Add", [k1, offset])
+    neg = [g.op("Neg", [t]) for t in (at(flat, i0), at(flat, i1), at(f, k0), at(f, k1))]
+    mirrored = _segment(g, g.op("Neg", [x]), *neg, (-quantiles[-1:], -refs[-1:]),
+                        (-quantiles[:1], -refs[:1]))
+    return g.op("Mul", [_f64(g, 0.5), g.op("Sub", [forward, mirrored])])
 
 
 def quantile_transform(g: _Graph, x: str, quantiles: np.ndarray, output: str) -> str:
     """:func:`pipeline.encoding.quantile_transform` of the float64 tensor ``x`` ``(N, d)``
     (no NaN) through ``quantiles`` ``(m, d)``; ``output`` is ``"uniform"`` or ``"normal"``."""
-    m, d = quantiles.shape
+    m = quantiles.shape[0]
     lo, hi = quantiles[:1], quantiles[-1:]
     if output == "normal":
         t = _f64(g, encoding.BOUNDS_THRESHOLD)
@@ -134,23 +192,7 @@ def quantile_transform(g: _Graph, x: str, quantiles: np.ndarray, output: str) ->
         y = g.op("ConstantOfShape", [g.op("Shape", [x])],
                  value=helper.make_tensor("v", TensorProto.DOUBLE, [1], [0.0]))
     else:
-        # Both interpolations of the NumPy version (forward, and mirrored so that a repeated
-        # quantile maps to the middle of its probabilities) in one search over 2d columns.
-        refs = np.linspace(0.0, 1.0, m)
-        xq = np.concatenate([quantiles, -np.flip(quantiles, axis=0)], axis=1)
-        fq = np.concatenate([np.repeat(refs[:, None], d, 1),
-                             np.repeat(-np.flip(refs)[:, None], d, 1)], axis=1)
-        # The mirrored table is built in the graph from the stored quantiles.
-        q = _f64(g, quantiles, "quantiles")
-        backwards = g.op("Slice", [q, *(g.const(np.asarray([v], np.int64), "i")
-                                         for v in (-1, np.iinfo(np.int64).min, 0, -1))])
-        table = g.op("Concat", [q, g.op("Neg", [backwards])], axis=1)
-        both = interp(g, g.op("Concat", [x, g.op("Neg", [x])], axis=1), xq, fq, table)
-        cut = [g.const(np.asarray([v], np.int64), "i") for v in (0, d, 2 * d)]
-        axis = g.const(np.asarray([1], np.int64), "i")
-        fwd = g.op("Slice", [both, cut[0], cut[1], axis])
-        mirrored = g.op("Slice", [both, cut[1], cut[2], axis])
-        y = g.op("Mul", [_f64(g, 0.5), g.op("Sub", [fwd, mirrored])])
+        y = _mean_of_interpolations(g, x, quantiles)
     y = g.op("Where", [at_hi, _f64(g, 1.0), y])
     y = g.op("Where", [at_lo, _f64(g, 0.0), y], "qt")
     if output == "uniform":
