@@ -55,7 +55,7 @@ from .onnx import (
 )
 
 __all__ = ["ML_OPSET", "build_tabular_onnx", "build_tabular_preprocessor_onnx", "is_tabular",
-           "tabular_features_graph"]
+           "network_graph", "tabular_features_graph"]
 
 ML_OPSET = 4  # ai.onnx.ml: LabelEncoder with float64 keys (keys_tensor) from version 4
 _F32, _F64, _I64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
