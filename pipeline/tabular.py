@@ -446,6 +446,19 @@ class _BaseTabular(BaseEstimator):
         self.model_  # noqa: B018 - fitted check
         return write_model(path, self, saveable_classes())
 
+    def export_onnx(self, path: str, **kwargs: Any) -> Any:
+        """Write one ONNX graph from the raw columns (this estimator's own preprocessing, then
+        the network) to the outputs (:mod:`pipeline.export.onnx_tabular`); ``quantize="int8"``,
+        ``validation=``, ``max_accuracy_drop=``, ``on_drop=``: see
+        :func:`pipeline.export.export_onnx`. There is no ``preprocessor=``: the graph already
+        holds ``preprocessor_``."""
+        if kwargs.get("preprocessor") is not None:
+            raise ValueError(f"{type(self).__name__}.export_onnx takes no preprocessor: the "
+                             "estimator learns its own (preprocessor_), which the graph holds")
+        from .export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
+
 
 def _compute_if_dask(*values: Any) -> list[Any]:
     lazy = [v for v in values if _is_dask(v)]

@@ -126,10 +126,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.validation:
         from ..io import read
 
-        label = args.label or getattr(saved.preprocessor, "label", None)
+        # The label: given, or named by the saved preprocessor or by the run configuration
+        # (`pipeline run` saves a tabular model, which has no separate preprocessor, with it).
+        config = saved.metadata.get("config") or {}
+        label = (args.label or getattr(saved.preprocessor, "label", None)
+                 or (config.get("data") or {}).get("label"))
         if label is None:
             raise ValueError("--validation needs --label: the model was saved without a "
-                             "preprocessor that names the label column")
+                             "preprocessor or run configuration that names the label column")
         # A validation set is small: read it in this process (threads), no cluster needed.
         df = read(args.validation, format=args.format).compute()
         if label not in df.columns:
@@ -227,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(and int8) on it and refuse an int8 model that loses "
                                          "more than --max-accuracy-drop")
     ex.add_argument("--label", help="label column of --validation (default: the "
-                                    "preprocessor's)")
+                                    "preprocessor's or the run configuration's)")
     ex.add_argument("--format", choices=["csv", "parquet"], help="format of --validation")
     ex.add_argument("--max-accuracy-drop", type=float, default=0.003,
                     help="largest allowed fp32 - int8 accuracy (or R²) (default 0.003)")

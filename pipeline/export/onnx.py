@@ -252,8 +252,13 @@ def _metadata(model: Any, prep: Any) -> dict[str, str]:
 
 def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     """The checked ONNX model of a fitted ``MLPClassifier``/``MLPRegressor`` (and
-    ``preprocessor``), as described in this module's docstring; of an ``ImageClassifier``,
+    ``preprocessor``), as described in this module's docstring; of a tabular estimator (its own
+    preprocessing), as :mod:`pipeline.export.onnx_tabular` describes; of an ``ImageClassifier``,
     as :mod:`pipeline.export.onnx_image` describes."""
+    from .onnx_tabular import build_tabular_onnx, is_tabular  # estimators with their own prep
+
+    if is_tabular(model):
+        return build_tabular_onnx(model, preprocessor)
     if hasattr(model, "image_shape_"):  # a fitted ImageClassifier: pixels in, see onnx_image
         from .onnx_image import build_image_onnx
 
