@@ -16,6 +16,7 @@ __all__ = [
     "as_dask",
     "check_column_list",
     "check_columns",
+    "check_fitted_columns",
     "frame_meta",
     "is_categorical_dtype",
     "is_numeric_dtype",
@@ -113,3 +114,16 @@ def resolve_feature_columns(
     if not numeric and not categorical:
         raise ValueError(f"no feature columns to preprocess; columns: {columns!r}")
     return numeric, categorical
+
+
+def check_fitted_columns(meta: Any, features: Sequence[Hashable],
+                         numeric: Sequence[Hashable]) -> None:
+    """Raise unless a frame with ``meta``'s columns has every fitted feature column and the
+    fitted ``numeric`` ones are still numeric (the schema the model was trained on)."""
+    check_columns(list(meta.columns), list(features), "feature column(s)")
+    wrong = {str(c): str(meta[c].dtype) for c in numeric if not is_numeric_dtype(meta[c].dtype)}
+    if wrong:
+        raise ValueError(
+            f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
+            "numeric here: the data does not match the schema the model was trained on"
+        )

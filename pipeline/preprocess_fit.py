@@ -15,20 +15,11 @@ import numpy as np
 import pandas as pd
 
 from .column_stats import PartialStats, StatsSpec, constant_moments, merge_moments
+from .vocab import _sort_key  # numbers, strings, then by repr: np.unique's order per type
 
 __all__ = ["MISSING_CATEGORY", "check_classes", "fitted_attributes", "scale_from_var"]
 
 MISSING_CATEGORY = "missing"
-
-
-def _sort_key(value: Any) -> tuple[int, Any, str]:
-    """A total order on category values: numbers, then strings, then anything else by repr.
-    Within one type it is the natural order, i.e. the order of ``np.unique``/``OneHotEncoder``."""
-    if isinstance(value, (bool, int, float, np.number, np.bool_)):
-        return (0, value, "")
-    if isinstance(value, str):
-        return (1, 0, value)
-    return (2, 0, repr(value))
 
 
 def _mode(counts: pd.Series) -> Any:

@@ -60,6 +60,7 @@ from .frames import (
     as_dask,
     check_column_list,
     check_columns,
+    check_fitted_columns,
     frame_meta,
     is_numeric_dtype,
     resolve_feature_columns,
@@ -357,18 +358,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         The input is never modified.
         """
         plan = self._plan()
-        meta = frame_meta(df)
-        check_columns(list(meta.columns), list(self.feature_names_in_), "feature column(s)")
-        wrong = {
-            str(c): str(meta[c].dtype)
-            for c in self.numeric_features_
-            if not is_numeric_dtype(meta[c].dtype)
-        }
-        if wrong:
-            raise ValueError(
-                f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
-                "numeric here: the data does not match the schema the model was trained on"
-            )
+        check_fitted_columns(frame_meta(df), self.feature_names_in_, self.numeric_features_)
         func = functools.partial(transform_partition, plan=plan)
         if isinstance(df, dd.DataFrame):
             return df.map_partitions(func, meta=func(df._meta))
