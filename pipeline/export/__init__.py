@@ -1,8 +1,9 @@
 """Exporting fitted models for serving elsewhere: ONNX graphs over the raw columns, int8."""
 
-from .onnx import OPSET, ExportReport, build_onnx, build_preprocessor_onnx, export_onnx
+from .onnx import OPSET, build_onnx, build_preprocessor_onnx
 from .quantize import QuantizationAccuracyError, quantize_int8, validation_score
 from .serve import OnnxModel, onnx_feed, predict_onnx, score_frame, session
+from .writer import ExportReport, export_onnx
 
 __all__ = [
     "OPSET",
