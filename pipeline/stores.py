@@ -41,7 +41,9 @@ reader base classes), :mod:`pipeline.store_disk` (:class:`DiskBlock`, :func:`wri
 :mod:`pipeline.store_stream` (:class:`StreamBlock`), :mod:`pipeline.store_worker` (the
 per-worker state: readers, stream cache, prefetch thread, directories, release), and
 :mod:`pipeline.store_blocks` (building, splitting and releasing a fit's stored blocks). Every
-name this module had before they were split out is still importable from here.
+public name this module had before they were split out is still importable from here (the
+tunables are read where they are used: patch ``pipeline.store_worker.memory_limit``, not this
+module's re-export).
 """
 
 from __future__ import annotations
