@@ -90,6 +90,39 @@ def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
     return out
 
 
+def target_layout(summaries: Sequence[dict[str, Any]], rows: Sequence[int], has_y: bool,
+                  classification: bool, classes: Any) -> tuple[int, np.ndarray | None, int]:
+    """``(n_features, classes, n_outputs)`` of the blocks whose partitions :func:`_block_summary`
+    described (``rows``: rows per block). Classes are the sorted labels seen (or the given ones,
+    brought to the host); raises on no rows, missing labels, a single class, or missing or
+    non-finite regression targets."""
+    if sum(rows) == 0:
+        raise ValueError("the training data is empty: every partition has 0 rows")
+    cls_arr: np.ndarray | None = None
+    n_outputs = 0
+    if has_y:
+        if classification:
+            if sum(s.get("y_null", 0) for s in summaries):
+                raise ValueError("the label has missing values; drop or impute those rows first")
+            if classes is None:
+                labels = [s["labels"] for s in summaries if s["rows"]]
+                cls_arr = np.unique(np.concatenate(labels))
+            else:
+                cls_arr = to_host(classes)  # the user's classes may be a CuPy array
+            if len(cls_arr) < 2:
+                raise ValueError(
+                    f"the label has a single class {cls_arr.tolist()}: a classifier needs at "
+                    "least two"
+                )
+            n_outputs = 1 if len(cls_arr) == 2 else len(cls_arr)
+        else:
+            bad = sum(s.get("y_nonfinite", 0) for s in summaries)
+            if bad:
+                raise ValueError(f"the regression target has {bad} missing or non-finite values")
+            n_outputs = summaries[0]["y_cols"]
+    return summaries[0]["n_features"], cls_arr, n_outputs
+
+
 def _isnull(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "fc":
         return np.isnan(y)
@@ -318,31 +351,8 @@ def to_blocks(
             workers=[target[j]])
         for j, g in enumerate(groups)
     ]
-    if sum(rows) == 0:
-        raise ValueError("the training data is empty: every partition has 0 rows")
-    n_features = summaries[0]["n_features"]
-    cls_arr: np.ndarray | None = None
-    n_outputs = 0
-    if y is not None:
-        if classification:
-            if sum(s.get("y_null", 0) for s in summaries):
-                raise ValueError("the label has missing values; drop or impute those rows first")
-            if classes is None:
-                labels = [s["labels"] for s in summaries if s["rows"]]
-                cls_arr = np.unique(np.concatenate(labels))
-            else:
-                cls_arr = to_host(classes)  # the user's classes may be a CuPy array
-            if len(cls_arr) < 2:
-                raise ValueError(
-                    f"the label has a single class {cls_arr.tolist()}: a classifier needs at "
-                    "least two"
-                )
-            n_outputs = 1 if len(cls_arr) == 2 else len(cls_arr)
-        else:
-            bad = sum(s.get("y_nonfinite", 0) for s in summaries)
-            if bad:
-                raise ValueError(f"the regression target has {bad} missing or non-finite values")
-            n_outputs = summaries[0]["y_cols"]
+    n_features, cls_arr, n_outputs = target_layout(summaries, rows, y is not None,
+                                                   classification, classes)
     futures = [
         client.submit(_final_block, r, classes=cls_arr, dtype=dtype, key=f"{name}-{token}-{i}",
                       workers=[target[i]])

@@ -21,7 +21,7 @@ and reason (``"decode"`` or ``"size"``) in a Parquet file per partition under
 ``quarantine_path``, which :func:`pipeline.io.quarantine_report` sums up. Images are never
 scaled here: ``uint8`` pixels go to the model, whose first layers (``Rescale``, ``Normalize`` in
 :mod:`pipeline.nn.image`) turn them into floats, batch by batch, without a float copy of
-the data set.
+the data set. Array sources (NumPy, ``.npy``, Zarr) are read by :mod:`pipeline.image_arrays`.
 
 Example
 -------
@@ -40,8 +40,8 @@ from typing import Any, NamedTuple
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.utils import parse_bytes
 
+from .image_arrays import is_array_file, read_image_array, rows_per_partition
 from .io import (
     _MANIFEST,
     BAD_ROW_POLICIES,
@@ -167,17 +167,6 @@ def _header(fs: Any, path: str) -> tuple[tuple[int, int], str]:
         raise _BadImage(f"cannot decode as an image ({type(e).__name__}: {e})") from None
 
 
-def _rows_per_partition(partition_size: int | str, image_bytes: int) -> int:
-    if isinstance(partition_size, str):
-        return max(1, parse_bytes(partition_size) // max(image_bytes, 1))
-    if not isinstance(partition_size, int | np.integer) or partition_size < 1:
-        raise ValueError(
-            f"partition_size must be a number of images (int >= 1) or a size such as '8MiB', "
-            f"got {partition_size!r}"
-        )
-    return int(partition_size)
-
-
 def read_images(
     source: Any,
     labels: Any = None,
@@ -239,22 +228,15 @@ def read_images(
         size = tuple(int(s) for s in size)
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"size must be (height, width), both >= 1, got {size!r}")
-    if isinstance(source, np.ndarray) or _is_array_file(source):
+    if isinstance(source, np.ndarray) or is_array_file(source):
         if size is not None or color_mode != "auto":
             raise ValueError("size= and color_mode= apply to image folders; resize or convert "
                              "arrays before reading them")
-        return _read_array(source, labels, partition_size, storage_options)
+        return read_image_array(source, labels, partition_size, storage_options)
     if labels is not None:
         raise ValueError("labels= is for array sources: a folder's labels are its sub-folders")
     return _read_folder(source, size, color_mode, partition_size, on_bad_rows, quarantine_path,
                         shuffle, random_state, storage_options)
-
-
-def _is_array_file(source: Any) -> bool:
-    if not isinstance(source, str | os.PathLike):
-        return False
-    name = os.fspath(source).rstrip("/").lower()
-    return name.endswith((".npy", ".zarr"))
 
 
 def _read_folder(path, size, color_mode, partition_size, on_bad_rows, quarantine_path, shuffle,
@@ -299,7 +281,7 @@ def _read_folder(path, size, color_mode, partition_size, on_bad_rows, quarantine
     mode = _PIL_MODE.get(color_mode, "L" if grey else "RGB")
     shape = size or shape
     channels = 1 if mode == "L" else 3
-    step = _rows_per_partition(partition_size, shape[0] * shape[1] * channels)
+    step = rows_per_partition(partition_size, shape[0] * shape[1] * channels)
     parts = [_Part(i, tuple(files[a : a + step])) for i, a in enumerate(range(0, len(files), step))]
     if quarantine is not None:
         import json
@@ -329,91 +311,3 @@ def _arrays(token, loader, parts, rows, item_shape, dtype, label_dtype):
                  meta=np.empty((0,) * (1 + len(item_shape)), dtype=dtype))
     y = da.Array(dsk, y_name, (rows,), dtype=label_dtype, meta=np.empty((0,), dtype=label_dtype))
     return X, y
-
-
-@dataclass(frozen=True)
-class _NpyLoader:
-    """Rows ``[start, stop)`` of a ``.npy`` file, memory-mapped (only those rows are read)."""
-
-    fs: Any
-    path: str
-
-    def __call__(self, bounds: tuple[int, int]) -> np.ndarray:
-        start, stop = bounds
-        if "file" in ((self.fs.protocol,) if isinstance(self.fs.protocol, str)
-                      else self.fs.protocol):
-            rows = np.load(self.path, mmap_mode="r", allow_pickle=False)[start:stop]
-        else:
-            with self.fs.open(self.path, "rb") as f:
-                rows = np.load(f, allow_pickle=False)[start:stop]
-        # Owned, aligned memory: a view of a memory map would keep the file open and can be
-        # misaligned (see TECH_NOTES), which changes how BLAS rounds.
-        rows = np.array(rows, copy=True)
-        return rows[..., None] if rows.ndim == 3 else rows
-
-
-def _read_array(source, labels, partition_size, storage_options):
-    if isinstance(source, np.ndarray):
-        arr = source[..., None] if source.ndim == 3 else source
-        _check_images(arr.shape, "the array")
-        step = _rows_per_partition(partition_size, int(np.prod(arr.shape[1:])) * arr.itemsize)
-        X = da.from_array(arr, chunks=(step, *arr.shape[1:]), name=f"images-{tokenize(arr)}")
-    elif os.fspath(source).rstrip("/").lower().endswith(".zarr"):
-        try:
-            import zarr  # noqa: F401  (only to give a clear message when it is missing)
-        except ImportError:
-            raise ImportError(f"{source}: reading Zarr needs the zarr package, which is not "
-                              "installed (pip install zarr); or save the array as .npy") from None
-        X = da.from_zarr(os.fspath(source), storage_options=storage_options)
-        _check_images(X.shape, os.fspath(source))
-        if X.ndim == 3:
-            X = X[..., None]
-        step = _rows_per_partition(partition_size, int(np.prod(X.shape[1:])) * X.dtype.itemsize)
-        X = X.rechunk((step, *X.shape[1:]))
-    else:
-        X = _read_npy(os.fspath(source), partition_size, storage_options)
-    if labels is None:
-        return X, None
-    if _is_array_file(labels):
-        from fsspec.core import url_to_fs
-
-        fs, lpath = url_to_fs(os.fspath(labels), **(storage_options or {}))
-        with fs.open(lpath, "rb") as f:
-            labels = np.load(f, allow_pickle=False)
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != X.shape[0]:
-        raise ValueError(f"labels must be 1-D with one label per image ({X.shape[0]}), "
-                         f"got shape {y.shape}")
-    return X, da.from_array(y, chunks=(X.chunks[0],), name=f"labels-{tokenize(y)}")
-
-
-def _read_npy(path: str, partition_size, storage_options) -> da.Array:
-    from fsspec.core import url_to_fs
-
-    fs, fpath = url_to_fs(path, **(storage_options or {}))
-    with fs.open(fpath, "rb") as f:  # the header only: shape and dtype
-        version = np.lib.format.read_magic(f)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f"{path}: .npy format version {version} is not supported (1.0, 2.0)")
-        shape, fortran, dtype = read_header(f)
-    _check_images(shape, path)
-    if fortran:
-        raise ValueError(f"{path}: a Fortran-ordered .npy file; save it C-ordered "
-                         "(np.save(path, np.ascontiguousarray(a)))")
-    item = (*shape[1:], 1) if len(shape) == 3 else tuple(shape[1:])
-    step = _rows_per_partition(partition_size, int(np.prod(item)) * dtype.itemsize)
-    bounds = [(a, min(a + step, shape[0])) for a in range(0, shape[0], step)]
-    info = fs.info(fpath)
-    token = tokenize(path, info.get("size"), info.get("mtime"), step)
-    name, loader = f"images-{token}", _NpyLoader(fs, fpath)
-    dsk = {(name, i) + (0,) * len(item): (loader, b) for i, b in enumerate(bounds)}
-    chunks = (tuple(b - a for a, b in bounds), *((d,) for d in item))
-    return da.Array(dsk, name, chunks, dtype=dtype, meta=np.empty((0,) * (1 + len(item)), dtype))
-
-
-def _check_images(shape: tuple[int, ...], where: str) -> None:
-    if len(shape) not in (3, 4) or any(d < 1 for d in shape[1:]):
-        raise ValueError(f"{where}: images must have shape (N, H, W) or (N, H, W, C), "
-                         f"got {tuple(shape)}")

@@ -1,20 +1,23 @@
-"""Imputation, standardization and one-hot encoding fitted in one pass, and deterministic splits.
+"""Imputation, standardization and one-hot encoding fitted in one pass: :class:`Preprocessor`.
 
 :class:`Preprocessor` fits in one pass over the data: every partition is summarised into a small
-host-side :class:`PartialStats` (counts, Chan moments, min/max, value counts), the partials are
-merged by :func:`pipeline.reduce.tree_reduce` (fixed positions, so the result does not depend on
-worker count or completion order) and the whole graph is materialised by one ``dask.compute``.
-The fitted transform reproduces scikit-learn's
+host-side :class:`~pipeline.column_stats.PartialStats` (counts, Chan moments, min/max, value
+counts), the partials are merged by :func:`pipeline.reduce.tree_reduce` (fixed positions, so the
+result does not depend on worker count or completion order) and the whole graph is materialised
+by one ``dask.compute``. The fitted transform reproduces scikit-learn's
 ``ColumnTransformer([(Pipeline([SimpleImputer(impute), StandardScaler()]), numeric),
 (Pipeline([SimpleImputer(categorical_impute), OneHotEncoder(handle_unknown="ignore")]),
 categorical)])`` on the concatenated data, up to floating-point rounding.
 
-:func:`train_test_split` assigns every row by a hash of its content, lazily and independently of
-partitioning and workers.
+This module is the estimator; its parts live in modules of their own, and every name this
+module exported before they were split out is still importable from here:
 
-Partition functions are written against the API pandas and cuDF share (``isna``, ``dropna``,
-``value_counts``, ``map``, ``mask``, ``.values``); the host boundary is
-:func:`pipeline.backend.to_host`, the only cuDF-specific branch is :func:`row_hash` (:mod:`pipeline.rowhash`).
+- :mod:`pipeline.column_stats`: partial statistics and their merge (:func:`partial_stats`,
+  :func:`merge_stats`, :class:`Moments`, :class:`Counts`);
+- :mod:`pipeline.frames`: input frames, column checks, numeric/categorical columns;
+- :mod:`pipeline.preprocess_fit`: merged statistics → fitted attributes;
+- :mod:`pipeline.preprocess_plan`: the fitted transform as a plan and its partition functions;
+- :mod:`pipeline.splitting`: :func:`train_test_split` by row hash.
 
 Example
 -------
@@ -32,362 +35,84 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
-import dask
 import dask.dataframe as dd
 import numpy as np
-import pandas as pd
-from dask.base import tokenize
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import device, namespace, to_host
-from .reduce import tree_reduce
+from .column_stats import (
+    Counts,
+    Moments,
+    PartialStats,
+    StatsSpec,
+    column_moments,
+    column_sketch,
+    compute_stats,
+    constant_moments,
+    merge_counts,
+    merge_moments,
+    merge_stats,
+    partial_stats,
+)
+from .frames import (
+    as_dask,
+    check_column_list,
+    check_columns,
+    check_fitted_columns,
+    frame_meta,
+    is_numeric_dtype,
+    resolve_feature_columns,
+)
+from .preprocess_fit import MISSING_CATEGORY, check_classes, fitted_attributes, scale_from_var
+from .preprocess_plan import (
+    TransformPlan,
+    inverse_partition,
+    transform_partition,
+    transform_plan,
+)
 from .rowhash import row_hash
-from .sketch import DEFAULT_SKETCH_SIZE, QuantileSketch, merge_sketches, sketch_values
+from .sketch import DEFAULT_SKETCH_SIZE
+from .splitting import row_uniform, split_partition, train_test_split
 
 __all__ = [
+    "MISSING_CATEGORY",
     "Counts",
     "Moments",
     "PartialStats",
     "Preprocessor",
+    "StatsSpec",
+    "TransformPlan",
+    "column_sketch",
+    "constant_moments",
+    "inverse_partition",
+    "merge_counts",
+    "merge_moments",
     "merge_stats",
     "partial_stats",
     "row_hash",
+    "row_uniform",
+    "split_partition",
     "train_test_split",
+    "transform_partition",
 ]
+
+# The private names other modules imported from here before the split (tabular_prep,
+# tabular_partition): kept so that their imports, and anyone else's, still work.
+_as_dask = as_dask
+_meta = frame_meta
+_check_columns = check_columns
+_check_column_list = check_column_list
+_is_numeric_dtype = is_numeric_dtype
+_scale_from_var = scale_from_var
+_moments = column_moments
 
 IMPUTE_STRATEGIES = ("mean", "median", "constant", "most_frequent", None)
 CATEGORICAL_IMPUTE_STRATEGIES = ("most_frequent", "constant", None)
 TASKS = ("classification", "regression", None)
-MISSING_CATEGORY = "missing"
 
 
-# --------------------------------------------------------------------------------------------
-# Partial statistics: what one partition contributes, and how two contributions merge.
-# --------------------------------------------------------------------------------------------
-
-
-class Moments(NamedTuple):
-    """Non-null count, mean and centred second moment ``M2 = Σ (x - mean)²`` of one column,
-    plus its null count and the min/max of its non-null values (``±inf`` when ``n == 0``).
-
-    The mean is kept as ``shift + offset``, ``shift`` being one of the column's own values:
-    at a large common offset (1e8 + noise) two partition means differ by less than they can be
-    rounded to, and Chan's update multiplies that rounding by the gap between the means. Kept
-    relative to a data value, the gap is exact to the noise's own precision.
-    """
-
-    n: int
-    shift: float
-    offset: float
-    m2: float
-    n_null: int
-    min: float
-    max: float
-
-    @property
-    def mean(self) -> float:
-        return self.shift + self.offset
-
-
-def merge_moments(a: Moments, b: Moments) -> Moments:
-    """Chan, Golub & LeVeque's pairwise update: exact in exact arithmetic, and stable because it
-    only ever adds centred quantities (no ``Σx² - n·mean²`` cancellation at large offsets)."""
-    n = a.n + b.n
-    n_null = a.n_null + b.n_null
-    lo, hi = min(a.min, b.min), max(a.max, b.max)
-    if b.n == 0:
-        return Moments(n, a.shift, a.offset, a.m2, n_null, lo, hi)
-    if a.n == 0:
-        return Moments(n, b.shift, b.offset, b.m2, n_null, lo, hi)
-    # shift_b - shift_a is exact when the shifts are within a factor 2 (Sterbenz).
-    delta = (b.shift - a.shift) + (b.offset - a.offset)
-    offset = a.offset + delta * (b.n / n)
-    m2 = a.m2 + b.m2 + delta * delta * (a.n * b.n / n)
-    return Moments(n, a.shift, offset, m2, n_null, lo, hi)
-
-
-def constant_moments(value: float, count: int) -> Moments:
-    """The moments of ``count`` copies of ``value`` (how imputation enters the statistics)."""
-    if count == 0:
-        return Moments(0, 0.0, 0.0, 0.0, 0, math.inf, -math.inf)
-    return Moments(count, value, 0.0, 0.0, 0, value, value)
-
-
-@dataclass(frozen=True, eq=False)  # eq would compare Series elementwise
-class Counts:
-    """Value counts of one column on the host (value -> count, non-null values only).
-
-    ``counts`` becomes ``None`` once more than ``cap`` distinct values have been seen (so a
-    continuous or ID-like column cannot blow up the reduction); ``n_distinct_min`` is then a
-    lower bound on the number of distinct values, and exact while ``counts`` is kept.
-    """
-
-    counts: pd.Series | None
-    n_null: int
-    n_distinct_min: int
-    cap: int | None
-
-
-def merge_counts(a: Counts, b: Counts) -> Counts:
-    n_null = a.n_null + b.n_null
-    if a.counts is None or b.counts is None:
-        return Counts(None, n_null, max(a.n_distinct_min, b.n_distinct_min), a.cap)
-    if len(b.counts) == 0:
-        merged = a.counts
-    elif len(a.counts) == 0:
-        merged = b.counts
-    else:
-        # Counts are integers, so the sum is exact whatever the grouping order.
-        merged = pd.concat([a.counts, b.counts]).groupby(level=0, sort=False).sum()
-    if a.cap is not None and len(merged) > a.cap:
-        return Counts(None, n_null, len(merged), a.cap)
-    return Counts(merged, n_null, len(merged), a.cap)
-
-
-@dataclass(frozen=True)
-class StatsSpec:
-    """Which statistics :func:`partial_stats` collects."""
-
-    numeric: tuple[Hashable, ...]
-    categorical: tuple[Hashable, ...]
-    label: Hashable | None
-    numeric_counts: bool  # value counts of numeric columns (most_frequent imputation)
-    max_categories: int
-    sketch_size: int = 0  # quantile sketches of numeric columns (median imputation); 0: none
-
-
-@dataclass(frozen=True, eq=False)
-class PartialStats:
-    """Everything :class:`Preprocessor` learns, for a contiguous run of partitions."""
-
-    n_rows: int
-    numeric: dict[Hashable, Moments]
-    numeric_counts: dict[Hashable, Counts]
-    categorical: dict[Hashable, Counts]
-    label: Counts | None
-    numeric_sketches: dict[Hashable, QuantileSketch] = field(default_factory=dict)
-
-
-def _value_counts(col: Any, cap: int | None) -> Counts:
-    """Host value counts of a pandas/cuDF Series; unobserved categories are dropped."""
-    vc = col.value_counts(dropna=True)
-    counts = pd.Series(
-        to_host(vc).astype(np.int64), index=pd.Index(to_host(vc.index), dtype=object)
-    )
-    counts = counts[counts > 0]
-    n_null = int(col.isna().sum())
-    if cap is not None and len(counts) > cap:
-        return Counts(None, n_null, len(counts), cap)
-    return Counts(counts, n_null, len(counts), cap)
-
-
-def _moments(col: Any) -> Moments:
-    values = col.dropna().astype("float64")
-    n = len(values)
-    n_null = len(col) - n
-    if n == 0:
-        return Moments(0, 0.0, 0.0, 0.0, n_null, math.inf, -math.inf)
-    shift = float(values.iloc[0])
-    centred = values - shift
-    offset = float(centred.mean())
-    # Two-pass within the partition: centring first keeps M2 accurate at large offsets.
-    m2 = float(((centred - offset) ** 2).sum())
-    return Moments(n, shift, offset, m2, n_null, float(values.min()), float(values.max()))
-
-
-def column_sketch(col: Any, size: int) -> QuantileSketch:
-    """The quantile sketch of a pandas/cuDF Series (nullable dtypes and cuDF nulls count as
-    missing, like NaN)."""
-    values = to_host(col.dropna().astype("float64").values)
-    sketch = sketch_values(values, size)
-    return sketch._replace(n_null=int(col.isna().sum()) + sketch.n_null)
-
-
-def partial_stats(part: Any, spec: StatsSpec) -> PartialStats:
-    """Summarise one pandas/cuDF partition (possibly empty) into host-side statistics."""
-    numeric = {c: _moments(part[c]) for c in spec.numeric}
-    numeric_counts = (
-        {c: _value_counts(part[c].dropna().astype("float64"), None) for c in spec.numeric}
-        if spec.numeric_counts
-        else {}
-    )
-    categorical = {c: _value_counts(part[c], spec.max_categories) for c in spec.categorical}
-    label = None if spec.label is None else _value_counts(part[spec.label], spec.max_categories)
-    sketches = (
-        {c: column_sketch(part[c], spec.sketch_size) for c in spec.numeric}
-        if spec.sketch_size
-        else {}
-    )
-    return PartialStats(len(part), numeric, numeric_counts, categorical, label, sketches)
-
-
-def _merge_two(a: PartialStats, b: PartialStats) -> PartialStats:
-    return PartialStats(
-        a.n_rows + b.n_rows,
-        {c: merge_moments(a.numeric[c], b.numeric[c]) for c in a.numeric},
-        {c: merge_counts(a.numeric_counts[c], b.numeric_counts[c]) for c in a.numeric_counts},
-        {c: merge_counts(a.categorical[c], b.categorical[c]) for c in a.categorical},
-        None if a.label is None else merge_counts(a.label, b.label),  # type: ignore[arg-type]
-    )
-
-
-def merge_stats(parts: Sequence[PartialStats]) -> PartialStats:
-    """Merge partials left to right (the order :func:`tree_reduce` hands them over).
-
-    Quantile sketches are merged all at once (one compression per tree node, which is what
-    :func:`pipeline.sketch.rank_error_bound` counts), the rest pairwise.
-    """
-    merged = functools.reduce(_merge_two, parts)
-    sketches = {
-        c: merge_sketches([p.numeric_sketches[c] for p in parts])
-        for c in parts[0].numeric_sketches
-    }
-    return replace(merged, numeric_sketches=sketches)
-
-
-def _compute_stats(ddf: dd.DataFrame, spec: StatsSpec, split_every: int) -> PartialStats:
-    """One pass: one ``partial_stats`` task per declared partition, a fixed tree of
-    ``merge_stats``, one ``dask.compute``."""
-    pieces = ddf.to_delayed()
-    token = tokenize(ddf, spec)
-    partials = [
-        dask.delayed(partial_stats, pure=True)(
-            piece, spec, dask_key_name=(f"preprocess-partial_stats-{token}", i)
-        )
-        for i, piece in enumerate(pieces)
-    ]
-    root = tree_reduce(
-        partials, merge_stats, split_every=split_every, name="preprocess-merge_stats"
-    )
-    (stats,) = dask.compute(root)
-    return stats
-
-
-# --------------------------------------------------------------------------------------------
-# Small host-side helpers.
-# --------------------------------------------------------------------------------------------
-
-
-def _sort_key(value: Any) -> tuple[int, Any, str]:
-    """A total order on category values: numbers, then strings, then anything else by repr.
-    Within one type it is the natural order, i.e. the order of ``np.unique``/``OneHotEncoder``."""
-    if isinstance(value, (bool, int, float, np.number, np.bool_)):
-        return (0, value, "")
-    if isinstance(value, str):
-        return (1, 0, value)
-    return (2, 0, repr(value))
-
-
-def _mode(counts: pd.Series) -> Any:
-    """Most frequent value; ties go to the smallest value, as in ``SimpleImputer``."""
-    top = counts.max()
-    return min(counts.index[counts.to_numpy() == top].tolist(), key=_sort_key)
-
-
-def _as_array(values: list[Any]) -> np.ndarray:
-    """Categories as an array like ``OneHotEncoder.categories_``: numeric dtype for numbers,
-    object otherwise (``np.array([1, "a"])`` would silently turn 1 into "1")."""
-    if values and all(isinstance(v, (int, float, np.number)) for v in values):
-        return np.asarray(values)
-    return np.asarray(values, dtype=object)
-
-
-def _is_categorical_dtype(dtype: Any) -> bool:
-    # pandas' and cuDF's CategoricalDtype both report the name "category".
-    return getattr(dtype, "name", None) == "category"
-
-
-def _is_numeric_dtype(dtype: Any) -> bool:
-    return not _is_categorical_dtype(dtype) and pd.api.types.is_numeric_dtype(dtype)
-
-
-def _as_dask(df: Any) -> dd.DataFrame:
-    if isinstance(df, dd.DataFrame):
-        return df
-    if hasattr(df, "columns") and hasattr(df, "dtypes"):  # pandas or cuDF DataFrame
-        return dd.from_pandas(df, npartitions=1)
-    raise TypeError(
-        f"expected a dask, pandas or cuDF DataFrame, got {type(df).__module__}.{type(df).__name__}"
-    )
-
-
-def _meta(df: Any) -> Any:
-    return df._meta if isinstance(df, dd.DataFrame) else df
-
-
-def _check_columns(columns: Sequence[Hashable], wanted: Sequence[Hashable], what: str) -> None:
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise ValueError(
-            f"{what} {missing!r} not found in the data; available columns: {list(columns)!r}"
-        )
-
-
-def _check_column_list(value: Any, name: str) -> list[Hashable] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name}= takes a list of column names, e.g. {name}=[{value!r}]")
-    return list(value)
-
-
-# --------------------------------------------------------------------------------------------
-# Transform: pure partition functions, driven by a frozen plan built from the fitted attributes.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TransformPlan:
-    # (output name, input column, fill value or None, shift, divisor) per numeric column
-    numeric: tuple[tuple[str, Hashable, float | None, float, float], ...]
-    # (input column, categories, fill category or None, output names) per categorical column
-    categorical: tuple[tuple[Hashable, tuple[Any, ...], Any, tuple[str, ...]], ...]
-    # (output name, input column) per missing indicator, placed after the numeric columns
-    indicators: tuple[tuple[str, Hashable], ...] = ()
-
-
-def transform_partition(part: Any, plan: TransformPlan) -> Any:
-    """Imputed, standardized and one-hot encoded float64 features of one pandas/cuDF partition.
-
-    Builds a new frame with the partition's index; the input is never modified.
-    """
-    out: dict[str, Any] = {}
-    indicators = {name: part[column].isna().astype("float64").values
-                  for name, column in plan.indicators}
-    for name, column, fill, shift, divisor in plan.numeric:
-        x = part[column].astype("float64")
-        if fill is not None:
-            x = x.fillna(fill)
-        out[name] = ((x - shift) / divisor).values
-    out.update(indicators)
-    for column, categories, fill, names in plan.categorical:
-        col = part[column]
-        mapping = {cat: float(i) for i, cat in enumerate(categories)}
-        codes = col.map(mapping).astype("float64")  # unknown and missing -> NaN -> all zeros
-        if fill in mapping:  # "missing" is a category only if the fit data had missing values
-            codes = codes.mask(col.isna(), mapping[fill])
-        for i, name in enumerate(names):
-            out[name] = (codes == float(i)).astype("float64").values
-    # Arrays, not Series: no index alignment, so duplicate index labels are fine.
-    return type(part)(out, index=part.index)
-
-
-def inverse_partition(part: Any, plan: TransformPlan) -> Any:
-    """Numeric features of one partition back in original units (imputed values stay filled)."""
-    out = {
-        column: (part[name].astype("float64") * divisor + shift).values
-        for name, column, _, shift, divisor in plan.numeric
-    }
-    return type(part)(out, index=part.index)
-
-
-# --------------------------------------------------------------------------------------------
-# The estimator.
 # --------------------------------------------------------------------------------------------
 
 
@@ -516,9 +241,9 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         ``Pipeline``.
         """
         self._validate_params()
-        ddf = _as_dask(df)
+        ddf = as_dask(df)
         spec = self._resolve_columns(ddf._meta)
-        stats = _compute_stats(ddf, spec, self.split_every)
+        stats = compute_stats(ddf, spec, self.split_every)
         self._set_learned(spec, stats)
         return self
 
@@ -532,7 +257,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         if not hasattr(self, "partial_stats_"):
             return self.fit(df)
         self._validate_params()
-        ddf = _as_dask(df)
+        ddf = as_dask(df)
         spec = self._spec_
         if spec != self._make_spec(spec.numeric, spec.categorical):
             raise ValueError(
@@ -540,7 +265,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 "call fit() to start over"
             )
         self._check_dtypes(ddf._meta, spec)
-        new = _compute_stats(ddf, spec, self.split_every)
+        new = compute_stats(ddf, spec, self.split_every)
         self._set_learned(spec, merge_stats([self.partial_stats_, new]))
         return self
 
@@ -577,56 +302,26 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         )
 
     def _resolve_columns(self, meta: Any) -> StatsSpec:
-        columns = list(meta.columns)
-        if len(set(columns)) != len(columns):
-            dup = sorted({str(c) for c in columns if columns.count(c) > 1})
-            raise ValueError(f"duplicate column names in the data: {dup}")
-        label = self.label
-        if label is not None:
-            _check_columns(columns, [label], "label column")
-        categorical = _check_column_list(self.categorical, "categorical") or []
-        numeric = _check_column_list(self.numeric, "numeric")
-        _check_columns(columns, categorical, "categorical column(s)")
-        if numeric is not None:
-            _check_columns(columns, numeric, "numeric column(s)")
-
-        declared = categorical + (numeric or [])
-        if label is not None and label in declared:
-            raise ValueError(f"the label column {label!r} cannot also be a feature")
-        both = [c for c in categorical if c in (numeric or [])]
-        if both:
-            raise ValueError(f"column(s) {both!r} are declared both numeric and categorical")
-
-        if numeric is None:
-            rest = [c for c in columns if c != label and c not in categorical]
-            categorical = categorical + [c for c in rest if _is_categorical_dtype(meta[c].dtype)]
-            numeric = [c for c in rest if c not in categorical]
-            bad = [c for c in numeric if not _is_numeric_dtype(meta[c].dtype)]
-            if bad:
-                dtypes = {str(c): str(meta[c].dtype) for c in bad}
-                raise ValueError(
-                    f"non-numeric column(s) {dtypes}: declare them in categorical=[...] "
-                    "to one-hot encode them, or drop them"
-                )
-        if not numeric and not categorical:
-            raise ValueError(f"no feature columns to preprocess; columns: {columns!r}")
+        numeric, categorical = resolve_feature_columns(
+            meta, self.label, self.categorical, self.numeric
+        )
         spec = self._make_spec(numeric, categorical)
         self._check_dtypes(meta, spec)
         return spec
 
     def _check_dtypes(self, meta: Any, spec: StatsSpec) -> None:
         columns = list(meta.columns)
-        _check_columns(columns, list(spec.numeric) + list(spec.categorical), "feature column(s)")
+        check_columns(columns, list(spec.numeric) + list(spec.categorical), "feature column(s)")
         bad = {
-            str(c): str(meta[c].dtype) for c in spec.numeric if not _is_numeric_dtype(meta[c].dtype)
+            str(c): str(meta[c].dtype) for c in spec.numeric if not is_numeric_dtype(meta[c].dtype)
         }
         if bad:
             raise ValueError(
                 f"numeric column(s) {bad} are not numeric: declare them in categorical=[...]"
             )
         if spec.label is not None:
-            _check_columns(columns, [spec.label], "label column")
-            if self.task == "regression" and not _is_numeric_dtype(meta[spec.label].dtype):
+            check_columns(columns, [spec.label], "label column")
+            if self.task == "regression" and not is_numeric_dtype(meta[spec.label].dtype):
                 raise ValueError(
                     f"task='regression' needs a numeric label; {spec.label!r} has dtype "
                     f"{meta[spec.label].dtype}"
@@ -634,130 +329,8 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _set_learned(self, spec: StatsSpec, stats: PartialStats) -> None:
         """Derive every learned attribute from merged statistics; assign only if all checks pass."""
-        if stats.n_rows == 0:
-            raise ValueError("cannot fit on an empty dataset (0 rows)")
-        label = spec.label
-
-        classes = None
-        if label is not None:
-            if stats.label.n_null:
-                raise ValueError(
-                    f"label column {label!r} has {stats.label.n_null} missing values; "
-                    "drop those rows before fitting"
-                )
-            if stats.label.counts is not None:
-                classes = _as_array(sorted(stats.label.counts.index.tolist(), key=_sort_key))
-            if self.task == "classification":
-                _check_classes(label, classes, stats.label.n_distinct_min, self.max_categories)
-
-        fills, means, variances, n_seen, rank_errors = [], [], [], [], []
-        for c in spec.numeric:
-            m = stats.numeric[c]
-            if m.n == 0 and self.impute != "constant":
-                raise ValueError(
-                    f"numeric column {c!r} has no non-missing values; drop it or use "
-                    "impute='constant'"
-                )
-            if m.n and not (math.isfinite(m.min) and math.isfinite(m.max)):
-                raise ValueError(f"numeric column {c!r} contains infinite values")
-            if self.impute is None:
-                fill = math.nan
-                moments = m
-            else:
-                if self.impute == "mean":
-                    fill = m.mean
-                elif self.impute == "constant":
-                    fill = 0.0 if self.fill_value is None else float(self.fill_value)
-                elif self.impute == "median":
-                    sketch = stats.numeric_sketches[c]
-                    fill = float(sketch.quantiles([0.5])[0])
-                    rank_errors.append(sketch.rank_error)
-                else:
-                    fill = float(_mode(stats.numeric_counts[c].counts))
-                # The scaler sees the imputed column: n_null extra copies of the fill value.
-                moments = merge_moments(m, constant_moments(fill, m.n_null))
-            fills.append(fill)
-            means.append(moments.mean)
-            variances.append(moments.m2 / moments.n if moments.n else 0.0)
-            n_seen.append(moments.n)
-
-        categories, cat_fills = [], []
-        for c in spec.categorical:
-            counts = stats.categorical[c]
-            if counts.counts is None:
-                raise ValueError(
-                    f"categorical column {c!r} has more than max_categories="
-                    f"{self.max_categories} distinct values (at least {counts.n_distinct_min})"
-                )
-            cats = sorted(counts.counts.index.tolist(), key=_sort_key)
-            fill = None
-            if self.categorical_impute == "most_frequent":
-                if not cats:
-                    raise ValueError(
-                        f"categorical column {c!r} has no non-missing values; drop it or use "
-                        "categorical_impute='constant'"
-                    )
-                fill = _mode(counts.counts)
-            elif self.categorical_impute == "constant":
-                fill = MISSING_CATEGORY
-                if counts.n_null and MISSING_CATEGORY not in cats:
-                    cats = sorted([*cats, MISSING_CATEGORY], key=_sort_key)
-            elif not cats:
-                raise ValueError(
-                    f"categorical column {c!r} has no non-missing values; drop it or use "
-                    "categorical_impute='constant'"
-                )
-            categories.append(_as_array(cats))
-            cat_fills.append(fill)
-
-        mean = np.asarray(means, dtype=np.float64)
-        var = np.asarray(variances, dtype=np.float64)
-        n_samples = np.asarray(n_seen, dtype=np.int64)
-        if n_samples.size and n_samples.min() == n_samples.max():
-            n_samples_seen: int | np.ndarray = int(n_samples[0])
-        else:
-            n_samples_seen = n_samples
-        scale = _scale_from_var(var, mean, n_samples) if self.scale else None
-
-        indicators = [c for c in spec.numeric if self.add_indicator and stats.numeric[c].n_null]
-        names_out = [str(c) for c in spec.numeric] + [
-            f"missingindicator_{c}" for c in indicators
-        ] + [
-            f"{c}_{cat}"
-            for c, cats in zip(spec.categorical, categories, strict=True)
-            for cat in cats
-        ]
-        if len(set(names_out)) != len(names_out):
-            dup = sorted({n for n in names_out if names_out.count(n) > 1})
-            raise ValueError(f"output feature names collide: {dup}; rename the columns")
-
-        self._spec_ = spec
-        self.partial_stats_ = stats
-        self.n_rows_ = stats.n_rows
-        self.numeric_features_ = list(spec.numeric)
-        self.categorical_features_ = list(spec.categorical)
-        self.feature_names_in_ = np.asarray(
-            self.numeric_features_ + self.categorical_features_, dtype=object
-        )
-        self.n_features_in_ = len(self.feature_names_in_)
-        self.feature_names_out_ = np.asarray(names_out, dtype=object)
-        self.statistics_ = np.asarray(fills, dtype=np.float64)
-        self.rank_error_ = (
-            np.asarray(rank_errors, dtype=np.float64) if rank_errors else np.zeros(len(fills))
-        )
-        self.indicator_features_ = indicators
-        self.mean_ = mean
-        self.var_ = var
-        self.scale_ = scale
-        self.n_samples_seen_ = n_samples_seen
-        self.n_missing_ = np.asarray(
-            [stats.numeric[c].n_null for c in spec.numeric], dtype=np.int64
-        )
-        self.data_min_ = np.asarray([stats.numeric[c].min for c in spec.numeric], dtype=np.float64)
-        self.data_max_ = np.asarray([stats.numeric[c].max for c in spec.numeric], dtype=np.float64)
-        self.categories_ = categories
-        self.categorical_fill_ = cat_fills
-        self.classes_ = classes
+        for name, value in fitted_attributes(self, spec, stats).items():
+            setattr(self, name, value)
 
     def check_classification_target(self):
         """Check the fitted label can be a classification target (2 to ``max_categories``
@@ -766,7 +339,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         if self._spec_.label is None:
             raise ValueError("no label= was given, so there is no classification target")
         label_counts = self.partial_stats_.label
-        _check_classes(
+        check_classes(
             self._spec_.label, self.classes_, label_counts.n_distinct_min, self.max_categories
         )
         return self.classes_
@@ -775,25 +348,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _plan(self) -> TransformPlan:
         check_is_fitted(self)
-        n_num = len(self.numeric_features_)
-        shifts = self.mean_ if self.scale_ is not None else np.zeros(n_num)
-        divisors = self.scale_ if self.scale_ is not None else np.ones(n_num)
-        fills = [None if math.isnan(f) else float(f) for f in self.statistics_]
-        numeric = tuple(
-            (str(c), c, fill, float(s), float(d))
-            for c, fill, s, d in zip(self.numeric_features_, fills, shifts, divisors, strict=True)
-        )
-        categorical = tuple(
-            (c, tuple(cats.tolist()), fill, tuple(f"{c}_{cat}" for cat in cats.tolist()))
-            for c, cats, fill in zip(
-                self.categorical_features_, self.categories_, self.categorical_fill_, strict=True
-            )
-        )
-        # getattr: models saved before add_indicator existed have no such attribute.
-        indicators = tuple(
-            (f"missingindicator_{c}", c) for c in getattr(self, "indicator_features_", [])
-        )
-        return TransformPlan(numeric, categorical, indicators)
+        return transform_plan(self)
 
     def transform(self, df):
         """Float64 features named ``feature_names_out_``; the label column is dropped.
@@ -803,18 +358,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         The input is never modified.
         """
         plan = self._plan()
-        meta = _meta(df)
-        _check_columns(list(meta.columns), list(self.feature_names_in_), "feature column(s)")
-        wrong = {
-            str(c): str(meta[c].dtype)
-            for c in self.numeric_features_
-            if not _is_numeric_dtype(meta[c].dtype)
-        }
-        if wrong:
-            raise ValueError(
-                f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
-                "numeric here: the data does not match the schema the model was trained on"
-            )
+        check_fitted_columns(frame_meta(df), self.feature_names_in_, self.numeric_features_)
         func = functools.partial(transform_partition, plan=plan)
         if isinstance(df, dd.DataFrame):
             return df.map_partitions(func, meta=func(df._meta))
@@ -826,7 +370,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         label = self._spec_.label
         if label is None:
             raise ValueError("transform_xy needs a Preprocessor fitted with label=...")
-        _check_columns(list(_meta(df).columns), [label], "label column")
+        check_columns(list(frame_meta(df).columns), [label], "label column")
         return self.transform(df), df[label]
 
     def inverse_transform(self, X):
@@ -836,7 +380,7 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         plan = self._plan()
         names = [name for name, *_ in plan.numeric]
-        _check_columns(list(_meta(X).columns), names, "numeric feature column(s)")
+        check_columns(list(frame_meta(X).columns), names, "numeric feature column(s)")
         func = functools.partial(inverse_partition, plan=plan)
         if isinstance(X, dd.DataFrame):
             return X.map_partitions(func, meta=func(X._meta))
@@ -853,147 +397,3 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             )
         return self.feature_names_out_.copy()
 
-
-def _check_classes(label, classes, n_distinct_min: int, max_categories: int) -> None:
-    if classes is None:
-        raise ValueError(
-            f"label {label!r} has more than max_categories={max_categories} distinct values "
-            f"(at least {n_distinct_min}); is it a regression target?"
-        )
-    if len(classes) < 2:
-        only = np.asarray(classes).tolist()[0] if len(classes) else None
-        raise ValueError(
-            f"label {label!r} has a single class ({only!r}); a classifier needs at least 2"
-        )
-
-
-def _scale_from_var(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """``sqrt(var)`` with near-constant columns set to 1, exactly as ``StandardScaler``:
-    a column is constant when its variance is within the rounding error bound of the two-pass
-    algorithm (``sklearn.preprocessing._data._is_constant_feature``)."""
-    eps = np.finfo(np.float64).eps
-    nf = n.astype(np.float64)
-    constant = var <= nf * eps * var + (nf * mean * eps) ** 2
-    scale = np.sqrt(var)
-    scale[constant] = 1.0
-    return scale
-
-
-# --------------------------------------------------------------------------------------------
-# Splitting.
-# --------------------------------------------------------------------------------------------
-
-_MASK64 = (1 << 64) - 1
-
-
-_SPLITMIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
-
-
-def _splitmix64(z: int) -> int:
-    """SplitMix64's finaliser on a Python int (mod 2**64)."""
-    z = (z + _SPLITMIX[0]) & _MASK64
-    z = ((z ^ (z >> 30)) * _SPLITMIX[1]) & _MASK64
-    z = ((z ^ (z >> 27)) * _SPLITMIX[2]) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _splitmix64_array(z: Any) -> Any:
-    """The same finaliser on a uint64 array (NumPy or CuPy); uint64 arithmetic wraps."""
-    xp = namespace(z)
-
-    def u64(value: int) -> Any:
-        return xp.asarray(value, dtype=xp.uint64, device=device(z))
-
-    z = z + u64(_SPLITMIX[0])
-    z = (z ^ (z >> 30)) * u64(_SPLITMIX[1])
-    z = (z ^ (z >> 27)) * u64(_SPLITMIX[2])
-    return z ^ (z >> 31)
-
-
-def row_uniform(part: Any, random_state: int) -> Any:
-    """A uniform [0, 1) number per row, a function of the row's values and ``random_state``."""
-    h = row_hash(part)
-    xp = namespace(h)
-    seed = xp.asarray(_splitmix64(int(random_state) & _MASK64), dtype=xp.uint64, device=device(h))
-    z = _splitmix64_array(h ^ seed)
-    # The top 53 bits give every float64 multiple of 2**-53 in [0, 1) with equal probability.
-    return xp.astype(z >> 11, xp.float64) * 2.0**-53
-
-
-def split_partition(
-    part: Any, *, which: str, test_size: float, valid_size: float, random_state: int
-) -> Any:
-    """The rows of one partition that fall in split ``which`` ("train", "valid" or "test")."""
-    u = row_uniform(part, random_state)
-    if which == "test":
-        keep = u < test_size
-    elif which == "valid":
-        keep = (u >= test_size) & (u < test_size + valid_size)
-    else:
-        keep = u >= test_size + valid_size
-    return part[keep]
-
-
-def train_test_split(df, *, test_size=0.1, valid_size=None, random_state=0, stratify=None):
-    """Split rows into ``(train, test)`` or, with ``valid_size``, ``(train, valid, test)``.
-
-    Each row goes to a split by ``u = hash(row values, random_state) / 2**64``: test if
-    ``u < test_size``, valid if ``u < test_size + valid_size``, train otherwise. So:
-
-    - the split does not depend on the number of partitions, their boundaries, the order of
-      the rows or the workers — only on the row values, their dtypes and ``random_state``; a
-      cuDF frame splits as its ``to_pandas()`` would (:func:`pipeline.rowhash.row_hash`), so
-      CPU and GPU runs hold out the same rows;
-    - identical rows always land in the same split, so duplicates cannot leak from train into
-      test (and a dataset with many duplicates deviates more from the requested sizes);
-    - sizes are right in expectation (binomial), not exact;
-    - it is lazy: a dask DataFrame gives dask DataFrames with the same partitions, filtered
-      (one ``split_partition`` task per partition and split; nothing is computed). A pandas or
-      cuDF DataFrame gives frames of the same kind.
-
-    ``stratify`` names a label column and is only checked to exist: the per-row hash already
-    gives every class the requested proportions in expectation, independently of the other
-    classes, which is all a per-row, partition-local rule can promise. Small classes can still
-    come out unbalanced; exact per-class proportions need a global sort and are not offered.
-
-    Parameters
-    ----------
-    df : dask, pandas or cuDF DataFrame
-    test_size, valid_size : float in (0, 1), ``test_size + valid_size < 1``
-    random_state : int
-    stratify : column name or None
-    """
-    for name, size in (("test_size", test_size), ("valid_size", valid_size)):
-        if name == "valid_size" and size is None:
-            continue
-        if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, float, np.floating)):
-            raise TypeError(f"{name} must be a float in (0, 1), got {size!r}")
-        if not 0.0 < size < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {size!r}")
-    total = test_size + (valid_size or 0.0)
-    if total >= 1.0:
-        raise ValueError(
-            f"test_size + valid_size must be < 1 to leave training rows, got {total!r}"
-        )
-    if isinstance(random_state, (bool, np.bool_)) or not isinstance(
-        random_state, (int, np.integer)
-    ):
-        raise TypeError(f"random_state must be an int, got {random_state!r}")
-    if stratify is not None:
-        _check_columns(list(_meta(df).columns), [stratify], "stratify column")
-
-    names = ("train", "test") if valid_size is None else ("train", "valid", "test")
-    splits = []
-    for which in names:
-        func = functools.partial(
-            split_partition,
-            which=which,
-            test_size=float(test_size),
-            valid_size=float(valid_size or 0.0),
-            random_state=int(random_state),
-        )
-        if isinstance(df, dd.DataFrame):
-            splits.append(df.map_partitions(func, meta=df._meta))
-        else:
-            splits.append(func(df))
-    return tuple(splits)

@@ -18,7 +18,14 @@ import dask
 import numpy as np
 from distributed import WorkerPlugin, wait
 
-from .blocks import BlockSet, _block_summary, _raw_block, _split_rows, coalesce_groups
+from .blocks import (
+    BlockSet,
+    _block_summary,
+    _raw_block,
+    _split_rows,
+    coalesce_groups,
+    target_layout,
+)
 from .cluster import workers_info
 from .stores import (
     AUTO_MEMORY_FRACTION,
@@ -121,26 +128,7 @@ def stored_blocks(client: Any, X: Any, y: Any, x_parts: list[Any], y_parts: list
     if min_block_rows and len(rows) > 1:
         groups = coalesce_groups(rows, min_block_rows)
     rows = [sum(rows[i] for i in g) for g in groups]
-    if sum(rows) == 0:
-        raise ValueError("the training data is empty: every partition has 0 rows")
-    d = summaries[0]["n_features"]
-    cls_arr: np.ndarray | None = None
-    k = 0
-    if y is not None:
-        if classification:
-            if sum(s.get("y_null", 0) for s in summaries):
-                raise ValueError("the label has missing values; drop or impute those rows first")
-            cls_arr = (np.unique(np.concatenate([s["labels"] for s in summaries if s["rows"]]))
-                       if classes is None else np.asarray(classes))
-            if len(cls_arr) < 2:
-                raise ValueError(f"the label has a single class {cls_arr.tolist()}: a "
-                                 "classifier needs at least two")
-            k = 1 if len(cls_arr) == 2 else len(cls_arr)
-        else:
-            bad = sum(s.get("y_nonfinite", 0) for s in summaries)
-            if bad:
-                raise ValueError(f"the regression target has {bad} missing or non-finite values")
-            k = summaries[0]["y_cols"]
+    d, cls_arr, k = target_layout(summaries, rows, y is not None, classification, classes)
     if block_store == "auto":
         limit = _combined_limit(client)
         need = sum(rows) * (d + k) * np.dtype(dtype).itemsize

@@ -59,6 +59,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import encoding, vocab
+from .frames import check_fitted_columns
 from .preprocessing import (
     _as_dask,
     _check_column_list,
@@ -381,19 +382,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         """The float32 matrix as a frame named :meth:`get_feature_names_out` (lazy for dask
         input: one ``transform_partition`` task per partition, same divisions)."""
         plan = self._plan()
-        meta = _meta(df)
         features = self.numeric_features_ + self.categorical_features_
-        _check_columns(list(meta.columns), features, "feature column(s)")
-        wrong = {
-            str(c): str(meta[c].dtype)
-            for c in self.numeric_features_
-            if not _is_numeric_dtype(meta[c].dtype)
-        }
-        if wrong:
-            raise ValueError(
-                f"column(s) {wrong} were numeric when the preprocessor was fitted but are not "
-                "numeric here: the data does not match the schema the model was trained on"
-            )
+        check_fitted_columns(_meta(df), features, self.numeric_features_)
         names = tuple(str(n) for n in self.get_feature_names_out())
         func = functools.partial(frame_partition, plan=plan, names=names)
         if isinstance(df, dd.DataFrame):

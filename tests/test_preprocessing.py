@@ -568,7 +568,7 @@ def test_distributed_fit_transform_and_split_match_sync(client):
 def test_hash_mixing_works_on_any_array_namespace_and_device():
     # array_api_strict on a non-default device stands in for CuPy (cuDF's hashes are CuPy).
     xps = pytest.importorskip("array_api_strict", reason="array_api_strict not installed")
-    from pipeline.preprocessing import _splitmix64, _splitmix64_array
+    from pipeline.splitting import _splitmix64, _splitmix64_array
 
     values = [0, 1, 2**63, 2**64 - 1, 12_345_678_901_234_567]
     expected = [_splitmix64(v) for v in values]

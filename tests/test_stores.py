@@ -14,6 +14,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import pipeline.train.tasks as tasks
+from pipeline import store_worker
 from pipeline.blocks import Block
 from pipeline.estimators import MLPClassifier, MLPRegressor
 from pipeline.nn import Workspace
@@ -268,7 +269,7 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
 
     monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 64)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(stores, "memory_limit", lambda: 1)
+    monkeypatch.setattr(store_worker, "memory_limit", lambda: 1)
     rng = np.random.default_rng(1)
     blocks, handles = [], []
     for index in (0, 1):
@@ -285,7 +286,7 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
                 want = tasks._rows(blocks[i], 3, i, epoch, True, lo, hi, ws[i])
                 got = tasks._rows(handles[i], 3, i, epoch, True, lo, hi, ws[2 + i])
                 assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-    assert len(stores._READERS) == 1  # the other block's buffers were dropped
+    assert len(store_worker.READERS) == 1  # the other block's buffers were dropped
     stores.release_local(["evict"])
 
 
@@ -325,7 +326,7 @@ def test_stream_rows_equal_memory_rows_and_the_next_epoch_is_rebuilt_ahead(monke
                 want = tasks._rows(block, 7, 2, epoch, shuffle, lo, hi, ws_mem)
                 got = tasks._rows(handle, 7, 2, epoch, shuffle, lo, hi, ws_stream)
                 assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-            reader = stores._READERS[("stream-unit", 2)]
+            reader = store_worker.READERS[("stream-unit", 2)]
             assert reader.next is not None and reader.next[0] == epoch + 1
             reader.next[1].result()
             assert recipe.builds == epoch + 2  # this epoch's and the next one's, no more
@@ -358,7 +359,7 @@ def test_disk_reader_prefetches_the_next_chunk_of_the_epoch_order(tmp_path, monk
                 a, e = order.chunk_bounds(n, int(c))
                 tasks._rows(handle, 1, 0, epoch, True, pos, pos + 1, ws)
                 pos += e - a
-                reader = stores._READERS[("pf", 0)]
+                reader = store_worker.READERS[("pf", 0)]
                 want = (int(seq[j + 1]), (1, 0, epoch)) if j + 1 < len(seq) else (
                     int(nxt), (1, 0, epoch + 1))
                 if want[0] != int(c):
@@ -404,7 +405,7 @@ def test_a_prefetch_never_rebuilds_a_missing_file_and_closing_cancels_it(tmp_pat
     monkeypatch.setattr(order, "EPOCH_CHUNK_ROWS", 40)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     pool = _Deferred()
-    monkeypatch.setattr(stores, "_pool", lambda: pool)
+    monkeypatch.setattr(store_worker, "pool", lambda: pool)
     rng = np.random.default_rng(4)
     n = 200
     X, y = rng.standard_normal((n, 3)), rng.standard_normal(n)
@@ -445,7 +446,7 @@ def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
     rng = np.random.default_rng(5)
     n, d = 300, 3
     block_bytes = n * (d + 1) * 8
-    monkeypatch.setattr(stores, "memory_limit",
+    monkeypatch.setattr(store_worker, "memory_limit",
                         lambda: int(3.5 * block_bytes / stores.STREAM_CACHE_FRACTION))
     handles = []
     for index in (0, 1):
@@ -454,7 +455,7 @@ def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
     try:
         for index, h in enumerate(handles):  # one whole epoch of each, one after the other
             tasks._rows(h, 0, index, 0, True, 0, n, Workspace())
-        first, second = (stores._READERS[("ahead", i)] for i in (0, 1))
+        first, second = (store_worker.READERS[("ahead", i)] for i in (0, 1))
         assert first.next is not None and first.next[0] == 1
         assert second.next is None
     finally:

@@ -10,7 +10,7 @@ The code is namespace-clean: the input's namespace and device do the work (NumPy
 padded input are stacked into one contiguous ``(N*OH*OW, kh*kw*C)`` matrix (one copy, built with
 slicing and ``xp.stack``), multiplied by the kernel seen as a ``(kh*kw*C, filters)`` matrix. Its
 backward is two GEMMs and the transpose of the stacking (col2im: ``kh * kw`` strided adds).
-Pools reuse the same window stacking. Padding follows TensorFlow/Keras: ``"valid"`` uses no
+Pools reuse the same window stacking (:mod:`pipeline.nn.windows` holds the geometry). Padding follows TensorFlow/Keras: ``"valid"`` uses no
 padding; ``"same"`` gives ``ceil(size / stride)`` outputs, padding ``total // 2`` before and the
 rest after.
 
@@ -41,6 +41,16 @@ import numpy as np
 from .. import backend as bk
 from ..backend import device, namespace
 from .layers import Context, Layer
+from .windows import (
+    Axis,
+    check_input,
+    check_padding,
+    pad_input,
+    pair,
+    unwindow,
+    window_stack,
+    window_views,
+)
 
 __all__ = [
     "AvgPool2D",
@@ -50,129 +60,7 @@ __all__ = [
 ]
 
 Array = Any
-PADDINGS = ("same", "valid")
 INITS = ("glorot_uniform", "he_uniform")
-
-
-# ---------------------------------------------------------------------------------------------
-# Geometry shared by convolution and pooling.
-
-
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int | np.integer) else tuple(value)
-    if len(pair) != 2 or any(not isinstance(v, int | np.integer) or v < 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _check_padding(padding: str) -> None:
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-
-
-class _Axis:
-    """One spatial axis: output length and padding before/after, Keras' rules."""
-
-    def __init__(self, size: int, k: int, s: int, padding: str, what: str):
-        if padding == "valid":
-            if size < k:
-                raise ValueError(f"{what}: window {k} is larger than the input ({size}) with "
-                                 "padding='valid'; use padding='same' or a smaller window")
-            self.out, self.before, self.after = (size - k) // s + 1, 0, 0
-        else:
-            self.out = -(-size // s)
-            total = max((self.out - 1) * s + k - size, 0)
-            self.before, self.after = total // 2, total - total // 2
-        self.size, self.k, self.s = size, k, s
-
-    @property
-    def padded(self) -> int:
-        return self.size + self.before + self.after
-
-    def window(self, offset: int) -> slice:
-        """The padded-input positions that window element ``offset`` reads, one per output."""
-        return slice(offset, offset + self.s * (self.out - 1) + 1, self.s)
-
-
-def _check_input(in_shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
-    if len(in_shape) != 3 or any(int(d) < 1 for d in in_shape):
-        raise ValueError(f"{what} expects inputs of shape (height, width, channels) per sample, "
-                         f"got {tuple(in_shape)}")
-    return int(in_shape[0]), int(in_shape[1]), int(in_shape[2])
-
-
-def _pad(xp: Any, x: Array, rows: _Axis, cols: _Axis, fill: float, ctx: Context) -> Array:
-    """``x`` padded with ``fill`` (into the workspace buffer ``"xpad"`` when there is one)."""
-    if rows.before == rows.after == cols.before == cols.after == 0:
-        return x
-    n, h, w, c = x.shape
-    out = ctx.buffer("xpad", (n, rows.padded, cols.padded, c), x)
-    if out is None:
-        out = xp.full((n, rows.padded, cols.padded, c), fill, dtype=x.dtype, device=device(x))
-    else:  # a reused buffer: only the border needs the fill, the inside is overwritten
-        out[:, : rows.before, :, :] = fill
-        out[:, rows.before + h :, :, :] = fill
-        out[:, :, : cols.before, :] = fill
-        out[:, :, cols.before + w :, :] = fill
-    out[:, rows.before : rows.before + h, cols.before : cols.before + w, :] = x
-    return out
-
-
-def _windows(xp: Any, xpad: Array, rows: _Axis, cols: _Axis, ctx: Context) -> Array:
-    """``(N, OH, OW, kh*kw, C)``: element ``[n, i, j, a*kw + b, c]`` is
-    ``xpad[n, i*sh + a, j*sw + b, c]``. One contiguous copy of the (strided) views (into the
-    workspace buffer ``"patches"`` when there is one)."""
-    n, c = xpad.shape[0], xpad.shape[-1]
-    out = ctx.buffer("patches", (n, rows.out, cols.out, rows.k * cols.k, c), xpad)
-    if out is None:
-        return xp.stack(_views(xpad, rows, cols), axis=3)
-    for index, view in enumerate(_views(xpad, rows, cols)):
-        out[:, :, :, index, :] = view
-    return out
-
-
-def _views(xpad: Array, rows: _Axis, cols: _Axis) -> list[Array]:
-    """The ``kh*kw`` strided views ``(N, OH, OW, C)`` of :func:`_windows`, without the copy."""
-    return [
-        xpad[:, rows.window(a), cols.window(b), :] for a in range(rows.k) for b in range(cols.k)
-    ]
-
-
-def _unwindow(xp: Any, pieces: Any, rows: _Axis, cols: _Axis, channels: int, like: Array,
-              ctx: Context) -> Array:
-    """Transpose of :func:`_windows` then of the padding: ``pieces`` yields, for every window
-    element ``a*kw + b`` in order, the ``(N, OH, OW, C)`` gradient of what it read; each is added
-    back onto the input positions it came from. Returns ``(N, H, W, C)`` in ``like``'s dtype and
-    device, ``N`` being ``like``'s first axis."""
-    if rows.s == rows.k and cols.s == cols.k and rows.out * rows.k == rows.padded and (
-        cols.out * cols.k == cols.padded
-    ):
-        # The windows tile the padded input exactly: every position is read once, so writing
-        # the pieces into an uninitialised (N, OH, kh, OW, kw, C) array *is* the padded
-        # gradient, with no zero fill and no read-modify-write (a 2x2 pool's gradient about 3x
-        # faster on NumPy than strided adds).
-        n, c = like.shape[0], channels
-        shape = (n, rows.out, rows.k, cols.out, cols.k, c)
-        tiles = ctx.buffer("dxtiles", shape, like)
-        if tiles is None:
-            tiles = xp.empty(shape, dtype=like.dtype, device=device(like))
-        for index, piece in enumerate(pieces):
-            a, b = divmod(index, cols.k)
-            tiles[:, :, a, :, b, :] = piece
-        dxpad = xp.reshape(tiles, (n, rows.padded, cols.padded, c))
-    else:
-        n, c = like.shape[0], channels
-        shape = (n, rows.padded, cols.padded, c)
-        dxpad = ctx.buffer("dxpad", shape, like)
-        if dxpad is None:
-            dxpad = xp.zeros(shape, dtype=like.dtype, device=device(like))
-        else:
-            dxpad[...] = 0
-        for index, piece in enumerate(pieces):
-            a, b = divmod(index, cols.k)
-            where = (slice(None), rows.window(a), cols.window(b), slice(None))
-            dxpad[where] = dxpad[where] + piece
-    return dxpad[:, rows.before : rows.before + rows.size, cols.before : cols.before + cols.size, :]
 
 
 def _uniform(rng: np.random.Generator, bound: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -204,16 +92,16 @@ class Conv2D(Layer):
     def __post_init__(self) -> None:
         if not isinstance(self.filters, int | np.integer) or self.filters < 1:
             raise ValueError(f"filters must be a positive int, got {self.filters!r}")
-        _pair(self.kernel_size, "kernel_size")
-        _pair(self.stride, "stride")
-        _check_padding(self.padding)
+        pair(self.kernel_size, "kernel_size")
+        pair(self.stride, "stride")
+        check_padding(self.padding)
         if self.kernel_init not in INITS:
             raise ValueError(f"kernel_init must be one of {INITS}, got {self.kernel_init!r}")
 
-    def _axes(self, in_shape: tuple[int, ...]) -> tuple[_Axis, _Axis, int]:
-        h, w, c = _check_input(in_shape, "Conv2D")
-        (kh, kw), (sh, sw) = _pair(self.kernel_size, ""), _pair(self.stride, "")
-        return _Axis(h, kh, sh, self.padding, "Conv2D"), _Axis(w, kw, sw, self.padding,
+    def _axes(self, in_shape: tuple[int, ...]) -> tuple[Axis, Axis, int]:
+        h, w, c = check_input(in_shape, "Conv2D")
+        (kh, kw), (sh, sw) = pair(self.kernel_size, ""), pair(self.stride, "")
+        return Axis(h, kh, sh, self.padding, "Conv2D"), Axis(w, kw, sw, self.padding,
                                                                 "Conv2D"), c
 
     def build(self, in_shape):
@@ -238,7 +126,7 @@ class Conv2D(Layer):
                             "Normalize (pipeline.nn) before it to turn pixels into floats")
         n, f = x.shape[0], int(self.filters)
         m, k = n * rows.out * cols.out, rows.k * cols.k * c
-        patches = xp.reshape(_windows(xp, _pad(xp, x, rows, cols, 0.0, ctx), rows, cols, ctx),
+        patches = xp.reshape(window_stack(xp, pad_input(xp, x, rows, cols, 0.0, ctx), rows, cols, ctx),
                              (m, k))
         y = bk.matmul(patches, xp.reshape(W, (k, f)), out=ctx.buffer("y", (m, f), x))
         y = bk.elementwise("add", y, b, out=y)  # y is this layer's own (buffer or fresh)
@@ -260,7 +148,7 @@ class Conv2D(Layer):
         # One GEMM per kernel offset rather than one big one: each result is a contiguous
         # (N*OH*OW, C) block, so col2im adds contiguous pieces (about 2x faster overall on
         # NumPy than slicing the window axis out of a (N, OH, OW, kh*kw, C) product).
-        # The pieces share one buffer: _unwindow consumes each before asking for the next.
+        # The pieces share one buffer: unwindow consumes each before asking for the next.
         n, c = dy.shape[0], W.shape[2]
         piece = ctx.buffer("piece", (dy2.shape[0], c), dy)
         pieces = (
@@ -268,7 +156,7 @@ class Conv2D(Layer):
             for a in range(rows.k)
             for b in range(cols.k)
         )
-        return _unwindow(xp, pieces, rows, cols, c, dy, ctx)
+        return unwindow(xp, pieces, rows, cols, c, dy, ctx)
 
 
 @dataclass(frozen=True)
@@ -278,17 +166,17 @@ class _Pool(Layer):
     padding: str = "valid"
 
     def __post_init__(self) -> None:
-        _pair(self.pool_size, "pool_size")
+        pair(self.pool_size, "pool_size")
         if self.stride is not None:
-            _pair(self.stride, "stride")
-        _check_padding(self.padding)
+            pair(self.stride, "stride")
+        check_padding(self.padding)
 
-    def _axes(self, in_shape: tuple[int, ...]) -> tuple[_Axis, _Axis, int]:
+    def _axes(self, in_shape: tuple[int, ...]) -> tuple[Axis, Axis, int]:
         what = type(self).__name__
-        h, w, c = _check_input(in_shape, what)
-        kh, kw = _pair(self.pool_size, "pool_size")
-        sh, sw = _pair(self.stride if self.stride is not None else self.pool_size, "stride")
-        return _Axis(h, kh, sh, self.padding, what), _Axis(w, kw, sw, self.padding, what), c
+        h, w, c = check_input(in_shape, what)
+        kh, kw = pair(self.pool_size, "pool_size")
+        sh, sw = pair(self.stride if self.stride is not None else self.pool_size, "stride")
+        return Axis(h, kh, sh, self.padding, what), Axis(w, kw, sw, self.padding, what), c
 
     def build(self, in_shape):
         rows, cols, c = self._axes(in_shape)
@@ -313,10 +201,10 @@ class MaxPool2D(_Pool):
         rows, cols, _ = self._axes(tuple(x.shape[1:]))
         low = (xp.finfo(x.dtype).min if xp.isdtype(x.dtype, "real floating")
                else xp.iinfo(x.dtype).min)
-        xpad = _pad(xp, x, rows, cols, low, ctx)
+        xpad = pad_input(xp, x, rows, cols, low, ctx)
         # A running maximum over the strided views: no (N, OH, OW, kh*kw, C) copy, no argmax
         # pass; backward finds the winners again by comparing with the output.
-        views = _views(xpad, rows, cols)
+        views = window_views(xpad, rows, cols)
         y = ctx.buffer("y", tuple(views[0].shape), x)
         if y is None:
             y = xp.asarray(views[0], copy=True)
@@ -339,7 +227,7 @@ class MaxPool2D(_Pool):
 
         def pieces():
             claimed = None  # outputs whose maximum an earlier window element already holds
-            for view in _views(xpad, rows, cols):
+            for view in window_views(xpad, rows, cols):
                 hit = bk.elementwise("equal", view, y, out=flags("hit"))
                 if claimed is None:
                     first, claimed = hit, bk.astype(hit, xp.bool, out=flags("claimed"))
@@ -348,11 +236,11 @@ class MaxPool2D(_Pool):
                     first = bk.elementwise("logical_and", hit, first, out=first)
                     claimed = bk.elementwise("logical_or", claimed, hit, out=claimed)
                 # A product, not xp.where: NumPy's where is ~10x slower than a multiply here.
-                # The piece's buffer is reused: _unwindow consumes each before the next.
+                # The piece's buffer is reused: unwindow consumes each before the next.
                 mask = bk.astype(first, dy.dtype, out=ctx.buffer("piece", shape, dy))
                 yield bk.elementwise("multiply", dy, mask, out=mask)
 
-        return _unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy, ctx)
+        return unwindow(xp, pieces(), rows, cols, dy.shape[-1], dy, ctx)
 
 
 @dataclass(frozen=True)
@@ -363,8 +251,8 @@ class AvgPool2D(_Pool):
     covers (Keras' rule; PyTorch's ``count_include_pad=False``).
     """
 
-    def _sum(self, xp: Any, x: Array, rows: _Axis, cols: _Axis) -> Array:
-        views = _views(_pad(xp, x, rows, cols, 0.0, Context()), rows, cols)
+    def _sum(self, xp: Any, x: Array, rows: Axis, cols: Axis) -> Array:
+        views = window_views(pad_input(xp, x, rows, cols, 0.0, Context()), rows, cols)
         total = xp.asarray(views[0], copy=True)
         for view in views[1:]:
             total = total + view
@@ -386,7 +274,7 @@ class AvgPool2D(_Pool):
         xp = namespace(dy)
         rows, cols, counts = cache
         share = dy / counts
-        return _unwindow(xp, (share for _ in range(rows.k * cols.k)), rows, cols,
+        return unwindow(xp, (share for _ in range(rows.k * cols.k)), rows, cols,
                          dy.shape[-1], dy, ctx)
 
 
@@ -395,11 +283,11 @@ class GlobalAvgPool2D(Layer):
     """Mean over height and width: ``(H, W, C) -> (C,)``."""
 
     def build(self, in_shape):
-        _, _, c = _check_input(in_shape, "GlobalAvgPool2D")
+        _, _, c = check_input(in_shape, "GlobalAvgPool2D")
         return [], (c,)
 
     def init(self, rng, in_shape):
-        _check_input(in_shape, "GlobalAvgPool2D")
+        check_input(in_shape, "GlobalAvgPool2D")
         return []
 
     def forward(self, params, x, ctx):

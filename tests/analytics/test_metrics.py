@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import UndefinedMetricWarning
 
-from analytics import metrics
+from analytics import metric_graph, metrics
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -234,7 +234,7 @@ def test_one_compute_with_named_partials_and_small_root(monkeypatch):
     assert len(calls) == 1
     assert any(k.startswith("partition_pairs-") for k in calls[0])
     assert any("combine_pairs-" in k for k in calls[0])
-    summary = metrics._pair_summary(y_true, y_pred, None, 8)
+    summary = metric_graph.pair_summary(y_true, y_pred, None, 8)
     assert summary.first.shape[0] <= 9 and summary.weight.sum() == 20_000
 
 

@@ -265,7 +265,7 @@ def test_estimated_distinct_never_exceeds_the_values_present():
 def test_html_marks_estimates_and_keeps_charts_readable(tmp_path):
     from pathlib import Path
 
-    from analytics.profile import _ACCENT, _svg_histogram
+    from analytics.profile_html import _ACCENT, _svg_histogram
 
     values = np.arange(1_000)
     p = profile(dd.from_pandas(pd.DataFrame({"v": values, "label": values % 2}), npartitions=2),
