@@ -344,7 +344,10 @@ class _BaseTabular(BaseEstimator):
         with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
             result = train(client, blocks, model=model, config=config, optimizer=optimizer,
                            validation=valid, state=state, on_epoch_end=on_epoch_end,
-                           run_name=type(self).__name__)
+                           run_name=type(self).__name__,
+                           # one block: every epoch in one task (same bits, no client round
+                           # trips between epochs); verbose wants its line per epoch live
+                           fuse_epochs=not self.verbose)
         self.preprocessor_ = prep
         self.params_ = np.asarray(result.params)
         self.n_outputs_ = int(blocks.n_outputs)
