@@ -2,6 +2,8 @@
 the round-by-round loop's results bit for bit (the oracle is that loop), with the same history
 and events; runs it cannot reproduce take the loop."""
 
+import time
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -73,19 +75,21 @@ def test_fused_runs_one_task_and_replays_events(client):
     blocks, valid = split_blocks(client, _blocks(client), 0.2, 5)
     seen = []
     client.subscribe_topic(events.TOPIC, lambda ev: seen.append(ev[1]))
-    with get_task_stream(client) as ts:
-        fused = _run(client, blocks, valid, True)
+    try:
+        with get_task_stream(client) as ts:
+            fused = _run(client, blocks, valid, True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            epochs = [e for e in seen
+                      if e.get("event") == "epoch" and e.get("run") == fused.run_id]
+            if len(epochs) == fused.n_iter:
+                break
+            time.sleep(0.05)
+    finally:
+        client.unsubscribe_topic(events.TOPIC)
     names = [str(t["key"]) for t in ts.data]
     assert sum("fused_epochs" in k for k in names) == 1
     assert not any("partition_local_steps" in k or "partition_scores" in k for k in names)
-    import time
-
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        epochs = [e for e in seen if e.get("event") == "epoch" and e.get("run") == fused.run_id]
-        if len(epochs) == fused.n_iter:
-            break
-        time.sleep(0.05)
     assert [e["epoch"] for e in epochs] == list(range(1, fused.n_iter + 1))
     assert [e["validation_score"] for e in epochs] == fused.state.validation_scores
 
