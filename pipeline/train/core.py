@@ -203,6 +203,7 @@ def train(
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     run_name: str = "fit",
+    fuse_epochs: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``blocks`` data-parallel; returns the final parameters and history.
 
@@ -225,6 +226,11 @@ def train(
         Resume from a checkpointed state: the run continues exactly where it stopped.
     on_epoch_end : callable, optional
         Called with the :class:`TrainState` after every epoch (checkpointing hook).
+    fuse_epochs : bool
+        Run every epoch in one task when the run allows it (one block, ``sync="average"``
+        without replicas, balancing or outer optimizer, no ``on_epoch_end``): the same
+        parameters, bit for bit, without the client between epochs; the per-epoch events
+        and history are published when the task returns (:mod:`pipeline.train.fused`).
     """
     config.validate()
     dtype = np.dtype(blocks.dtype)
@@ -252,9 +258,13 @@ def train(
                 result = _train_lbfgs(client, rounds, config, state, validation, run_id)
             else:
                 assert optimizer is not None
-                result = _train_epochs(client, rounds, make_strategy(config, optimizer),
-                                       _stopping_rule(config), config, state, validation,
-                                       on_epoch_end, run_id)
+                strategy = make_strategy(config, optimizer)
+                if fuse_epochs and _fusable(strategy, rounds, config, state, on_epoch_end):
+                    result = _train_fused(client, rounds, strategy, _stopping_rule(config),
+                                          config, state, validation, run_id)
+                else:
+                    result = _train_epochs(client, rounds, strategy, _stopping_rule(config),
+                                           config, state, validation, on_epoch_end, run_id)
     except BaseException as exc:
         events.emit_end(client, run_id, status="failed", n_iter=0, rounds=0,
                    seconds=time.time() - started, error=repr(exc))
@@ -333,6 +343,71 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     final = (progress.best_params if (config.early_stopping and progress.best_params is not None)
              else params)
     return TrainResult(final, state, epoch, loss_curve[-1] if loss_curve else math.nan,
+                       progress.stopped, run_id, 0.0, round_no, rounds.retries, history)
+
+
+def _fusable(strategy: Any, rounds: Rounds, config: TrainConfig, state: TrainState,
+             on_epoch_end: Any) -> bool:
+    from .fused import can_fuse
+
+    steps = strategy.steps_per_epoch(rounds.blocks.rows)
+    return (can_fuse(strategy, len(rounds.blocks.futures), config.local_steps, on_epoch_end)
+            and (state.cursors is None or list(state.cursors) == [state.epoch * steps]))
+
+
+def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: StoppingRule,
+                 config: TrainConfig, state: TrainState, validation: BlockSet | None,
+                 run_id: str) -> TrainResult:
+    """:func:`_train_epochs` for a one-block local-SGD run, every epoch in one task
+    (:func:`pipeline.train.fused.fused_epochs`); events and history replayed afterwards."""
+    from dask.base import tokenize
+
+    from .fused import FusedResult, fused_epochs
+    from .rounds import _literal
+
+    steps = strategy.steps_per_epoch(rounds.blocks.rows)
+    progress = Progress(state.best_loss, state.best_validation_score,
+                        state.no_improvement_count, state.best_params, state.learning_rate)
+    local_state = state.local_states[0] if state.local_states else None
+    key = f"fused_epochs-{tokenize(run_id, 'fused', state.epoch)}"
+    vfutures = list(validation.futures) if validation is not None else []
+    dsk = {key: (fused_epochs, rounds.block_keys[0], vfutures, _literal(state.params),
+                 _literal(local_state), _literal(rounds.model), _literal(strategy.optimizer),
+                 strategy.alpha, int(rounds.blocks.rows[0]), steps, _literal(rule),
+                 _literal(progress), config.scheduled_rate, config.learning_rate_init,
+                 state.epoch, config.max_iter, state.rounds, state.t, config.random_state,
+                 config.shuffle, rounds.split_every)}
+    res: FusedResult
+    (res,) = rounds.run(dsk, [key], "average")
+    loss_curve, val_scores = list(state.loss_curve), list(state.validation_scores)
+    history = list(state.history)
+    t, round_no, epoch = state.t, state.rounds, state.epoch
+    for rec in res.records:
+        round_no += 1
+        epoch += 1
+        t += rec.part.n
+        loss_curve.append(rec.loss)
+        if rec.score is not None:
+            val_scores.append(rec.score)
+        events.emit_round(client, run_id, **events.round_fields(
+            round_no, epoch, rec.part, rec.round_seconds, rec.part.loss / max(rec.part.n, 1)))
+        record = {
+            "epoch": epoch, "loss": rec.loss, "validation_score": rec.score,
+            "samples_per_s": rec.part.n / rec.seconds if rec.seconds > 0 else None,
+            "seconds": rec.seconds, "learning_rate": rec.learning_rate, "rounds": 1,
+            "round_seconds_median": rec.round_seconds, "local_steps": [steps],
+        }
+        history.append(record)
+        events.emit_epoch(client, run_id, round=round_no, **record)
+    progress = res.progress
+    params = res.params
+    new_state = TrainState(params, None, [res.local_state], state.outer_state, epoch, t,
+                           progress.learning_rate, loss_curve, val_scores, progress.best_loss,
+                           progress.best_validation_score, progress.no_improvement_count,
+                           progress.best_params, history, round_no, [res.cursor])
+    final = (progress.best_params if (config.early_stopping and progress.best_params is not None)
+             else params)
+    return TrainResult(final, new_state, epoch, loss_curve[-1] if loss_curve else math.nan,
                        progress.stopped, run_id, 0.0, round_no, rounds.retries, history)
 
 

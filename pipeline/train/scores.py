@@ -26,8 +26,10 @@ class ScorePartial(NamedTuple):
     sum_y2: np.ndarray
 
 
-def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartial:
-    """Sums behind accuracy / R² and the mean loss on a validation block."""
+def partition_score(block: Block, params: np.ndarray, model: Any,
+                    with_loss: bool = True) -> ScorePartial:
+    """Sums behind accuracy / R² and the mean loss on a validation block (``with_loss=False``:
+    loss 0.0, and no forward-and-backward pass for it; the other sums are the same bits)."""
     X, Y = _as_block(block)
     xp = namespace(X)
     n = int(X.shape[0])
@@ -38,8 +40,8 @@ def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartia
     rows = getattr(model, "score_rows", None)
     if rows and n > rows:  # a model with large activations (images) scores in slices
         return combine_scores([partition_score(Block(X[a:a + rows], Y[a:a + rows]), params,
-                                               model) for a in range(0, n, rows)])
-    loss, _ = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)
+                                               model, with_loss) for a in range(0, n, rows)])
+    loss = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)[0] if with_loss else 0.0
     out = model.forward(params, X)
     if model.loss == "squared_error":
         r = out - Y
@@ -58,8 +60,9 @@ def partition_score(block: Block, params: np.ndarray, model: Any) -> ScorePartia
 
 
 def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
-                     model: Any) -> list[tuple[int, ScorePartial]]:
-    return [(i, partition_score(b, params, model)) for b, i in zip(blocks, indices, strict=True)]
+                     model: Any, with_loss: bool = True) -> list[tuple[int, ScorePartial]]:
+    return [(i, partition_score(b, params, model, with_loss))
+            for b, i in zip(blocks, indices, strict=True)]
 
 
 def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
