@@ -23,6 +23,7 @@ LocalCluster, ``min_block_rows=None`` so the estimator keeps all K blocks.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -405,8 +406,16 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
     # a round: one step_and_partition_grads task per worker (fold of the previous round's
     # partials of every worker, the optimizer update on the worker's own copy, its blocks'
     # gradients); round r+1's tasks depend on all of round r's
+    # (rounds are submitted a few per graph: group the keys by round)
     name = "step_and_partition_grads"
-    rounds_ = [c for c in calls if any(name in k for k in c[1])]
+    by_round: dict[int, tuple[float, list[str]]] = {}
+    for t_call, call_keys in calls:
+        for k in call_keys:
+            m = re.search(name + r"-\w+-(\d+)'", k)
+            if m:
+                t0, ks = by_round.setdefault(int(m.group(1)), (t_call, []))
+                ks.append(k)
+    rounds_ = [by_round[r] for r in sorted(by_round)]
     rows = []
     for r in range(3, len(rounds_) - 1):
         t_get, keys = rounds_[r]
@@ -428,7 +437,8 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
             "== round period (previous round done → this one done)": last - prev_done,
             "_graph on the scheduler before the round could start (slack)":
                 prev_done - ug[0] if ug else float("nan"),
-            "_client submits a round every": t_get - rounds_[r - 1][0],
+            "_client submits a graph (rounds_ahead // 2 rounds) every": t_get - rounds_[r - 1][0]
+                if t_get != rounds_[r - 1][0] else float("nan"),
             "_transfers (count)": float(len(transfers)),
             "_transfers (sum of durations)": sum(transfers),
             "_tasks": float(len(keys)),

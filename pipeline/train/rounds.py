@@ -252,27 +252,35 @@ class Rounds:
             out.append((Partial(loss, None, n, timings), now - last_done))
             last_done = now
 
-        for step in range(steps + 1):
-            token = tokenize(self.run_id, "grad-ahead", epoch, step)
-            dsk: dict[Any, Any] = {}
-            if step < steps:
-                keys = [(f"step_and_partition_grads-{token}", j) for j in range(len(groups))]
-                for j, idx in enumerate(groups):
-                    dsk[keys[j]] = (step_and_partition_grads, prev, j, args, round_no + step,
-                                    [futures[i] for i in idx], idx, epoch, step, steps, seed,
-                                    shuffle)
-            else:  # the last round's update: only the parameters are needed
-                keys = [f"combine_grads_and_step-{token}"]
-                dsk[keys[0]] = (last_step, prev, args, round_no + step - 1)
-            if step > 0:  # the metrics of the round this one's step finished
-                mkey = f"round_metrics-{token}"
-                dsk[mkey] = (round_metrics, keys[0])
-                *prev, metrics = self.client.get(dsk, [*keys, mkey], sync=False)
-                window.append(metrics)
-            else:
-                prev = self.client.get(dsk, keys, sync=False)
-            if len(window) >= ahead:
+        # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
+        # update-graph calls for the client and scheduler to run beside the workers), at most
+        # ``ahead`` rounds submitted and not yet reported back.
+        chunk = max(1, ahead // 2)
+        token = tokenize(self.run_id, "grad-ahead", epoch)
+        for first in range(0, steps + 1, chunk):
+            while window and len(window) + chunk > ahead:
                 consume()
+            dsk: dict[Any, Any] = {}
+            want: list[Any] = []
+            for step in range(first, min(first + chunk, steps + 1)):
+                if step < steps:
+                    keys: list[Any] = [(f"step_and_partition_grads-{token}-{step}", j)
+                                       for j in range(len(groups))]
+                    for j, idx in enumerate(groups):
+                        dsk[keys[j]] = (step_and_partition_grads, prev, j, args,
+                                        round_no + step, [futures[i] for i in idx], idx, epoch,
+                                        step, steps, seed, shuffle)
+                else:  # the last round's update: only the parameters are needed
+                    keys = [f"combine_grads_and_step-{token}-{step}"]
+                    dsk[keys[0]] = (last_step, prev, args, round_no + step - 1)
+                if step > 0:  # the metrics of the round this one's step finished
+                    dsk[f"round_metrics-{token}-{step}"] = (round_metrics, keys[0])
+                    want.append(f"round_metrics-{token}-{step}")
+                prev = keys
+            n_metrics = len(want)
+            got = self.client.get(dsk, [*want, *prev], sync=False)
+            window.extend(got[:n_metrics])
+            prev = got[n_metrics:]  # the chunk's last round, as futures: the next one's input
         while window:
             consume()
         final: StepState
