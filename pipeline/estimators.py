@@ -60,9 +60,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         re-estimated every round; the row weighting keeps the average unbiased. Not
         bit-reproducible (it follows measured speed); ``"none"`` is.
     rounds_ahead : int
-        ``sync="gradient"``: rounds in flight at once. The optimizer update runs as a task on
-        the cluster, so round r+1 is queued before round r's result reaches the client; the
-        client gathers only the loss per round. Same bits as ``rounds_ahead=1``.
+        ``sync="gradient"``: rounds in flight at once. The optimizer update runs on the cluster
+        (each worker folds all gradients and updates its own copy of the parameters, the same
+        bits on every worker), so round r+1 is queued before round r's result reaches the
+        client; the client gathers only the loss per round. Same bits as ``rounds_ahead=1``.
     split_every : int
         Fan-in of the tree that combines the blocks' gradients.
     min_block_rows : int or None
