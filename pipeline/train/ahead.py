@@ -79,9 +79,8 @@ def last_step(outs: list[RoundOut], args: StepArgs, round_no: int) -> StepState:
     return _step(outs, 0, args, round_no)
 
 
-def round_metrics(out: RoundOut | StepState) -> tuple[float, int, tuple[Any, ...]]:
-    """The few numbers the client gathers per pipelined round: loss, rows and timings of the
-    round whose step produced ``out``'s state."""
-    state = out.state if isinstance(out, RoundOut) else out
-    return state.round_loss, state.n, state.timings
-
+def round_metrics(outs: list[RoundOut | StepState]) -> list[tuple[float, int, tuple[Any, ...]]]:
+    """The few numbers the client gathers per pipelined round: loss, rows and timings of each
+    round whose step produced one of ``outs``' states (one task and one fetch per graph)."""
+    states = [o.state if isinstance(o, RoundOut) else o for o in outs]
+    return [(s.round_loss, s.n, s.timings) for s in states]

@@ -241,15 +241,18 @@ class Rounds:
         futures = self.block_keys
         groups = self.groups(futures)
         prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
-        window: deque[Any] = deque()  # metrics futures of the rounds in flight
+        # (metrics future, rounds it reports) of the rounds submitted and not yet reported
+        window: deque[tuple[Any, int]] = deque()
         out: list[tuple[Partial, float]] = []
         last_done = time.perf_counter()
 
         def consume() -> None:
             nonlocal last_done
-            (loss, n, timings), = self.watchdog.gather([window.popleft()], "a gradient round")
+            future, n_rounds = window.popleft()
+            (metrics,) = self.watchdog.gather([future], "a gradient round")
             now = time.perf_counter()
-            out.append((Partial(loss, None, n, timings), now - last_done))
+            for loss, n, timings in metrics:
+                out.append((Partial(loss, None, n, timings), (now - last_done) / n_rounds))
             last_done = now
 
         # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
@@ -258,10 +261,10 @@ class Rounds:
         chunk = max(1, ahead // 2)
         token = tokenize(self.run_id, "grad-ahead", epoch)
         for first in range(0, steps + 1, chunk):
-            while window and len(window) + chunk > ahead:
+            while window and sum(n for _, n in window) + chunk > ahead:
                 consume()
             dsk: dict[Any, Any] = {}
-            want: list[Any] = []
+            done: list[Any] = []  # tasks whose state closes a round: they hold its metrics
             for step in range(first, min(first + chunk, steps + 1)):
                 if step < steps:
                     keys: list[Any] = [(f"step_and_partition_grads-{token}-{step}", j)
@@ -273,14 +276,16 @@ class Rounds:
                 else:  # the last round's update: only the parameters are needed
                     keys = [f"combine_grads_and_step-{token}-{step}"]
                     dsk[keys[0]] = (last_step, prev, args, round_no + step - 1)
-                if step > 0:  # the metrics of the round this one's step finished
-                    dsk[f"round_metrics-{token}-{step}"] = (round_metrics, keys[0])
-                    want.append(f"round_metrics-{token}-{step}")
+                if step > 0:
+                    done.append(keys[0])
                 prev = keys
-            n_metrics = len(want)
-            got = self.client.get(dsk, [*want, *prev], sync=False)
-            window.extend(got[:n_metrics])
-            prev = got[n_metrics:]  # the chunk's last round, as futures: the next one's input
+            if done:
+                mkey = f"round_metrics-{token}-{first}"
+                dsk[mkey] = (round_metrics, done)
+                metrics, *prev = self.client.get(dsk, [mkey, *prev], sync=False)
+                window.append((metrics, len(done)))
+            else:
+                prev = self.client.get(dsk, prev, sync=False)
         while window:
             consume()
         final: StepState
