@@ -18,8 +18,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import optim
+from ..backend import namespace
 from ..reduce import Node, tree_fold_nodes, tree_fold_owned
 from .tasks import (
+    Partial,
     Rate,
     StepState,
     _host_partial,
@@ -32,11 +34,38 @@ from .tasks import (
 __all__ = ["RoundOut", "last_step", "round_metrics", "step_and_partition_grads"]
 
 
+class Packed(NamedTuple):
+    """A worker's folded nodes with their vectors stacked into one array: one buffer to
+    serialise and ship instead of one per block (the values, hence the fold's bits, are the
+    same)."""
+
+    places: list[tuple[int, int]]  # (level, index) of each node
+    losses: list[float]
+    rows: list[int]
+    timings: list[tuple[Any, ...]]
+    vectors: Any  # (nodes, n_params), the nodes' vectors in ``places`` order
+
+    @classmethod
+    def of(cls, nodes: list[Node]) -> Packed:
+        if not nodes:
+            return cls([], [], [], [], None)
+        vectors = [p.vector for _, _, p in nodes]
+        xp = namespace(*vectors)
+        return cls([(d, i) for d, i, _ in nodes], [p.loss for _, _, p in nodes],
+                   [p.n for _, _, p in nodes], [p.timings for _, _, p in nodes],
+                   xp.stack(vectors))
+
+    def nodes(self) -> list[Node]:
+        return [(d, i, Partial(loss, self.vectors[k, ...], n, timings))
+                for k, ((d, i), loss, n, timings) in enumerate(
+                    zip(self.places, self.losses, self.rows, self.timings, strict=True))]
+
+
 class RoundOut(NamedTuple):
     """What one worker's pipelined round leaves for the next round's tasks."""
 
     state: StepState  # the parameters this round's gradients were taken at, and how they came
-    nodes: list[Node]  # this worker's partials, complete subtrees folded
+    packed: Packed  # this worker's partials, complete subtrees folded
 
 
 class StepArgs(NamedTuple):
@@ -52,7 +81,8 @@ class StepArgs(NamedTuple):
 
 def _step(outs: list[RoundOut], own: int, args: StepArgs, round_no: int) -> StepState:
     """The fold of every worker's nodes, then the optimizer update of replica ``own``."""
-    part = _host_partial(tree_fold_nodes([n for o in outs for n in o.nodes], args.n_blocks,
+    part = _host_partial(tree_fold_nodes([n for o in outs for n in o.packed.nodes()],
+                                         args.n_blocks,
                                          combine_grads, split_every=args.split_every))
     check_finite(part, round_no, "loss or gradient")
     prev = outs[own].state
@@ -70,8 +100,8 @@ def step_and_partition_grads(prev: StepState | list[RoundOut], own: int, args: S
     state = prev if isinstance(prev, StepState) else _step(prev, own, args, round_no - 1)
     parts = [(i, partition_grad(b, state.params, args.model, i, epoch, step, steps, seed,
                                 shuffle)) for b, i in zip(blocks, indices, strict=True)]
-    return RoundOut(state, tree_fold_owned(parts, args.n_blocks, combine_grads,
-                                           split_every=args.split_every))
+    return RoundOut(state, Packed.of(tree_fold_owned(parts, args.n_blocks, combine_grads,
+                                                     split_every=args.split_every)))
 
 
 def last_step(outs: list[RoundOut], args: StepArgs, round_no: int) -> StepState:
