@@ -142,3 +142,15 @@ def test_large_batch_with_scaling_reaches_sklearn_accuracy(client):
             acc[scaling] = float(np.mean(np.asarray(m.predict(Xte)) == yte))
     assert acc["linear"] >= sk - 0.03
     assert acc["linear"] >= acc[None] + 0.05
+
+
+def test_run_configs_accept_the_scaling_rule():
+    """`pipeline run` configs take lr_scaling and reference_batch_size in the train section."""
+    from pipeline.config import ConfigError, bundled_config, load_config
+
+    cfg = load_config(bundled_config(), {"train": {"lr_scaling": "sqrt",
+                                                   "reference_batch_size": 512}})
+    assert (cfg.train.lr_scaling, cfg.train.reference_batch_size) == ("sqrt", 512)
+    assert load_config(bundled_config()).train.lr_scaling is None
+    with pytest.raises(ConfigError, match="lr_scaling"):
+        load_config(bundled_config(), {"train": {"lr_scaling": "cubic"}})
