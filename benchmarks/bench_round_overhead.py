@@ -413,8 +413,7 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
         for k in call_keys:
             m = re.search(name + r"-\w+-(\d+)'", k)
             if m:
-                t0, ks = by_round.setdefault(int(m.group(1)), (t_call, []))
-                ks.append(k)
+                by_round.setdefault(int(m.group(1)), (t_call, []))[1].append(k)
     rounds_ = [by_round[r] for r in sorted(by_round)]
     rows = []
     for r in range(3, len(rounds_) - 1):

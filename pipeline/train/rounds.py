@@ -21,10 +21,10 @@ from dask.base import tokenize
 
 from .. import events
 from ..cluster import workers_info
+from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
 from .scores import ScorePartial, fold_scores, partition_scores
-from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .tasks import Partial, StepState, fold_partials, partition_grads
 
 __all__ = ["Rounds"]
