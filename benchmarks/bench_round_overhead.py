@@ -23,6 +23,7 @@ LocalCluster, ``min_block_rows=None`` so the estimator keeps all K blocks.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -368,9 +369,9 @@ def _profile(client: Any, K: int, rounds: int, interval: float | None = None
 
 def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None = None
                        ) -> dict[str, Any]:
-    """Timeline of pipelined gradient rounds (the estimator's default ``rounds_ahead``): round
-    r's gradient tasks depend on round r-1's ``combine_grads_and_step`` task (fold + update),
-    so a round is a chain of tasks inside the cluster. Read from the task stream and the scheduler's ``update-graph``
+    """Timeline of pipelined gradient rounds (the estimator's default ``rounds_ahead``): one
+    ``step_and_partition_grads`` task per worker per round, depending on all of the previous
+    round's, so a round is one hop between workers inside the cluster. Read from the task stream and the scheduler's ``update-graph``
     metrics; ``client.get`` is wrapped only to learn each round's keys."""
     from distributed import get_task_stream
 
@@ -402,34 +403,41 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
     def role(keys: list[str], prefix: str) -> list[str]:
         return [k for k in keys if prefix in k and k in ts_by_key]
 
-    step_name = "combine_grads_and_step"  # the fold and the optimizer update: one task
-    rounds_ = [c for c in calls if any(step_name in k for k in c[1])]
+    # a round: one step_and_partition_grads task per worker (fold of the previous round's
+    # partials of every worker, the optimizer update on the worker's own copy, its blocks'
+    # gradients); round r+1's tasks depend on all of round r's
+    # (rounds are submitted a few per graph: group the keys by round)
+    name = "step_and_partition_grads"
+    by_round: dict[int, tuple[float, list[str]]] = {}
+    for t_call, call_keys in calls:
+        for k in call_keys:
+            m = re.search(name + r"-\w+-(\d+)'", k)
+            if m:
+                by_round.setdefault(int(m.group(1)), (t_call, []))[1].append(k)
+    rounds_ = [by_round[r] for r in sorted(by_round)]
     rows = []
     for r in range(3, len(rounds_) - 1):
         t_get, keys = rounds_[r]
-        prev_step = role(rounds_[r - 1][1], step_name)
-        leaves = role(keys, "partition_")
-        step = role(keys, step_name)
-        if not (prev_step and leaves and step):
+        prev = role(rounds_[r - 1][1], name)
+        tasks = role(keys, name)
+        if not (prev and tasks):
             continue
-        _, prev_done = comp(prev_step[0])
-        leaf_cs = [comp(k) for k in leaves]
-        s0, s1 = comp(step[0])
+        prev_done = max(comp(k)[1] for k in prev)
+        cs = [comp(k) for k in tasks]
+        first, last = min(a for a, _ in cs), max(b for _, b in cs)
         ug = [u for u in updates if u >= t_get - 0.001]
         transfers = [s["stop"] - s["start"] for k in keys if k in ts_by_key
                      for s in ts_by_key[k]["startstops"] if s["action"] == "transfer"]
         rows.append({
-            "previous fold+step done → first leaf starts (report, dispatch, transfer)":
-                min(a for a, _ in leaf_cs) - prev_done,
-            "leaves computing (first start → last stop)":
-                max(b for _, b in leaf_cs) - min(a for a, _ in leaf_cs),
-            "last leaf stop → fold+step starts (report, dispatch, transfer)":
-                s0 - max(b for _, b in leaf_cs),
-            "fold+step compute (combine_grads_and_step)": s1 - s0,
-            "== round period (fold+step done → next one done)": s1 - prev_done,
+            "previous round's last task done → first task starts (report, dispatch, transfer)":
+                first - prev_done,
+            "tasks computing (first start → last stop: fold, step, gradients)": last - first,
+            "one task (median over the round's tasks)": median([b - a for a, b in cs]),
+            "== round period (previous round done → this one done)": last - prev_done,
             "_graph on the scheduler before the round could start (slack)":
                 prev_done - ug[0] if ug else float("nan"),
-            "_client submits a round every": t_get - rounds_[r - 1][0],
+            "_client submits a graph (rounds_ahead // 2 rounds) every": t_get - rounds_[r - 1][0]
+                if t_get != rounds_[r - 1][0] else float("nan"),
             "_transfers (count)": float(len(transfers)),
             "_transfers (sum of durations)": sum(transfers),
             "_tasks": float(len(keys)),

@@ -116,6 +116,8 @@ class TrainSection:
     replicas: int | Literal["auto"] | None = "auto"
     outer_learning_rate: float = 1.0
     outer_momentum: float = 0.5
+    lr_scaling: Literal["linear", "sqrt"] | None = None  # large batches: scale the rate
+    reference_batch_size: int = 256
     balance: Literal["none", "throughput"] = "none"
     split_every: int = 8
     block_store: Literal["memory", "disk", "stream", "auto"] = "memory"

@@ -45,15 +45,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     weight_decay, warmup_fraction, clip_norm, dropout
         AdamW's decoupled weight decay (``solver="adamw"``), linear warm-up over a fraction of
         the run's updates, global gradient-norm clipping, dropout after each hidden layer.
+    lr_scaling : {None, "linear", "sqrt"}
+        Large batches: multiply ``learning_rate_init`` by ``batch_size / reference_batch_size``
+        (``"linear"``, Goyal et al. 2017) or its square root (``"sqrt"``, often better for
+        Adam); ``batch_size`` is the global mini-batch with ``sync="gradient"``, each replica's
+        with ``sync="average"``. When the rate grows and ``warmup_fraction`` is 0, it warms up
+        linearly from 0 over 5 epochs, at most a tenth of the run (with ``sync="average"`` the
+        replicas' own linear factor counts too). ``None`` (default): no scaling.
+    reference_batch_size : int
+        The batch at which ``learning_rate_init`` is right (default 256).
     balance : {"none", "throughput"}
         ``"throughput"`` (with ``sync="average"``): blocks on slower workers (a CPU worker next
         to a GPU worker, a loaded machine) take proportionally fewer local steps per round,
         re-estimated every round; the row weighting keeps the average unbiased. Not
         bit-reproducible (it follows measured speed); ``"none"`` is.
     rounds_ahead : int
-        ``sync="gradient"``: rounds in flight at once. The optimizer update runs as a task on
-        the cluster, so round r+1 is queued before round r's result reaches the client; the
-        client gathers only the loss per round. Same bits as ``rounds_ahead=1``.
+        ``sync="gradient"``: rounds in flight at once. The optimizer update runs on the cluster
+        (each worker folds all gradients and updates its own copy of the parameters, the same
+        bits on every worker), so round r+1 is queued before round r's result reaches the
+        client; the client gathers only the loss per round. Same bits as ``rounds_ahead=1``.
     split_every : int
         Fan-in of the tree that combines the blocks' gradients.
     min_block_rows : int or None

@@ -81,6 +81,8 @@ class _BaseMLP(BaseEstimator):
         dtype: str = "float32",
         weight_decay: float = 0.0,
         warmup_fraction: float = 0.0,
+        lr_scaling: str | None = None,
+        reference_batch_size: int = 256,
         clip_norm: float | None = None,
         dropout: float | Sequence[float] = 0.0,
         replicas: int | str | None = "auto",
@@ -120,6 +122,8 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.weight_decay = weight_decay
         self.warmup_fraction = warmup_fraction
+        self.lr_scaling = lr_scaling
+        self.reference_batch_size = reference_batch_size
         self.clip_norm = clip_norm
         self.dropout = dropout
         self.replicas = replicas

@@ -16,8 +16,9 @@ from . import optim
 from .cluster import workers_info
 from .train import TrainConfig, make_strategy
 
-__all__ = ["AUTO_ROWS_PER_ROUND", "dropout_rates", "hidden_sizes", "inner_optimizer",
-           "local_steps_for", "replicas_for", "seed_of", "train_config", "weight_mask"]
+__all__ = ["AUTO_ROWS_PER_ROUND", "AUTO_WARMUP_EPOCHS", "AUTO_WARMUP_MAX_FRACTION", "LR_SCALINGS",
+           "dropout_rates", "hidden_sizes", "inner_optimizer", "local_steps_for", "rate_scaling",
+           "replicas_for", "seed_of", "train_config", "weight_mask"]
 
 # Rows each replica trains on between two averagings when local_steps="auto": ~130 ms of a small
 # MLP's compute per worker, so a local-SGD round's fixed cost (~40 ms on this 2-core machine:
@@ -28,6 +29,13 @@ __all__ = ["AUTO_ROWS_PER_ROUND", "dropout_rates", "hidden_sizes", "inner_optimi
 # synthetic, demo and diamonds data; `pipeline demo` (1M rows) fit 22.3 s -> 16.1 s, accuracy
 # 0.8619 -> 0.8620; 131,072 rows gained nothing more.
 AUTO_ROWS_PER_ROUND = 65_536
+
+LR_SCALINGS = ("linear", "sqrt")
+# The warm-up lr_scaling adds when the rate grows and warmup_fraction is 0: Goyal et al. 2017
+# (large-batch SGD, "gradual warmup") ramp the rate up over 5 epochs; our runs are often short,
+# so at most a tenth of the run's updates.
+AUTO_WARMUP_EPOCHS = 5
+AUTO_WARMUP_MAX_FRACTION = 0.1
 
 
 def hidden_sizes(hidden_layer_sizes: Any) -> tuple[int, ...]:
@@ -64,9 +72,11 @@ def train_config(est: Any, n_samples: int, seed: int, client: Any = None) -> Tra
         if not isinstance(bs, numbers.Integral) or bs < 1:
             raise ValueError(f"batch_size must be 'auto', None or a positive int, got {bs!r}")
         bs = min(int(bs), n_samples)
+    replicas = replicas_for(est.replicas, client)
+    scale, warmup = rate_scaling(est, bs, n_samples, replicas)
     return TrainConfig(
         solver=est.solver, learning_rate=est.learning_rate,
-        learning_rate_init=est.learning_rate_init, power_t=est.power_t,
+        learning_rate_init=est.learning_rate_init * scale, power_t=est.power_t,
         momentum=est.momentum, nesterovs_momentum=est.nesterovs_momentum,
         beta_1=est.beta_1, beta_2=est.beta_2, epsilon=est.epsilon, alpha=est.alpha,
         batch_size=bs, max_iter=est.max_iter, max_fun=est.max_fun, shuffle=est.shuffle,
@@ -76,9 +86,41 @@ def train_config(est: Any, n_samples: int, seed: int, client: Any = None) -> Tra
         outer_learning_rate=est.outer_learning_rate, outer_momentum=est.outer_momentum,
         split_every=est.split_every, random_state=seed, balance=est.balance,
         rounds_ahead=est.rounds_ahead,
-        scheduled_rate=est.learning_rate == "cosine" or bool(est.warmup_fraction),
-        replicas=replicas_for(est.replicas, client),
+        scheduled_rate=est.learning_rate == "cosine" or bool(warmup),
+        replicas=replicas,
     )
+
+
+def rate_scaling(est: Any, batch_size: int | None, n_samples: int,
+                 replicas: int | None) -> tuple[float, float]:
+    """``(multiplier of learning_rate_init, warmup_fraction)`` under ``est.lr_scaling``.
+
+    ``lr_scaling="linear"`` multiplies the rate by ``B / reference_batch_size`` (Goyal et al.
+    2017), ``"sqrt"`` by its square root (Krizhevsky 2014; often better for Adam); ``B`` is the
+    batch one optimizer step sees: ``batch_size`` rows (the global mini-batch with
+    ``sync="gradient"``, each replica's with ``sync="average"``; ``None``: all ``n_samples``).
+    When the run's rate grows (the multiplier, times the replicas that ``sync="average"``
+    already scales by, is above 1) and ``warmup_fraction`` is 0, the rate warms up linearly
+    from 0 over :data:`AUTO_WARMUP_EPOCHS` epochs, at most :data:`AUTO_WARMUP_MAX_FRACTION` of
+    the run's updates. ``lr_scaling=None`` (default): ``(1.0, warmup_fraction)``, unchanged.
+    """
+    # estimators without the parameter (ImageClassifier) train unscaled
+    scaling = getattr(est, "lr_scaling", None)
+    warmup = float(est.warmup_fraction)
+    if scaling is None:
+        return 1.0, warmup
+    if scaling not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALINGS} or None, got {scaling!r}")
+    ref = est.reference_batch_size
+    if not isinstance(ref, numbers.Integral) or ref < 1:
+        raise ValueError(f"reference_batch_size must be a positive int, got {ref!r}")
+    ratio = (n_samples if batch_size is None else batch_size) / int(ref)
+    scale = ratio if scaling == "linear" else float(np.sqrt(ratio))
+    averaged = (replicas or 1) if est.sync == "average" else 1  # LocalSGD's own factor
+    grows = scale * averaged > 1
+    if warmup == 0 and grows:
+        warmup = min(AUTO_WARMUP_EPOCHS / max(int(est.max_iter), 1), AUTO_WARMUP_MAX_FRACTION)
+    return scale, warmup
 
 
 def local_steps_for(local_steps: Any, batch_size: int | None) -> int | None:
@@ -116,16 +158,17 @@ def inner_optimizer(est: Any, config: TrainConfig, rows: Sequence[int],
         return None
     if not 0 <= est.warmup_fraction < 1:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {est.warmup_fraction!r}")
+    _, warmup = rate_scaling(est, config.batch_size, int(sum(rows)), config.replicas)
     if est.weight_decay and est.solver != "adamw":
         raise ValueError("weight_decay is decoupled weight decay for solver='adamw'; "
                          "use alpha for scikit-learn's L2 penalty")
     total = make_strategy(config, optim.sgd()).steps_per_epoch(rows) * config.max_iter
     opt = optim.from_sklearn(
-        est.solver, learning_rate_init=est.learning_rate_init,
+        est.solver, learning_rate_init=config.learning_rate_init,
         learning_rate=est.learning_rate, momentum=est.momentum,
         nesterovs_momentum=est.nesterovs_momentum, beta_1=est.beta_1, beta_2=est.beta_2,
         epsilon=est.epsilon, weight_decay=est.weight_decay, clip_norm=est.clip_norm,
-        warmup_steps=round(est.warmup_fraction * total), total_steps=total,
+        warmup_steps=round(warmup * total), total_steps=total,
         weight_mask=weights if est.weight_decay else None)
     mask = getattr(est, "_fixed_mask", None)
     return opt if mask is None else optim.masked(opt, mask)

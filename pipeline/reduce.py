@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-__all__ = ["tree_fold", "tree_graph", "tree_levels", "tree_reduce"]
+__all__ = ["tree_fold", "tree_fold_nodes", "tree_fold_owned", "tree_graph", "tree_levels",
+           "tree_reduce"]
 
 Key = Hashable
 
@@ -50,6 +51,61 @@ def tree_fold(
     current = list(items)
     for groups in tree_levels(len(current), split_every):
         current = [combine([current[j] for j in group]) for group in groups]
+    return current[0]
+
+
+Node = tuple[int, int, Any]  # (level, index, value): a subtree of the fixed tree, folded
+
+
+def tree_fold_owned(
+    items: Sequence[tuple[int, Any]], n_leaves: int, combine: Callable[[list[Any]], Any], *,
+    split_every: int = 8
+) -> list[Node]:
+    """Fold every subtree of the ``n_leaves``-leaf tree whose leaves are all in ``items``
+    (``(position, value)`` pairs): the largest such subtrees, as ``(level, index, value)``.
+
+    What one owner of some leaves can fold alone; :func:`tree_fold_nodes` finishes the fold from
+    every owner's nodes with exactly the pairing of :func:`tree_fold`, so the result has the same
+    bits. Leaves in no complete subtree come back as level-0 nodes, unchanged."""
+    levels = tree_levels(n_leaves, split_every)
+    current = dict(items)
+    out: list[Node] = []
+    for depth, groups in enumerate(levels):
+        nxt = {}
+        for i, group in enumerate(groups):
+            if all(j in current for j in group):
+                nxt[i] = combine([current[j] for j in group])
+            else:
+                out.extend((depth, j, current[j]) for j in group if j in current)
+        current = nxt
+    out.extend((len(levels), j, v) for j, v in current.items())
+    return out
+
+
+def tree_fold_nodes(
+    nodes: Sequence[Node], n_leaves: int, combine: Callable[[list[Any]], Any], *,
+    split_every: int = 8
+) -> Any:
+    """The root of the ``n_leaves``-leaf tree from disjoint folded subtrees that cover every leaf
+    (the nodes of all owners, :func:`tree_fold_owned`); equal, bit for bit, to
+    :func:`tree_fold` over the leaves. Raises ValueError naming a position nothing covers."""
+    levels = tree_levels(n_leaves, split_every)
+    given: dict[int, dict[int, Any]] = {}
+    for depth, index, value in nodes:
+        given.setdefault(depth, {})[index] = value
+    current = given.get(0, {})
+    for depth, groups in enumerate(levels):
+        nxt = dict(given.get(depth + 1, {}))
+        for i, group in enumerate(groups):
+            have = sum(j in current for j in group)
+            if have == len(group) and i not in nxt:
+                nxt[i] = combine([current[j] for j in group])
+            elif have:  # a subtree both given and folded here, or one with leaves missing
+                raise ValueError(f"tree fold: level-{depth + 1} node {i} of a {n_leaves}-leaf "
+                                 "tree is covered twice or only in part")
+        current = nxt
+    if 0 not in current:
+        raise ValueError(f"tree fold: the nodes do not cover the {n_leaves}-leaf tree")
     return current[0]
 
 

@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.reduce import tree_graph, tree_levels, tree_reduce
+from pipeline.reduce import (
+    tree_fold,
+    tree_fold_nodes,
+    tree_fold_owned,
+    tree_graph,
+    tree_levels,
+    tree_reduce,
+)
 
 
 def _sum(parts):
@@ -68,3 +75,53 @@ def test_bad_arguments():
         tree_levels(3, 1)
     with pytest.raises(ValueError, match="at least one leaf"):
         tree_levels(0, 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=80),
+    split_every=st.integers(min_value=2, max_value=9),
+    owners=st.integers(min_value=1, max_value=5),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_folding_owned_subtrees_then_the_rest_equals_the_whole_fold(n, split_every, owners,
+                                                                     seed):
+    """Leaves split among owners at random (as blocks among workers): each folds its complete
+    subtrees, the nodes of all finish the fold; same pairing as tree_fold, so the same record
+    of which leaves met in which order, and the same float32 sum bit for bit."""
+    rng = np.random.default_rng(seed)
+    owner = rng.integers(0, owners, size=n)
+    values = rng.standard_normal((n, 5)).astype(np.float32) * 10.0 ** rng.integers(-3, 4, n)[:, None]
+
+    def combine(parts):  # ordered sum + the nesting it came from
+        total = parts[0][0]
+        for p in parts[1:]:
+            total = total + p[0]
+        return total, tuple(p[1] for p in parts)
+
+    leaves = [(values[i], i) for i in range(n)]
+    whole = tree_fold(leaves, combine, split_every=split_every)
+    nodes = [node for w in range(owners) for node in tree_fold_owned(
+        [(i, leaves[i]) for i in range(n) if owner[i] == w], n, combine,
+        split_every=split_every)]
+    rng.shuffle(nodes)  # arrival order does not matter
+    folded = tree_fold_nodes(nodes, n, combine, split_every=split_every)
+    assert folded[1] == whole[1]
+    assert np.array_equal(folded[0], whole[0])
+    if owners == 1 or len(set(owner.tolist())) == 1:
+        assert len(nodes) == 1  # one owner of everything folds the whole tree itself
+
+
+def test_folding_nodes_that_miss_a_leaf_names_the_gap():
+    def combine(parts):
+        return sum(parts)
+
+    nodes = tree_fold_owned([(i, float(i)) for i in range(10) if i != 3], 10, combine,
+                            split_every=4)
+    with pytest.raises(ValueError, match="only in part"):
+        tree_fold_nodes(nodes, 10, combine, split_every=4)
+    whole = tree_fold_owned([(i, float(i)) for i in range(10)], 10, combine, split_every=4)
+    with pytest.raises(ValueError, match="covered twice"):
+        tree_fold_nodes([*whole, (0, 5, 5.0)], 10, combine, split_every=4)
+    with pytest.raises(ValueError, match="do not cover"):
+        tree_fold_nodes([], 10, combine, split_every=4)

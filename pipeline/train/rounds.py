@@ -5,7 +5,8 @@ apart; the root folds all partials with the fixed tree of block positions
 (:func:`pipeline.reduce.tree_fold`). The numbers are those of a task-per-block tree, bit for
 bit, whatever the placement, while a round costs W + 1 tasks. Parameters ship inside the tasks.
 Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
-``combine_grads_and_step-<token>``, ``partition_local_steps-<token>``, ``combine_scores-...``.
+``step_and_partition_grads-<token>`` (pipelined rounds), ``partition_local_steps-<token>``,
+``combine_scores-...``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from dask.base import tokenize
 
 from .. import events
 from ..cluster import workers_info
+from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
 from .scores import ScorePartial, fold_scores, partition_scores
-from .tasks import Partial, StepState, fold_and_step, fold_partials, partition_grads, round_metrics
+from .tasks import Partial, StepState, fold_partials, partition_grads
 
 __all__ = ["Rounds"]
 
@@ -224,42 +226,70 @@ class Rounds:
                         shuffle: bool) -> tuple[np.ndarray, Any, list[tuple[Partial, float]]]:
         """All rounds of one exact-gradient epoch, up to ``ahead`` of them in flight.
 
-        The optimizer update is a task (``combine_grads_and_step``: fold, then
-        ``step_args = (optimizer, alpha, learning_rate)``) that round r+1's gradient tasks depend
-        on, so the cluster never waits for the client; the client gathers each round's loss,
-        row count and timings, and the parameters once at the end. The chain starts from literal
-        values every epoch, so lineage (and recomputation after a worker loss) never reaches
-        back further than the epoch. Raises a disruption for the caller to redo the epoch one
-        round at a time, which gives the same bits.
+        A round is one ``step_and_partition_grads`` task per worker (:mod:`.ahead`): it folds
+        the previous round's partials of every worker and applies the optimizer update
+        (``step_args = (optimizer, alpha, learning_rate)``) to its own replica of the
+        parameters, then computes its blocks' partials; every replica has the same bits. So the
+        cluster never waits for the client, and a round is one hop between workers instead of
+        two (no step task in between). The client gathers each round's loss, row count and
+        timings, and the parameters once at the end (``last_step``). The chain starts from
+        literal values every epoch, so lineage (and recomputation after a worker loss) never
+        reaches back further than the epoch. Raises a disruption for the caller to redo the
+        epoch one round at a time, which gives the same bits.
         """
+        args = StepArgs(self.model, *step_args, len(self.block_keys), self.split_every)
+        futures = self.block_keys
+        groups = self.groups(futures)
         prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
-        window: deque[Any] = deque()  # metrics futures of the rounds in flight
+        # (metrics future, rounds it reports) of the rounds submitted and not yet reported
+        window: deque[tuple[Any, int]] = deque()
         out: list[tuple[Partial, float]] = []
         last_done = time.perf_counter()
 
         def consume() -> None:
             nonlocal last_done
-            (loss, n, timings), = self.watchdog.gather([window.popleft()], "a gradient round")
+            future, n_rounds = window.popleft()
+            (metrics,) = self.watchdog.gather([future], "a gradient round")
             now = time.perf_counter()
-            out.append((Partial(loss, None, n, timings), now - last_done))
+            for loss, n, timings in metrics:
+                out.append((Partial(loss, None, n, timings), (now - last_done) / n_rounds))
             last_done = now
 
-        for step in range(steps):
-            token = tokenize(self.run_id, "grad-ahead", epoch, step)
-            dsk, leaves = self._grad_graph(prev, token, epoch, step, steps, seed, shuffle)
-            skey = f"combine_grads_and_step-{token}"
-            dsk[skey] = (fold_and_step, leaves, self.split_every, prev, self.model, *step_args,
-                         round_no + step)
-            mkey = f"round_metrics-{token}"
-            dsk[mkey] = (round_metrics, skey)
-            prev, metrics = self.client.get(dsk, [skey, mkey], sync=False)
-            window.append(metrics)
-            if len(window) >= ahead:
+        # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
+        # update-graph calls for the client and scheduler to run beside the workers), at most
+        # ``ahead`` rounds submitted and not yet reported back.
+        chunk = max(1, ahead // 2)
+        token = tokenize(self.run_id, "grad-ahead", epoch)
+        for first in range(0, steps + 1, chunk):
+            while window and sum(n for _, n in window) + chunk > ahead:
                 consume()
+            dsk: dict[Any, Any] = {}
+            done: list[Any] = []  # tasks whose state closes a round: they hold its metrics
+            for step in range(first, min(first + chunk, steps + 1)):
+                if step < steps:
+                    keys: list[Any] = [(f"step_and_partition_grads-{token}-{step}", j)
+                                       for j in range(len(groups))]
+                    for j, idx in enumerate(groups):
+                        dsk[keys[j]] = (step_and_partition_grads, prev, j, args,
+                                        round_no + step, [futures[i] for i in idx], idx, epoch,
+                                        step, steps, seed, shuffle)
+                else:  # the last round's update: only the parameters are needed
+                    keys = [f"combine_grads_and_step-{token}-{step}"]
+                    dsk[keys[0]] = (last_step, prev, args, round_no + step - 1)
+                if step > 0:
+                    done.append(keys[0])
+                prev = keys
+            if done:
+                mkey = f"round_metrics-{token}-{first}"
+                dsk[mkey] = (round_metrics, done)
+                metrics, *prev = self.client.get(dsk, [mkey, *prev], sync=False)
+                window.append((metrics, len(done)))
+            else:
+                prev = self.client.get(dsk, prev, sync=False)
         while window:
             consume()
         final: StepState
-        (final,) = self.watchdog.gather([prev], "the epoch's last step")
+        (final,) = self.watchdog.gather(prev, "the epoch's last step")
         self.round += steps
         return final.params, final.opt_state, out
 

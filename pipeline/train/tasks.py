@@ -35,12 +35,10 @@ __all__ = [
     "Rate",
     "StepState",
     "combine_grads",
-    "fold_and_step",
     "fold_partials",
     "gradient_step",
     "partition_grad",
     "partition_grads",
-    "round_metrics",
     "workspace_for",
 ]
 
@@ -173,8 +171,7 @@ def partition_grads(blocks: list[Block], indices: list[int], params: Any, model:
                     shuffle: bool) -> list[tuple[int, Partial]]:
     """:func:`partition_grad` for each block a worker holds, kept apart for the fold.
 
-    ``params`` may be the previous round's :class:`StepState` (pipelined rounds)."""
-    params = getattr(params, "params", params)
+    """
     return [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle))
             for b, i in zip(blocks, indices, strict=True)]
 
@@ -223,7 +220,7 @@ def gradient_step(part: Partial, params: np.ndarray, opt_state: Any, model: Any,
     """One synchronous optimizer step on a combined gradient (host arrays).
 
     The same function runs on the client (one round at a time) and inside the cluster
-    (:func:`fold_and_step`, rounds submitted ahead), so both give the same bits.
+    (:mod:`pipeline.train.ahead`, rounds submitted ahead), so both give the same bits.
     """
     grad = to_host(part.vector)
     m = max(part.n, 1)
@@ -254,22 +251,3 @@ def check_finite(part: Partial, round_no: int, what: str) -> None:
         f"training diverged at round {round_no}: non-finite {what}{where}. Lower "
         "learning_rate_init, check the inputs for inf/NaN, or scale the features."
     )
-
-
-def fold_and_step(groups: list[list[tuple[int, Partial]]], split_every: int, prev: StepState,
-                  model: Any, optimizer: optim.GradientTransformation, alpha: float,
-                  learning_rate: Rate, round_no: int) -> StepState:
-    """Fold the partials, then the optimizer update, as one task: round r+1's gradients depend
-    on it, not on the client."""
-    part = fold_partials(groups, split_every)
-    check_finite(part, round_no, "loss or gradient")
-    params, opt_state, loss = gradient_step(part, prev.params, prev.opt_state, model,
-                                            optimizer, alpha, learning_rate)
-    return StepState(params, opt_state, loss, part.n, part.timings)
-
-
-def round_metrics(state: StepState) -> tuple[float, int, tuple[Any, ...]]:
-    """The few numbers the client gathers per pipelined round."""
-    return state.round_loss, state.n, state.timings
-
-

@@ -90,6 +90,28 @@ def test_worker_dies_inside_a_task(proc_client, data, reference, where, solver, 
         assert summary["recovery_seconds"] >= 0
 
 
+# mini-batches: pipelined rounds (rounds_ahead=4), 20 rounds per epoch
+PIPELINED = {"solver": "sgd", "batch_size": 200, "max_iter": 2, "learning_rate_init": 0.05}
+
+
+@pytest.mark.timeout(180)
+def test_worker_dies_inside_a_pipelined_round(proc_client, data, tmp_path):
+    """A worker dies inside its step_and_partition_grads task (fold, its copy of the
+    optimizer step, its blocks' gradients) in the middle of an epoch: the fit ends with the
+    bits of the client-driven run (rounds_ahead=1), whether Dask rebuilt the lost work from
+    lineage or the epoch was redone one round at a time."""
+    oracle = fit_model(proc_client, *data, rounds_ahead=1, **PIPELINED)
+    assert oracle.train_summary_["retries"] == 0
+    marker = arm_workers(proc_client, "pipeline.train.ahead", "step_and_partition_grads", 7,
+                         tmp_path / "victim")
+    model = fit_model(proc_client, *data, **PIPELINED)
+    dead = victim(marker)
+    assert dead is not None, "the fault was never injected"
+    assert dead not in proc_client.scheduler_info()["workers"]
+    assert np.array_equal(model.params_, oracle.params_)
+    assert model.loss_curve_ == oracle.loss_curve_
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs", "replicas"])
 def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):

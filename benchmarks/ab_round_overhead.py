@@ -1,0 +1,65 @@
+"""A/B of the ``sync="gradient"`` round overhead: two versions of the library in one cluster.
+
+On a shared machine the load moves faster than one benchmark run, so figures of separate runs
+are not comparable. Here both versions train in the same 2-worker cluster, fits interleaved
+(order alternating per repetition), so each pair sees about the same load; report the paired
+differences. The other version is a copy of the package under another name::
+
+    git archive <rev> pipeline | tar -x -C /tmp/ab && mv /tmp/ab/pipeline /tmp/ab/pipeline_base
+    PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 10
+
+(the package's imports are relative, so the copy imports itself). Prints JSON: per version and
+K, ``fit seconds / rounds`` in ms, as the overhead benchmark's headline column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import warnings
+
+import numpy as np
+from common import HIDDEN, dask_classification, local_cluster
+
+ROWS_PER_BLOCK_STEP = 4
+
+
+def fit_ms(module, client, K: int, rounds: int, seed: int) -> float:
+    X, y = dask_classification(K * rounds * ROWS_PER_BLOCK_STEP, K, seed=0)
+    clf = module.MLPClassifier(HIDDEN, batch_size=K * ROWS_PER_BLOCK_STEP, max_iter=1,
+                               sync="gradient", random_state=seed, tol=0.0, shuffle=False,
+                               min_block_rows=None)
+    clf.fit(X, y, client=client)
+    s = clf.train_summary_
+    return 1e3 * s["seconds"] / s["rounds"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--other", default="pipeline_base", help="the other version's package name")
+    args = p.parse_args()
+    warnings.simplefilter("ignore")  # one-epoch fits: ConvergenceWarning
+    versions = {"this": importlib.import_module("pipeline.estimators"),
+                "other": importlib.import_module(f"{args.other}.estimators")}
+    Ks = {8: 60, 64: 20}
+    out: dict[str, dict[int, list[float]]] = {v: {K: [] for K in Ks} for v in versions}
+    with local_cluster(2) as client:
+        for m in versions.values():
+            fit_ms(m, client, 8, 10, 0)  # warm-up
+        for r in range(args.reps):
+            for K, R in Ks.items():
+                for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
+                    out[name][K].append(fit_ms(versions[name], client, K, R, r))
+    summary = {}
+    for K in Ks:
+        a, b = np.array(out["this"][K]), np.array(out["other"][K])
+        summary[K] = {"this_median": float(np.median(a)), "other_median": float(np.median(b)),
+                      "paired_saving_median": float(np.median(b - a)),
+                      "this_faster": f"{int((a < b).sum())}/{len(a)}"}
+    print(json.dumps({"runs": out, "summary": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
