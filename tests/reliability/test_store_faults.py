@@ -61,7 +61,9 @@ def test_worker_dies_inside_a_gradient_task_with_disk_blocks_mini_batch(proc_cli
     """Mini-batches (shuffled epoch order, prefetching): the reference is the same fit with
     blocks in memory and no fault."""
     want = fit_model(proc_client, *data, block_store="memory", **MINI_BATCH)
-    marker = arm_workers(proc_client, "pipeline.train.tasks", "partition_grad", 9,
+    # mini-batch exact rounds are pipelined: the gradients run inside the one task per worker
+    # per round (pipeline.train.ahead.step_and_partition_grads), which calls ahead's name
+    marker = arm_workers(proc_client, "pipeline.train.ahead", "partition_grad", 9,
                          tmp_path / "victim")
     trigger = RoundTrigger(proc_client, 10**9, lambda: None)
     try:
