@@ -38,19 +38,24 @@ import posixpath
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from dask.dataframe.utils import clear_known_categories
 from dask.utils import natural_sort_key, parse_bytes
 from fsspec.core import url_to_fs
 from fsspec.utils import infer_compression
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+# dask.dataframe is imported where a frame is built, on the client: a worker that unpickles a
+# loader needs only pandas and pyarrow, and importing dask.dataframe (with dask.array and, where
+# installed, sparse and numba) would cost it 35-90 MiB of RSS (README, larger than memory).
 
 __all__ = [
     "BAD_ROW_POLICIES",
@@ -846,6 +851,8 @@ def _plan_parquet(path, fs, sources, *, columns, dtype, blocksize, loader_policy
     available = [n for n in schema.names if not n.startswith("__index_level_")]
     selected = _select(columns, available, schema_from)
     meta_frame = pa.schema([schema.field(c) for c in selected]).empty_table().to_pandas()
+    from dask.dataframe.utils import clear_known_categories
+
     meta_frame = clear_known_categories(meta_frame)
     # For Parquet a given dtype is a cast after reading.
     dtypes = _resolve_dtypes(dict(meta_frame.dtypes.items()), dtype, schema_from)
@@ -970,6 +977,8 @@ def read(
         from .csv_gpu import to_gpu_frame
 
         loader, meta = replace(loader, gpu=True), to_gpu_frame(meta)
+    import dask.dataframe as dd
+
     df = dd.from_map(loader, parts, meta=meta, label=f"read-{fmt}", enforce_metadata=False)
     if backend == "cudf" and fmt != "csv":
         df = df.to_backend("cudf")
