@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import encoding, vocab
 from .backend import frame_to_array, namespace, to_device_of
-from .preprocessing import Moments, _moments, column_sketch, merge_moments
+from .preprocess_tasks import Moments, _moments, column_sketch, merge_moments
 from .sketch import QuantileSketch, merge_sketches
 
 __all__ = [
