@@ -61,9 +61,8 @@ def synthetic_digits(n: int, *, train: bool, seed: int) -> tuple[np.ndarray, np.
 def _kernel_rate(seconds: float, out: Any) -> None:
     """Samples/s of the CNN kernel at batch 128 for ``seconds``, one BLAS thread (a child
     process's entry point: the rate goes to the queue ``out``)."""
-    from threadpoolctl import threadpool_limits
-
     from bench_cnn_kernel import _ours
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
         step = _ours(128)

@@ -51,6 +51,7 @@ BENCHMARKS = {  # name -> module, in run order
     "images": "bench_images",
     "quality": "bench_quality_section",
     "stores": "bench_stores",
+    "larger_than_memory": "bench_larger_than_memory",  # bench_stores section 3 alone
 }
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 NOTE = os.path.join(BENCH_DIR, "where_time_goes.md")

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.base import tokenize
@@ -226,7 +225,7 @@ def merge_stats(parts: Sequence[PartialStats]) -> PartialStats:
     return replace(merged, numeric_sketches=sketches)
 
 
-def compute_stats(ddf: dd.DataFrame, spec: StatsSpec, split_every: int) -> PartialStats:
+def compute_stats(ddf: Any, spec: StatsSpec, split_every: int) -> PartialStats:
     """One pass: one ``partial_stats`` task per declared partition, a fixed tree of
     ``merge_stats``, one ``dask.compute``."""
     pieces = ddf.to_delayed()

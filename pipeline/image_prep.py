@@ -36,7 +36,7 @@ def channel_stats(X: Any, client: Any = None) -> tuple[np.ndarray, np.ndarray]:
     import dask
     import dask.array as da
 
-    from .preprocessing import merge_moments
+    from .column_stats import merge_moments
 
     if isinstance(X, da.Array):
         if X.numblocks[1:] != (1,) * (X.ndim - 1):
@@ -56,7 +56,7 @@ def channel_stats(X: Any, client: Any = None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _block_moments(block: np.ndarray) -> list[Any]:
-    from .preprocessing import Moments
+    from .column_stats import Moments
 
     values = np.asarray(block, dtype=np.float64).reshape(-1, block.shape[-1])
     out = []

@@ -64,8 +64,9 @@ def store_dir(store_id: str, worker: Any = None) -> Path:
 
 def memory_limit() -> int:
     """This worker's memory limit in bytes (0: none known)."""
-    w = _worker()
-    return int(getattr(w, "memory_limit", 0) or 0) if w is not None else 0
+    w = _worker()  # distributed keeps the limit on the worker's memory manager, not the worker
+    limit = getattr(getattr(w, "memory_manager", None), "memory_limit", None)
+    return int(limit or getattr(w, "memory_limit", 0) or 0)
 
 
 def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from . import encoding, vocab
 from .backend import frame_to_array, namespace, to_device_of
-from .preprocessing import Moments, _moments, column_sketch, merge_moments
+from .column_stats import Moments, column_sketch, merge_moments
+from .column_stats import column_moments as _moments
 from .sketch import QuantileSketch, merge_sketches
 
 __all__ = [
