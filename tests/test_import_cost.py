@@ -48,6 +48,7 @@ def test_public_names_still_resolve_lazily():
     ("pipeline.preprocess_plan", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
     ("pipeline.splitting", ("sklearn",)),
     ("pipeline.tabular_partition", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
+    ("pipeline.tabular_blocks", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
     ("pipeline.image_prep", ("sklearn",)),
     # the read loaders (dask.dataframe is imported only where read() builds the frame)
     ("pipeline.io", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
