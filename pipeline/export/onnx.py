@@ -232,6 +232,29 @@ def _label_tensor(classes: np.ndarray) -> tuple[np.ndarray, int]:
     )
 
 
+def two_column_probabilities(g: _Graph, p: str, dtype: Any) -> str:
+    """``probabilities`` = ``[1 - p, p]`` from one column of positive-class probabilities, as
+    a binary classifier's ``predict_proba``."""
+    q = g.op("Sub", [g.const(np.ones((1, 1), dtype=dtype), "one"), p], "q")
+    return g.op("Concat", [q, p], output="probabilities", axis=1)
+
+
+def label_outputs(g: _Graph, proba: str, classes: np.ndarray, dtype: Any) -> list[Any]:
+    """``label`` from ``probabilities`` (the first largest, as NumPy's argmax) and both
+    outputs' value infos; the one classifier head every exported graph ends with."""
+    labels, label_type = _label_tensor(classes)
+    if label_type == TensorProto.INT64 and np.array_equal(labels, np.arange(len(labels))):
+        # classes 0..k-1: the index is the label (a Gather through an identity table costs
+        # as much as the ArgMax on a large batch)
+        g.op("ArgMax", [proba], output="label", axis=1, keepdims=0)
+    else:
+        index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
+        g.op("Gather", [g.const(labels, "classes"), index], output="label", axis=0)
+    return [helper.make_tensor_value_info("label", label_type, [None]),
+            helper.make_tensor_value_info("probabilities", _ONNX_TYPE[np.dtype(dtype)],
+                                          [None, len(labels)])]
+
+
 def _metadata(model: Any, prep: Any) -> dict[str, str]:
     meta = {
         "pipeline.estimator": type(model).__name__,
@@ -282,23 +305,11 @@ def build_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     outputs = []
     out_activation = model.spec_.out_activation
     if hasattr(model, "classes_"):
-        classes, label_type = _label_tensor(model.classes_)
         if out_activation == "logistic":  # binary: [1 - p, p], as predict_proba
-            p = g.op("Sigmoid", [z], "p")
-            q = g.op("Sub", [g.const(np.ones((1, 1), dtype=dtype), "one"), p], "q")
-            proba = g.op("Concat", [q, p], output="probabilities", axis=1)
+            proba = two_column_probabilities(g, g.op("Sigmoid", [z], "p"), dtype)
         else:
             proba = g.op("Softmax", [z], output="probabilities", axis=1)
-        if label_type == TensorProto.INT64 and np.array_equal(classes, np.arange(len(classes))):
-            # classes 0..k-1: the index is the label (a Gather through an identity table costs
-            # as much as the ArgMax on a large batch)
-            g.op("ArgMax", [proba], output="label", axis=1, keepdims=0)  # first max, as NumPy
-        else:
-            index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
-            g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
-        outputs = [helper.make_tensor_value_info("label", label_type, [None]),
-                   helper.make_tensor_value_info("probabilities", _ONNX_TYPE[dtype],
-                                                 [None, len(classes)])]
+        outputs = label_outputs(g, proba, model.classes_, dtype)
     else:
         if out_activation != "identity":
             raise ValueError(f"unexpected output activation {out_activation!r} for a regressor")

@@ -49,7 +49,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from .. import __version__, nn
-from .onnx import IR_VERSION, OPSET, _Graph, _label_tensor
+from .onnx import IR_VERSION, OPSET, _Graph, label_outputs, two_column_probabilities
 
 __all__ = ["IMAGE_INPUT", "build_image_onnx"]
 
@@ -193,22 +193,12 @@ def _layer(g: _Graph, layer: Any, params: list[np.ndarray], t: _T) -> _T:
 
 def _classifier_head(g: _Graph, z: str, classes: np.ndarray, binary: bool) -> list[Any]:
     """``probabilities`` and ``label`` from the raw outputs ``z``, as ``predict_proba`` and
-    ``predict`` (the same head as :func:`pipeline.export.onnx.build_onnx` writes)."""
-    labels, label_type = _label_tensor(classes)
+    ``predict`` (the head :func:`pipeline.export.onnx.build_onnx` writes)."""
     if binary:  # one logistic unit: [1 - p, p]
-        p = g.op("Sigmoid", [z], "p")
-        q = g.op("Sub", [g.const(np.ones((1, 1), _F32), "one"), p], "q")
-        g.op("Concat", [q, p], output="probabilities", axis=1)
+        proba = two_column_probabilities(g, g.op("Sigmoid", [z], "p"), _F32)
     else:
-        g.op("Softmax", [z], output="probabilities", axis=1)
-    if label_type == TensorProto.INT64 and np.array_equal(labels, np.arange(len(labels))):
-        g.op("ArgMax", ["probabilities"], output="label", axis=1, keepdims=0)
-    else:
-        index = g.op("ArgMax", ["probabilities"], "argmax", axis=1, keepdims=0)
-        g.op("Gather", [g.const(labels, "classes"), index], output="label", axis=0)
-    return [helper.make_tensor_value_info("label", label_type, [None]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
-                                          [None, len(labels)])]
+        proba = g.op("Softmax", [z], output="probabilities", axis=1)
+    return label_outputs(g, proba, classes, _F32)
 
 
 def build_image_onnx(model: Any, *, input_dtype: str = "uint8",

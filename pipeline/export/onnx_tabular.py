@@ -50,8 +50,9 @@ from .onnx import (
     _category_kind,
     _check_column_names,
     _Graph,
-    _label_tensor,
     _metadata,
+    label_outputs,
+    two_column_probabilities,
 )
 
 __all__ = ["ML_OPSET", "build_tabular_onnx", "build_tabular_preprocessor_onnx", "is_tabular",
@@ -321,19 +322,11 @@ def build_tabular_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
         list(prep.numeric_features_) + list(prep.categorical_features_) if str(c) == name])
     mean = network_graph(g, model.model_, model.params_, x)
     if hasattr(model, "classes_"):
-        classes, label_type = _label_tensor(model.classes_)
         if model.n_outputs_ == 1:  # binary: [1 - p, p], as predict_proba
-            q = g.op("Sub", [g.const(np.ones((1, 1), np.float32), "one"), mean], "q")
-            proba = g.op("Concat", [q, mean], output="probabilities", axis=1)
+            proba = two_column_probabilities(g, mean, np.float32)
         else:
             proba = g.op("Identity", [mean], output="probabilities")
-        if label_type == _I64 and np.array_equal(classes, np.arange(len(classes))):
-            g.op("ArgMax", [proba], output="label", axis=1, keepdims=0)  # first max, as NumPy
-        else:
-            index = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
-            g.op("Gather", [g.const(classes, "classes"), index], output="label", axis=0)
-        outputs = [helper.make_tensor_value_info("label", label_type, [None]),
-                   helper.make_tensor_value_info("probabilities", _F32, [None, len(classes)])]
+        outputs = label_outputs(g, proba, model.classes_, np.float32)
     else:  # predictions in the target's units, in float32 as predict
         scaled = g.op("Mul", [mean, g.const(np.float32(model.target_scale_), "tscale")])
         g.op("Add", [scaled, g.const(np.float32(model.target_mean_), "tmean")],
