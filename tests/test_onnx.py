@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from onnx_checks import assert_cli_scores, assert_labels_equal
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 
@@ -96,15 +97,6 @@ def _run(model_bytes: bytes, frame) -> dict[str, np.ndarray]:
     return score_frame(OnnxModel.from_bytes(model_bytes), frame)
 
 
-def _assert_labels_equal(labels, expected, proba):
-    """Labels equal wherever the top two probabilities are more than 1e-5 apart (closer than
-    that, float32 rounding in either runtime may legitimately pick the other class)."""
-    top2 = np.sort(proba, axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 1e-5
-    assert clear.mean() > 0.99
-    np.testing.assert_array_equal(np.asarray(labels)[clear], np.asarray(expected)[clear])
-
-
 # ---- the preprocessing part ------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs", [
@@ -166,7 +158,7 @@ def test_classifier_matches_predict_proba(fitted, data, name):
         assert out["probabilities"].dtype == np.float32
         np.testing.assert_allclose(out["probabilities"], proba, rtol=1e-5, atol=1e-5)
         assert out["label"].dtype == model.classes_.dtype
-        _assert_labels_equal(out["label"], labels, proba)
+        assert_labels_equal(out["label"], labels, proba)
     assert {o.name for o in build_onnx(model, prep).graph.output} == {"label", "probabilities"}
 
 
@@ -184,7 +176,7 @@ def test_integer_labels_other_than_the_index(client, data):
         out = _run(onx.SerializeToString(), Xt)
         proba = model.predict_proba(Xt)
         assert out["label"].dtype == np.int64
-        _assert_labels_equal(out["label"], model.predict(Xt), proba)
+        assert_labels_equal(out["label"], model.predict(Xt), proba)
         assert set(np.unique(out["label"])) <= {offset, offset + 1}
 
 
@@ -455,14 +447,5 @@ def test_cli_export_and_predict_onnx_round_trip(fitted, data, cluster, tmp_path,
 
     X = prep.transform(test)
     proba, labels = model.predict_proba(X), model.predict(X)
-    for flag, out in [((), tmp_path / "pred"), (("--proba",), tmp_path / "proba")]:
-        argv = ["predict", "--onnx", str(onx), str(src), str(out), *flag,
-                "--scheduler", cluster.scheduler_address]
-        assert main(argv) == 0, capsys.readouterr().err
-        scored = pd.read_parquet(out)
-        assert len(scored) == len(test)
-        if flag:
-            assert list(scored.columns) == [f"proba_{c}" for c in model.classes_]
-            np.testing.assert_allclose(scored.to_numpy(), proba, rtol=1e-5, atol=1e-5)
-        else:
-            _assert_labels_equal(scored["prediction"].to_numpy(), labels, proba)
+    assert_cli_scores(main, capsys, onx, src, tmp_path, cluster.scheduler_address,
+                      model.classes_, proba, labels)

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from onnx_checks import assert_labels_equal
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
@@ -108,15 +109,6 @@ def _run(onx: onnx.ModelProto | bytes, images) -> dict[str, np.ndarray]:
     return score_frame(OnnxModel.from_bytes(data), images)
 
 
-def _assert_labels_equal(labels, expected, proba):
-    """Labels equal wherever the top two probabilities are more than 1e-5 apart (closer than
-    that, float32 rounding in either runtime may legitimately pick the other class)."""
-    top2 = np.sort(proba, axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 1e-5
-    assert clear.mean() > 0.95
-    np.testing.assert_array_equal(np.asarray(labels)[clear], np.asarray(expected)[clear])
-
-
 # ---- fp32 ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -133,7 +125,7 @@ def test_graph_matches_predict_proba(fitted, name):
     assert out["probabilities"].shape == (len(X), len(clf.classes_))
     np.testing.assert_allclose(out["probabilities"], proba, rtol=1e-5, atol=1e-5)
     assert (out["label"].dtype == object) == (clf.classes_.dtype.kind == "U")
-    _assert_labels_equal(out["label"], labels, proba)
+    assert_labels_equal(out["label"], labels, proba, min_clear=0.95)
     if X.shape[-1] == 1:  # grayscale (N, H, W) is fed with a channel axis added
         np.testing.assert_array_equal(_run(onx, X[..., 0])["probabilities"],
                                       out["probabilities"])
@@ -383,15 +375,15 @@ def test_cli_export_and_predict_onnx_round_trip(fitted, cluster, tmp_path, capsy
             np.testing.assert_allclose(scored.iloc[:, :-1].to_numpy(), proba, rtol=1e-5,
                                        atol=1e-5)
         else:
-            _assert_labels_equal(scored["prediction"].to_numpy(), labels, proba)
+            assert_labels_equal(scored["prediction"].to_numpy(), labels, proba, min_clear=0.95)
     # a .npy of images: predictions only (no class folders), in the array's order
     np.save(tmp_path / "images.npy", X[:60])
     assert main(["predict", "--onnx", str(onx), str(tmp_path / "images.npy"),
                  str(tmp_path / "npy"), "--scheduler", cluster.scheduler_address]) == 0
     scored = pd.read_parquet(tmp_path / "npy")
     assert list(scored.columns) == ["prediction"]
-    _assert_labels_equal(scored["prediction"].to_numpy(), clf.predict(X[:60]),
-                         clf.predict_proba(X[:60]))
+    assert_labels_equal(scored["prediction"].to_numpy(), clf.predict(X[:60]),
+                        clf.predict_proba(X[:60]), min_clear=0.95)
     assert main(["predict", model, images, str(tmp_path / "x"),
                  "--scheduler", cluster.scheduler_address]) == 2
     assert "is an image model" in capsys.readouterr().err

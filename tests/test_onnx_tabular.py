@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from onnx_checks import assert_cli_scores, assert_labels_equal
 from sklearn.metrics import accuracy_score, r2_score
 
 import pipeline as pl
@@ -111,15 +112,6 @@ def fitted(client, data):
 
 def _run(onx: onnx.ModelProto, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return score_frame(OnnxModel.from_bytes(onx.SerializeToString()), frame)
-
-
-def _assert_labels_equal(labels, expected, proba):
-    """Labels equal wherever the top two probabilities are more than 1e-5 apart (closer than
-    that, float32 rounding in either runtime may legitimately pick the other class)."""
-    top2 = np.sort(proba, axis=1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 1e-5
-    assert clear.mean() > 0.99
-    np.testing.assert_array_equal(np.asarray(labels)[clear], np.asarray(expected)[clear])
 
 
 # ---- the preprocessing part ------------------------------------------------------------------
@@ -247,7 +239,7 @@ def test_classifier_matches_predict_proba(fitted, data, name):
     assert out["probabilities"].shape == (N_TEST, len(model.classes_))
     np.testing.assert_allclose(out["probabilities"], proba, rtol=1e-5, atol=1e-5)
     assert out["label"].dtype.kind == model.classes_.dtype.kind
-    _assert_labels_equal(out["label"], labels, proba)
+    assert_labels_equal(out["label"], labels, proba)
     ops = {n.op_type for n in build_onnx(model).graph.node}
     assert ("Gather" in ops and "ArgMax" in ops) and "Dropout" not in ops
 
@@ -374,14 +366,5 @@ def test_cli_export_and_predict_onnx_round_trip(fitted, data, cluster, tmp_path,
     assert main(["export", str(tmp_path / "run-model"), str(q), *int8]) == 0
 
     proba, labels = model.predict_proba(test[FEATURES]), model.predict(test[FEATURES])
-    for flag, out in [((), tmp_path / "pred"), (("--proba",), tmp_path / "proba")]:
-        argv = ["predict", "--onnx", str(onx), str(src), str(out), *flag,
-                "--scheduler", cluster.scheduler_address]
-        assert main(argv) == 0, capsys.readouterr().err
-        scored = pd.read_parquet(out)
-        assert len(scored) == len(test)
-        if flag:
-            assert list(scored.columns) == [f"proba_{c}" for c in model.classes_]
-            np.testing.assert_allclose(scored.to_numpy(), proba, rtol=1e-5, atol=1e-5)
-        else:
-            _assert_labels_equal(scored["prediction"].to_numpy(), labels, proba)
+    assert_cli_scores(main, capsys, onx, src, tmp_path, cluster.scheduler_address,
+                      model.classes_, proba, labels)
