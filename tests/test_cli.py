@@ -151,3 +151,20 @@ def test_pipeline_demo_trains_from_the_workers_disks(tmp_path):
     acc = float(next(line for line in proc.stdout.splitlines()
                      if line.startswith("test accuracy")).split()[-1])
     assert acc > 0.7
+
+
+def test_demo_keeps_partitions_near_a_million_rows_when_rows_grow():
+    """A 50M-row demo is not 16 files of 3.1M rows (one read task's frame would not fit a few-GiB
+    worker); an explicit --partitions always wins."""
+    from pipeline.cli.main import _demo_overrides, build_parser
+
+    def partitions(*argv):
+        args = build_parser().parse_args(["demo", *argv])
+        return _demo_overrides(args)["data"]["generate"].get("partitions")
+
+    assert partitions() is None  # the config's default (16)
+    assert partitions("--rows", "1000000") is None
+    assert partitions("--rows", "16000000") is None
+    assert partitions("--rows", "50000000") == 50
+    assert partitions("--rows", "50000001") == 51
+    assert partitions("--rows", "50000000", "--partitions", "8") == 8

@@ -9,6 +9,8 @@ from typing import Any
 
 __all__ = ["main"]
 
+ROWS_PER_DEMO_PARTITION = 1_000_000
+
 
 def _demo_overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {"cluster": {}, "data": {"generate": {}}, "train": {}, "output": {}}
@@ -16,6 +18,9 @@ def _demo_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over["data"]["generate"]["rows"] = args.rows
     if args.partitions is not None:
         over["data"]["generate"]["partitions"] = args.partitions
+    elif args.rows is not None and args.rows > 16 * ROWS_PER_DEMO_PARTITION:
+        # keep a partition (one read task's pandas frame) near 1M rows, whatever --rows is
+        over["data"]["generate"]["partitions"] = -(-args.rows // ROWS_PER_DEMO_PARTITION)
     if args.workers is not None:
         over["cluster"]["n_workers"] = args.workers
     if args.epochs is not None:
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate a dataset and run the whole pipeline on a local "
                                     "cluster")
     d.add_argument("--rows", type=int, help="rows to generate (default 1,000,000)")
-    d.add_argument("--partitions", type=int, help="Parquet files/partitions (default 16)")
+    d.add_argument("--partitions", type=int, help="Parquet files/partitions (default 16; one per million rows above 16M)")
     d.add_argument("--workers", type=int, help="local workers (default 2)")
     d.add_argument("--epochs", type=int, help="training epochs (default 10)")
     d.add_argument("--sync", choices=["gradient", "average"], help="synchronisation mode")
