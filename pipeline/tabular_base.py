@@ -40,7 +40,7 @@ class _BaseTabular(BaseEstimator):
                  numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=2,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
+                 validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
         self.categorical = categorical
