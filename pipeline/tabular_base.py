@@ -40,7 +40,7 @@ class _BaseTabular(BaseEstimator):
                  numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False, n_members=2,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=8, tol=0.0, max_categories=1000,
+                 validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
         self.categorical = categorical
@@ -177,27 +177,35 @@ class _BaseTabular(BaseEstimator):
                            min_block_rows=self.min_block_rows, name="tabular-block")
         classes = blocks.classes
         n_classes = None if classes is None else len(classes)
-        stats = np.sum(client.gather(client.map(_block_stats, blocks.futures, weighted=weighted,
-                                                n_classes=n_classes)), axis=0)
         target, class_weights = None, None
-        if n_classes is None:
-            n, s, s2, wsum = stats
-            mean = s / n
-            scale = float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
-            target = (float(mean), scale)
-            weight_scale = wsum / n
-        else:
-            counts, wsums = stats[:n_classes], stats[n_classes:]
-            class_weights = self._class_weights(counts, classes)
-            cw = np.ones(n_classes) if class_weights is None else class_weights
-            weight_scale = float(np.sum(cw * wsums) / np.sum(counts))
-        if not weight_scale > 0:
-            raise ValueError("sample_weight sums to zero (or less): nothing to learn from")
-        futures = client.map(_finish_block, blocks.futures, weighted=weighted,
-                             class_weights=class_weights, weight_scale=weight_scale,
-                             target=target, key=[f"finish-{f.key}" for f in blocks.futures])
+        # Unweighted classification without class weights: the loss needs nothing from the
+        # blocks (no target moments, every row weighs 1) and finishing would leave them as
+        # they are, so neither the statistics round trip nor the finishing tasks are run.
+        needs_stats = weighted or n_classes is None or \
+            getattr(self, "class_weight", None) is not None
+        if needs_stats:
+            stats = np.sum(client.gather(client.map(_block_stats, blocks.futures,
+                                                    weighted=weighted, n_classes=n_classes)),
+                           axis=0)
+            if n_classes is None:
+                n, s, s2, wsum = stats
+                mean = s / n
+                scale = float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
+                target = (float(mean), scale)
+                weight_scale = wsum / n
+            else:
+                counts, wsums = stats[:n_classes], stats[n_classes:]
+                class_weights = self._class_weights(counts, classes)
+                cw = np.ones(n_classes) if class_weights is None else class_weights
+                weight_scale = float(np.sum(cw * wsums) / np.sum(counts))
+            if not weight_scale > 0:
+                raise ValueError("sample_weight sums to zero (or less): nothing to learn from")
+            futures = client.map(_finish_block, blocks.futures, weighted=weighted,
+                                 class_weights=class_weights, weight_scale=weight_scale,
+                                 target=target, key=[f"finish-{f.key}" for f in blocks.futures])
+            blocks = blocks._replace(futures=futures)
         n_features = blocks.n_features - (1 if weighted else 0)
-        blocks = blocks._replace(futures=futures, n_features=n_features)
+        blocks = blocks._replace(n_features=n_features)
         has_weights = weighted or class_weights is not None
         valid = None
         early = self._early_stopping(blocks.n_samples, validation_data is not None)
@@ -207,7 +215,7 @@ class _BaseTabular(BaseEstimator):
                                 classification=classification, classes=classes,
                                 dtype="float32", min_block_rows=self.min_block_rows,
                                 name="tabular-valid")
-            valid = vblocks._replace(futures=client.map(
+            valid = vblocks if target is None else vblocks._replace(futures=client.map(
                 _finish_block, vblocks.futures, weighted=False, class_weights=None,
                 weight_scale=1.0, target=target,
                 key=[f"finish-{f.key}" for f in vblocks.futures]))

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as bk
 from ..backend import device, namespace
 from .layers import Context, Layer, Shape
 from .sequential import Sequential
@@ -86,19 +87,32 @@ class EnsembleDense(Layer):
         return [True, False]  # kernels decay, biases do not (as Dense)
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
+        # Every array of a step lives in the step's workspace (ctx.buffer; None: a fresh
+        # array): on a worker, fresh arrays above 128 KiB are page-faulted in again every step
+        # (docs: TECH_NOTES, "Memory and the worker process"). The BLAS calls and element-wise
+        # operations are the ones of the plain expressions, so the bits are the same.
         W, b = params
         xp = namespace(x)
         n, (k, d, u) = x.shape[0], W.shape
         if len(x.shape) == 2:
             # One product for all members: x (n, d) @ [W_0 | W_1 | ...] (d, k u).
-            Wcat = xp.reshape(xp.permute_dims(W, (1, 0, 2)), (d, k * u))
-            z = xp.reshape(x @ Wcat, (n, k, u))
-        else:
-            # Member-major stacks (k, n, d) @ (k, d, u): one BLAS call per member.
+            Wcat = _copy_into(xp.permute_dims(W, (1, 0, 2)), ctx.buffer("Wcat", (d, k, u), W))
+            z = bk.matmul(x, xp.reshape(Wcat, (d, k * u)), out=ctx.buffer("z", (n, k * u), x))
+            out = ctx.buffer("y", (n, k, u), x)
+            y = bk.elementwise("add", xp.reshape(z, (n, k, u)), xp.reshape(b, (1, k, u)), out=out)
+            if out is None:
+                y = xp.asarray(y, copy=True)
+            return y, x
+        # Member-major stacks (k, n, d) @ (k, d, u): one BLAS call per member. The output is
+        # the (batch, k, units) view of the member-major result (NumPy's copy of the plain
+        # expression keeps that layout, and the later layers' reductions depend on it).
+        zk = ctx.buffer("zk", (k, n, u), x)
+        if zk is None:
             z = xp.permute_dims(xp.permute_dims(x, (1, 0, 2)) @ W, (1, 0, 2))
-        y = xp.reshape(z + xp.reshape(b, (1, k, u)), (n, k, u))
-        # A C-ordered copy: later reshapes (Flatten) are views, as for the other layers.
-        return xp.asarray(y, copy=True), x
+            return xp.asarray(z + xp.reshape(b, (1, k, u)), copy=True), x
+        zk = bk.matmul(xp.permute_dims(x, (1, 0, 2)), W, out=zk)
+        zk = bk.elementwise("add", zk, xp.reshape(b, (k, 1, u)), out=zk)
+        return xp.permute_dims(zk, (1, 0, 2)), x
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
@@ -107,18 +121,33 @@ class EnsembleDense(Layer):
         xp = namespace(dy)
         n, (k, d, u) = dy.shape[0], W.shape
         if len(x.shape) == 2:
-            dWcat = x.T @ xp.reshape(dy, (n, k * u))  # (d, k u)
+            dWcat = bk.matmul(x.T, xp.reshape(dy, (n, k * u)),
+                              out=ctx.buffer("dWcat", (d, k * u), dy))  # (d, k u)
             grads[0][...] = xp.permute_dims(xp.reshape(dWcat, (d, k, u)), (1, 0, 2))
         else:
-            grads[0][...] = xp.permute_dims(x, (1, 2, 0)) @ xp.permute_dims(dy, (1, 0, 2))
+            bk.matmul(xp.permute_dims(x, (1, 2, 0)), xp.permute_dims(dy, (1, 0, 2)),
+                      out=grads[0])
         grads[1][...] = xp.sum(dy, axis=0)
         if not ctx.need_input_grad:
             return None
         if len(x.shape) == 2:
-            WcatT = xp.reshape(xp.permute_dims(W, (0, 2, 1)), (k * u, d))
-            return xp.reshape(dy, (n, k * u)) @ WcatT
-        dx = xp.permute_dims(dy, (1, 0, 2)) @ xp.permute_dims(W, (0, 2, 1))  # (k, n, d)
-        return xp.asarray(xp.permute_dims(dx, (1, 0, 2)), copy=True)
+            WcatT = _copy_into(xp.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W))
+            return bk.matmul(xp.reshape(dy, (n, k * u)), xp.reshape(WcatT, (k * u, d)),
+                             out=ctx.buffer("dx", (n, d), dy))
+        dxk = ctx.buffer("dxk", (k, n, d), dy)
+        dx = bk.matmul(xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1)),
+                       out=dxk)  # (k, n, d)
+        if dxk is None:
+            return xp.asarray(xp.permute_dims(dx, (1, 0, 2)), copy=True)
+        return xp.permute_dims(dx, (1, 0, 2))  # the layout the plain expression's copy has
+
+
+def _copy_into(a: Array, out: Array | None) -> Array:
+    """A C-ordered copy of ``a``: into ``out`` when given, else fresh."""
+    if out is None:
+        return namespace(a).asarray(a, copy=True)
+    out[...] = a
+    return out
 
 
 class EnsembleSequential(Sequential):
@@ -194,6 +223,10 @@ class EnsembleSequential(Sequential):
         row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
         dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
         loss = float(xp.sum(row_loss, dtype=xp.float64))
-        grad = xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
-        self.body.backward(params, cache, dz, ctx, self.unpack(grad))
+        # the flat gradient in the step's workspace when there is one (every element is
+        # written by the layers, as Sequential.loss_and_grad relies on)
+        grad = ctx.buffer("grad", (self.n_params,), X)
+        if grad is None:
+            grad = xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
+        self.body.backward(params, cache, dz, ctx, self._views("grad", grad, ctx.workspace))
         return loss, grad

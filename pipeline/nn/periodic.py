@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as bk
 from ..backend import namespace
 from .layers import Context, Layer, Shape, _flat_input
 
@@ -52,13 +53,25 @@ class Periodic(Layer):
         return [False]
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
+        # Arrays in the step's workspace (ctx.buffer; None: fresh), as in EnsembleDense: the
+        # same operations as the plain expressions, so the same bits, without page faults.
+        # sin and cos write contiguous buffers (their SIMD loops may differ on strided ones).
         xp = namespace(x)
         (c,) = params
         n, f = x.shape
         k = self.n_frequencies
-        z = (2 * math.pi) * (xp.reshape(x, (n, f, 1)) * xp.reshape(c, (1, f, k)))
-        s, co = xp.sin(z), xp.cos(z)
-        return xp.reshape(xp.concat([s, co], axis=2), (n, f * 2 * k)), (x, s, co)
+        z = bk.elementwise("multiply", xp.reshape(x, (n, f, 1)), xp.reshape(c, (1, f, k)),
+                           out=ctx.buffer("z", (n, f, k), x))
+        z = bk.elementwise("multiply", z, 2 * math.pi, out=ctx.buffer("z", (n, f, k), x))
+        s = bk.elementwise("sin", z, out=ctx.buffer("sin", (n, f, k), x))
+        co = bk.elementwise("cos", z, out=ctx.buffer("cos", (n, f, k), x))
+        out = ctx.buffer("y", (n, f, 2 * k), x)
+        if out is None:
+            out = xp.concat([s, co], axis=2)
+        else:
+            out[:, :, :k] = s
+            out[:, :, k:] = co
+        return xp.reshape(out, (n, f * 2 * k)), (x, s, co)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
@@ -68,8 +81,13 @@ class Periodic(Layer):
         n, f = x.shape
         k = self.n_frequencies
         d = xp.reshape(dy, (n, f, 2 * k))
-        dz = d[:, :, :k] * co - d[:, :, k:] * s
-        grads[0][...] = (2 * math.pi) * xp.sum(dz * xp.reshape(x, (n, f, 1)), axis=0)
+        a = bk.elementwise("multiply", d[:, :, :k], co, out=ctx.buffer("dz", (n, f, k), dy))
+        t = ctx.buffer("t", (n, f, k), dy)
+        dz = bk.elementwise("subtract", a, bk.elementwise("multiply", d[:, :, k:], s, out=t),
+                            out=a)
+        t = bk.elementwise("multiply", dz, xp.reshape(x, (n, f, 1)), out=t)
+        grads[0][...] = (2 * math.pi) * xp.sum(t, axis=0)
         if not ctx.need_input_grad:
             return None
-        return (2 * math.pi) * xp.sum(dz * xp.reshape(c, (1, f, k)), axis=2)
+        t = bk.elementwise("multiply", dz, xp.reshape(c, (1, f, k)), out=t)
+        return (2 * math.pi) * xp.sum(t, axis=2)

@@ -1,0 +1,174 @@
+"""EnsembleDense, Periodic and EnsembleSequential with a step workspace give the bits (and the
+memory layouts) of their plain expressions, written out here in NumPy, on every step, and reuse
+their buffers; the same layers run on array_api_strict (no buffers) to the same values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.backend import to_host
+from pipeline.nn import Context, EnsembleDense, Periodic, Workspace
+from pipeline.tabular_net import build_network
+from pipeline.tabular_prep import TabularLayout
+
+
+def run(layer, params, x, dy, ws, need_input_grad=True):
+    ctx = Context(training=True, key=(0, 1, 2, 3), workspace=ws, need_input_grad=need_input_grad)
+    y, cache = layer.forward(params, x, ctx)
+    y_copy = np.array(y, copy=True, order="K")  # the buffer is overwritten by the next step
+    strides = y.strides
+    grads = [np.full_like(p, np.nan) for p in params]  # every element must be written
+    dx = layer.backward(params, cache, dy, ctx, grads)
+    return y_copy, strides, grads, dx
+
+
+def same_layout(a, strides, ref):
+    """Same strides on every axis longer than 1 (NumPy's strides of a length-1 axis are
+    arbitrary and never used)."""
+    return all(s == r for s, r, n in zip(strides, ref.strides, ref.shape, strict=True) if n > 1)
+
+
+def ensemble_dense_reference(W, b, x, dy):
+    """The plain NumPy expressions: outputs, gradients and dx, with NumPy's layouts."""
+    n, (k, d, u) = x.shape[0], W.shape
+    if x.ndim == 2:
+        Wcat = np.transpose(W, (1, 0, 2)).reshape(d, k * u)
+        y = np.asarray((x @ Wcat).reshape(n, k, u) + b.reshape(1, k, u), copy=True)
+        dW = np.transpose((x.T @ dy.reshape(n, k * u)).reshape(d, k, u), (1, 0, 2))
+        dx = dy.reshape(n, k * u) @ np.transpose(W, (0, 2, 1)).reshape(k * u, d)
+    else:
+        z = np.transpose(np.transpose(x, (1, 0, 2)) @ W, (1, 0, 2))
+        y = np.asarray(z + b.reshape(1, k, u), copy=True)  # keeps z's member-major layout
+        dW = np.transpose(x, (1, 2, 0)) @ np.transpose(dy, (1, 0, 2))
+        dx = np.asarray(np.transpose(np.transpose(dy, (1, 0, 2)) @ np.transpose(W, (0, 2, 1)),
+                                     (1, 0, 2)), copy=True)
+    return y, dW, dy.sum(axis=0), dx
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("members", [1, 2, 3])
+def test_ensemble_dense_workspace_is_the_plain_expression(members, shared, rng):
+    d, u = 37, 16
+    layer = EnsembleDense(members, u)
+    in_shape = (d,) if shared else (members, d)
+    layer.build(in_shape)
+    W = rng.standard_normal((members, d, u)).astype(np.float32)
+    b = rng.standard_normal((members, u)).astype(np.float32)
+    ws = Workspace()
+    for n in (256, 256, 7, 256, 300):
+        x = rng.standard_normal((n, *in_shape)).astype(np.float32)
+        dy = rng.standard_normal((n, members, u)).astype(np.float32)
+        y_ref, dW_ref, db_ref, dx_ref = ensemble_dense_reference(W, b, x, dy)
+        for space in (ws, None):
+            y, strides, (dW, db), dx = run(layer, [W, b], x, dy, space)
+            assert np.array_equal(y, y_ref) and same_layout(y, strides, y_ref)
+            assert np.array_equal(dW, dW_ref) and np.array_equal(db, db_ref)
+            assert np.array_equal(dx, dx_ref) and same_layout(dx, dx.strides, dx_ref)
+
+
+def periodic_reference(c, x, dy):
+    n, f = x.shape
+    k = c.shape[1]
+    z = (2 * math.pi) * (x.reshape(n, f, 1) * c.reshape(1, f, k))
+    s, co = np.sin(z), np.cos(z)
+    y = np.concatenate([s, co], axis=2).reshape(n, f * 2 * k)
+    g = dy.reshape(n, f, 2 * k)
+    dz = g[:, :, :k] * co - g[:, :, k:] * s
+    dc = (2 * math.pi) * np.sum(dz * x.reshape(n, f, 1), axis=0)
+    dx = (2 * math.pi) * np.sum(dz * c.reshape(1, f, k), axis=2)
+    return y, dc, dx
+
+
+def test_periodic_workspace_is_the_plain_expression(rng):
+    f, k = 5, 8
+    layer = Periodic(k, 0.5)
+    layer.build((f,))
+    c = rng.normal(0.0, 0.5, (f, k)).astype(np.float32)
+    ws = Workspace()
+    for n in (256, 256, 3, 256):
+        wide = rng.standard_normal((n, f + 2)).astype(np.float32)
+        x = wide[:, 1:f + 1]  # a column slice, as ColumnSplit passes it
+        dy = rng.standard_normal((n, f * 2 * k)).astype(np.float32)
+        y_ref, dc_ref, dx_ref = periodic_reference(c, x, dy)
+        for space in (ws, None):
+            y, _, (dc,), dx = run(layer, [c], x, dy, space)
+            assert np.array_equal(y, y_ref)
+            assert np.array_equal(dc, dc_ref) and np.array_equal(dx, dx_ref)
+            _, _, (dc2,), none = run(layer, [c], x, dy, space, need_input_grad=False)
+            assert none is None and np.array_equal(dc2, dc_ref)
+
+
+def small_layout() -> TabularLayout:
+    return TabularLayout(n_features=6, numeric=(0, 3), numeric_features=("a", "b", "c"),
+                         numeric_encoding="quantile_normal", numeric_width=1, indicators=(3, 4),
+                         indicator_features=("a",), categorical=(4, 6),
+                         categorical_features=("p", "q"), cardinalities=(3, 12),
+                         embedding_dims=(2, 5), one_hot=(True, False))
+
+
+def tabular_rows(rng, n):
+    X = np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 2, (n, 1)),
+                        rng.integers(0, 3, (n, 1)), rng.integers(0, 12, (n, 1))], axis=1)
+    return X.astype(np.float32)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("members", [2, 3])
+def test_tabular_network_workspace_same_bits_and_reused(members, layer_norm, rng):
+    model = build_network(small_layout(), 1, "binary_log_loss", hidden_layer_sizes=(32, 16),
+                          dropout=0.2, layer_norm=layer_norm, n_members=members)
+    flat = model.init_params(0).astype(np.float32)
+    ws = Workspace()
+    held, first = None, None
+    for step, n in enumerate((64, 64, 5, 64)):
+        X = tabular_rows(rng, n)
+        Y = np.concatenate([rng.integers(0, 2, (n, 1)), rng.uniform(0.5, 2, (n, 1))],
+                           axis=1).astype(np.float32)  # label, then row weights
+        key = (0, 0, 0, step)
+        plain = Context(training=True, key=key, need_input_grad=False)
+        buffered = Context(training=True, key=key, workspace=ws, need_input_grad=False)
+        loss_a, grad_a = model.loss_and_grad(flat, X, Y, ctx=plain)
+        loss_b, grad_b = model.loss_and_grad(flat, X, Y, ctx=buffered)
+        assert loss_a == loss_b and np.array_equal(grad_a, grad_b)
+        if n == 64:
+            if first is None:
+                first, held = grad_b, ws.nbytes
+            assert grad_b is first  # the flat gradient is the workspace's buffer
+        assert np.array_equal(model.forward(flat, X), model.forward(flat, X, Context(workspace=ws)))
+    assert ws.nbytes > held  # the short batch added its own buffers; the full ones were reused
+
+
+def test_layers_on_other_namespaces_match_numpy(backend, rng):
+    """No buffers there (Workspace.get gives None): the plain expressions, same values."""
+    layer = EnsembleDense(2, 8)
+    layer.build((2, 5))
+    W = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    b = rng.standard_normal((2, 8)).astype(np.float32)
+    x = rng.standard_normal((9, 2, 5)).astype(np.float32)
+    dy = rng.standard_normal((9, 2, 8)).astype(np.float32)
+    y_ref, dW_ref, db_ref, dx_ref = ensemble_dense_reference(W, b, x, dy)
+    ctx = Context(training=True, key=(0,), workspace=Workspace())
+    y, cache = layer.forward([backend.asarray(W), backend.asarray(b)], backend.asarray(x), ctx)
+    grads = [backend.xp.zeros(W.shape, dtype=backend.xp.float32, device=backend.device),
+             backend.xp.zeros(b.shape, dtype=backend.xp.float32, device=backend.device)]
+    dx = layer.backward([backend.asarray(W), backend.asarray(b)], cache, backend.asarray(dy),
+                        ctx, grads)
+    np.testing.assert_allclose(to_host(y), y_ref, rtol=1e-6)
+    np.testing.assert_allclose(to_host(grads[0]), dW_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_host(grads[1]), db_ref, rtol=1e-6)
+    np.testing.assert_allclose(to_host(dx), dx_ref, rtol=1e-5, atol=1e-5)
+    p = Periodic(4, 0.5)
+    p.build((3,))
+    c = rng.normal(0.0, 0.5, (3, 4)).astype(np.float32)
+    xs = rng.standard_normal((6, 3)).astype(np.float32)
+    dys = rng.standard_normal((6, 24)).astype(np.float32)
+    ys, cache = p.forward([backend.asarray(c)], backend.asarray(xs), ctx)
+    (dc,) = [backend.xp.zeros(c.shape, dtype=backend.xp.float32, device=backend.device)]
+    dxs = p.backward([backend.asarray(c)], cache, backend.asarray(dys), ctx, [dc])
+    y_ref, dc_ref, dx_ref = periodic_reference(c, xs, dys)
+    np.testing.assert_allclose(to_host(ys), y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_host(dc), dc_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_host(dxs), dx_ref, rtol=1e-4, atol=1e-5)
