@@ -16,6 +16,9 @@ with ``PYTHONPATH`` pointing at each checkout, alternately (or under ``farm-benc
     PYTHONPATH=$PWD python benchmarks/bench_step_cost.py --profile 15
 
 ``--profile N`` prints cProfile's top ``N`` functions (by own time) of one local-steps round.
+``--fit EPOCHS`` instead fits a default ``MLPClassifier(max_iter=EPOCHS)`` on 400,000 rows of
+the demo data (``tta_datasets.demo``) on a 2-worker ``pipeline.connect()`` cluster (one thread
+each) and prints the seconds of each epoch (``history_``).
 """
 
 from __future__ import annotations
@@ -101,14 +104,43 @@ def profile_round(rows: int, top: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
+def fit_epochs(epochs: int, rows: int = 400_000) -> list[float]:
+    """Seconds of each epoch of a default ``MLPClassifier`` fit on the demo data."""
+    import warnings
+
+    import dask.array as da
+    from common import local_cluster
+    from distributed import wait
+    from tta_datasets import demo
+
+    from pipeline.estimators import MLPClassifier
+
+    ds = demo(rows, 1_000)
+    with local_cluster(2) as client:
+        Xd = da.from_array(ds.X, chunks=(rows // 4, ds.X.shape[1]))
+        yd = da.from_array(ds.y, chunks=(rows // 4,))
+        Xd, yd = client.persist([Xd, yd])
+        wait([Xd, yd])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier(max_iter=epochs, random_state=0).fit(Xd, yd, client=client)
+    return [float(h["seconds"]) for h in clf.history_]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--only", choices=("local", "exact"), default=None)
+    parser.add_argument("--fit", type=int, default=0, metavar="EPOCHS")
     args = parser.parse_args()
     print(f"pipeline from {pipeline.__file__}")
+    if args.fit:
+        secs = fit_epochs(args.fit)
+        print("fit seconds per epoch: " + ", ".join(f"{x:.3f}" for x in secs)
+              + f"; median after the first {statistics.median(secs[1:] or secs):.3f}")
+        return
     if args.profile:
         profile_round(args.rows, args.profile)
         return
