@@ -9,7 +9,9 @@ per round in a default fit on 2 workers. The exact gradient is
 :func:`pipeline.train.tasks.partition_grad` for a 4-row share of a 6,250-row block (400k rows
 in 64 blocks at a global batch of 256) and for a whole 6,000-row block.
 
-Timings are medians of ``--repeats`` runs after one warm-up run. For before/after, run it
+Timings are medians of ``--repeats`` runs after one warm-up run, in wall seconds
+(``time.perf_counter``) and in the process's CPU seconds (``time.process_time``: less moved by
+other processes on a shared machine, as long as they leave this one a core). For before/after, run it
 with ``PYTHONPATH`` pointing at each checkout, alternately (or under ``farm-bench --vs``)::
 
     PYTHONPATH=/path/to/old python benchmarks/bench_step_cost.py
@@ -23,19 +25,26 @@ each) and prints the seconds of each epoch (``history_``).
 
 from __future__ import annotations
 
-import argparse
-import cProfile
-import pstats
-import statistics
-import time
+import os
 
-import numpy as np
+# One BLAS thread, as in a Dask worker (the nanny sets these): a multi-threaded BLAS on a busy
+# 2-core machine makes a 6,000-row matmul ~20x slower, which is not what a worker sees.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import pipeline
-from pipeline import nn, optim
-from pipeline.blocks import Block
-from pipeline.train.local_steps import partition_local_steps
-from pipeline.train.tasks import Rate, partition_grad
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import pipeline  # noqa: E402
+from pipeline import nn, optim  # noqa: E402
+from pipeline.blocks import Block  # noqa: E402
+from pipeline.train.local_steps import partition_local_steps  # noqa: E402
+from pipeline.train.tasks import Rate, partition_grad  # noqa: E402
 
 N_FEATURES = 28
 BATCH = 200
@@ -55,48 +64,52 @@ def _spec() -> nn.MLPSpec:
 
 
 def local_round(block: Block, params: np.ndarray, state: object, steps: int,
-                epoch: int = 0) -> tuple[object, float]:
-    """One round of ``ROUND_STEPS`` local steps; returns (new state, seconds)."""
+                epoch: int = 0) -> tuple[object, float, float]:
+    """One round of ``ROUND_STEPS`` local steps; returns (new state, wall s, CPU s)."""
     schedule = tuple((epoch, s, BATCH) for s in range(ROUND_STEPS))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, state = partition_local_steps(block, params, state, _spec(), optim.adam(1e-3), 1e-4,
                                      Rate(1e-3), 0, schedule, steps, 0, True)
-    return state, time.perf_counter() - t0
+    return state, time.perf_counter() - t0, time.process_time() - c0
 
 
-def time_local(rows: int, repeats: int) -> list[float]:
-    """ms per local step, one figure per round."""
+def time_local(rows: int, repeats: int) -> tuple[list[float], list[float]]:
+    """ms per local step (wall, CPU), one figure per round."""
     block = _block(rows)
     steps = rows // BATCH
     params = _spec().init_params(0)
-    state, _ = local_round(block, params, None, steps)  # warm-up (and the epoch order)
-    out = []
+    state, _, _ = local_round(block, params, None, steps)  # warm-up (and the epoch order)
+    wall, cpu = [], []
     for _ in range(repeats):
-        state, seconds = local_round(block, params, state, steps)
-        out.append(1e3 * seconds / ROUND_STEPS)
-    return out
+        state, seconds, cpu_seconds = local_round(block, params, state, steps)
+        wall.append(1e3 * seconds / ROUND_STEPS)
+        cpu.append(1e3 * cpu_seconds / ROUND_STEPS)
+    return wall, cpu
 
 
-def time_exact(block_rows: int, steps: int, calls: int, repeats: int) -> list[float]:
-    """ms per ``partition_grad`` call on a ``block_rows``-row block cut into ``steps`` steps."""
+def time_exact(block_rows: int, steps: int, calls: int,
+               repeats: int) -> tuple[list[float], list[float]]:
+    """ms per ``partition_grad`` call (wall, CPU) on a ``block_rows``-row block cut into
+    ``steps`` steps."""
     block = _block(block_rows, seed=1)
     spec = _spec()
     params = spec.init_params(0)
-    out = []
+    wall, cpu = [], []
     for r in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in range(calls):
             partition_grad(block, params, spec, 3, 0, s % steps, steps, 0, True)
         if r:
-            out.append(1e3 * (time.perf_counter() - t0) / calls)
-    return out
+            wall.append(1e3 * (time.perf_counter() - t0) / calls)
+            cpu.append(1e3 * (time.process_time() - c0) / calls)
+    return wall, cpu
 
 
 def profile_round(rows: int, top: int) -> None:
     block = _block(rows)
     steps = rows // BATCH
     params = _spec().init_params(0)
-    state, _ = local_round(block, params, None, steps)
+    state, _, _ = local_round(block, params, None, steps)
     prof = cProfile.Profile()
     prof.enable()
     local_round(block, params, state, steps)
@@ -145,9 +158,10 @@ def main() -> None:
         profile_round(args.rows, args.profile)
         return
 
-    def show(what: str, xs: list[float]) -> None:
-        print(f"{what:<44} median {statistics.median(xs):7.3f} ms  "
-              f"(min {min(xs):.3f}, max {max(xs):.3f}, {len(xs)} runs)")
+    def show(what: str, times: tuple[list[float], list[float]]) -> None:
+        wall, cpu = times
+        print(f"{what:<44} wall {statistics.median(wall):7.3f} ms (min {min(wall):.3f}), "
+              f"CPU {statistics.median(cpu):7.3f} ms (min {min(cpu):.3f}); {len(wall)} runs")
 
     if args.only in (None, "local"):
         show(f"local step, {BATCH} rows, 28->100->1 Adam", time_local(args.rows, args.repeats))

@@ -124,10 +124,9 @@ def _matmul(a: Array, b: Array, out: Array) -> Array:
     turns a product of ``-0.0`` into ``+0.0``. ``np.multiply`` then ``np.add(., 0.0)`` are that
     arithmetic, element for element (tests/nn/test_fast_paths.py compares the bits).
     """
-    if (type(out) is np.ndarray and type(a) is np.ndarray and type(b) is np.ndarray
-            and a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and a.shape[0] > 1
-            and b.shape[1] > 1 and a.dtype == b.dtype == out.dtype
-            and a.dtype in _FLOATS):
+    if (a.shape[-1] == 1 and type(out) is np.ndarray and type(a) is np.ndarray
+            and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 and a.shape[0] > 1
+            and b.shape[1] > 1 and a.dtype == b.dtype == out.dtype and a.dtype in _FLOATS):
         np.multiply(a, b, out=out)
         return np.add(out, 0.0, out=out)
     return bk.matmul(a, b, out=out)

@@ -119,8 +119,10 @@ def _fresh_outputs(grads: Array, *moments: Array) -> bool:
     arrays of one floating dtype and shape (else it evaluates the plain expressions)."""
     if type(grads) is not np.ndarray or grads.dtype.kind != "f":
         return False
-    return all(type(m) is np.ndarray and m.dtype == grads.dtype and m.shape == grads.shape
-               for m in moments)
+    for m in moments:
+        if type(m) is not np.ndarray or m.dtype != grads.dtype or m.shape != grads.shape:
+            return False
+    return True
 
 
 def _adam_numpy(g: np.ndarray, mu0: np.ndarray, nu0: np.ndarray, beta_1: float, beta_2: float,
