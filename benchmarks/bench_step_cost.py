@@ -9,18 +9,21 @@ per round in a default fit on 2 workers. The exact gradient is
 :func:`pipeline.train.tasks.partition_grad` for a 4-row share of a 6,250-row block (400k rows
 in 64 blocks at a global batch of 256) and for a whole 6,000-row block.
 
-Timings are medians of ``--repeats`` runs after one warm-up run, in wall seconds
-(``time.perf_counter``) and in the process's CPU seconds (``time.process_time``: less moved by
-other processes on a shared machine, as long as they leave this one a core). For before/after, run it
-with ``PYTHONPATH`` pointing at each checkout, alternately (or under ``farm-bench --vs``)::
+Figures are medians (and minima) over ``--repeats`` runs after one warm-up run, in wall
+milliseconds (``time.perf_counter``) and in the process's CPU milliseconds
+(``time.process_time``: less moved by other processes on a shared machine). BLAS runs one
+thread, as in a Dask worker.
 
-    PYTHONPATH=/path/to/old python benchmarks/bench_step_cost.py
-    PYTHONPATH=$PWD python benchmarks/bench_step_cost.py --profile 15
+``--ab PATH`` loads a second copy of the package from checkout ``PATH`` (as
+``pipeline_base``) into the same process and alternates the two run by run (A B A B ...), so
+both see the same machine; it prints both and the median of the per-pair ratios new/base::
+
+    PYTHONPATH=$PWD python benchmarks/bench_step_cost.py --ab /path/to/old/checkout
 
 ``--profile N`` prints cProfile's top ``N`` functions (by own time) of one local-steps round.
-``--fit EPOCHS`` instead fits a default ``MLPClassifier(max_iter=EPOCHS)`` on 400,000 rows of
-the demo data (``tta_datasets.demo``) on a 2-worker ``pipeline.connect()`` cluster (one thread
-each) and prints the seconds of each epoch (``history_``).
+``--fit EPOCHS`` fits a default ``MLPClassifier(max_iter=EPOCHS)`` on 400,000 rows of the demo
+data (``tta_datasets.demo``) on a 2-worker ``pipeline.connect()`` cluster (one thread each)
+and prints the seconds of each epoch (``history_``); run it once per checkout (``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -34,85 +37,110 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import pstats  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-import pipeline  # noqa: E402
-from pipeline import nn, optim  # noqa: E402
-from pipeline.blocks import Block  # noqa: E402
-from pipeline.train.local_steps import partition_local_steps  # noqa: E402
-from pipeline.train.tasks import Rate, partition_grad  # noqa: E402
 
 N_FEATURES = 28
 BATCH = 200
 ROUND_STEPS = 328  # local_steps="auto" at batch 200: ceil(65,536 / 200)
 
 
-def _block(rows: int, seed: int = 0) -> Block:
+def library(name: str = "pipeline", checkout: str | None = None) -> SimpleNamespace:
+    """What the benchmark calls, from the importable ``pipeline`` or, with ``checkout``, from
+    that checkout's package loaded under ``name`` (the package imports itself relatively)."""
+    if checkout is not None:
+        root = os.path.join(os.path.abspath(checkout), "pipeline")
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(root, "__init__.py"), submodule_search_locations=[root])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+    def sub(path: str) -> Any:
+        return importlib.import_module(f"{name}.{path}")
+
+    return SimpleNamespace(
+        where=importlib.import_module(name).__file__, nn=sub("nn"), optim=sub("optim"),
+        Block=sub("blocks").Block, partition_local_steps=sub("train.local_steps")
+        .partition_local_steps, Rate=sub("train.tasks").Rate,
+        partition_grad=sub("train.tasks").partition_grad)
+
+
+def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((rows, N_FEATURES), dtype=np.float32)
     w = rng.standard_normal(N_FEATURES)
     Y = (X @ w + 0.5 * rng.standard_normal(rows) > 0).astype(np.float32)[:, None]
-    return Block(X, Y)
+    return X, Y
 
 
-def _spec() -> nn.MLPSpec:
-    return nn.MLPSpec((N_FEATURES, 100, 1), activation="relu", loss="binary_log_loss")
+class Local:
+    """Rounds of local steps of one library on its own copy of the block."""
 
+    def __init__(self, lib: SimpleNamespace, rows: int) -> None:
+        self.lib, self.steps = lib, rows // BATCH
+        self.block = lib.Block(*_data(rows, 0))
+        self.spec = lib.nn.MLPSpec((N_FEATURES, 100, 1), activation="relu",
+                                   loss="binary_log_loss")
+        self.params = self.spec.init_params(0)
+        self.state = None
+        self.run()  # warm-up: buffers, the epoch order
 
-def local_round(block: Block, params: np.ndarray, state: object, steps: int,
-                epoch: int = 0) -> tuple[object, float, float]:
-    """One round of ``ROUND_STEPS`` local steps; returns (new state, wall s, CPU s)."""
-    schedule = tuple((epoch, s, BATCH) for s in range(ROUND_STEPS))
-    t0, c0 = time.perf_counter(), time.process_time()
-    _, state = partition_local_steps(block, params, state, _spec(), optim.adam(1e-3), 1e-4,
-                                     Rate(1e-3), 0, schedule, steps, 0, True)
-    return state, time.perf_counter() - t0, time.process_time() - c0
-
-
-def time_local(rows: int, repeats: int) -> tuple[list[float], list[float]]:
-    """ms per local step (wall, CPU), one figure per round."""
-    block = _block(rows)
-    steps = rows // BATCH
-    params = _spec().init_params(0)
-    state, _, _ = local_round(block, params, None, steps)  # warm-up (and the epoch order)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        state, seconds, cpu_seconds = local_round(block, params, state, steps)
-        wall.append(1e3 * seconds / ROUND_STEPS)
-        cpu.append(1e3 * cpu_seconds / ROUND_STEPS)
-    return wall, cpu
-
-
-def time_exact(block_rows: int, steps: int, calls: int,
-               repeats: int) -> tuple[list[float], list[float]]:
-    """ms per ``partition_grad`` call (wall, CPU) on a ``block_rows``-row block cut into
-    ``steps`` steps."""
-    block = _block(block_rows, seed=1)
-    spec = _spec()
-    params = spec.init_params(0)
-    wall, cpu = [], []
-    for r in range(repeats + 1):
+    def run(self) -> tuple[float, float]:
+        """One round; ms per step (wall, CPU)."""
+        lib = self.lib
+        schedule = tuple((0, s, BATCH) for s in range(ROUND_STEPS))
         t0, c0 = time.perf_counter(), time.process_time()
-        for s in range(calls):
-            partition_grad(block, params, spec, 3, 0, s % steps, steps, 0, True)
-        if r:
-            wall.append(1e3 * (time.perf_counter() - t0) / calls)
-            cpu.append(1e3 * (time.process_time() - c0) / calls)
-    return wall, cpu
+        _, self.state = lib.partition_local_steps(
+            self.block, self.params, self.state, self.spec, lib.optim.adam(1e-3), 1e-4,
+            lib.Rate(1e-3), 0, schedule, self.steps, 0, True)
+        return (1e3 * (time.perf_counter() - t0) / ROUND_STEPS,
+                1e3 * (time.process_time() - c0) / ROUND_STEPS)
 
 
-def profile_round(rows: int, top: int) -> None:
-    block = _block(rows)
-    steps = rows // BATCH
-    params = _spec().init_params(0)
-    state, _, _ = local_round(block, params, None, steps)
+class Exact:
+    """``calls`` exact-gradient calls on a ``block_rows``-row block cut into ``steps``."""
+
+    def __init__(self, lib: SimpleNamespace, block_rows: int, steps: int, calls: int) -> None:
+        self.lib, self.steps, self.calls = lib, steps, calls
+        self.block = lib.Block(*_data(block_rows, 1))
+        self.spec = lib.nn.MLPSpec((N_FEATURES, 100, 1), activation="relu",
+                                   loss="binary_log_loss")
+        self.params = self.spec.init_params(0)
+        self.run()
+
+    def run(self) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for s in range(self.calls):
+            self.lib.partition_grad(self.block, self.params, self.spec, 3, 0, s % self.steps,
+                                    self.steps, 0, True)
+        return (1e3 * (time.perf_counter() - t0) / self.calls,
+                1e3 * (time.process_time() - c0) / self.calls)
+
+
+def cases(lib: SimpleNamespace, rows: int, only: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if only in (None, "local"):
+        out[f"local step, {BATCH} rows, 28->100->1 Adam"] = Local(lib, rows)
+    if only in (None, "exact"):
+        out["exact gradient, 4-row share of 6,250 rows"] = Exact(lib, 6_250, 1_562, 300)
+        out["exact gradient, whole 6,000-row block"] = Exact(lib, 6_000, 1, 20)
+    return out
+
+
+def profile_round(lib: SimpleNamespace, rows: int, top: int) -> None:
+    case = Local(lib, rows)
     prof = cProfile.Profile()
     prof.enable()
-    local_round(block, params, state, steps)
+    case.run()
     prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
@@ -140,35 +168,51 @@ def fit_epochs(epochs: int, rows: int = 400_000) -> list[float]:
     return [float(h["seconds"]) for h in clf.history_]
 
 
+def _stats(xs: list[float]) -> str:
+    return f"{statistics.median(xs):7.3f} (min {min(xs):.3f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--only", choices=("local", "exact"), default=None)
+    parser.add_argument("--ab", metavar="CHECKOUT", default=None)
     parser.add_argument("--fit", type=int, default=0, metavar="EPOCHS")
     args = parser.parse_args()
-    print(f"pipeline from {pipeline.__file__}")
+    new = library()
+    print(f"pipeline from {new.where}")
     if args.fit:
         secs = fit_epochs(args.fit)
         print("fit seconds per epoch: " + ", ".join(f"{x:.3f}" for x in secs)
               + f"; median after the first {statistics.median(secs[1:] or secs):.3f}")
         return
     if args.profile:
-        profile_round(args.rows, args.profile)
+        profile_round(new, args.rows, args.profile)
         return
-
-    def show(what: str, times: tuple[list[float], list[float]]) -> None:
-        wall, cpu = times
-        print(f"{what:<44} wall {statistics.median(wall):7.3f} ms (min {min(wall):.3f}), "
-              f"CPU {statistics.median(cpu):7.3f} ms (min {min(cpu):.3f}); {len(wall)} runs")
-
-    if args.only in (None, "local"):
-        show(f"local step, {BATCH} rows, 28->100->1 Adam", time_local(args.rows, args.repeats))
-    if args.only in (None, "exact"):
-        show("exact gradient, 4-row share of 6,250 rows", time_exact(6_250, 1_562, 200,
-                                                                      args.repeats))
-        show("exact gradient, whole 6,000-row block", time_exact(6_000, 1, 20, args.repeats))
+    libs = {"new": new}
+    if args.ab:
+        libs = {"base": library("pipeline_base", args.ab), "new": new}
+        print(f"base from {libs['base'].where}")
+    runs = {label: cases(lib, args.rows, args.only) for label, lib in libs.items()}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(args.repeats):
+        for what in runs["new"]:
+            for label in libs:  # base then new, every repeat
+                times.setdefault((label, what), []).append(runs[label][what].run())
+    for what in runs["new"]:
+        print(what)
+        for label in libs:
+            wall = [w for w, _ in times[label, what]]
+            cpu = [c for _, c in times[label, what]]
+            print(f"  {label:<5} ms wall {_stats(wall)}, CPU {_stats(cpu)}")
+        if args.ab:
+            pairs = zip(times["base", what], times["new", what], strict=True)
+            ratios = [(n[0] / b[0], n[1] / b[1]) for b, n in pairs]
+            print(f"  new/base, median of {len(ratios)} pairs: wall "
+                  f"{statistics.median(r for r, _ in ratios):.3f}, CPU "
+                  f"{statistics.median(c for _, c in ratios):.3f}")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,23 @@ class Context:
         return None if ws is None else ws.get(name, shape, like, dtype)
 
 
+_new = object.__new__
+
+
+def make_context(training: bool, key: tuple[int, ...] | None, workspace: Workspace | None,
+                 need_input_grad: bool) -> Context:
+    """``Context(training, key, workspace, need_input_grad)``, built without the frozen
+    dataclass's checked ``__init__`` (a context per layer per step: ~2.5x cheaper); equal to
+    and indistinguishable from the one the constructor builds."""
+    ctx = _new(Context)
+    d = ctx.__dict__
+    d["training"] = training
+    d["key"] = key
+    d["workspace"] = workspace
+    d["need_input_grad"] = need_input_grad
+    return ctx
+
+
 class Layer:
     """Base class. Subclasses override :meth:`build`, :meth:`forward`, :meth:`backward` and,
     if they have parameters, :meth:`init`."""

@@ -27,6 +27,7 @@ from .. import optim
 from ..backend import device, namespace, to_host
 from ..blocks import Block
 from ..nn import Context, Workspace
+from ..nn.layers import make_context
 from ..reduce import tree_fold
 from .order import epoch_order, step_rows
 
@@ -121,8 +122,7 @@ def _as_block(block: Any) -> Block:
 
 
 def _step_context(ws: Workspace, seed: int, index: int, epoch: int, step: int) -> Context:
-    return Context(training=True, key=(seed, index, epoch, step), workspace=ws,
-                   need_input_grad=False)
+    return make_context(True, (seed, index, epoch, step), ws, False)
 
 
 def _finite_or_nan(loss: float, vector: Any) -> float:
