@@ -117,3 +117,29 @@ def test_adam_steps_match_across_namespaces():
     plain = run(xps.asarray(X), xps.asarray(Y), xps.asarray(w0),
                 Context(training=True, need_input_grad=False))
     assert np.array_equal(bits(fast), bits(np.from_dlpack(plain)))
+
+
+def test_make_context_is_the_constructors_context():
+    import dataclasses
+
+    from pipeline.nn.layers import make_context
+
+    ws = Workspace()
+    fast = make_context(True, (1, 2, 3, 4), ws, False)
+    slow = Context(training=True, key=(1, 2, 3, 4), workspace=ws, need_input_grad=False)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert vars(fast) == vars(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.training = False
+
+
+def test_mlpspec_keeps_its_sequential_but_does_not_pickle_it():
+    import pickle
+
+    spec = nn.MLPSpec((3, 4, 2))
+    seq = spec.sequential
+    assert spec.sequential is seq
+    copy = pickle.loads(pickle.dumps(spec))
+    assert copy == spec and hash(copy) == hash(spec)
+    assert "_sequential" not in copy.__dict__
+    assert copy.sequential is seq  # the memo of equal specs
