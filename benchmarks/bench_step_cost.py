@@ -71,7 +71,8 @@ def library(name: str = "pipeline", checkout: str | None = None) -> SimpleNamesp
     return SimpleNamespace(
         where=importlib.import_module(name).__file__, nn=sub("nn"), optim=sub("optim"),
         Block=sub("blocks").Block, partition_local_steps=sub("train.local_steps")
-        .partition_local_steps, Rate=sub("train.tasks").Rate,
+        .partition_local_steps, replica_local_steps=sub("train.local_steps")
+        .replica_local_steps, Rate=sub("train.tasks").Rate,
         partition_grad=sub("train.tasks").partition_grad)
 
 
@@ -107,6 +108,27 @@ class Local:
                 1e3 * (time.process_time() - c0) / ROUND_STEPS)
 
 
+class Replica(Local):
+    """A replica of two blocks of ``rows / 2`` rows (a default fit's 4 partitions on 2
+    workers): every step gathers from both blocks and joins the two halves."""
+
+    def __init__(self, lib: SimpleNamespace, rows: int) -> None:
+        half = rows // 2
+        self.blocks = [lib.Block(*_data(half, 10 + i)) for i in range(2)]
+        self.half_steps = half // BATCH * 2  # global steps: each block gives ~100 rows a step
+        super().__init__(lib, rows)
+
+    def run(self) -> tuple[float, float]:
+        lib = self.lib
+        schedule = tuple((0, s, BATCH) for s in range(ROUND_STEPS))
+        t0, c0 = time.perf_counter(), time.process_time()
+        [(_, (_, self.state))] = lib.replica_local_steps(
+            self.blocks, [0, 1], 0, self.params, self.state, self.spec, lib.optim.adam(1e-3),
+            1e-4, lib.Rate(1e-3), schedule, self.half_steps, 0, True)
+        return (1e3 * (time.perf_counter() - t0) / ROUND_STEPS,
+                1e3 * (time.process_time() - c0) / ROUND_STEPS)
+
+
 class Exact:
     """``calls`` exact-gradient calls on a ``block_rows``-row block cut into ``steps``."""
 
@@ -131,6 +153,7 @@ def cases(lib: SimpleNamespace, rows: int, only: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if only in (None, "local"):
         out[f"local step, {BATCH} rows, 28->100->1 Adam"] = Local(lib, rows)
+        out[f"replica step, 2 blocks x {BATCH // 2} rows"] = Replica(lib, rows)
     if only in (None, "exact"):
         out["exact gradient, 4-row share of 6,250 rows"] = Exact(lib, 6_250, 1_562, 300)
         out["exact gradient, whole 6,000-row block"] = Exact(lib, 6_000, 1, 20)
