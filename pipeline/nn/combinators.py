@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import device, namespace
-from .layers import Context, Layer, Shape
+from .layers import Context, Layer, Shape, make_context
 
 __all__ = ["Chain", "ColumnSplit"]
 
@@ -24,8 +24,8 @@ Array = Any
 
 def _part_context(ctx: Context, index: int, need_input_grad: bool) -> Context:
     ws = ctx.workspace
-    return Context(ctx.training, None if ctx.key is None else (*ctx.key, index),
-                   None if ws is None else ws.child(index), need_input_grad)
+    return make_context(ctx.training, None if ctx.key is None else (*ctx.key, index),
+                        None if ws is None else ws.child(index), need_input_grad)
 
 
 class _Composite(Layer):
@@ -79,21 +79,23 @@ class Chain(_Composite):
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         caches, subs = [], []
-        for i, (layer, p) in enumerate(zip(self.layers, self._split(params), strict=True)):
-            sub = _part_context(ctx, i, i > 0 or ctx.need_input_grad)
-            x, cache = layer.forward(p, x, sub)
+        need = ctx.need_input_grad
+        for i, layer in enumerate(self.layers):
+            a, b = self._spans[i]
+            sub = _part_context(ctx, i, i > 0 or need)
+            x, cache = layer.forward(params[a:b], x, sub)
             caches.append(cache)
             subs.append(sub)
         return x, _ChainCache(caches, ctx, subs)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
-        ps, gs = self._split(params), self._split(grads)
         # the forward's part contexts, when the backward runs with the same context
         subs = cache.subs if cache.ctx is ctx else None
         for i in range(len(self.layers) - 1, -1, -1):
+            a, b = self._spans[i]
             sub = _part_context(ctx, i, i > 0 or ctx.need_input_grad) if subs is None else subs[i]
-            dy = self.layers[i].backward(ps[i], cache.caches[i], dy, sub, gs[i])
+            dy = self.layers[i].backward(params[a:b], cache.caches[i], dy, sub, grads[a:b])
         return dy
 
 

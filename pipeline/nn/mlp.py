@@ -151,7 +151,16 @@ class MLPSpec:
     @property
     def sequential(self) -> Sequential:
         """The network as layers: ``Dense``, activation, ..., ``Dense`` (memoised per spec)."""
-        return _sequential(self)
+        # kept on the instance too (the model protocol asks twice per training step, and the
+        # lru_cache look-up hashes and compares the fields); not pickled (see __getstate__)
+        try:
+            return self.__dict__["_sequential"]
+        except KeyError:
+            seq = self.__dict__["_sequential"] = _sequential(self)
+            return seq
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_sequential"}
 
     # The model protocol, by delegation.
     def init_params(self, random_state: Any = None, dtype: Any = np.float32) -> np.ndarray:

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from .. import backend as bk
-from ..backend import aligned, device, namespace, to_device_of
+from ..backend import aligned as _aligned_any
+from ..backend import device, namespace, to_device_of
 from .combinators import Chain
 from .layers import Context, Layer, Shape
 from .losses import get_loss
@@ -42,6 +43,13 @@ Array = Any
 
 _PREDICT = Context(training=False)
 _TRAIN = Context(training=True, need_input_grad=False)
+
+
+def aligned(x: Array) -> Array:
+    """:func:`pipeline.backend.aligned`, with the NumPy test first (twice per training step)."""
+    if type(x) is np.ndarray:
+        return x if x.flags.aligned else np.array(x, copy=True)
+    return _aligned_any(x)
 
 
 def _unpack(model: Sequential, flat: Array) -> list[Array]:

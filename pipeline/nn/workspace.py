@@ -58,6 +58,7 @@ class Workspace:
         # per name, the key and buffer of its last get(): already the most recent of its
         # shapes, so a repeat (every step) needs no LRU bookkeeping
         self._last: dict[str, tuple[tuple[Any, ...], Array]] = {}
+        self._zeros: dict[tuple[Any, ...], Array] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
         """An uninitialised buffer of ``shape`` and ``dtype`` (default ``like.dtype``) on
@@ -83,6 +84,20 @@ class Workspace:
         elif len(by_shape) > 1:
             by_shape.move_to_end(key)
         self._last[name] = (key, buf)
+        return buf
+
+    def zeros(self, shape: tuple[int, ...], like: Array) -> Array:
+        """A buffer of zeros of ``shape`` and ``like.dtype`` (NumPy, CuPy; ``None`` for other
+        namespaces), the same one each time: read it, never write into it."""
+        key = (shape, like.dtype, type(like))
+        buf = self._zeros.get(key)
+        if buf is None:
+            if type(like) is not np.ndarray and not supports_out(like):
+                return None
+            while len(self._zeros) >= self.max_shapes:
+                self._zeros.pop(next(iter(self._zeros)))
+            xp = namespace(like)
+            buf = self._zeros[key] = xp.zeros(shape, dtype=like.dtype, device=device(like))
         return buf
 
     def memo(self, key: Any, sources: tuple[Any, ...], build: Any) -> Any:
@@ -118,6 +133,7 @@ class Workspace:
     def nbytes(self) -> int:
         """Bytes held by this workspace and its children."""
         own = sum(b.nbytes for d in self._buffers.values() for b in d.values())
+        own += sum(z.nbytes for z in self._zeros.values())
         return own + sum(c.nbytes for c in self._children.values())
 
     def clear(self) -> None:
@@ -126,3 +142,4 @@ class Workspace:
         self._children.clear()
         self._memos.clear()
         self._last.clear()
+        self._zeros.clear()

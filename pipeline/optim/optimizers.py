@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..backend import namespace
 from .base import Array, EmptyState, GradientTransformation, Schedule, chain
 from .learning_rate import Rate, ScaleByLearningRateState, scale_by_learning_rate
@@ -96,16 +98,49 @@ def adam(
         return AdamState(*rate.init(params), mu=xp.zeros_like(params), nu=xp.zeros_like(params))
 
     def update(grads: Array, state: AdamState, params: Array = None) -> tuple[Array, AdamState]:
-        xp = namespace(grads)
         lr, count, nxt = rate.step(state, grads)
         t = int(float(state.count)) + 1
-        mu = beta_1 * state.mu + (1 - beta_1) * grads
-        nu = beta_2 * state.nu + (1 - beta_2) * (grads * grads)
         lr_t = lr * math.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-        updates = -lr_t * mu / (xp.sqrt(nu) + epsilon)
+        if _fresh_outputs(grads, state.mu, state.nu):
+            mu, nu, updates = _adam_numpy(grads, state.mu, state.nu, beta_1, beta_2, lr_t,
+                                          epsilon)
+        else:
+            xp = namespace(grads)
+            mu = beta_1 * state.mu + (1 - beta_1) * grads
+            nu = beta_2 * state.nu + (1 - beta_2) * (grads * grads)
+            updates = -lr_t * mu / (xp.sqrt(nu) + epsilon)
         return updates, AdamState(count, nxt, state.learning_rate_scale, mu, nu)
 
     return GradientTransformation(init, update)
+
+
+def _fresh_outputs(grads: Array, *moments: Array) -> bool:
+    """Whether the update can write its results into fresh NumPy arrays with ``out=``: host
+    arrays of one floating dtype and shape (else it evaluates the plain expressions)."""
+    if type(grads) is not np.ndarray or grads.dtype.kind != "f":
+        return False
+    for m in moments:
+        if type(m) is not np.ndarray or m.dtype != grads.dtype or m.shape != grads.shape:
+            return False
+    return True
+
+
+def _adam_numpy(g: np.ndarray, mu0: np.ndarray, nu0: np.ndarray, beta_1: float, beta_2: float,
+                lr_t: float, epsilon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's Adam step (see :func:`adam`): the ufuncs that the expressions call, in
+    the same order with the same operands (Python floats stay weak scalars), written into 4
+    fresh arrays instead of 10 temporaries. ``mu0``/``nu0`` are not modified."""
+    mu = np.multiply(beta_1, mu0, out=np.empty_like(g))
+    s = np.multiply(1 - beta_1, g, out=np.empty_like(g))
+    np.add(mu, s, out=mu)
+    nu = np.multiply(beta_2, nu0, out=np.empty_like(g))
+    np.multiply(g, g, out=s)
+    np.multiply(1 - beta_2, s, out=s)
+    np.add(nu, s, out=nu)
+    np.multiply(-lr_t, mu, out=s)
+    u = np.sqrt(nu, out=np.empty_like(g))
+    np.add(u, epsilon, out=u)
+    return mu, nu, np.divide(s, u, out=u)
 
 
 def adamw(

@@ -169,7 +169,6 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
     """
     start = time.perf_counter()
     X0 = _like(blocks[0])
-    xp = namespace(X0)
     ydtype = blocks[0].Y.dtype if isinstance(blocks[0], Block) else X0.dtype
     w0 = to_device_of(params, X0, dtype=ydtype)
     state = optimizer.init(w0) if state is None else optim.state_to_device(state, X0)
@@ -187,7 +186,10 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
                 ys.append(Yi)
         if not xs:
             continue
-        Xb, Yb = (xs[0], ys[0]) if len(xs) == 1 else (xp.concat(xs, axis=0), xp.concat(ys, axis=0))
+        if len(xs) == 1:
+            Xb, Yb = xs[0], ys[0]
+        else:
+            Xb, Yb = _concat(xs, spaces[0], "replica_X"), _concat(ys, spaces[0], "replica_Y")
         w, state, loss = _local_step(model, optimizer, alpha, w, state, Xb, Yb, global_rows,
                                      _step_context(spaces[0], seed, indices[0], epoch, step))
         loss_total += loss
@@ -198,6 +200,17 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
                rows_total),)
     return [(replica, (Partial(loss_total, delta, rows_total, timing),
                        optim.state_to_host(state)))]
+
+
+def _concat(parts: list[Any], ws: Workspace, name: str) -> Any:
+    """``xp.concat(parts, axis=0)``, into workspace buffer ``name`` on NumPy (a copy either
+    way: the same values; one step's batch, valid until the next)."""
+    first = parts[0]
+    if all(type(p) is np.ndarray and p.dtype == first.dtype for p in parts):
+        rows = sum(int(p.shape[0]) for p in parts)
+        out = ws.get(name, (rows, *first.shape[1:]), first)
+        return np.concatenate(parts, axis=0, out=out)
+    return namespace(first).concat(parts, axis=0)
 
 
 class LocalResult(NamedTuple):

@@ -27,6 +27,7 @@ from .. import optim
 from ..backend import device, namespace, to_host
 from ..blocks import Block
 from ..nn import Context, Workspace
+from ..nn.layers import make_context
 from ..reduce import tree_fold
 from .order import epoch_order, step_rows
 
@@ -63,7 +64,7 @@ def _worker_address() -> str:
         return "local"
 
 
-_WORKSPACES: OrderedDict[tuple[int, tuple[int, ...], str], Workspace] = OrderedDict()
+_WORKSPACES: OrderedDict[tuple[int, tuple[int, ...], type, Any], Workspace] = OrderedDict()
 _WORKSPACES_MAX = 256  # blocks' workspaces a worker keeps (least recently used first out)
 
 
@@ -72,7 +73,9 @@ def workspace_for(index: int, X: Any) -> Workspace:
     worker: the gathered batch, activations, deltas and the flat gradient (see
     :mod:`pipeline.nn.workspace`). Without them a nanny-started worker faults every page of
     every step's arrays in again (its ``MALLOC_TRIM_THRESHOLD_`` pins the mmap threshold)."""
-    key = (index, tuple(X.shape), str(X.dtype))
+    # the array type before the dtype: dtypes of two libraries are never compared (and
+    # str(dtype), the former key, is Python code in NumPy: a few µs per call)
+    key = (index, tuple(X.shape), type(X), X.dtype)
     ws = _WORKSPACES.get(key)
     if ws is None:
         ws = _WORKSPACES[key] = Workspace()
@@ -121,12 +124,14 @@ def _as_block(block: Any) -> Block:
 
 
 def _step_context(ws: Workspace, seed: int, index: int, epoch: int, step: int) -> Context:
-    return Context(training=True, key=(seed, index, epoch, step), workspace=ws,
-                   need_input_grad=False)
+    return make_context(True, (seed, index, epoch, step), ws, False)
 
 
 def _finite_or_nan(loss: float, vector: Any) -> float:
     """``loss`` if the loss and ``vector`` are finite, else NaN: marks the block that diverged."""
+    if type(vector) is np.ndarray:  # once per block and step: skip np.all's wrapper
+        ok = math.isfinite(loss) and bool(np.logical_and.reduce(np.isfinite(vector), axis=None))
+        return loss if ok else math.nan
     xp = namespace(vector)
     ok = math.isfinite(loss) and bool(xp.all(xp.isfinite(vector)))
     return loss if ok else math.nan
