@@ -261,23 +261,25 @@ class Rounds:
         futures = self.block_keys
         groups = self.groups(futures)
         prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
-        # (metrics future, rounds it reports) of the rounds submitted and not yet reported
+        # (metrics future, rounds it reports) of the rounds submitted and not yet finished
         window: deque[tuple[Any, int]] = deque()
-        out: list[tuple[Partial, float]] = []
+        reports: list[tuple[Any, int, float]] = []  # (metrics future, rounds, seconds each)
         last_done = time.perf_counter()
 
         def consume() -> None:
+            # wait only: the metrics are fetched once, with the final state (one gather per
+            # epoch instead of one per graph, each a scheduler and a worker round trip beside
+            # the rounds)
             nonlocal last_done
             future, n_rounds = window.popleft()
-            (metrics,) = self.watchdog.gather([future], "a gradient round")
+            self.watchdog.wait([future], "a gradient round")
             now = time.perf_counter()
-            for loss, n, timings in metrics:
-                out.append((Partial(loss, None, n, timings), (now - last_done) / n_rounds))
+            reports.append((future, n_rounds, (now - last_done) / n_rounds))
             last_done = now
 
         # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
         # update-graph calls for the client and scheduler to run beside the workers), at most
-        # ``ahead`` rounds submitted and not yet reported back.
+        # ``ahead`` rounds submitted and not yet finished.
         chunk = max(1, ahead // 2)
         token = tokenize(self.run_id, "grad-ahead", epoch)
         for first in range(0, steps + 1, chunk):
@@ -308,8 +310,12 @@ class Rounds:
                 prev = submit(self.client, dsk, prev)
         while window:
             consume()
-        final: StepState
-        (final,) = self.watchdog.gather(prev, "the epoch's last step")
+        *values, final = self.watchdog.gather([f for f, _, _ in reports] + prev,
+                                              "the epoch's last step")
+        out: list[tuple[Partial, float]] = []
+        for metrics, (_, n_rounds, seconds) in zip(values, reports, strict=True):
+            out.extend((Partial(loss, None, n, timings), seconds)
+                       for loss, n, timings in metrics)
         self.round += steps
         return final.params, final.opt_state, out
 
