@@ -11,6 +11,7 @@ Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import deque
@@ -88,7 +89,10 @@ class Rounds:
         key = tuple(f.key for f in futures)
         if self._placement is not None and self._placement[0] == key:
             return self._placement[1]
-        who = self.client.who_has(futures)
+        return self._group(futures, self.client.who_has(futures))
+
+    def _group(self, futures: list[Any], who: Any) -> list[list[int]]:
+        key = tuple(f.key for f in futures)
         by_worker: dict[str, list[int]] = {}
         for i, f in enumerate(futures):
             holders = sorted(who.get(f.key, ()))
@@ -104,9 +108,12 @@ class Rounds:
         """At an epoch boundary: when workers were lost or joined since the last look, spread
         the blocks again (replicas: colocate again), so no worker idles while another holds
         most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
-        workers = frozenset(workers_info(self.client))
+        info, who = self._look(self.block_keys)
+        workers = frozenset(info)
         seen, self._workers_seen = self._workers_seen, workers
         if seen is None or seen == workers or not workers:
+            if who is not None:  # the epoch's grouping, from the same round trip
+                self._group(self.block_keys, who)
             return
         if self.colocated and self._units is not None:
             self.colocate(self._units)
@@ -116,6 +123,20 @@ class Rounds:
         moved = rebalance(self.client, self.blocks._replace(futures=self.block_keys))
         self.block_keys = list(moved.futures)
         self._placement = None
+
+    def _look(self, futures: list[Any]) -> tuple[dict[str, Any], dict[Any, Any] | None]:
+        """The scheduler's workers and, in the same round trip, who holds ``futures`` (None
+        when that cannot be asked together: then :meth:`groups` asks on its own)."""
+        async def both() -> tuple[Any, Any]:
+            return await asyncio.gather(
+                self.client.scheduler.identity(n_workers=-1),
+                self.client.scheduler.who_has(keys=[f.key for f in futures]))
+
+        try:
+            identity, who = self.client.sync(both)
+        except TypeError:  # a distributed whose identity() takes no n_workers
+            return workers_info(self.client), None
+        return dict(identity.get("workers") or {}), dict(who)
 
     def colocate(self, units: list[list[int]]) -> None:
         """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
