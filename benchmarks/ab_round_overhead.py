@@ -7,6 +7,7 @@ differences. The other version is a copy of the package under another name::
 
     git archive <rev> pipeline | tar -x -C /tmp/ab && mv /tmp/ab/pipeline /tmp/ab/pipeline_base
     PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 10
+    PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 6 --sync auto
 
 (the package's imports are relative, so the copy imports itself). Prints JSON: per version and
 K, ``fit seconds / rounds`` in ms, as the overhead benchmark's headline column.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -25,10 +27,10 @@ from common import HIDDEN, dask_classification, local_cluster
 ROWS_PER_BLOCK_STEP = 4
 
 
-def fit_ms(module, client, K: int, rounds: int, seed: int) -> float:
+def fit_ms(module, client, K: int, rounds: int, seed: int, sync: str = "gradient") -> float:
     X, y = dask_classification(K * rounds * ROWS_PER_BLOCK_STEP, K, seed=0)
     clf = module.MLPClassifier(HIDDEN, batch_size=K * ROWS_PER_BLOCK_STEP, max_iter=1,
-                               sync="gradient", random_state=seed, tol=0.0, shuffle=False,
+                               sync=sync, random_state=seed, tol=0.0, shuffle=False,
                                min_block_rows=None)
     clf.fit(X, y, client=client)
     s = clf.train_summary_
@@ -39,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--other", default="pipeline_base", help="the other version's package name")
+    p.add_argument("--sync", default="gradient",
+                   help="sync mode of the fits (\"auto\": the estimator's default, local SGD)")
     args = p.parse_args()
     warnings.simplefilter("ignore")  # one-epoch fits: ConvergenceWarning
     versions = {"this": importlib.import_module("pipeline.estimators"),
@@ -51,7 +55,9 @@ def main() -> None:
         for r in range(args.reps):
             for K, R in Ks.items():
                 for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
-                    out[name][K].append(fit_ms(versions[name], client, K, R, r))
+                    out[name][K].append(fit_ms(versions[name], client, K, R, r, args.sync))
+            print(f"rep {r}: " + ", ".join(f"{n} K={K} {out[n][K][-1]:.1f} ms"
+                                            for n in out for K in Ks), file=sys.stderr)
     summary = {}
     for K in Ks:
         a, b = np.array(out["this"][K]), np.array(out["other"][K])
