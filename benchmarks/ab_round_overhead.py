@@ -27,8 +27,11 @@ from common import HIDDEN, dask_classification, local_cluster
 ROWS_PER_BLOCK_STEP = 4
 
 
-def fit_ms(module, client, K: int, rounds: int, seed: int, sync: str = "gradient") -> float:
-    X, y = dask_classification(K * rounds * ROWS_PER_BLOCK_STEP, K, seed=0)
+def fit_ms(module, client, K: int, rounds: int, seed: int, sync: str = "gradient",
+           data_seed: int = 0) -> float:
+    # each version gets its own data (same shapes): with the same data both versions' blocks
+    # get the same keys, and a fit can pick up blocks the other package built (its classes)
+    X, y = dask_classification(K * rounds * ROWS_PER_BLOCK_STEP, K, seed=data_seed)
     clf = module.MLPClassifier(HIDDEN, batch_size=K * ROWS_PER_BLOCK_STEP, max_iter=1,
                                sync=sync, random_state=seed, tol=0.0, shuffle=False,
                                min_block_rows=None)
@@ -51,11 +54,12 @@ def main() -> None:
     out: dict[str, dict[int, list[float]]] = {v: {K: [] for K in Ks} for v in versions}
     with local_cluster(2) as client:
         for m in versions.values():
-            fit_ms(m, client, 8, 10, 0)  # warm-up
+            fit_ms(m, client, 8, 10, 0, args.sync, data_seed=2)  # warm-up
         for r in range(args.reps):
             for K, R in Ks.items():
                 for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
-                    out[name][K].append(fit_ms(versions[name], client, K, R, r, args.sync))
+                    out[name][K].append(fit_ms(versions[name], client, K, R, r, args.sync,
+                                               data_seed=list(versions).index(name)))
             print(f"rep {r}: " + ", ".join(f"{n} K={K} {out[n][K][-1]:.1f} ms"
                                             for n in out for K in Ks), file=sys.stderr)
     summary = {}
