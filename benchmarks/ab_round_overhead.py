@@ -53,8 +53,8 @@ def main() -> None:
     Ks = {8: 60, 64: 20}
     out: dict[str, dict[int, list[float]]] = {v: {K: [] for K in Ks} for v in versions}
     with local_cluster(2) as client:
-        for m in versions.values():
-            fit_ms(m, client, 8, 10, 0, args.sync, data_seed=2)  # warm-up
+        for k, m in enumerate(versions.values()):
+            fit_ms(m, client, 8, 10, 0, args.sync, data_seed=2 + k)  # warm-up
         for r in range(args.reps):
             for K, R in Ks.items():
                 for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
