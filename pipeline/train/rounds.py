@@ -284,7 +284,7 @@ class Rounds:
         prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
         # (metrics future, rounds it reports) of the rounds submitted and not yet finished
         window: deque[tuple[Any, int]] = deque()
-        reports: list[tuple[Any, int, float]] = []  # (metrics future, rounds, seconds each)
+        reports: list[tuple[Any, float]] = []  # (metrics future, seconds per round it reports)
         last_done = time.perf_counter()
 
         def consume() -> None:
@@ -295,7 +295,7 @@ class Rounds:
             future, n_rounds = window.popleft()
             self.watchdog.wait([future], "a gradient round")
             now = time.perf_counter()
-            reports.append((future, n_rounds, (now - last_done) / n_rounds))
+            reports.append((future, (now - last_done) / n_rounds))
             last_done = now
 
         # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
@@ -331,10 +331,10 @@ class Rounds:
                 prev = submit(self.client, dsk, prev)
         while window:
             consume()
-        *values, final = self.watchdog.gather([f for f, _, _ in reports] + prev,
+        *values, final = self.watchdog.gather([f for f, _ in reports] + prev,
                                               "the epoch's last step")
         out: list[tuple[Partial, float]] = []
-        for metrics, (_, n_rounds, seconds) in zip(values, reports, strict=True):
+        for metrics, (_, seconds) in zip(values, reports, strict=True):
             out.extend((Partial(loss, None, n, timings), seconds)
                        for loss, n, timings in metrics)
         self.round += steps
