@@ -272,8 +272,9 @@ class Rounds:
         (``step_args = (optimizer, alpha, learning_rate)``) to its own replica of the
         parameters, then computes its blocks' partials; every replica has the same bits. So the
         cluster never waits for the client, and a round is one hop between workers instead of
-        two (no step task in between). The client gathers each round's loss, row count and
-        timings, and the parameters once at the end (``last_step``). The chain starts from
+        two (no step task in between). The client waits for each graph's rounds and fetches
+        every round's loss, row count and timings with the parameters once, at the end
+        (``last_step``). The chain starts from
         literal values every epoch, so lineage (and recomputation after a worker loss) never
         reaches back further than the epoch. Raises a disruption for the caller to redo the
         epoch one round at a time, which gives the same bits.
