@@ -7,7 +7,7 @@ differences. The other version is a copy of the package under another name::
 
     git archive <rev> pipeline | tar -x -C /tmp/ab && mv /tmp/ab/pipeline /tmp/ab/pipeline_base
     PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 10
-    PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 6 --sync auto
+    PYTHONPATH=$PWD:/tmp/ab python benchmarks/ab_round_overhead.py --reps 6 --sync average
 
 (the package's imports are relative, so the copy imports itself). Prints JSON: per version and
 K, ``fit seconds / rounds`` in ms, as the overhead benchmark's headline column.
@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--other", default="pipeline_base", help="the other version's package name")
     p.add_argument("--sync", default="gradient",
-                   help="sync mode of the fits (\"auto\": the estimator's default, local SGD)")
+                   help="sync mode of the fits (\"average\": the estimator's default, local SGD)")
     args = p.parse_args()
     warnings.simplefilter("ignore")  # one-epoch fits: ConvergenceWarning
     versions = {"this": importlib.import_module("pipeline.estimators"),
