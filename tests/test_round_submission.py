@@ -1,7 +1,5 @@
 """How the round runner talks to the cluster: graphs submitted without tokenising their
-contents, one round trip for the epoch's look at the cluster, worker state left as found."""
-
-import sys
+contents, one round trip for the epoch's look at the cluster."""
 
 import dask.array as da
 import numpy as np
@@ -9,7 +7,6 @@ import pytest
 
 from pipeline import nn
 from pipeline.blocks import to_blocks
-from pipeline.train import TrainConfig, train
 from pipeline.train.rounds import Rounds, submit
 
 
@@ -56,13 +53,3 @@ def test_epoch_look_groups_blocks_by_holder_as_who_has_does(client):
         expected.setdefault(sorted(who[f.key])[0], []).append(i)
     assert grouped == [expected[w] for w in sorted(expected)]
     assert sorted(i for g in grouped for i in g) == list(range(len(blocks.futures)))
-
-
-def test_pipelined_rounds_leave_the_workers_switch_interval_as_found(client):
-    before = client.run(sys.getswitchinterval)
-    blocks = _blocks(client)
-    spec = nn.MLPSpec((5, 3, 1), "tanh", "binary_log_loss")
-    cfg = TrainConfig(batch_size=12, max_iter=1, rounds_ahead=4, random_state=0)
-    result = train(client, blocks, model=spec, config=cfg)
-    assert result.rounds == 6  # pipelined: more than one round per epoch
-    assert client.run(sys.getswitchinterval) == before

@@ -15,7 +15,6 @@ transfer per worker instead of one per block.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, NamedTuple
 
 from .. import optim
@@ -33,13 +32,6 @@ from .tasks import (
 )
 
 __all__ = ["RoundOut", "last_step", "round_metrics", "step_and_partition_grads"]
-
-# While a round's task computes, the worker's event loop still has to answer the other workers'
-# requests for this worker's previous partials and take the scheduler's messages. It waits for
-# the GIL until the task's thread lets go, and a thread busy in Python lets go only every
-# ``sys.getswitchinterval()`` (5 ms by default, as long as a whole round here). The task lowers
-# the interval for its own duration only and puts the previous value back.
-SWITCH_INTERVAL = 0.0005  # seconds
 
 
 class Packed(NamedTuple):
@@ -105,16 +97,11 @@ def step_and_partition_grads(prev: StepState | list[RoundOut], own: int, args: S
     """Round ``step`` on one worker: the step of the previous round (``prev``: every worker's
     :class:`RoundOut` of it; the epoch's starting :class:`StepState` in its first round), then
     the partials of ``blocks`` (positions ``indices``) at the new parameters, subtrees folded."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, SWITCH_INTERVAL))
-    try:
-        state = prev if isinstance(prev, StepState) else _step(prev, own, args, round_no - 1)
-        parts = [(i, partition_grad(b, state.params, args.model, i, epoch, step, steps, seed,
-                                    shuffle)) for b, i in zip(blocks, indices, strict=True)]
-        return RoundOut(state, Packed.of(tree_fold_owned(parts, args.n_blocks, combine_grads,
-                                                         split_every=args.split_every)))
-    finally:
-        sys.setswitchinterval(before)
+    state = prev if isinstance(prev, StepState) else _step(prev, own, args, round_no - 1)
+    parts = [(i, partition_grad(b, state.params, args.model, i, epoch, step, steps, seed,
+                                shuffle)) for b, i in zip(blocks, indices, strict=True)]
+    return RoundOut(state, Packed.of(tree_fold_owned(parts, args.n_blocks, combine_grads,
+                                                     split_every=args.split_every)))
 
 
 def last_step(outs: list[RoundOut], args: StepArgs, round_no: int) -> StepState:
