@@ -143,6 +143,12 @@ def _noop_graph_rounds(client: Any, blocks: Any, rounds: int, split_every: int =
     return out
 
 
+def _graph_keys(dsk: Any) -> list[str]:
+    """The keys of a graph given to ``client.get``: a dict, or the low-level-graph expression
+    the round runner submits (:func:`pipeline.train.rounds.submit`)."""
+    return [str(k) for k in (dsk.operand("dsk") if hasattr(dsk, "operand") else dsk)]
+
+
 def _round_trips(client: Any, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -254,7 +260,7 @@ class RoundProbe:
             rec = probe.current
             if rec is not None and "get0" not in rec:
                 rec["get0"] = time.time()
-                rec["keys"] = [str(key) for key in dsk]
+                rec["keys"] = _graph_keys(dsk)
                 rec["root"] = str(keys[0])
             out = orig_get(dsk, keys, *a, **k)
             if rec is not None and "get1" not in rec:
@@ -379,7 +385,7 @@ def _profile_pipelined(client: Any, K: int, rounds: int, interval: float | None 
     orig_get = client.get
 
     def get(dsk: Any, keys: Any, *a: Any, **k: Any) -> Any:
-        calls.append((time.time(), [str(key) for key in dsk]))
+        calls.append((time.time(), _graph_keys(dsk)))
         return orig_get(dsk, keys, *a, **k)
 
     set_batched_intervals(client, interval)

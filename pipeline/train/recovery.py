@@ -90,6 +90,19 @@ class Watchdog:
     def gather(self, futures: list[Any], what: str) -> list[Any]:
         """The values of ``futures``. A task's own error is raised as is; a failure of the
         transfer is a :class:`RoundDisrupted`."""
+        self.wait(futures, what)
+        try:
+            return self.client.gather(futures)
+        except DISRUPTIONS:
+            raise
+        except Exception as exc:
+            if any(f.status == "error" for f in futures):
+                raise
+            raise RoundDisrupted(f"fetching the round's result failed: {exc!r}") from exc
+
+    def wait(self, futures: list[Any], what: str) -> None:
+        """Return when every future of ``futures`` is finished, without fetching anything;
+        raise a task's own error as is."""
         alone_since = None
         while not self._wait(futures):
             # Slow path only: one scheduler round trip per interval of waiting.
@@ -109,11 +122,3 @@ class Watchdog:
         errored = [f for f in futures if f.status == "error"]
         if errored:
             errored[0].result()  # raises the task's exception (or a disruption)
-        try:
-            return self.client.gather(futures)
-        except DISRUPTIONS:
-            raise
-        except Exception as exc:
-            if any(f.status == "error" for f in futures):
-                raise
-            raise RoundDisrupted(f"fetching the round's result failed: {exc!r}") from exc

@@ -11,7 +11,9 @@ Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +38,25 @@ def _literal(value: Any) -> Any:
     from dask._task_spec import DataNode
 
     return DataNode(None, value)
+
+
+def submit(client: Any, dsk: dict[Any, Any], keys: list[Any]) -> list[Any]:
+    """Futures of ``keys`` of the low-level graph ``dsk`` (``client.get(..., sync=False)``),
+    without tokenising the graph.
+
+    ``client.get`` wraps a dict in an expression named by a deterministic token of its whole
+    content, which normalises every task argument, cloudpickling each function and closure
+    (the optimizer's, the model's) every time: ~1 ms per optimizer, 10-40 ms per graph here,
+    in the client process, where a LocalCluster's scheduler shares the GIL. Our keys already
+    name the graph, so the expression gets a random name instead (dask's ``_determ_token``;
+    with a dask that has no such expression, the dict goes in as is)."""
+    try:
+        from dask._expr import LLGExpr
+
+        graph: Any = LLGExpr(dsk, _determ_token=uuid.uuid4().hex)
+    except (ImportError, TypeError):  # pragma: no cover - another dask: tokenise as usual
+        graph = dsk
+    return client.get(graph, keys, sync=False)
 
 
 class Rounds:
@@ -68,7 +89,10 @@ class Rounds:
         key = tuple(f.key for f in futures)
         if self._placement is not None and self._placement[0] == key:
             return self._placement[1]
-        who = self.client.who_has(futures)
+        return self._group(futures, self.client.who_has(futures))
+
+    def _group(self, futures: list[Any], who: Any) -> list[list[int]]:
+        key = tuple(f.key for f in futures)
         by_worker: dict[str, list[int]] = {}
         for i, f in enumerate(futures):
             holders = sorted(who.get(f.key, ()))
@@ -84,9 +108,12 @@ class Rounds:
         """At an epoch boundary: when workers were lost or joined since the last look, spread
         the blocks again (replicas: colocate again), so no worker idles while another holds
         most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
-        workers = frozenset(workers_info(self.client))
+        info, who = self._look(self.block_keys)
+        workers = frozenset(info)
         seen, self._workers_seen = self._workers_seen, workers
         if seen is None or seen == workers or not workers:
+            if who is not None:  # the epoch's grouping, from the same round trip
+                self._group(self.block_keys, who)
             return
         if self.colocated and self._units is not None:
             self.colocate(self._units)
@@ -96,6 +123,20 @@ class Rounds:
         moved = rebalance(self.client, self.blocks._replace(futures=self.block_keys))
         self.block_keys = list(moved.futures)
         self._placement = None
+
+    def _look(self, futures: list[Any]) -> tuple[dict[str, Any], dict[Any, Any] | None]:
+        """The scheduler's workers and, in the same round trip, who holds ``futures`` (None
+        when that cannot be asked together: then :meth:`groups` asks on its own)."""
+        async def both() -> tuple[Any, Any]:
+            return await asyncio.gather(
+                self.client.scheduler.identity(n_workers=-1),
+                self.client.scheduler.who_has(keys=[f.key for f in futures]))
+
+        try:
+            identity, who = self.client.sync(both)
+        except TypeError:  # a distributed whose identity() takes no n_workers
+            return workers_info(self.client), None
+        return dict(identity.get("workers") or {}), dict(who)
 
     def colocate(self, units: list[list[int]]) -> None:
         """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
@@ -133,7 +174,7 @@ class Rounds:
         reasons: list[str] = []
         graph, want = dsk, keys
         while True:
-            futures = self.client.get(graph, want, sync=False)
+            futures = submit(self.client, graph, want)
             try:
                 results = self.watchdog.gather(futures, f"round {self.round} ({label})")
                 break
@@ -231,8 +272,9 @@ class Rounds:
         (``step_args = (optimizer, alpha, learning_rate)``) to its own replica of the
         parameters, then computes its blocks' partials; every replica has the same bits. So the
         cluster never waits for the client, and a round is one hop between workers instead of
-        two (no step task in between). The client gathers each round's loss, row count and
-        timings, and the parameters once at the end (``last_step``). The chain starts from
+        two (no step task in between). The client waits for each graph's rounds and fetches
+        every round's loss, row count and timings with the parameters once, at the end
+        (``last_step``). The chain starts from
         literal values every epoch, so lineage (and recomputation after a worker loss) never
         reaches back further than the epoch. Raises a disruption for the caller to redo the
         epoch one round at a time, which gives the same bits.
@@ -241,23 +283,25 @@ class Rounds:
         futures = self.block_keys
         groups = self.groups(futures)
         prev: Any = _literal(StepState(params, opt_state, 0.0, 0, ()))
-        # (metrics future, rounds it reports) of the rounds submitted and not yet reported
+        # (metrics future, rounds it reports) of the rounds submitted and not yet finished
         window: deque[tuple[Any, int]] = deque()
-        out: list[tuple[Partial, float]] = []
+        reports: list[tuple[Any, float]] = []  # (metrics future, seconds per round it reports)
         last_done = time.perf_counter()
 
         def consume() -> None:
+            # wait only: the metrics are fetched once, with the final state (one gather per
+            # epoch instead of one per graph, each a scheduler and a worker round trip beside
+            # the rounds)
             nonlocal last_done
             future, n_rounds = window.popleft()
-            (metrics,) = self.watchdog.gather([future], "a gradient round")
+            self.watchdog.wait([future], "a gradient round")
             now = time.perf_counter()
-            for loss, n, timings in metrics:
-                out.append((Partial(loss, None, n, timings), (now - last_done) / n_rounds))
+            reports.append((future, (now - last_done) / n_rounds))
             last_done = now
 
         # Rounds go to the scheduler in chunks (one graph per chunk: fewer submissions and
         # update-graph calls for the client and scheduler to run beside the workers), at most
-        # ``ahead`` rounds submitted and not yet reported back.
+        # ``ahead`` rounds submitted and not yet finished.
         chunk = max(1, ahead // 2)
         token = tokenize(self.run_id, "grad-ahead", epoch)
         for first in range(0, steps + 1, chunk):
@@ -282,14 +326,18 @@ class Rounds:
             if done:
                 mkey = f"round_metrics-{token}-{first}"
                 dsk[mkey] = (round_metrics, done)
-                metrics, *prev = self.client.get(dsk, [mkey, *prev], sync=False)
+                metrics, *prev = submit(self.client, dsk, [mkey, *prev])
                 window.append((metrics, len(done)))
             else:
-                prev = self.client.get(dsk, prev, sync=False)
+                prev = submit(self.client, dsk, prev)
         while window:
             consume()
-        final: StepState
-        (final,) = self.watchdog.gather(prev, "the epoch's last step")
+        *values, final = self.watchdog.gather([f for f, _ in reports] + prev,
+                                              "the epoch's last step")
+        out: list[tuple[Partial, float]] = []
+        for metrics, (_, seconds) in zip(values, reports, strict=True):
+            out.extend((Partial(loss, None, n, timings), seconds)
+                       for loss, n, timings in metrics)
         self.round += steps
         return final.params, final.opt_state, out
 
