@@ -12,6 +12,7 @@ Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections import deque
@@ -73,6 +74,7 @@ class Rounds:
         self.retries = 0  # disrupted rounds recovered (one "retry" event each)
         self.recovery_seconds = 0.0  # time those rounds took beyond a typical round
         self.round = 0  # training rounds submitted so far
+        self._graphs = itertools.count()  # makes every graph's keys new (see _token)
         self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
         self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
@@ -164,6 +166,13 @@ class Rounds:
 
     # ------------------------------------------------------------ running -----------------------
 
+    def _token(self, *parts: Any) -> str:
+        """A token for one graph's keys, never given twice by this object: a graph whose keys
+        the scheduler still holds from an earlier graph (its futures released by the client but
+        not yet forgotten) would be answered with the earlier values. L-BFGS evaluates the same
+        ``(epoch, step)`` at new parameters many times; a redone epoch submits its rounds again."""
+        return tokenize(self.run_id, next(self._graphs), *parts)
+
     def run(self, dsk: dict, keys: list, label: str) -> list[Any]:
         """Compute ``keys`` of the round graph ``dsk`` and return their values, surviving faults
         (see :mod:`pipeline.train.recovery`)."""
@@ -254,7 +263,7 @@ class Rounds:
     def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int, seed: int,
                  shuffle: bool) -> Partial:
         """Loss and gradient sums of every block over global step ``step`` (one round)."""
-        token = tokenize(self.run_id, "grad", epoch, step)
+        token = self._token("grad", epoch, step)
         dsk, leaves = self._grad_graph(_literal(params), token, epoch, step, steps, seed,
                                        shuffle)
         root = f"combine_grads-{token}"
@@ -303,7 +312,7 @@ class Rounds:
         # update-graph calls for the client and scheduler to run beside the workers), at most
         # ``ahead`` rounds submitted and not yet finished.
         chunk = max(1, ahead // 2)
-        token = tokenize(self.run_id, "grad-ahead", epoch)
+        token = self._token("grad-ahead", epoch)
         for first in range(0, steps + 1, chunk):
             while window and sum(n for _, n in window) + chunk > ahead:
                 consume()
@@ -346,7 +355,7 @@ class Rounds:
                     shuffle: bool) -> tuple[Partial, list[Any]]:
         """One local-SGD round: every block runs its ``schedule`` of inner steps
         (``step_args = (optimizer, alpha, learning_rate)``), deltas folded by position."""
-        token = tokenize(self.run_id, "local", schedules)
+        token = self._token("local", schedules)
         literal = _literal(params)
         dsk, leaves = self.per_worker_graph(
             "partition_local_steps", token, self.block_keys,
@@ -364,7 +373,7 @@ class Rounds:
                       shuffle: bool) -> tuple[Partial, list[Any]]:
         """One local-SGD round over replicas: a ``replica_local_steps`` task per replica (its
         blocks colocated on one worker), changes folded by replica position."""
-        token = tokenize(self.run_id, "replicas", schedules)
+        token = self._token("replicas", schedules)
         literal = _literal(params)
         dsk: dict[Any, Any] = {}
         leaves = []
@@ -380,7 +389,7 @@ class Rounds:
         return out.partial, list(out.states)
 
     def score(self, blocks: Any, params: np.ndarray, tag: Any) -> ScorePartial:
-        token = tokenize(self.run_id, "score", tag)
+        token = self._token("score", tag)
         futures = list(blocks.futures)
         literal = _literal(params)
         dsk, leaves = self.per_worker_graph(
