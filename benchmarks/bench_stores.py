@@ -215,9 +215,11 @@ def _set_chunk_rows(rows: int | None) -> None:
     order._ORDERS.clear()
 
 
-def larger_than_memory(quick: bool) -> tuple[list[dict], list[dict], dict]:
+def larger_than_memory(quick: bool, ratio: float | None = None) -> tuple[list[dict], list[dict],
+                                                                     dict]:
+    """Section 3 at ``ratio`` x the combined limit (default: 1x quick, 4x full)."""
     limit = 768 * MiB
-    ratio = 1.0 if quick else 4.0
+    ratio = ratio or (1.0 if quick else 4.0)
     row_bytes = (N_FEATURES + 1) * 4
     n_rows = int(ratio * 2 * limit / row_bytes)
     n_chunks = max(8, n_rows // 500_000)

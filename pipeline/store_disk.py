@@ -88,6 +88,9 @@ class _DiskReader(_Reader):
 
     def __init__(self, handle: DiskBlock):
         super().__init__(handle)
+        # Resolved here, on the task's thread: the prefetch thread is no Dask worker thread
+        # (``get_worker()`` fails there), so it could not find the worker's directory itself.
+        self.path = handle.local_path()
         rows = chunk_bounds(handle.n, 0)[1]
         self.budget = 2 * rows * (handle.d + handle.k) * handle.dtype.itemsize
         # (chunk, order key, buffers, rows in epoch order)
@@ -98,6 +101,11 @@ class _DiskReader(_Reader):
     def in_flight(self) -> Future | None:
         pending = self.pending
         return None if pending is None else pending[2]
+
+    def release(self) -> None:
+        # A failed prefetch's future holds its traceback, whose frame holds this reader: a
+        # cycle only the cyclic collector frees. Dropping the buffers here frees them now.
+        self.current, self.pending, self.spare = None, None, []
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         if self.spare:
@@ -116,11 +124,11 @@ class _DiskReader(_Reader):
             view = memoryview(buf).cast("B")
             got = os.preadv(f.fileno(), [view], offset)
             if got != view.nbytes:
-                raise OSError(f"{h.local_path()}: chunk {c} is truncated ({got} of "
+                raise OSError(f"{self.path}: chunk {c} is truncated ({got} of "
                               f"{view.nbytes} bytes)")
         crc = zlib.crc32(y.data, zlib.crc32(x.data))
         if crc != h.checksums[c]:
-            raise OSError(f"{h.local_path()}: chunk {c} (rows {a}..{b}) fails its checksum "
+            raise OSError(f"{self.path}: chunk {c} (rows {a}..{b}) fails its checksum "
                           f"({crc:#010x} != {h.checksums[c]:#010x}): the file is corrupt")
 
     def _fill(self, c: int, bufs: tuple[np.ndarray, np.ndarray], key: Any,
@@ -130,7 +138,7 @@ class _DiskReader(_Reader):
         training thread handles (it rebuilds, or learns the store was released), never a
         whole block rebuilt in the background."""
         a, b = chunk_bounds(self.h.n, c)
-        path = self.h.ensure_local() if rebuild else self.h.local_path()
+        path = self.h.ensure_local() if rebuild else self.path
         with open(path, "rb") as f:
             self.read(f, c, bufs[0][:b - a], bufs[1][:b - a])
         return bufs, self.order(key, c, 0)

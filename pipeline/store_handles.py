@@ -171,9 +171,15 @@ class _Reader:
     def in_flight(self) -> Future | None:
         return None
 
+    def release(self) -> None:
+        """Drop the buffers and the prefetch this reader holds (it is being dropped)."""
+
     def drain(self) -> None:
         """Cancel the prefetch if it has not started, else wait for it (its result and errors
-        do not matter any more: the reader is being dropped)."""
+        do not matter any more: the reader is being dropped), then drop the reader's buffers,
+        so they go now even if something still refers to the reader."""
         future = self.in_flight()
         if future is not None and not future.cancel():  # running or done: let it end
             wait_futures([future])
+        with self.lock:  # a gather in progress on another thread finishes first
+            self.release()

@@ -50,6 +50,9 @@ class _StreamReader(_Reader):
         nxt = self.next
         return None if nxt is None else nxt[1]
 
+    def release(self) -> None:
+        self.next, self.rows = None, None
+
     def _build(self) -> Block:
         block = self.h.recipe.build()
         return Block(to_host(block.X), to_host(block.Y))  # stores serve host rows

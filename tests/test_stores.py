@@ -460,3 +460,76 @@ def test_stream_rebuilds_ahead_stay_within_the_cache_bound(monkeypatch):
         assert second.next is None
     finally:
         stores.release_local(["ahead"])
+
+
+def test_on_a_worker_prefetches_land_and_evicted_readers_free_their_buffers_at_once(client):
+    """On a Dask worker (where the training runs; the tests above run in the client process),
+    the prefetch thread reads the next chunk from the worker's directory, and a reader evicted
+    by the buffer budget frees its buffers without waiting for the cyclic garbage collector.
+
+    Before: the prefetch thread resolved the block's path with ``get_worker()``, which fails
+    off the worker's task thread, so every prefetch failed (FileNotFoundError); each failed
+    future's traceback kept its reader alive in a cycle, and a worker whose blocks outnumber
+    the budget (local SGD visits every block each step) piled up evicted readers with their
+    chunk buffers: RSS +300-400 MiB within seconds, then a sudden drop at a gen-2 collection
+    (the pauses of the larger-than-memory benchmark)."""
+
+    def on_worker():
+        import gc
+        import weakref
+
+        import pipeline.stores as stores
+        import pipeline.train.tasks as tasks
+        from pipeline import store_worker
+        from pipeline.blocks import Block
+        from pipeline.nn import Workspace
+        from pipeline.stores import DiskBlock, Recipe, write_block
+        from pipeline.train import order
+
+        saved = order.EPOCH_CHUNK_ROWS, store_worker.memory_limit
+        order.EPOCH_CHUNK_ROWS = 64
+        order._ORDERS.clear()
+        store_worker.memory_limit = lambda: 1  # every new reader evicts the other one
+        rng = np.random.default_rng(5)
+        blocks, handles = [], []
+        for index in (0, 1):
+            b = Block(rng.standard_normal((300, 4)), rng.standard_normal((300, 2)))
+            path = stores.store_dir("on-worker") / f"block-{index}.bin"
+            handles.append(DiskBlock("on-worker", index, 300, 4, 2, "float64",
+                                     Recipe([], None, "float64"),
+                                     checksums=write_block(b, path), path=str(path)))
+            blocks.append(b)
+        out = {"same": [], "prefetch": [], "alive": []}
+        ws = [Workspace() for _ in range(4)]
+        gc.disable()
+        try:
+            seen = []
+            for lo, hi in ((0, 50), (50, 130), (130, 300)):
+                for i in (0, 1):
+                    want = tasks._rows(blocks[i], 3, i, 0, True, lo, hi, ws[i])
+                    got = tasks._rows(handles[i], 3, i, 0, True, lo, hi, ws[2 + i])
+                    out["same"].append(bool(np.array_equal(got[0], want[0])
+                                            and np.array_equal(got[1], want[1])))
+                    reader = store_worker.READERS[("on-worker", i)]
+                    seen.append(weakref.ref(reader))
+                    if reader.pending is not None:
+                        try:
+                            reader.pending[2].result(timeout=30)
+                            out["prefetch"].append("landed")
+                        except Exception as e:
+                            out["prefetch"].append(type(e).__name__)
+                    del reader
+            current = {id(r) for r in store_worker.READERS.values()}
+            out["alive"] = [r() is not None for r in seen if id(r()) not in current]
+        finally:
+            gc.enable()
+            order.EPOCH_CHUNK_ROWS, store_worker.memory_limit = saved
+            order._ORDERS.clear()
+            stores.release_local(["on-worker"])
+        return out
+
+    worker = sorted(client.scheduler_info()["workers"])[0]
+    out = client.submit(on_worker, pure=False, workers=[worker]).result()
+    assert all(out["same"]) and len(out["same"]) == 6
+    assert out["prefetch"] and set(out["prefetch"]) == {"landed"}, out["prefetch"]
+    assert out["alive"] and not any(out["alive"]), out["alive"]
