@@ -100,8 +100,8 @@ def main() -> None:
                 (X, y), a.reps, a.list)
         if a.only in ("", "mlp"):
             X, y = mlp_data()
-            run("MLPClassifier 400k x 20, 8 chunks",
-                lambda: pl.MLPClassifier(random_state=0), (X, y), a.reps, a.list)
+            run("MLPClassifier 400k x 20, 8 chunks, max_iter=3",
+                lambda: pl.MLPClassifier(random_state=0, max_iter=3), (X, y), a.reps, a.list)
 
 
 if __name__ == "__main__":
