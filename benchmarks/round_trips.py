@@ -7,7 +7,7 @@ and the pipeline function that made it. Usage::
     PYTHONPATH=$PWD python benchmarks/round_trips.py [--reps 5] [--list]
 
 Prints, per fit, the median count and seconds over ``--reps`` fits (after one warm-up fit),
-in all and before training (the calls before the first one made from ``pipeline/train/``),
+in all and before training (the calls before the first wait for a training round, ``train/recovery.py``),
 and with ``--list`` the calls of the last fit. The MLP fit runs 3 epochs (the round trips
 before training do not depend on ``max_iter``).
 """
@@ -78,7 +78,8 @@ def run(name, make, fit_args, reps, show):
         if r == 0:
             continue  # warm-up
         counts.append(len(CALLS))
-        first = next((k for k, c in enumerate(CALLS) if c[1].startswith("train/")), len(CALLS))
+        first = next((k for k, c in enumerate(CALLS) if c[1].startswith("train/recovery")),
+                     len(CALLS))
         pre_n.append(first)
         pre_s.append(sum(c[2] for c in CALLS[:first]))
         secs.append(sum(c[2] for c in CALLS))
