@@ -87,7 +87,8 @@ def test_emit_many_publishes_what_the_emitters_publish_in_order(client):
 
 def test_emit_many_falls_back_to_one_event_per_call():
     class OldScheduler:
-        logged: list = []
+        def __init__(self):
+            self.logged = []
 
         def run_on_scheduler(self, *args, **kwargs):
             raise RuntimeError("cannot import pipeline on the scheduler")
