@@ -28,7 +28,7 @@ from .backend import (
     to_worker_device,
     values_of,
 )
-from .placement import block_workers, plan_for_cluster, release_restrictions
+from .placement import layout, plan_for_cluster, release_restrictions
 
 __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
 
@@ -336,31 +336,45 @@ def to_blocks(
     groups = [[i] for i in range(len(raw))]
     if min_block_rows and len(raw) > 1:
         groups = coalesce_groups(rows, min_block_rows)
-    # Spread the blocks across workers by rows, whatever Dask did with the reads: in a round
-    # every worker waits for the one with the most rows. A group starts on the worker holding
-    # most of its rows. Pinned while built, then free to be rebuilt anywhere if its worker dies.
-    holders = block_workers(client, raw)
     current = [max(g, key=lambda i: (rows[i], -i)) for g in groups]
     rows = [sum(rows[i] for i in g) for g in groups]
-    target = plan_for_cluster(client, rows, [holders[i] for i in current])
-    placed = {f"coalesce-{name}-{token}-{j}" for j in range(len(groups))}
-    placed |= {f"{name}-{token}-{j}" for j in range(len(groups))}
+    if len(groups) == 1:
+        # One block: the plan is "stay where the read ran", and a task with no restriction
+        # runs where its one input is, so there is nothing to ask the scheduler or to release
+        # (three round trips saved; the placement never changes the numbers).
+        target: list[str | None] = [None]
+        placed: set[str] = set()
+    else:
+        # Spread the blocks across workers by rows, whatever Dask did with the reads: in a
+        # round every worker waits for the one with the most rows. A group starts on the
+        # worker holding most of its rows. Pinned while built, then free to be rebuilt
+        # anywhere if its worker dies.
+        holders, worker_sets = layout(client, raw)
+        target = list(plan_for_cluster(client, rows, [holders[i] for i in current],
+                                       worker_sets))
+        placed = {f"coalesce-{name}-{token}-{j}" for j in range(len(groups))}
+        placed |= {f"{name}-{token}-{j}" for j in range(len(groups))}
+
+    def pin(j: int) -> list[str] | None:
+        return None if target[j] is None else [str(target[j])]
+
     raw = [
         raw[g[0]] if len(g) == 1 else client.submit(
             _concat_raw, *[raw[i] for i in g], key=f"coalesce-{name}-{token}-{j}",
-            workers=[target[j]])
+            workers=pin(j))
         for j, g in enumerate(groups)
     ]
     n_features, cls_arr, n_outputs = target_layout(summaries, rows, y is not None,
                                                    classification, classes)
     futures = [
         client.submit(_final_block, r, classes=cls_arr, dtype=dtype, key=f"{name}-{token}-{i}",
-                      workers=[target[i]])
+                      workers=pin(i))
         for i, r in enumerate(raw)
     ]
     with client.as_current():  # wait() looks for the current client, not the futures'
         wait(futures)
-    release_restrictions(client, sorted(placed))
+    if placed:
+        release_restrictions(client, sorted(placed))
     del raw, partitions
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
 

@@ -22,7 +22,7 @@ import numpy as np
 from .cluster import workers_info
 
 __all__ = [
-    "block_workers", "colocate", "move_block", "place", "plan_for_cluster", "plan_placement",
+    "block_workers", "colocate", "layout", "move_block", "place", "plan_for_cluster", "plan_placement",
     "rebalance",
     "release_restrictions", "worker_groups",
 ]
@@ -92,14 +92,41 @@ def block_workers(client: Any, futures: Sequence[Any]) -> list[str | None]:
     return [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
 
 
-def plan_for_cluster(client: Any, rows: Sequence[int],
-                     current: Sequence[str | None]) -> list[str]:
-    """:func:`plan_placement` per device class of the running workers.
+def _layout(dask_scheduler: Any, keys: list[Any]) -> tuple[list[str | None], list[list[str]]]:
+    holders = []
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        who = sorted(ws.address for ws in ts.who_has) if ts is not None and ts.who_has else []
+        holders.append(who[0] if who else None)
+    workers = dask_scheduler.workers
+    gpu = sorted(w for w, ws in workers.items() if (ws.resources or {}).get("GPU", 0) > 0)
+    cpu = sorted(w for w in workers if w not in gpu)
+    return holders, [g for g in (gpu, cpu) if g]
+
+
+def layout(client: Any, futures: Sequence[Any]) -> tuple[list[str | None], list[list[str]]]:
+    """:func:`block_workers` and :func:`worker_groups` in one scheduler round trip.
+
+    Falls back to the two separate calls where the scheduler cannot run the query (a
+    scheduler without this package, or a distributed whose task state differs).
+    """
+    try:
+        holders, groups = client.run_on_scheduler(_layout, keys=[f.key for f in futures])
+        return list(holders), [list(g) for g in groups]
+    except Exception:
+        return block_workers(client, futures), worker_groups(client)
+
+
+def plan_for_cluster(client: Any, rows: Sequence[int], current: Sequence[str | None],
+                     groups: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """:func:`plan_placement` per device class of the running workers (``groups``, as
+    :func:`worker_groups` returns them; asked of the scheduler when ``None``).
 
     A block stays within the device class of the worker holding it; blocks held nowhere go
     to the first class (GPU workers if any).
     """
-    groups = worker_groups(client)
+    if groups is None:
+        groups = worker_groups(client)
     target = [str(c) for c in current]
     for k, group in enumerate(groups):
         members = [i for i, c in enumerate(current)
@@ -143,8 +170,9 @@ def rebalance(client: Any, blocks: Any, *, name: str = "placed-block") -> Any:
     placed on their target worker (rebuilt elsewhere from lineage if it is lost), with the
     same rows, in the same order. The caller releases the old futures by dropping them.
     """
-    current = block_workers(client, blocks.futures)
-    return place(client, blocks, plan_for_cluster(client, blocks.rows, current), name=name)
+    current, groups = layout(client, blocks.futures)
+    return place(client, blocks, plan_for_cluster(client, blocks.rows, current, groups),
+                 name=name, current=current)
 
 
 def colocate(client: Any, blocks: Any, units: Sequence[Sequence[int]], *,
@@ -152,8 +180,8 @@ def colocate(client: Any, blocks: Any, units: Sequence[Sequence[int]], *,
     """``blocks`` with every unit's blocks (e.g. a local-SGD replica's) on one worker, units
     spread across the running workers by rows (greedy, largest first; a unit stays where most
     of its rows already are when that worker is among the least loaded)."""
-    current = block_workers(client, blocks.futures)
-    workers = sorted(w for group in worker_groups(client) for w in group)
+    current, groups = layout(client, blocks.futures)
+    workers = sorted(w for group in groups for w in group)
     load = dict.fromkeys(workers, 0)
     target: list[str | None] = list(current)
     order = sorted(range(len(units)), key=lambda u: -sum(blocks.rows[i] for i in units[u]))
@@ -169,14 +197,17 @@ def colocate(client: Any, blocks: Any, units: Sequence[Sequence[int]], *,
         load[w] += rows
         for i in units[u]:
             target[i] = w
-    return place(client, blocks, target, name=name)
+    return place(client, blocks, target, name=name, current=current)
 
 
-def place(client: Any, blocks: Any, target: Sequence[str | None], *, name: str) -> Any:
-    """``blocks`` with block ``i`` moved to worker ``target[i]`` (None: left where it is)."""
+def place(client: Any, blocks: Any, target: Sequence[str | None], *, name: str,
+          current: Sequence[str | None] | None = None) -> Any:
+    """``blocks`` with block ``i`` moved to worker ``target[i]`` (None: left where it is).
+    ``current``: the worker holding each block now, when the caller has just asked."""
     from distributed import wait
 
-    current = block_workers(client, blocks.futures)
+    if current is None:
+        current = block_workers(client, blocks.futures)
     moves = [i for i, (c, t) in enumerate(zip(current, target, strict=True))
              if t is not None and c != t]
     if not moves:
