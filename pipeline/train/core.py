@@ -360,16 +360,14 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                  run_id: str) -> TrainResult:
     """:func:`_train_epochs` for a one-block local-SGD run, every epoch in one task
     (:func:`pipeline.train.fused.fused_epochs`); events and history replayed afterwards."""
-    from dask.base import tokenize
-
-    from .fused import FusedResult, fused_epochs
+    from .fused import FusedResult, fused_epochs, replay
     from .rounds import _literal
 
     steps = strategy.steps_per_epoch(rounds.blocks.rows)
     progress = Progress(state.best_loss, state.best_validation_score,
                         state.no_improvement_count, state.best_params, state.learning_rate)
     local_state = state.local_states[0] if state.local_states else None
-    key = f"fused_epochs-{tokenize(run_id, 'fused', state.epoch)}"
+    key = f"fused_epochs-{rounds._token('fused', state.epoch)}"
     vfutures = list(validation.futures) if validation is not None else []
     dsk = {key: (fused_epochs, rounds.block_keys[0], vfutures, _literal(state.params),
                  _literal(local_state), _literal(rounds.model), _literal(strategy.optimizer),
@@ -379,26 +377,10 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                  config.shuffle, rounds.split_every)}
     res: FusedResult
     (res,) = rounds.run(dsk, [key], "average")
-    loss_curve, val_scores = list(state.loss_curve), list(state.validation_scores)
-    history = list(state.history)
-    t, round_no, epoch = state.t, state.rounds, state.epoch
-    for rec in res.records:
-        round_no += 1
-        epoch += 1
-        t += rec.part.n
-        loss_curve.append(rec.loss)
-        if rec.score is not None:
-            val_scores.append(rec.score)
-        events.emit_round(client, run_id, **events.round_fields(
-            round_no, epoch, rec.part, rec.round_seconds, rec.part.loss / max(rec.part.n, 1)))
-        record = {
-            "epoch": epoch, "loss": rec.loss, "validation_score": rec.score,
-            "samples_per_s": rec.part.n / rec.seconds if rec.seconds > 0 else None,
-            "seconds": rec.seconds, "learning_rate": rec.learning_rate, "rounds": 1,
-            "round_seconds_median": rec.round_seconds, "local_steps": [steps],
-        }
-        history.append(record)
-        events.emit_epoch(client, run_id, round=round_no, **record)
+    r = replay(client, run_id, res.records, steps, state.loss_curve, state.validation_scores,
+               state.history, state.t, state.rounds, state.epoch)
+    loss_curve, val_scores, history = r.loss_curve, r.validation_scores, r.history
+    t, round_no, epoch = r.t, r.rounds, r.epoch
     progress = res.progress
     params = res.params
     new_state = TrainState(params, None, [res.local_state], state.outer_state, epoch, t,
