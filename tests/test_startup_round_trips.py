@@ -22,7 +22,10 @@ def test_layout_is_who_has_and_worker_groups_in_one_call(client):
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     futures = [client.scatter(np.arange(3) + i, workers=[workers[i % len(workers)]])
                for i in range(4)]
-    missing = client.submit(time.sleep, 30, key=f"not-done-{uuid.uuid4().hex}")
+    # a task no worker can run (a resource none has): never computed, and it occupies no
+    # worker thread of the session's cluster (a sleeping task would, for its whole duration)
+    missing = client.submit(np.zeros, 3, key=f"not-done-{uuid.uuid4().hex}",
+                            resources={"no-such-resource": 1})
     holders, groups = layout(client, [*futures, missing])
     assert holders == block_workers(client, [*futures, missing])
     assert holders[:4] == [workers[i % len(workers)] for i in range(4)]
