@@ -13,6 +13,7 @@ Blocks move only between workers of the same device class (GPU workers, CPU work
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from .cluster import workers_info
 
 __all__ = [
-    "block_workers", "colocate", "layout", "move_block", "place", "plan_for_cluster", "plan_placement",
+    "block_workers", "cluster_look", "colocate", "layout", "move_block", "place", "plan_for_cluster", "plan_placement",
     "rebalance",
     "release_restrictions", "worker_groups",
 ]
@@ -80,7 +81,10 @@ def plan_placement(rows: Sequence[int], current: Sequence[str | None],
 
 def worker_groups(client: Any) -> list[list[str]]:
     """Running workers grouped by device class (GPU workers, then CPU workers), sorted."""
-    info = workers_info(client)
+    return _device_groups(workers_info(client))
+
+
+def _device_groups(info: dict[str, Any]) -> list[list[str]]:
     gpu = sorted(w for w, d in info.items() if (d.get("resources") or {}).get("GPU", 0) > 0)
     cpu = sorted(w for w in info if w not in gpu)
     return [g for g in (gpu, cpu) if g]
@@ -92,29 +96,27 @@ def block_workers(client: Any, futures: Sequence[Any]) -> list[str | None]:
     return [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
 
 
-def _layout(dask_scheduler: Any, keys: list[Any]) -> tuple[list[str | None], list[list[str]]]:
-    holders = []
-    for key in keys:
-        ts = dask_scheduler.tasks.get(key)
-        who = sorted(ws.address for ws in ts.who_has) if ts is not None and ts.who_has else []
-        holders.append(who[0] if who else None)
-    workers = dask_scheduler.workers
-    gpu = sorted(w for w, ws in workers.items() if (ws.resources or {}).get("GPU", 0) > 0)
-    cpu = sorted(w for w in workers if w not in gpu)
-    return holders, [g for g in (gpu, cpu) if g]
+def cluster_look(client: Any, futures: Sequence[Any]) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The scheduler's workers (address -> info, as :func:`~pipeline.cluster.workers_info`)
+    and who holds each future (``who_has``), asked in one round trip."""
+    keys = [f.key for f in futures]
+
+    async def both() -> tuple[Any, Any]:
+        return await asyncio.gather(client.scheduler.identity(n_workers=-1),
+                                    client.scheduler.who_has(keys=keys))
+
+    try:
+        identity, who = client.sync(both)
+    except TypeError:  # a distributed whose identity() takes no n_workers: ask separately
+        return workers_info(client), dict(client.who_has(list(futures)))
+    return dict(identity.get("workers") or {}), dict(who)
 
 
 def layout(client: Any, futures: Sequence[Any]) -> tuple[list[str | None], list[list[str]]]:
-    """:func:`block_workers` and :func:`worker_groups` in one scheduler round trip.
-
-    Falls back to the two separate calls where the scheduler cannot run the query (a
-    scheduler without this package, or a distributed whose task state differs).
-    """
-    try:
-        holders, groups = client.run_on_scheduler(_layout, keys=[f.key for f in futures])
-        return list(holders), [list(g) for g in groups]
-    except Exception:
-        return block_workers(client, futures), worker_groups(client)
+    """:func:`block_workers` and :func:`worker_groups` in one scheduler round trip."""
+    info, who = cluster_look(client, futures)
+    holders = [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
+    return holders, _device_groups(info)
 
 
 def plan_for_cluster(client: Any, rows: Sequence[int], current: Sequence[str | None],

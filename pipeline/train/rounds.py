@@ -11,7 +11,6 @@ Keys read like the algorithm on the dashboard: ``partition_grads-<token>``,
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 import uuid
@@ -24,6 +23,7 @@ from dask.base import tokenize
 
 from .. import events
 from ..cluster import workers_info
+from ..placement import cluster_look, colocate, rebalance
 from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
@@ -110,41 +110,22 @@ class Rounds:
         """At an epoch boundary: when workers were lost or joined since the last look, spread
         the blocks again (replicas: colocate again), so no worker idles while another holds
         most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
-        info, who = self._look(self.block_keys)
+        info, who = cluster_look(self.client, self.block_keys)
         workers = frozenset(info)
         seen, self._workers_seen = self._workers_seen, workers
         if seen is None or seen == workers or not workers:
-            if who is not None:  # the epoch's grouping, from the same round trip
-                self._group(self.block_keys, who)
+            self._group(self.block_keys, who)  # the epoch's grouping, same round trip
             return
         if self.colocated and self._units is not None:
             self.colocate(self._units)
             return
-        from ..placement import rebalance
-
         moved = rebalance(self.client, self.blocks._replace(futures=self.block_keys))
         self.block_keys = list(moved.futures)
         self._placement = None
 
-    def _look(self, futures: list[Any]) -> tuple[dict[str, Any], dict[Any, Any] | None]:
-        """The scheduler's workers and, in the same round trip, who holds ``futures`` (None
-        when that cannot be asked together: then :meth:`groups` asks on its own)."""
-        async def both() -> tuple[Any, Any]:
-            return await asyncio.gather(
-                self.client.scheduler.identity(n_workers=-1),
-                self.client.scheduler.who_has(keys=[f.key for f in futures]))
-
-        try:
-            identity, who = self.client.sync(both)
-        except TypeError:  # a distributed whose identity() takes no n_workers
-            return workers_info(self.client), None
-        return dict(identity.get("workers") or {}), dict(who)
-
     def colocate(self, units: list[list[int]]) -> None:
         """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
         Placement never changes the numbers: tasks are keyed to block positions."""
-        from ..placement import colocate
-
         moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units)
         self.block_keys = list(moved.futures)
         self.colocated = True
