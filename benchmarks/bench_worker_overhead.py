@@ -1,0 +1,280 @@
+"""Where a nanny-started worker's CPU goes during a default fit, beyond the training kernel
+(issue 10): per-step CPU of the same local-SGD round in a plain process and in a worker, and
+the worker's CPU with each of distributed's periodic activities switched off.
+
+Three measurements, alternated run by run (A B C ... A B C ...) so they see the same machine:
+
+1. **kernel**: one replica's local-SGD round (``replica_local_steps``, 2 blocks of ``rows/4``
+   x 28 float32 rows, the default network 28 -> 100 relu -> 1, Adam, 200-row steps, 328 steps a
+   round: what each of 2 workers runs per round in a default fit) as one task, timed inside the
+   task: the task thread's CPU (``time.thread_time``), the whole process's CPU
+   (``time.process_time``: every thread) and wall, per step. Where: a plain process
+   (``concurrent.futures.ProcessPoolExecutor``, spawn, no ``MALLOC_TRIM_THRESHOLD_``), and
+   the workers of a 2-worker ``pipeline.connect()`` cluster (nanny-started, one thread each) in
+   the variants below.
+2. **fit**: a warm default ``MLPClassifier(max_iter=EPOCHS)`` fit on ``rows`` demo-like rows (4
+   persisted partitions) on the same cluster; each worker process's CPU split by thread (the
+   task thread, the event loop's ``MainThread``, others) per local step (a step is one 200-row
+   mini-batch of one replica; 2 replicas).
+3. **idle**: each worker's CPU per second while nothing runs.
+
+Variants (switched on the running workers, so the same processes are compared):
+``default``; ``no-profiler`` (the worker's ``profile`` and ``profile-cycle`` periodic callbacks
+stopped: the statistical profiler that walks the task thread's stack every
+``distributed.worker.profile.interval``); ``no-memory-monitor`` (the worker's
+``memory_monitor``: psutil every 100 ms); ``no-tick-monitor`` (``tick``, ``ticks``, the system
+``monitor``); ``switch-50ms`` (``sys.setswitchinterval(0.05)`` in the worker); ``quiet`` (all of
+them, ``sys.setswitchinterval`` left at its default). ``--malloc`` adds a second cluster whose
+nanny does not set ``MALLOC_TRIM_THRESHOLD_`` (``distributed.nanny.pre-spawn-environ``).
+
+Run from a checkout::
+
+    PYTHONPATH=$PWD python benchmarks/bench_worker_overhead.py [--rows 400000] [--repeats 5]
+
+Prints medians (and min-max) per variant; wall-clock figures move with the machine's load, CPU
+figures much less.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
+import contextlib  # noqa: E402
+import multiprocessing  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from typing import Any  # noqa: E402
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+if BENCH not in sys.path:
+    sys.path.insert(0, BENCH)
+
+# periodic callbacks of distributed.Worker (2026.8) each variant stops
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "no-profiler": ("profile", "profile-cycle"),
+    "no-memory-monitor": ("memory_monitor",),
+    "no-tick-monitor": ("tick", "ticks", "monitor"),
+    "switch-50ms": (),
+    "quiet": ("profile", "profile-cycle", "memory_monitor", "tick", "ticks", "monitor"),
+}
+SWITCH = {"switch-50ms": 0.05}
+
+
+# ------------------------------------------------------------------ run in a worker or child --
+
+
+def make_replica(rows: int) -> Any:
+    """The replica of :mod:`bench_step_cost` (2 blocks of ``rows/2`` rows... its blocks hold
+    ``rows/2`` rows each, a 328-step round), built and warmed where this runs."""
+    from bench_step_cost import Replica, library
+
+    return Replica(library(), rows)
+
+
+def run_kernel(replica: Any, rounds: int) -> dict[str, float]:
+    """``rounds`` rounds of the replica: CPU and wall per step, from inside this task."""
+    import resource
+
+    from bench_step_cost import ROUND_STEPS
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        replica.run()
+    t1, p1, w1 = time.thread_time(), time.process_time(), time.perf_counter()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    steps = rounds * ROUND_STEPS
+    return {"thread_ms": 1e3 * (t1 - t0) / steps, "process_ms": 1e3 * (p1 - p0) / steps,
+            "wall_ms": 1e3 * (w1 - w0) / steps, "minflt": (r1.ru_minflt - r0.ru_minflt) / steps,
+            "nivcsw": (r1.ru_nivcsw - r0.ru_nivcsw) / steps}
+
+
+_CHILD: dict[str, Any] = {}
+
+
+def child_kernel(rows: int, rounds: int) -> dict[str, float]:
+    """:func:`run_kernel` in a plain process, on a replica kept between calls."""
+    if "replica" not in _CHILD:
+        _CHILD["replica"] = make_replica(rows)
+    return run_kernel(_CHILD["replica"], rounds)
+
+
+def threads_cpu(dask_worker: Any = None) -> dict[str, float]:
+    """CPU seconds of each thread of this process, by kind, and the process total."""
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {"task thread": 0.0, "event loop": 0.0, "other threads": 0.0}
+    for t in psutil.Process().threads():
+        name = names.get(t.id, "")
+        kind = ("task thread" if "Dask-Default-Threads" in name
+                else "event loop" if name == "MainThread" else "other threads")
+        out[kind] += t.user_time + t.system_time
+    out["process"] = time.process_time()
+    return out
+
+
+def set_variant(names: tuple[str, ...], switch: float, dask_worker: Any = None) -> list[str]:
+    """Stop the named periodic callbacks of this worker, start every other one that a
+    variant may have stopped, and set the switch interval; returns the stopped ones."""
+    known = {n for v in VARIANTS.values() for n in v}
+    for name, pc in dask_worker.periodic_callbacks.items():
+        if name in names:
+            pc.stop()
+        elif name in known and not pc.is_running():
+            pc.start()
+    sys.setswitchinterval(switch)
+    return sorted(n for n, pc in dask_worker.periodic_callbacks.items() if not pc.is_running())
+
+
+def worker_config(dask_worker: Any = None) -> dict[str, Any]:
+    import dask
+
+    return {"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_", "(unset)"),
+            "profile.enabled": dask.config.get("distributed.worker.profile.enabled"),
+            "profile.interval": dask.config.get("distributed.worker.profile.interval"),
+            "switchinterval": sys.getswitchinterval()}
+
+
+# ------------------------------------------------------------------------------- client side --
+
+
+def _fit(client: Any, data: tuple[Any, Any], epochs: int) -> tuple[dict[str, float], float]:
+    """Worker CPU seconds per local step by thread kind, summed over the workers, of one
+    default fit; and its wall seconds."""
+    from pipeline.estimators import MLPClassifier
+
+    before = client.run(threads_cpu)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier(max_iter=epochs, random_state=0).fit(*data, client=client)
+    wall = time.perf_counter() - t0
+    after = client.run(threads_cpu)
+    n = int(data[0].shape[0])
+    # each of the 2 replicas (half the rows each) takes ceil(n / 2 / 200) steps an epoch
+    steps = len(clf.history_) * 2 * -(-n // 2 // 200)
+    out: dict[str, float] = {}
+    for w in after:
+        for k in after[w]:
+            out[k] = out.get(k, 0.0) + after[w][k] - before[w][k]
+    return {k: 1e3 * v / steps for k, v in out.items()}, wall
+
+
+def _idle(client: Any, seconds: float) -> float:
+    before = client.run(threads_cpu)
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    after = client.run(threads_cpu)
+    dt = time.perf_counter() - t0
+    return statistics.mean((after[w]["process"] - before[w]["process"]) / dt for w in after)
+
+
+def _summary(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=400_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="kernel rounds per run")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-fit", action="store_true")
+    parser.add_argument("--malloc", action="store_true",
+                        help="also a cluster without MALLOC_TRIM_THRESHOLD_ (kernel only)")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+
+    import dask
+    import dask.array as da
+    import numpy as np
+    from common import local_cluster
+    from distributed import wait
+
+    from bench_step_cost import _data
+
+    kernel: dict[str, list[dict[str, float]]] = {}
+    fits: dict[str, list[dict[str, float]]] = {}
+    idle: dict[str, list[float]] = {}
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(child_kernel, args.rows, 1).result()  # build and warm the replica
+    clusters = [("", {})]
+    if args.malloc:
+        env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        env.pop("MALLOC_TRIM_THRESHOLD_", None)
+        clusters.append((" (no MALLOC_TRIM)", {"distributed.nanny.pre-spawn-environ": env}))
+    with contextlib.ExitStack() as stack:
+        live = []
+        for suffix, cfg in clusters:
+            with dask.config.set(cfg):  # read by the nannies as they start their workers
+                client = stack.enter_context(local_cluster(2))
+            workers = sorted(client.scheduler_info()["workers"])
+            replicas = [client.submit(make_replica, args.rows, workers=[w], pure=False)
+                        for w in workers]
+            wait(replicas)
+            print(f"cluster{suffix}: {client.run(worker_config)}", flush=True)
+            data = None
+            if not args.no_fit and not suffix:
+                X, _ = _data(args.rows, 3)
+                y = (X[:, :3].sum(axis=1) + 0.5 * np.sin(3 * X[:, 3]) > 0).astype(np.int64)
+                Xd = da.from_array(X, chunks=(args.rows // 4, X.shape[1]))
+                yd = da.from_array(y, chunks=(args.rows // 4,))
+                data = tuple(client.persist([Xd, yd]))
+                wait(list(data))
+                _fit(client, data, 1)  # warm-up: imports, workspaces
+            live.append((suffix, client, workers, replicas, data))
+
+        for rep in range(args.repeats):
+            kernel.setdefault("plain process", []).append(
+                pool.submit(child_kernel, args.rows, args.rounds).result())
+            for suffix, client, workers, replicas, data in live:
+                for v in (variants if not suffix else ["default"]):
+                    client.run(set_variant, VARIANTS[v], SWITCH.get(v, 0.005))
+                    futs = [client.submit(run_kernel, r, args.rounds, workers=[w], pure=False)
+                            for r, w in zip(replicas, workers, strict=True)]
+                    kernel.setdefault(f"worker, {v}{suffix}", []).extend(client.gather(futs))
+                    if data is not None:
+                        per, _ = _fit(client, data, args.epochs)
+                        fits.setdefault(v, []).append(per)
+                        idle.setdefault(v, []).append(_idle(client, 2.0))
+            print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+        for _, client, *_ in live:
+            client.run(set_variant, (), 0.005)
+    pool.shutdown()
+
+    print(f"\nkernel: one replica round of {args.rows // 2:,} rows' replica, "
+          f"{args.rounds} rounds a run; per step, median (min-max) of {args.repeats} runs "
+          "(x2 workers)")
+    print(f"{'where':<36} {'task thread CPU ms':>22} {'process CPU ms':>22} "
+          f"{'wall ms':>22} {'minflt':>7} {'nivcsw':>7}")
+    for k, rs in kernel.items():
+        print(f"{k:<36} {_summary([r['thread_ms'] for r in rs]):>22} "
+              f"{_summary([r['process_ms'] for r in rs]):>22} "
+              f"{_summary([r['wall_ms'] for r in rs]):>22} "
+              f"{statistics.median(r['minflt'] for r in rs):7.2f} "
+              f"{statistics.median(r['nivcsw'] for r in rs):7.3f}")
+    if fits:
+        print(f"\nfit: warm default MLPClassifier, {args.epochs} epochs, {args.rows:,} rows; "
+              "both workers' CPU ms per local step (a 200-row step of one replica)")
+        kinds = ("task thread", "event loop", "other threads", "process")
+        print(f"{'variant':<20}" + "".join(f"{k:>22}" for k in kinds)
+              + f"{'idle CPU/s':>20}")
+        for v, rs in fits.items():
+            print(f"{v:<20}" + "".join(f"{_summary([r[k] for r in rs]):>22}" for k in kinds)
+                  + f"{_summary(idle[v]):>20}")
+
+
+if __name__ == "__main__":
+    main()
