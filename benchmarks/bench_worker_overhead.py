@@ -212,9 +212,9 @@ def main() -> None:
     pool.submit(child_kernel, args.rows, 1).result()  # build and warm the replica
     clusters = [("", {})]
     if args.malloc:
-        env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        env.pop("MALLOC_TRIM_THRESHOLD_", None)
-        clusters.append((" (no MALLOC_TRIM)", {"distributed.nanny.pre-spawn-environ": env}))
+        # None unsets a variable of the nanny's pre-spawn environment (distributed 2026.8)
+        clusters.append((" (no MALLOC_TRIM)",
+                         {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
     with contextlib.ExitStack() as stack:
         live = []
         for suffix, cfg in clusters:
