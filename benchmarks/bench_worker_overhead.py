@@ -109,7 +109,8 @@ def child_kernel(rows: int, rounds: int) -> dict[str, float]:
 
 
 def threads_cpu(dask_worker: Any = None) -> dict[str, float]:
-    """CPU seconds of each thread of this process, by kind, and the process total."""
+    """CPU seconds of this worker process: by thread kind, the process total, and the task
+    thread's CPU in each kind of task (distributed's own ``execute`` metrics)."""
     import psutil
 
     names = {t.native_id: t.name for t in threading.enumerate()}
@@ -120,7 +121,21 @@ def threads_cpu(dask_worker: Any = None) -> dict[str, float]:
                 else "event loop" if name == "MainThread" else "other threads")
         out[kind] += t.user_time + t.system_time
     out["process"] = time.process_time()
+    for key, value in dask_worker.digests_total.items():
+        # ("execute", span, task prefix, "thread-cpu", "seconds")
+        if (isinstance(key, tuple) and len(key) == 5 and key[0] == "execute"
+                and key[3] == "thread-cpu"):
+            kind = TASK_KINDS.get(key[2], "other tasks")
+            out[kind] = out.get(kind, 0.0) + value
     return out
+
+
+# task prefixes of a default fit (key_split of the fit's task keys)
+TASK_KINDS = {"replica_local_steps": "kernel tasks", "training-block": "block tasks",
+              "colocated-block": "block tasks", "raw-training-block": "block tasks",
+              "block-summary": "block tasks"}
+FIT_COLUMNS = ("kernel tasks", "block tasks", "other tasks", "event loop", "other threads",
+               "process")
 
 
 def set_variant(names: tuple[str, ...], switch: float, dask_worker: Any = None) -> list[str]:
@@ -148,9 +163,9 @@ def worker_config(dask_worker: Any = None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- client side --
 
 
-def _fit(client: Any, data: tuple[Any, Any], epochs: int) -> tuple[dict[str, float], float]:
-    """Worker CPU seconds per local step by thread kind, summed over the workers, of one
-    default fit; and its wall seconds."""
+def _fit(client: Any, data: tuple[Any, Any], epochs: int) -> dict[str, float]:
+    """Both workers' CPU ms per local step (a 200-row step of one of the 2 replicas) of one
+    default fit, by where it went (:func:`threads_cpu`), and the fit's wall seconds."""
     from pipeline.estimators import MLPClassifier
 
     before = client.run(threads_cpu)
@@ -166,8 +181,10 @@ def _fit(client: Any, data: tuple[Any, Any], epochs: int) -> tuple[dict[str, flo
     out: dict[str, float] = {}
     for w in after:
         for k in after[w]:
-            out[k] = out.get(k, 0.0) + after[w][k] - before[w][k]
-    return {k: 1e3 * v / steps for k, v in out.items()}, wall
+            out[k] = out.get(k, 0.0) + after[w][k] - before[w].get(k, 0.0)
+    per = {k: 1e3 * v / steps for k, v in out.items()}
+    per["wall s"] = wall
+    return per
 
 
 def _idle(client: Any, seconds: float) -> float:
@@ -189,20 +206,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="kernel rounds per run")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="worker variants of the kernel runs")
+    parser.add_argument("--fit-variants", default="default,no-profiler,quiet",
+                        help="worker variants of the fits")
     parser.add_argument("--no-fit", action="store_true")
     parser.add_argument("--malloc", action="store_true",
                         help="also a cluster without MALLOC_TRIM_THRESHOLD_ (kernel only)")
     args = parser.parse_args()
     variants = args.variants.split(",")
+    fit_variants = args.fit_variants.split(",")
 
     import dask
     import dask.array as da
     import numpy as np
+    from bench_step_cost import _data
     from common import local_cluster
     from distributed import wait
-
-    from bench_step_cost import _data
 
     kernel: dict[str, list[dict[str, float]]] = {}
     fits: dict[str, list[dict[str, float]]] = {}
@@ -233,7 +253,8 @@ def main() -> None:
                 yd = da.from_array(y, chunks=(args.rows // 4,))
                 data = tuple(client.persist([Xd, yd]))
                 wait(list(data))
-                _fit(client, data, 1)  # warm-up: imports, workspaces
+                # the cluster's first fit: imports, buffers, connections between workers
+                fits["cold (first fit)"] = [_fit(client, data, args.epochs)]
             live.append((suffix, client, workers, replicas, data))
 
         for rep in range(args.repeats):
@@ -245,35 +266,50 @@ def main() -> None:
                     futs = [client.submit(run_kernel, r, args.rounds, workers=[w], pure=False)
                             for r, w in zip(replicas, workers, strict=True)]
                     kernel.setdefault(f"worker, {v}{suffix}", []).extend(client.gather(futs))
-                    if data is not None:
-                        per, _ = _fit(client, data, args.epochs)
-                        fits.setdefault(v, []).append(per)
-                        idle.setdefault(v, []).append(_idle(client, 2.0))
+                    if data is not None and v in fit_variants:
+                        fits.setdefault(v, []).append(_fit(client, data, args.epochs))
+                        idle.setdefault(v, []).append(_idle(client, 1.5))
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         for _, client, *_ in live:
             client.run(set_variant, (), 0.005)
     pool.shutdown()
 
-    print(f"\nkernel: one replica round of {args.rows // 2:,} rows' replica, "
-          f"{args.rounds} rounds a run; per step, median (min-max) of {args.repeats} runs "
-          "(x2 workers)")
-    print(f"{'where':<36} {'task thread CPU ms':>22} {'process CPU ms':>22} "
-          f"{'wall ms':>22} {'minflt':>7} {'nivcsw':>7}")
+    _report(kernel, fits, idle, args)
+
+
+def _report(kernel: dict[str, list[dict[str, float]]], fits: dict[str, list[dict[str, float]]],
+            idle: dict[str, list[float]], args: Any) -> None:
+    print(f"\nkernel: {args.rounds} rounds of one replica ({args.rows // 2:,} rows, "
+          f"328 steps a round) a run, timed inside the task; ms per step, median (min-max) "
+          f"of {args.repeats} runs (x2 workers); new/default: median of the paired ratios "
+          "(same worker, same repeat)")
+    print(f"{'where':<34} {'task thread CPU':>20} {'process CPU':>20} {'wall':>20} "
+          f"{'minflt':>7} {'nivcsw':>7} {'thread, process CPU / default':>30}")
+    base = kernel.get("worker, default")
     for k, rs in kernel.items():
-        print(f"{k:<36} {_summary([r['thread_ms'] for r in rs]):>22} "
-              f"{_summary([r['process_ms'] for r in rs]):>22} "
-              f"{_summary([r['wall_ms'] for r in rs]):>22} "
+        ratio = ""
+        if base is not None and k.startswith("worker") and len(rs) == len(base):
+            pairs = list(zip(rs, base, strict=True))
+            tr = statistics.median(r["thread_ms"] / b["thread_ms"] for r, b in pairs)
+            pr = statistics.median(r["process_ms"] / b["process_ms"] for r, b in pairs)
+            ratio = f"{tr:.3f}, {pr:.3f}"
+        print(f"{k:<34} {_summary([r['thread_ms'] for r in rs]):>20} "
+              f"{_summary([r['process_ms'] for r in rs]):>20} "
+              f"{_summary([r['wall_ms'] for r in rs]):>20} "
               f"{statistics.median(r['minflt'] for r in rs):7.2f} "
-              f"{statistics.median(r['nivcsw'] for r in rs):7.3f}")
-    if fits:
-        print(f"\nfit: warm default MLPClassifier, {args.epochs} epochs, {args.rows:,} rows; "
-              "both workers' CPU ms per local step (a 200-row step of one replica)")
-        kinds = ("task thread", "event loop", "other threads", "process")
-        print(f"{'variant':<20}" + "".join(f"{k:>22}" for k in kinds)
-              + f"{'idle CPU/s':>20}")
-        for v, rs in fits.items():
-            print(f"{v:<20}" + "".join(f"{_summary([r[k] for r in rs]):>22}" for k in kinds)
-                  + f"{_summary(idle[v]):>20}")
+              f"{statistics.median(r['nivcsw'] for r in rs):7.3f} {ratio:>30}")
+    if not fits:
+        return
+    print(f"\nfit: default MLPClassifier, {args.epochs} epochs on {args.rows:,} persisted rows "
+          "(4 partitions); the workers' CPU ms per local step (a 200-row step of one of the 2 "
+          "replicas), median (min-max); task-thread CPU by task kind from distributed's "
+          "'execute' metrics; idle: each worker's CPU seconds per second with nothing to do")
+    cols = (*FIT_COLUMNS[:3], "task thread", *FIT_COLUMNS[3:], "wall s")
+    print(f"{'variant':<18}" + "".join(f"{c:>20}" for c in cols) + f"{'idle CPU/s':>20}")
+    for v, rs in fits.items():
+        print(f"{v:<18}" + "".join(f"{_summary([r.get(c, 0.0) for r in rs]):>20}"
+                                   for c in cols)
+              + f"{_summary(idle[v]) if v in idle else '-':>20}")
 
 
 if __name__ == "__main__":
