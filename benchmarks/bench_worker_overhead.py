@@ -21,7 +21,8 @@ Three measurements, alternated run by run (A B C ... A B C ...) so they see the 
 Variants (switched on the running workers, so the same processes are compared):
 ``default``; ``no-profiler`` (the worker's ``profile`` and ``profile-cycle`` periodic callbacks
 stopped: the statistical profiler that walks the task thread's stack every
-``distributed.worker.profile.interval``); ``no-memory-monitor`` (the worker's
+``distributed.worker.profile.interval``); ``profiler-100ms`` (its period set to 100 ms, what ``pipeline.connect()`` starts its
+workers with); ``no-memory-monitor`` (the worker's
 ``memory_monitor``: psutil every 100 ms); ``no-tick-monitor`` (``tick``, ``ticks``, the system
 ``monitor``); ``switch-50ms`` (``sys.setswitchinterval(0.05)`` in the worker); ``quiet`` (all of
 them, ``sys.setswitchinterval`` left at its default). ``--malloc`` adds a second cluster whose
@@ -61,12 +62,14 @@ if BENCH not in sys.path:
 VARIANTS: dict[str, tuple[str, ...]] = {
     "default": (),
     "no-profiler": ("profile", "profile-cycle"),
+    "profiler-100ms": (),
     "no-memory-monitor": ("memory_monitor",),
     "no-tick-monitor": ("tick", "ticks", "monitor"),
     "switch-50ms": (),
     "quiet": ("profile", "profile-cycle", "memory_monitor", "tick", "ticks", "monitor"),
 }
 SWITCH = {"switch-50ms": 0.05}
+PROFILE_MS = {"profiler-100ms": 100}  # the profiler's period; Dask's default: 10 ms
 
 
 # ------------------------------------------------------------------ run in a worker or child --
@@ -138,10 +141,13 @@ FIT_COLUMNS = ("kernel tasks", "block tasks", "other tasks", "event loop", "othe
                "process")
 
 
-def set_variant(names: tuple[str, ...], switch: float, dask_worker: Any = None) -> list[str]:
+def set_variant(names: tuple[str, ...], switch: float, profile_ms: int,
+                dask_worker: Any = None) -> list[str]:
     """Stop the named periodic callbacks of this worker, start every other one that a
-    variant may have stopped, and set the switch interval; returns the stopped ones."""
+    variant may have stopped, set the profiler's period (from its next run) and the switch
+    interval; returns the stopped ones."""
     known = {n for v in VARIANTS.values() for n in v}
+    dask_worker.periodic_callbacks["profile"].callback_time = profile_ms
     for name, pc in dask_worker.periodic_callbacks.items():
         if name in names:
             pc.stop()
@@ -208,14 +214,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per fit")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="worker variants of the kernel runs")
-    parser.add_argument("--fit-variants", default="default,no-profiler,quiet",
+    parser.add_argument("--fit-variants", default="default,no-profiler,profiler-100ms,quiet",
                         help="worker variants of the fits")
     parser.add_argument("--no-fit", action="store_true")
+    parser.add_argument("--no-kernel", action="store_true")
+    parser.add_argument("--ab", metavar="VARIANT", default=None,
+                        help="fits only, default and VARIANT alternating (A B, B A, ...)")
     parser.add_argument("--malloc", action="store_true",
                         help="also a cluster without MALLOC_TRIM_THRESHOLD_ (kernel only)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     fit_variants = args.fit_variants.split(",")
+    if args.ab:
+        variants = fit_variants = ["default", args.ab]
+        args.no_kernel, args.malloc = True, False
 
     import dask
     import dask.array as da
@@ -229,7 +241,8 @@ def main() -> None:
     idle: dict[str, list[float]] = {}
     pool = concurrent.futures.ProcessPoolExecutor(
         1, mp_context=multiprocessing.get_context("spawn"))
-    pool.submit(child_kernel, args.rows, 1).result()  # build and warm the replica
+    if not args.no_kernel:
+        pool.submit(child_kernel, args.rows, 1).result()  # build and warm the replica
     clusters = [("", {})]
     if args.malloc:
         # None unsets a variable of the nanny's pre-spawn environment (distributed 2026.8)
@@ -238,11 +251,16 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         live = []
         for suffix, cfg in clusters:
+            if suffix:  # a nanny writes its pre-spawn variables into this process's environ
+                os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
             with dask.config.set(cfg):  # read by the nannies as they start their workers
-                client = stack.enter_context(local_cluster(2))
+                # Dask's own profiler interval (connect() would set 100 ms): the variants
+                # switch it on the running workers
+                client = stack.enter_context(local_cluster(2, profile_interval=None))
             workers = sorted(client.scheduler_info()["workers"])
-            replicas = [client.submit(make_replica, args.rows, workers=[w], pure=False)
-                        for w in workers]
+            replicas = [] if args.no_kernel else [
+                client.submit(make_replica, args.rows, workers=[w], pure=False)
+                for w in workers]
             wait(replicas)
             print(f"cluster{suffix}: {client.run(worker_config)}", flush=True)
             data = None
@@ -258,20 +276,28 @@ def main() -> None:
             live.append((suffix, client, workers, replicas, data))
 
         for rep in range(args.repeats):
-            kernel.setdefault("plain process", []).append(
-                pool.submit(child_kernel, args.rows, args.rounds).result())
+            if not args.no_kernel:
+                kernel.setdefault("plain process", []).append(
+                    pool.submit(child_kernel, args.rows, args.rounds).result())
             for suffix, client, workers, replicas, data in live:
-                for v in (variants if not suffix else ["default"]):
-                    client.run(set_variant, VARIANTS[v], SWITCH.get(v, 0.005))
-                    futs = [client.submit(run_kernel, r, args.rounds, workers=[w], pure=False)
-                            for r, w in zip(replicas, workers, strict=True)]
-                    kernel.setdefault(f"worker, {v}{suffix}", []).extend(client.gather(futs))
+                # the order turns every repeat (A B C, B C A, ...): no variant always runs
+                # first, right after the plain process or a cluster switch
+                turn = rep % len(variants)
+                for v in (variants[turn:] + variants[:turn] if not suffix else ["default"]):
+                    client.run(set_variant, VARIANTS[v], SWITCH.get(v, 0.005),
+                               PROFILE_MS.get(v, 10))
+                    if not args.no_kernel:
+                        futs = [client.submit(run_kernel, r, args.rounds, workers=[w],
+                                              pure=False)
+                                for r, w in zip(replicas, workers, strict=True)]
+                        kernel.setdefault(f"worker, {v}{suffix}", []).extend(
+                            client.gather(futs))
                     if data is not None and v in fit_variants:
                         fits.setdefault(v, []).append(_fit(client, data, args.epochs))
                         idle.setdefault(v, []).append(_idle(client, 1.5))
             print(f"repeat {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
         for _, client, *_ in live:
-            client.run(set_variant, (), 0.005)
+            client.run(set_variant, (), 0.005, 10)
     pool.shutdown()
 
     _report(kernel, fits, idle, args)
@@ -279,6 +305,13 @@ def main() -> None:
 
 def _report(kernel: dict[str, list[dict[str, float]]], fits: dict[str, list[dict[str, float]]],
             idle: dict[str, list[float]], args: Any) -> None:
+    if kernel:
+        _report_kernel(kernel, args)
+    if fits:
+        _report_fits(fits, idle, args)
+
+
+def _report_kernel(kernel: dict[str, list[dict[str, float]]], args: Any) -> None:
     print(f"\nkernel: {args.rounds} rounds of one replica ({args.rows // 2:,} rows, "
           f"328 steps a round) a run, timed inside the task; ms per step, median (min-max) "
           f"of {args.repeats} runs (x2 workers); new/default: median of the paired ratios "
@@ -298,18 +331,27 @@ def _report(kernel: dict[str, list[dict[str, float]]], fits: dict[str, list[dict
               f"{_summary([r['wall_ms'] for r in rs]):>20} "
               f"{statistics.median(r['minflt'] for r in rs):7.2f} "
               f"{statistics.median(r['nivcsw'] for r in rs):7.3f} {ratio:>30}")
-    if not fits:
-        return
+
+
+def _report_fits(fits: dict[str, list[dict[str, float]]], idle: dict[str, list[float]],
+                 args: Any) -> None:
     print(f"\nfit: default MLPClassifier, {args.epochs} epochs on {args.rows:,} persisted rows "
           "(4 partitions); the workers' CPU ms per local step (a 200-row step of one of the 2 "
           "replicas), median (min-max); task-thread CPU by task kind from distributed's "
           "'execute' metrics; idle: each worker's CPU seconds per second with nothing to do")
     cols = (*FIT_COLUMNS[:3], "task thread", *FIT_COLUMNS[3:], "wall s")
-    print(f"{'variant':<18}" + "".join(f"{c:>20}" for c in cols) + f"{'idle CPU/s':>20}")
+    print(f"{'variant':<18}" + "".join(f"{c:>20}" for c in cols) + f"{'idle CPU/s':>20}"
+          + f"{'process, wall / default':>26}")
+    base = fits.get("default")
     for v, rs in fits.items():
+        ratio = ""
+        if base is not None and v != "cold (first fit)" and len(rs) == len(base):
+            pairs = list(zip(rs, base, strict=True))
+            ratio = (f"{statistics.median(r['process'] / b['process'] for r, b in pairs):.3f}, "
+                     f"{statistics.median(r['wall s'] / b['wall s'] for r, b in pairs):.3f}")
         print(f"{v:<18}" + "".join(f"{_summary([r.get(c, 0.0) for r in rs]):>20}"
                                    for c in cols)
-              + f"{_summary(idle[v]) if v in idle else '-':>20}")
+              + f"{_summary(idle[v]) if v in idle else '-':>20}{ratio:>26}")
 
 
 if __name__ == "__main__":

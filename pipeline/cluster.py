@@ -52,13 +52,14 @@ def connect(
         ``"auto"`` detects GPUs cheaply (NVML, no CUDA context in this process).
     profile_interval : str or None
         How often the embedded cluster's workers sample a running task's stack for the
-        dashboard's Profile page (``distributed.worker.profile.interval``). Dask's 10 ms cost
-        ~9% of a worker's CPU in a default ``MLPClassifier`` fit (its event loop walks the task
-        thread's stack 100 times a second, ``benchmarks/bench_worker_overhead.py``); at 100 ms
-        the Profile page still fills, with a tenth of the samples. Applied only to a cluster
-        this function starts, and only when your Dask configuration leaves the interval at
-        Dask's default; ``None`` keeps the configuration as it is. A cluster at ``address``
-        is never reconfigured.
+        dashboard's Profile page (``distributed.worker.profile.interval``). At Dask's 10 ms the
+        worker's event loop wakes 100 times a second, busy or idle, and walks the task
+        thread's stack (~35 µs a sample): about 1.2% of a core per worker, a third of an idle
+        worker's background CPU (``benchmarks/bench_worker_overhead.py``). At 100 ms the
+        Profile page still fills, with a tenth of the samples; pass ``"10ms"`` for Dask's
+        finer profile. Applied only to a cluster this function starts, and only when your
+        Dask configuration leaves the interval at Dask's default; ``None`` keeps the
+        configuration as it is. A cluster at ``address`` is never reconfigured.
 
     Returns
     -------

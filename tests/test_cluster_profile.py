@@ -1,6 +1,6 @@
 """connect()'s workers sample the running task's stack every 100 ms instead of Dask's 10 ms
-(~9% of a worker's CPU in a default fit, benchmarks/bench_worker_overhead.py): only on a
-cluster connect() starts, never on a user's cluster or over a user's configuration, and the
+(about 1.2% of a core per worker, busy or idle: benchmarks/bench_worker_overhead.py): only on
+a cluster connect() starts, never on a user's cluster or over a user's configuration, and the
 dashboard's Profile page still gets samples."""
 
 from __future__ import annotations
