@@ -86,3 +86,17 @@ def test_worker_config_applies_only_over_dasks_default():
         assert worker_config("250ms") == {}
     with pytest.raises(ValueError, match="profile_interval must be a duration"):
         worker_config("every now and then")
+
+
+def test_the_cli_and_demo_cluster_gets_it_a_cli_address_does_not(cluster):
+    """`pipeline demo` / `pipeline run` open their client with cli.job.open_client: kind
+    "local" starts the cluster through connect(), kind "address" joins the user's."""
+    from pipeline.cli.job import open_client
+    from pipeline.config import ClusterConfig
+
+    local = ClusterConfig(kind="local", n_workers=1, device="cpu", dashboard_address=":0")
+    with open_client(local) as client:
+        assert list(client.run(_profiler).values()) == [(100, "100ms")]
+    users = ClusterConfig(kind="address", address=cluster.scheduler_address)
+    with open_client(users) as client:
+        assert sorted(client.run(_profiler).values()) == [(10, "10ms")] * 2
