@@ -2,7 +2,8 @@
 (issue 10): per-step CPU of the same local-SGD round in a plain process and in a worker, and
 the worker's CPU with each of distributed's periodic activities switched off.
 
-Three measurements, alternated run by run (A B C ... A B C ...) so they see the same machine:
+Three measurements, alternated run by run (the variants' order turns every repeat: A B C,
+B C A, ...) so they see the same machine; ratios are medians of per-repeat pairs:
 
 1. **kernel**: one replica's local-SGD round (``replica_local_steps``, 2 blocks of ``rows/4``
    x 28 float32 rows, the default network 28 -> 100 relu -> 1, Adam, 200-row steps, 328 steps a
@@ -12,18 +13,20 @@ Three measurements, alternated run by run (A B C ... A B C ...) so they see the 
    (``concurrent.futures.ProcessPoolExecutor``, spawn, no ``MALLOC_TRIM_THRESHOLD_``), and
    the workers of a 2-worker ``pipeline.connect()`` cluster (nanny-started, one thread each) in
    the variants below.
-2. **fit**: a warm default ``MLPClassifier(max_iter=EPOCHS)`` fit on ``rows`` demo-like rows (4
-   persisted partitions) on the same cluster; each worker process's CPU split by thread (the
-   task thread, the event loop's ``MainThread``, others) per local step (a step is one 200-row
-   mini-batch of one replica; 2 replicas).
+2. **fit**: a default ``MLPClassifier(max_iter=EPOCHS)`` fit on ``rows`` synthetic rows (28
+   features, 4 persisted partitions) on the same cluster, the cluster's first ("cold") and
+   later ones; each worker process's CPU per local step (one 200-row mini-batch of one of the
+   2 replicas) by thread (the task thread, the event loop's ``MainThread``, others) and the
+   task thread's by kind of task (distributed's ``execute`` thread-cpu metrics: the kernel,
+   block building, other).
 3. **idle**: each worker's CPU per second while nothing runs.
 
 Variants (switched on the running workers, so the same processes are compared):
 ``default``; ``no-profiler`` (the worker's ``profile`` and ``profile-cycle`` periodic callbacks
 stopped: the statistical profiler that walks the task thread's stack every
-``distributed.worker.profile.interval``); ``profiler-100ms`` (its period set to 100 ms, what ``pipeline.connect()`` starts its
-workers with); ``no-memory-monitor`` (the worker's
-``memory_monitor``: psutil every 100 ms); ``no-tick-monitor`` (``tick``, ``ticks``, the system
+``distributed.worker.profile.interval``); ``profiler-100ms`` (its period set to 100 ms,
+what ``pipeline.connect()`` starts its workers with; this script starts its cluster at Dask's
+10 ms); ``no-memory-monitor`` (the worker's ``memory_monitor``: psutil every 100 ms); ``no-tick-monitor`` (``tick``, ``ticks``, the system
 ``monitor``); ``switch-50ms`` (``sys.setswitchinterval(0.05)`` in the worker); ``quiet`` (all of
 them, ``sys.setswitchinterval`` left at its default). ``--malloc`` adds a second cluster whose
 nanny does not set ``MALLOC_TRIM_THRESHOLD_`` (``distributed.nanny.pre-spawn-environ``).
@@ -31,6 +34,9 @@ nanny does not set ``MALLOC_TRIM_THRESHOLD_`` (``distributed.nanny.pre-spawn-env
 Run from a checkout::
 
     PYTHONPATH=$PWD python benchmarks/bench_worker_overhead.py [--rows 400000] [--repeats 5]
+    PYTHONPATH=$PWD python benchmarks/bench_worker_overhead.py --ab profiler-100ms --repeats 10
+
+``--ab VARIANT`` runs fits only, default and VARIANT alternating (A B, B A, ...).
 
 Prints medians (and min-max) per variant; wall-clock figures move with the machine's load, CPU
 figures much less.
