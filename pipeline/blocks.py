@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 
 import dask
 import numpy as np
-import pandas as pd
 from array_api_compat import is_array_api_obj
 from distributed import wait
 
@@ -127,6 +126,8 @@ def _isnull(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "fc":
         return np.isnan(y)
     if y.dtype.kind == "O":  # None, NaN, pandas NA (nullable labels), NaT
+        import pandas as pd  # here: a worker that trains on arrays never imports pandas
+
         return np.asarray(pd.isna(y), dtype=bool)
     return np.zeros(y.shape, dtype=bool)
 
