@@ -51,11 +51,11 @@ def _usage(client) -> tuple[float, int]:
 
 
 def main() -> None:
+    import pipeline as pl  # first: bench_quality puts this checkout on sys.path
+
     from bench_quality import _dataset
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split
-
-    import pipeline as pl
 
     ap = argparse.ArgumentParser()
     ap.add_argument("datasets", nargs="+")
