@@ -7,7 +7,8 @@ quality benchmark), warms it up as ``bench_quality.py`` does, then fits
 quality benchmark's seed-0 training rows (3,000 capped, 80%), and prints one JSON line per
 dataset: medians of wall s, CPU s (this process, which runs the client and the scheduler, plus
 both workers' user+system time, from ``psutil``), the workers' minor page faults, the epochs
-run, and the first fitted parameters (to see that A and B fit the same numbers).
+run, and the first fitted parameters and a hash of all (to see that A and B fit the same
+numbers).
 
 Usage (alternate A and B, a few runs each, on a loaded machine compare medians)::
 
@@ -17,6 +18,7 @@ Usage (alternate A and B, a few runs each, on a loaded machine compare medians):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -92,6 +94,7 @@ def main() -> None:
                 "worker_minor_faults": int(np.median(faults)), "epochs": int(m.n_iter_),
                 "walls": [round(w, 3) for w in walls], "cpus": [round(c, 3) for c in cpus],
                 "params_head": [float(v) for v in m.params_[:3]],
+                "params_sha1": hashlib.sha1(np.ascontiguousarray(m.params_).tobytes()).hexdigest(),
             }), flush=True)
     finally:
         client.close()
