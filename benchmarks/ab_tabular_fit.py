@@ -31,6 +31,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+# imported before bench_quality, which puts its own checkout first on sys.path
+import pipeline as pl  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -54,8 +57,6 @@ def _usage(client) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    import pipeline as pl  # first: bench_quality puts this checkout on sys.path
-
     from bench_quality import _dataset
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split

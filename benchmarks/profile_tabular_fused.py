@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import os
 import pickle
-
-import cloudpickle
 import sys
 import time
 import warnings
+
+import cloudpickle
+
+# imported before bench_quality, which puts its own checkout first on sys.path
+import pipeline as pl
+import pipeline.train.fused as fused
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def capture(name: str, path: str) -> None:
-    import pipeline as pl  # first: bench_quality puts this checkout on sys.path
-    import pipeline.train.fused as fused
-
     from bench_quality import _dataset
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split

@@ -14,7 +14,6 @@ from pipeline import nn, optim
 from pipeline.nn import Workspace
 
 
-
 def bits(a):
     a = np.asarray(a)
     return a.view(f"u{a.dtype.itemsize}")
@@ -207,7 +206,7 @@ def test_local_steps_state_is_not_the_workspace():
     keeps its values after the second ran, and both match steps with the plain update."""
     from pipeline.blocks import Block
     from pipeline.train.local_steps import partition_local_steps
-    from pipeline.train.tasks import Rate, _WORKSPACES
+    from pipeline.train.tasks import _WORKSPACES, Rate
 
     rng = np.random.default_rng(80)
     X = rng.standard_normal((64, 5)).astype(np.float32)
