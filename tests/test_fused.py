@@ -113,3 +113,44 @@ def test_not_fused_when_the_loop_is_needed(client):
     assert [s.epoch for s in calls] == [1, 2, 3]
     plain = _run(client, one, None, False, max_iter=3)
     _same(hooked, plain)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "log_loss", "binary_log_loss"])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_buffered_scoring_is_the_plain_scoring(loss, layer_norm):
+    """The fused loop scores its validation blocks with the forward pass in a workspace: the
+    sums (accuracy counts, per-output squared errors) are the bits of the plain forward pass,
+    for the tabular network (periodic embeddings, categorical embeddings, ensemble members,
+    LayerNorm) and a Sequential with dropout, again and again on the same buffers."""
+    import pandas as pd
+
+    from pipeline.blocks import Block
+    from pipeline.tabular_net import build_network
+    from pipeline.tabular_prep import TabularPreprocessor
+    from pipeline.train.scores import partition_scores
+
+    rng = np.random.default_rng(11)
+    n = 300
+    frame = pd.DataFrame({"a": rng.standard_normal(n), "b": rng.exponential(size=n),
+                          "c": pd.Categorical(rng.choice(list("pqrst"), n))})
+    frame.loc[::17, "a"] = np.nan
+    prep = TabularPreprocessor(add_indicator=True).fit(frame)
+    X = np.ascontiguousarray(prep.transform_array(frame), dtype=np.float32)
+    k = 3 if loss == "log_loss" else 1
+    Y = (rng.standard_normal((n, k)) if loss == "squared_error" else
+         np.eye(k, dtype=np.float32)[rng.integers(0, k, n)] if k > 1 else
+         (rng.random((n, 1)) < 0.4)).astype(np.float32)
+    models = [build_network(prep.layout_, k, loss, hidden_layer_sizes=(32, 16), dropout=0.1,
+                            layer_norm=layer_norm, n_members=3, numeric_embedding="auto"),
+              nn.Sequential([nn.Dense(24), nn.ReLU(), nn.Dropout(0.2), nn.Dense(k)], loss=loss,
+                            in_shape=(X.shape[1],))]
+    blocks = [Block(X[:200], Y[:200]), Block(X[200:], Y[200:])]
+    for model in models:
+        for seed in range(3):
+            params = model.init_params(seed, dtype=np.float32)
+            plain = partition_scores(blocks, [0, 1], params, model, False)
+            buffered = partition_scores(blocks, [0, 1], params, model, False, buffered=True)
+            for (i, p), (j, b) in zip(plain, buffered, strict=True):
+                assert i == j and p.n == b.n and p.correct == b.correct and p.loss == b.loss
+                for f in ("sse", "sum_y", "sum_y2"):
+                    assert getattr(p, f).tobytes() == getattr(b, f).tobytes()

@@ -31,6 +31,7 @@ from .base import (
     Schedule,
     apply_updates,
     chain,
+    state_copy,
     state_to_device,
     state_to_host,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "set_learning_rate",
     "set_learning_rate_scale",
     "sgd",
+    "state_copy",
     "state_to_device",
     "state_to_host",
     "warmup_cosine_decay",

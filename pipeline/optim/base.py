@@ -5,6 +5,15 @@ A gradient transformation is a pair of pure functions, as in optax: ``init(param
 ``update(updates, state, params=None) -> (updates, state)``. The parameters are one array (the
 flat parameter vector); a state is a NamedTuple of arrays on the parameters' device, or a tuple of
 such states for a :func:`chain`. Nothing is mutated, so a step can be retried.
+
+A transformation may also have ``update_into(updates, state, params, workspace)``: the same bits
+as ``update``, written into the buffers of a :class:`pipeline.nn.Workspace` instead of fresh
+arrays (a worker's training loop, where every fresh parameter-sized array is page-faulted in
+again; see :mod:`pipeline.nn.workspace`). That one is not pure: what it returns (the updates and
+the state's arrays) lives in the workspace until its next call, which may overwrite it. The
+caller passes the state of the previous call back and keeps no other reference to it, and
+copies the last state out (:func:`state_copy`) before anything else may use the workspace.
+Arrays that are not the workspace's (the parameters, a state from elsewhere) are only read.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ __all__ = [
     "apply_updates",
     "chain",
     "scalar",
+    "state_copy",
     "state_to_device",
     "state_to_host",
 ]
@@ -35,10 +45,13 @@ Schedule = Callable[[int], float]
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state``; ``update(updates, state, params=None) -> (updates, state)``."""
+    """``init(params) -> state``; ``update(updates, state, params=None) -> (updates, state)``;
+    optionally ``update_into(updates, state, params, workspace) -> (updates, state)``, the same
+    bits in workspace buffers (see the module docstring), ``None`` where there is none."""
 
     init: Callable[[Array], Any]
     update: Callable[..., tuple[Array, Any]]
+    update_into: Callable[..., tuple[Array, Any]] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -64,19 +77,34 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(params: Array) -> tuple[Any, ...]:
         return tuple(t.init(params) for t in transforms)
 
-    def update(updates: Array, state: tuple[Any, ...],
-               params: Array = None) -> tuple[Array, tuple[Any, ...]]:
+    def check(state: tuple[Any, ...]) -> None:
         if len(state) != len(transforms):
             raise ValueError(
                 f"chain of {len(transforms)} transformations got a state of {len(state)} parts"
             )
+
+    def update(updates: Array, state: tuple[Any, ...],
+               params: Array = None) -> tuple[Array, tuple[Any, ...]]:
+        check(state)
         new_state = []
         for t, s in zip(transforms, state, strict=True):
             updates, s = t.update(updates, s, params)
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    def update_into(updates: Array, state: tuple[Any, ...], params: Array,
+                    workspace: Any) -> tuple[Array, tuple[Any, ...]]:
+        check(state)
+        new_state = []
+        for i, (t, s) in enumerate(zip(transforms, state, strict=True)):
+            updates, s = t.update_into(updates, s, params, workspace.child(i))
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    # Only when every part has one: a part's plain update may keep its input in its state,
+    # and the input would be the previous part's buffer.
+    into = update_into if all(t.update_into is not None for t in transforms) else None
+    return GradientTransformation(init, update, into)
 
 
 def apply_updates(params: Array, updates: Array) -> Array:
@@ -94,6 +122,13 @@ def _map_state(state: Any, fn: Callable[[Any], Any]) -> Any:
     if state is None:
         return None
     return fn(state)
+
+
+def state_copy(state: Any) -> Any:
+    """``state`` with every array leaf copied (same namespace, device and dtype): a state that
+    :meth:`GradientTransformation.update_into` left in workspace buffers, made the caller's."""
+    return _map_state(state, lambda a: namespace(a).asarray(a, copy=True)
+                      if is_array_api_obj(a) else a)
 
 
 def state_to_host(state: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from array_api_compat import is_array_api_obj
 
 from .base import Array, GradientTransformation, Schedule, scalar
+from .into import scaled
 
 __all__ = [
     "ScaleByLearningRateState",
@@ -93,7 +94,15 @@ def scale_by_learning_rate(learning_rate: float | Schedule,
         return (sign * lr) * updates, ScaleByLearningRateState(
             count, nxt, state.learning_rate_scale)
 
-    return GradientTransformation(init, update)
+    def update_into(updates: Array, state: ScaleByLearningRateState, params: Array,
+                    workspace: Any) -> tuple[Array, ScaleByLearningRateState]:
+        lr, count, nxt = rate.step(state, updates)
+        out = scaled(updates, sign * lr, workspace)
+        if out is None:
+            out = (sign * lr) * updates
+        return out, ScaleByLearningRateState(count, nxt, state.learning_rate_scale)
+
+    return GradientTransformation(init, update, update_into)
 
 
 def _carries_rate(state: Any) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 from array_api_compat import device
 
 from ..backend import namespace, to_host
+from . import into
 from .base import Array, EmptyState, GradientTransformation, Schedule, scalar
 
 __all__ = [
@@ -120,7 +121,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
             return updates, state
         return updates / norm * max_norm, state
 
-    return GradientTransformation(init, update)
+    def update_into(updates: Array, state: EmptyState, params: Array,
+                    workspace: Any) -> tuple[Array, EmptyState]:
+        out = into.global_norm_clip(updates, max_norm, workspace)
+        return update(updates, state, params) if out is None else (out, state)
+
+    return GradientTransformation(init, update, update_into)
 
 
 def add_decayed_weights(weight_decay: float, mask: Array | None = None) -> GradientTransformation:
@@ -149,7 +155,15 @@ def add_decayed_weights(weight_decay: float, mask: Array | None = None) -> Gradi
         xp = namespace(updates)
         return xp.where(keep.like(updates), decayed, updates), state
 
-    return GradientTransformation(init, update)
+    def update_into(updates: Array, state: EmptyState, params: Array,
+                    workspace: Any) -> tuple[Array, EmptyState]:
+        if params is None:
+            raise ValueError("add_decayed_weights needs the parameters: pass params to update")
+        mask = None if keep is None else keep.like(updates)
+        out = into.decayed(updates, params, weight_decay, mask, workspace)
+        return update(updates, state, params) if out is None else (out, state)
+
+    return GradientTransformation(init, update, update_into)
 
 
 def keep_mask(mask: Array) -> GradientTransformation:
@@ -208,7 +222,17 @@ def scale_by_adam(beta_1: float = 0.9, beta_2: float = 0.999,
         direction = (mu / correction_1) / (xp.sqrt(nu) / correction_2 + epsilon)
         return direction, ScaleByAdamState(scalar(t, updates), mu, nu)
 
-    return GradientTransformation(init, update)
+    def update_into(updates: Array, state: ScaleByAdamState, params: Array,
+                    workspace: Any) -> tuple[Array, ScaleByAdamState]:
+        t = int(float(state.count)) + 1
+        out = into.adam_direction(updates, state.mu, state.nu, t, beta_1, beta_2, epsilon,
+                                  workspace)
+        if out is None:
+            return update(updates, state, params)
+        direction, mu, nu = out
+        return direction, ScaleByAdamState(scalar(t, updates), mu, nu)
+
+    return GradientTransformation(init, update, update_into)
 
 
 def check_adam_hyperparameters(beta_1: float, beta_2: float, epsilon: float) -> None:

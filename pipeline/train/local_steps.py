@@ -51,10 +51,26 @@ def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: floa
     m = int(Xb.shape[0])
     loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
     pen, pen_grad = _l2_penalty(model, w, alpha, global_rows, ctx)
-    g = grad / float(m)  # fresh: the optimizer may keep it
-    g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
-    updates, state = optimizer.update(g, state, w)
+    into = getattr(optimizer, "update_into", None)
+    if into is not None:
+        # the optimizer keeps nothing of its input: the scaled gradient may be a buffer too
+        opt_ws = ctx.workspace.child("optimizer")
+        buf = opt_ws.get("g", tuple(grad.shape), grad)
+        g = grad / float(m) if buf is None else bk.elementwise("divide", grad, float(m), out=buf)
+        g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
+        updates, state = into(g, state, w, opt_ws)
+    else:
+        g = grad / float(m)  # fresh: the optimizer may keep it
+        g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
+        updates, state = optimizer.update(g, state, w)
     return bk.elementwise("add", w, updates, out=_same_dtype(w, updates)), state, loss + pen * m
+
+
+def _own(optimizer: optim.GradientTransformation, state: Any) -> Any:
+    """The state after a task's last step, out of the workspace the next task overwrites
+    (when the steps ran ``update_into``)."""
+    return (state if getattr(optimizer, "update_into", None) is None
+            else optim.state_copy(state))
 
 
 def _same_dtype(a: Any, b: Any) -> Any:
@@ -130,6 +146,7 @@ def partition_local_steps(block: Block, params: np.ndarray, state: Any, model: A
         loss_total += loss
         rows_total += hi - lo
     delta = (w - w0) * float(rows_total)
+    state = _own(optimizer, state)
     seconds = time.perf_counter() - start
     timing = ((index, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
                rows_total),)
@@ -195,6 +212,7 @@ def replica_local_steps(blocks: list[Block], indices: list[int], replica: int, p
         loss_total += loss
         rows_total += int(Xb.shape[0])
     delta = (w - w0) * float(rows_total)
+    state = _own(optimizer, state)
     seconds = time.perf_counter() - start
     timing = ((replica, seconds, _worker_address(), _finite_or_nan(loss_total, delta),
                rows_total),)

@@ -9,8 +9,10 @@ import numpy as np
 
 from ..backend import namespace, to_host
 from ..blocks import Block
+from ..nn import Workspace
+from ..nn.layers import make_context
 from ..reduce import tree_fold
-from .tasks import _EVALUATION, _as_block, _in_block_order
+from .tasks import _EVALUATION, _as_block, _in_block_order, workspace_for
 
 __all__ = ["ScorePartial", "combine_scores", "fold_scores", "partition_score",
            "partition_scores", "score_value"]
@@ -27,9 +29,13 @@ class ScorePartial(NamedTuple):
 
 
 def partition_score(block: Block, params: np.ndarray, model: Any,
-                    with_loss: bool = True) -> ScorePartial:
+                    with_loss: bool = True, workspace: Workspace | None = None) -> ScorePartial:
     """Sums behind accuracy / R² and the mean loss on a validation block (``with_loss=False``:
-    loss 0.0, and no forward-and-backward pass for it; the other sums are the same bits)."""
+    loss 0.0, and no forward-and-backward pass for it; the other sums are the same bits).
+
+    ``workspace``: the forward pass's activations go into its buffers (a model whose
+    ``forward`` takes a context; the same bits), not into fresh arrays that a worker faults in
+    again at every scoring (see :mod:`pipeline.nn.workspace`)."""
     X, Y = _as_block(block)
     xp = namespace(X)
     n = int(X.shape[0])
@@ -40,9 +46,13 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
     rows = getattr(model, "score_rows", None)
     if rows and n > rows:  # a model with large activations (images) scores in slices
         return combine_scores([partition_score(Block(X[a:a + rows], Y[a:a + rows]), params,
-                                               model, with_loss) for a in range(0, n, rows)])
+                                               model, with_loss, workspace)
+                               for a in range(0, n, rows)])
     loss = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)[0] if with_loss else 0.0
-    out = model.forward(params, X)
+    if workspace is None:
+        out = model.forward(params, X)
+    else:
+        out = model.forward(params, X, make_context(False, None, workspace, False))
     if model.loss == "squared_error":
         r = out - Y
         return ScorePartial(
@@ -60,9 +70,19 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
 
 
 def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
-                     model: Any, with_loss: bool = True) -> list[tuple[int, ScorePartial]]:
-    return [(i, partition_score(b, params, model, with_loss))
-            for b, i in zip(blocks, indices, strict=True)]
+                     model: Any, with_loss: bool = True,
+                     buffered: bool = False) -> list[tuple[int, ScorePartial]]:
+    """:func:`partition_score` of each block; ``buffered``: each block's forward pass in a
+    workspace of its own on this worker (kept between calls: for a loop that scores the same
+    blocks again and again, with a model whose ``forward`` takes a context)."""
+    out = []
+    for b, i in zip(blocks, indices, strict=True):
+        ws = None
+        if buffered:
+            b = _as_block(b)  # a store handle loads once, here
+            ws = workspace_for(("score", i), b.X)
+        out.append((i, partition_score(b, params, model, with_loss, ws)))
+    return out
 
 
 def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
