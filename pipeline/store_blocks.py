@@ -27,6 +27,9 @@ from .blocks import (
     target_layout,
 )
 from .cluster import workers_info
+from .store_disk import build_file
+from .store_handles import split_parts
+from .store_write import write_pieces
 from .stores import (
     AUTO_MEMORY_FRACTION,
     ROOT,
@@ -38,7 +41,6 @@ from .stores import (
     release_all,
     release_local,
     store_dir,
-    write_block,
 )
 
 __all__ = ["BlockFilesPlugin", "release", "releasing", "split_stored", "stored_blocks"]
@@ -100,9 +102,8 @@ def _summary(x: Any, y: Any, dtype: str, want_labels: bool) -> dict[str, Any]:
 
 def _build_disk(recipe: Recipe, store_id: str, index: int, n: int, d: int, k: int,
                 dtype: str) -> DiskBlock:
-    block = recipe.build()
     path = store_dir(store_id) / f"block-{index}.bin"
-    sums = write_block(block, path)
+    sums = build_file(recipe, path, n, d, k, dtype)  # a partition at a time, never the block
     return DiskBlock(store_id, index, n, d, k, dtype, recipe, checksums=sums, path=str(path))
 
 
@@ -169,11 +170,10 @@ def split_stored(handle: StoredBlock, fraction: float, seed: int, index: int,
     sid = f"{handle.store_id}-{'valid' if keep_valid else 'train'}"
     if isinstance(handle, StreamBlock):
         return StreamBlock(sid, handle.index, n, handle.d, handle.k, str(handle.dtype), recipe)
-    from .blocks import _split_block
-
-    part = _split_block(handle.load(), fraction, seed, index, keep_valid)
+    # the parent's file read a chunk at a time, the kept rows written as they come
     path = store_dir(sid) / f"block-{handle.index}.bin"
-    sums = write_block(part, path)
+    sums = write_pieces(split_parts(handle.file_parts(), fraction, seed, index, keep_valid),
+                        path, n, handle.d, handle.k, handle.dtype)
     return DiskBlock(sid, handle.index, n, handle.d, handle.k, str(handle.dtype), recipe,
                      checksums=sums, path=str(path))
 

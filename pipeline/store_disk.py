@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import numpy as np
 from . import store_worker
 from .backend import to_host
 from .blocks import Block
-from .store_handles import StoredBlock, _Reader
+from .store_handles import Recipe, StoredBlock, _Reader
+from .store_write import write_pieces
 from .train.order import chunk_bounds, n_chunks
 
-__all__ = ["DiskBlock", "write_block"]
+__all__ = ["DiskBlock", "build_file", "write_block"]
 
 
 class DiskBlock(StoredBlock):
@@ -49,8 +51,23 @@ class DiskBlock(StoredBlock):
         if not path.exists():
             if self.store_id in store_worker.RELEASED:
                 raise RuntimeError(f"block store {self.store_id!r} was released (its fit ended)")
-            write_block(self.recipe.build(), path)
+            build_file(self.recipe, path, self.n, self.d, self.k, self.dtype)
         return path
+
+    def file_parts(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This block's rows, one chunk at a time, read from this worker's file (rebuilt if
+        missing) with each chunk's checksum verified: views of two buffers reused from chunk to
+        chunk (each valid until the next is asked for)."""
+        path = self.ensure_local()
+        reader = _DiskReader(self)
+        rows = chunk_bounds(self.n, 0)[1]
+        X = np.empty((rows, self.d), self.dtype)
+        Y = np.empty((rows, self.k), self.dtype)
+        with open(path, "rb") as f:
+            for c in range(n_chunks(self.n)):
+                a, b = chunk_bounds(self.n, c)
+                reader.read(f, c, X[:b - a], Y[:b - a])
+                yield X[:b - a], Y[:b - a]
 
     def load(self) -> Block:
         path = self.ensure_local()
@@ -71,14 +88,29 @@ def write_block(block: Block, path: Path) -> tuple[int, ...]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     sums = []
-    with open(tmp, "wb") as f:
-        X.tofile(f)
-        Y.tofile(f)
-    for c in range(n_chunks(X.shape[0])):
-        a, b = chunk_bounds(X.shape[0], c)
-        sums.append(zlib.crc32(Y[a:b].data, zlib.crc32(X[a:b].data)))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            X.tofile(f)
+            Y.tofile(f)
+        for c in range(n_chunks(X.shape[0])):
+            a, b = chunk_bounds(X.shape[0], c)
+            sums.append(zlib.crc32(Y[a:b].data, zlib.crc32(X[a:b].data)))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tuple(sums)
+
+
+def build_file(recipe: Recipe, path: Path, n: int, d: int, k: int, dtype: Any) -> tuple[int, ...]:
+    """Write the block ``recipe`` builds (``n`` rows, ``d`` features, ``k`` targets, ``dtype``)
+    to ``path`` atomically, a partition at a time (:meth:`Recipe.parts`,
+    :func:`pipeline.store_write.write_pieces`): a worker holds one partition, not the block.
+    The same bytes and per-chunk CRC-32s as ``write_block(recipe.build(), path)``, which
+    remains the path of a block without targets."""
+    if not recipe.streams():
+        return write_block(recipe.build(), path)
+    return write_pieces(recipe.parts(), path, n, d, k, dtype)
 
 
 class _DiskReader(_Reader):
