@@ -21,9 +21,10 @@ from .backend import to_host
 from .blocks import Block
 from .store_handles import Recipe, StoredBlock, _Reader
 from .store_write import write_pieces
+from .train import order
 from .train.order import chunk_bounds, n_chunks
 
-__all__ = ["DiskBlock", "build_file", "write_block"]
+__all__ = ["DiskBlock", "blocks_per_worker", "build_file", "reader_budget", "write_block"]
 
 
 class DiskBlock(StoredBlock):
@@ -102,6 +103,22 @@ def write_block(block: Block, path: Path) -> tuple[int, ...]:
     return tuple(sums)
 
 
+def reader_budget(n: int, d: int, k: int, dtype: Any) -> int:
+    """Bytes of chunk buffers a disk block of ``n`` rows (``d`` features, ``k`` targets, in
+    ``dtype``) holds on a worker once read: two chunks (the one in use and the next)."""
+    return 2 * chunk_bounds(n, 0)[1] * (d + k) * np.dtype(dtype).itemsize
+
+
+def blocks_per_worker(memory_limit: int, d: int, k: int, dtype: Any = "float32") -> int:
+    """How many disk blocks of at least one chunk of rows a worker with ``memory_limit``
+    bytes keeps the chunk buffers of (:func:`pipeline.store_worker.reader_bound` over
+    :func:`reader_budget`; at least 1). Local SGD visits all of a worker's blocks at every
+    step: with more, each visit re-reads a chunk and the epoch is I/O-bound, so give a disk fit
+    at most this many blocks per worker (``min_block_rows``)."""
+    budget = reader_budget(order.EPOCH_CHUNK_ROWS, d, k, dtype)
+    return max(1, int(store_worker.reader_bound(memory_limit) // budget))
+
+
 def build_file(recipe: Recipe, path: Path, n: int, d: int, k: int, dtype: Any) -> tuple[int, ...]:
     """Write the block ``recipe`` builds (``n`` rows, ``d`` features, ``k`` targets, ``dtype``)
     to ``path`` atomically, a partition at a time (:meth:`Recipe.parts`,
@@ -123,8 +140,7 @@ class _DiskReader(_Reader):
         # Resolved here, on the task's thread: the prefetch thread is no Dask worker thread
         # (``get_worker()`` fails there), so it could not find the worker's directory itself.
         self.path = handle.local_path()
-        rows = chunk_bounds(handle.n, 0)[1]
-        self.budget = 2 * rows * (handle.d + handle.k) * handle.dtype.itemsize
+        self.budget = reader_budget(handle.n, handle.d, handle.k, handle.dtype)
         # (chunk, order key, buffers, rows in epoch order)
         self.current: tuple[int, Any, tuple[np.ndarray, np.ndarray], Any] | None = None
         self.pending: tuple[int, Any, Future] | None = None  # (chunk, order key, read)

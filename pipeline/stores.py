@@ -48,7 +48,7 @@ module's re-export).
 
 from __future__ import annotations
 
-from .store_disk import DiskBlock, write_block
+from .store_disk import DiskBlock, blocks_per_worker, write_block
 from .store_handles import Recipe, StoredBlock
 from .store_stream import STREAM_CACHE_FRACTION, StreamBlock
 from .store_worker import (
@@ -62,8 +62,8 @@ from .store_worker import (
 
 __all__ = ["AUTO_MEMORY_FRACTION", "BLOCK_STORES", "READER_FRACTION", "ROOT",
            "STREAM_CACHE_FRACTION", "DiskBlock", "Recipe", "StoredBlock", "StreamBlock",
-           "check_block_store", "memory_limit", "release_all", "release_local", "store_dir",
-           "write_block"]
+           "blocks_per_worker", "check_block_store", "memory_limit", "release_all",
+           "release_local", "store_dir", "write_block"]
 
 BLOCK_STORES = ("memory", "disk", "stream", "auto")
 AUTO_MEMORY_FRACTION = 0.25  # "auto" keeps blocks in memory up to this share of the limits

@@ -290,6 +290,36 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
     stores.release_local(["evict"])
 
 
+@pytest.mark.parametrize(("limit_mib", "d", "k", "dtype"), [(768, 20, 1, "float32"),
+                                                        (400, 7, 3, "float64"),
+                                                        (1, 50, 1, "float64")])
+def test_blocks_per_worker_is_what_the_readers_keep(monkeypatch, limit_mib, d, k, dtype):
+    """``blocks_per_worker`` is the number of disk blocks whose readers a worker keeps: that
+    many readers (blocks of one chunk and more) stay, one more evicts the least recently used
+    (the oracle: the readers' own eviction); at least 1 however small the limit."""
+    import pipeline.stores as stores
+    from pipeline.stores import blocks_per_worker
+
+    from collections import OrderedDict
+
+    monkeypatch.setattr(store_worker, "READERS", OrderedDict())
+    monkeypatch.setattr(store_worker, "memory_limit", lambda: limit_mib * 2**20)
+    fit = blocks_per_worker(limit_mib * 2**20, d, k, dtype)
+    assert fit >= 1
+    C = order.EPOCH_CHUNK_ROWS
+    rng = np.random.default_rng(0)
+    handles = [DiskBlock("bpw", i, int(rng.integers(C, 3 * C)), d, k, dtype,
+                         Recipe([], None, dtype), checksums=(), path="") for i in range(fit + 1)]
+    try:
+        for h in handles[:fit]:
+            h._reader()
+        assert list(store_worker.READERS) == [("bpw", i) for i in range(fit)]
+        handles[fit]._reader()  # one more: the least recently used goes
+        assert list(store_worker.READERS) == [("bpw", i) for i in range(1, fit + 1)]
+    finally:
+        stores.release_local(["bpw"])
+
+
 class _CountingRecipe(Recipe):
     """A recipe that counts its builds (the stream store rebuilds once per epoch, a disk
     block's file is rebuilt when missing)."""
