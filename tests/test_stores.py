@@ -260,6 +260,36 @@ def test_stores_dir_is_per_worker_local_directory(client):
     release(client, [blocks.store_id])
 
 
+def test_disk_blocks_are_built_where_local_sgd_colocates_them(client):
+    """Each disk block is built on the worker its local-SGD replica (``replicas="auto"``: one
+    per worker, ``replica_groups``) is colocated on, so colocation moves none (a moved disk
+    block is rebuilt from its source); the build pins are loosened afterwards."""
+    from pipeline.blocks import to_blocks
+    from pipeline.placement import colocate
+    from pipeline.store_blocks import release
+    from pipeline.train.strategies import replica_groups
+
+    X, y, _ = _data(n=36_000)
+    chunks = (1000, 7000, 3000, 5000, 8000, 2000, 6000, 4000)
+    blocks = to_blocks(client, da.from_array(X, chunks=(chunks, -1)),
+                       da.from_array(y, chunks=(chunks,)), classification=True,
+                       block_store="disk")
+    try:
+        units = replica_groups(blocks.rows, 2)
+        who = client.who_has(blocks.futures)
+        holders = [[next(iter(who[blocks.futures[i].key])) for i in u] for u in units]
+        assert all(len(set(h)) == 1 for h in holders)  # a replica's blocks share a worker
+        assert holders[0][0] != holders[1][0]  # the replicas are spread
+        moved = colocate(client, blocks, units)
+        assert [f.key for f in moved.futures] == [f.key for f in blocks.futures]  # none moved
+        loose = client.run_on_scheduler(lambda dask_scheduler, keys: [
+            dask_scheduler.tasks[k].loose_restrictions for k in keys],
+            keys=[f.key for f in blocks.futures])
+        assert all(loose)
+    finally:
+        release(client, [blocks.store_id])
+
+
 def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypatch):
     """Two blocks read in turn with a buffer budget of almost nothing: each read evicts the
     other block's buffers (and its prefetch); rows still equal the memory store's."""
