@@ -327,10 +327,10 @@ def test_blocks_per_worker_is_what_the_readers_keep(monkeypatch, limit_mib, d, k
     """``blocks_per_worker`` is the number of disk blocks whose readers a worker keeps: that
     many readers (blocks of one chunk and more) stay, one more evicts the least recently used
     (the oracle: the readers' own eviction); at least 1 however small the limit."""
+    from collections import OrderedDict
+
     import pipeline.stores as stores
     from pipeline.stores import blocks_per_worker
-
-    from collections import OrderedDict
 
     monkeypatch.setattr(store_worker, "READERS", OrderedDict())
     monkeypatch.setattr(store_worker, "memory_limit", lambda: limit_mib * 2**20)
