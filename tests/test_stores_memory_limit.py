@@ -117,30 +117,35 @@ def test_read_and_preprocess_at_400_mib(parquet_data):
         # dask.dataframe to the workers: its chunk functions are its own)
         parts = client.compute([dask.delayed(_column_sums)(p) for p in X.to_delayed()])
         sums = np.sum(client.gather(parts), axis=0)
-        print(f"\n400 MiB workers, read + split + fit + transform: peak RSS {peaks.done()} MiB")
+        peak = peaks.done()
+        print(f"\n400 MiB workers, read + split + fit + transform: peak RSS {peak} MiB")
         assert client.run(os.getpid) == pids  # no worker was killed and restarted
+        assert max(peak) < 0.8 * 400  # so no worker was paused (Dask pauses at 80%)
         assert np.all(np.isfinite(sums))
 
 
 @pytest.mark.timeout(1500)
-def test_disk_fit_at_768_mib(parquet_data):
+@pytest.mark.parametrize("limit_mib", [768, 400])
+def test_disk_fit(parquet_data, limit_mib):
     import pipeline as pl
     from pipeline.stores import blocks_per_worker
 
-    cluster, client = _cluster("768MiB")
+    cluster, client = _cluster(f"{limit_mib}MiB")
     with cluster, client:
         pids = client.run(os.getpid)
         peaks = _Peaks(pids.values())
         df, _, prep = _read_and_prep(parquet_data)
         X, y = prep.transform_xy(df)
-        per_worker = blocks_per_worker(768 * MiB, COLS, 1, "float32")
+        per_worker = blocks_per_worker(limit_mib * MiB, COLS, 1, "float32")
         model = pl.MLPClassifier((8,), max_iter=1, batch_size=2048, sync="average",
                                  block_store="disk", random_state=0,
                                  min_block_rows=N_FILES * ROWS // (2 * per_worker))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y, client=client)
-        print(f"\n768 MiB workers, read + fit + disk fit: peak RSS {peaks.done()} MiB, "
+        peak = peaks.done()
+        print(f"\n{limit_mib} MiB workers, read + fit + disk fit: peak RSS {peak} MiB, "
               f"{model.history_[-1].get('samples_per_s', 0):,.0f} samples/s")
         assert client.run(os.getpid) == pids  # no worker was killed and restarted
+        assert max(peak) < 0.8 * limit_mib  # so no worker was paused (Dask pauses at 80%)
         assert model.n_iter_ == 1 and np.isfinite(model.loss_)
