@@ -2,12 +2,17 @@
 data (issue 12, item 5), on Parquet data of 1.49 GB (12 files of 500,000 rows x 31 float64
 columns, row groups of 25,000 rows):
 
-- ``pl.read`` + ``train_test_split`` + ``Preprocessor.fit`` on 2 workers at 400 MiB (data 1.9x
-  their combined limit): the preprocessor's means equal pyarrow's (the oracle) and no worker is
-  restarted.
-- the same + a ``block_store="disk"`` fit on 2 workers at 768 MiB (the issue's CI size; data
-  0.97x the combined limit), blocks sized so each worker keeps every block's chunk buffers
-  (``pipeline.stores.blocks_per_worker``): one epoch, no worker restarted.
+- ``pl.read`` + ``train_test_split`` + ``Preprocessor.fit`` + ``transform_xy`` on 2 workers at
+  400 MiB (data 1.9x their combined limit): the preprocessor's means equal NumPy's over the
+  generated rows (the oracle), no worker restarted, peak RSS under the pause threshold.
+- ``pl.read`` + ``Preprocessor.fit`` + a ``block_store="disk"`` fit on 2 workers at 768 MiB
+  (the issue's CI size; data 0.97x the combined limit) and at 400 MiB (1.9x), blocks sized so
+  each worker keeps every block's chunk buffers (``pipeline.stores.blocks_per_worker``): one
+  epoch, no worker restarted, peak RSS under the pause threshold.
+
+Measured 2026-11-28 on a loaded 2-core VM (load 7-17): peak RSS per worker 233/234 MiB (read +
+split + fit + transform at 400 MiB), 293/286 MiB (disk fit at 768 MiB), 240/244 MiB (disk fit
+at 400 MiB).
 
 Opt-in (``PIPELINE_MEMORY_LIMIT_TEST=1``): minutes of data writing and fitting. A worker's
 baseline at 400 MiB no longer holds dask.dataframe/dask.array/sparse/numba (~96 MiB: see
