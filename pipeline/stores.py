@@ -5,9 +5,9 @@
 ``"memory"``
     Each block is a :class:`pipeline.blocks.Block` of arrays held by Dask in worker memory.
 ``"disk"``
-    Each block is written once, by the worker that builds it, into that worker's
-    ``local_directory`` as raw rows (features then targets, in the training dtype) with a
-    CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
+    Each block is written once, by the worker that builds it (a partition at a time: the
+    worker never holds the whole block), into that worker's ``local_directory`` as raw rows
+    (features then targets, in the training dtype) with a CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
     worker's managed memory does not claim the rows. Reads copy whole chunks of contiguous rows
     with ``pread`` (the page cache keeps hot files; nothing stays mapped, so the worker's RSS
     counts only the two chunk buffers per block, at most :data:`READER_FRACTION` of its memory
@@ -38,6 +38,7 @@ the directories of dead workers when the next worker starts).
 
 The parts, each in its module: :mod:`pipeline.store_handles` (:class:`Recipe`, the handle and
 reader base classes), :mod:`pipeline.store_disk` (:class:`DiskBlock`, :func:`write_block`),
+:mod:`pipeline.store_write` (a block file written piece by piece),
 :mod:`pipeline.store_stream` (:class:`StreamBlock`), :mod:`pipeline.store_worker` (the
 per-worker state: readers, stream cache, prefetch thread, directories, release), and
 :mod:`pipeline.store_blocks` (building, splitting and releasing a fit's stored blocks). Every
