@@ -182,9 +182,20 @@ def read(
         from .csv_gpu import to_gpu_frame
 
         loader, meta = replace(loader, gpu=True), to_gpu_frame(meta)
+    import dask
     import dask.dataframe as dd
+    from dask.dataframe._pyarrow import is_object_string_dtype, is_object_string_index
+    from dask.dataframe.utils import pyarrow_strings_enabled
 
-    df = dd.from_map(loader, parts, meta=meta, label=f"read-{fmt}", enforce_metadata=False)
+    # dask adds a string conversion (dask.dataframe._pyarrow) to every read task; unpickling it
+    # imports dask.dataframe + dask.array (+ sparse, numba) on each worker, ~96 MiB of RSS.
+    # The loaders give every partition the meta's dtypes, so when no column (nor the index) is
+    # an object/str string the conversion changes nothing: leave it out then.
+    convert = pyarrow_strings_enabled() and (
+        is_object_string_index(meta.index)
+        or any(is_object_string_dtype(t) for t in meta.dtypes))
+    with dask.config.set({"dataframe.convert-string": convert}):
+        df = dd.from_map(loader, parts, meta=meta, label=f"read-{fmt}", enforce_metadata=False)
     if backend == "cudf" and fmt != "csv":
         df = df.to_backend("cudf")
     return df

@@ -361,7 +361,10 @@ class Preprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         check_fitted_columns(frame_meta(df), self.feature_names_in_, self.numeric_features_)
         func = functools.partial(transform_partition, plan=plan)
         if isinstance(df, dd.DataFrame):
-            return df.map_partitions(func, meta=func(df._meta))
+            # enforce_metadata=False: the task is transform_partition itself (its columns are
+            # the plan's), not dask.dataframe's apply_and_enforce, whose unpickling imports
+            # dask.dataframe + dask.array (+ sparse, numba) on every worker: ~96 MiB of RSS
+            return df.map_partitions(func, meta=func(df._meta), enforce_metadata=False)
         return func(df)
 
     def transform_xy(self, df):

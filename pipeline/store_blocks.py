@@ -27,6 +27,10 @@ from .blocks import (
     target_layout,
 )
 from .cluster import workers_info
+from .placement import release_restrictions
+from .store_disk import build_file
+from .store_handles import split_parts
+from .store_write import write_pieces
 from .stores import (
     AUTO_MEMORY_FRACTION,
     ROOT,
@@ -38,7 +42,6 @@ from .stores import (
     release_all,
     release_local,
     store_dir,
-    write_block,
 )
 
 __all__ = ["BlockFilesPlugin", "release", "releasing", "split_stored", "stored_blocks"]
@@ -100,10 +103,26 @@ def _summary(x: Any, y: Any, dtype: str, want_labels: bool) -> dict[str, Any]:
 
 def _build_disk(recipe: Recipe, store_id: str, index: int, n: int, d: int, k: int,
                 dtype: str) -> DiskBlock:
-    block = recipe.build()
     path = store_dir(store_id) / f"block-{index}.bin"
-    sums = write_block(block, path)
+    sums = build_file(recipe, path, n, d, k, dtype)  # a partition at a time, never the block
     return DiskBlock(store_id, index, n, d, k, dtype, recipe, checksums=sums, path=str(path))
+
+
+def _disk_pins(client: Any, rows: list[int]) -> list[list[str] | None]:
+    """The worker each disk block is built on: the workers (sorted) take contiguous runs of
+    blocks of about equal rows, the runs local SGD's replicas are (``replica_groups`` with one
+    replica per worker, ``replicas="auto"``), so colocating the replicas moves no block: a
+    moved disk block is rebuilt from its source on its new worker."""
+    from .train.strategies import replica_groups
+
+    workers = sorted(workers_info(client))
+    if len(workers) < 2 or len(rows) < 2:
+        return [None] * len(rows)
+    pins: list[list[str] | None] = [None] * len(rows)
+    for w, run in zip(workers, replica_groups(rows, len(workers)), strict=False):
+        for j in run:
+            pins[j] = [w]
+    return pins
 
 
 def _combined_limit(client: Any) -> int:
@@ -144,8 +163,9 @@ def stored_blocks(client: Any, X: Any, y: Any, x_parts: list[Any], y_parts: list
     recipes = [Recipe([pieces[i] for i in g], cls_arr, dtype) for g in groups]
     keys = [f"{name}-{block_store}-{store_id}-{j}" for j in range(len(groups))]
     if block_store == "disk":
+        pins = _disk_pins(client, rows)
         futures = [client.submit(_build_disk, r, store_id, j, rows[j], d, k, dtype, key=key,
-                                 pure=False)
+                                 pure=False, workers=pins[j])
                    for j, (r, key) in enumerate(zip(recipes, keys, strict=True))]
     else:
         futures = [client.submit(StreamBlock, store_id, j, rows[j], d, k, dtype, r, key=key,
@@ -153,6 +173,8 @@ def stored_blocks(client: Any, X: Any, y: Any, x_parts: list[Any], y_parts: list
                    for j, (r, key) in enumerate(zip(recipes, keys, strict=True))]
     with client.as_current():
         wait(futures)
+    if block_store == "disk" and any(p is not None for p in pins):
+        release_restrictions(client, keys)  # a lost worker's blocks rebuild anywhere
     for f in futures:
         if f.status == "error":
             f.result()  # raises the block's error, naming its partition's task
@@ -169,11 +191,10 @@ def split_stored(handle: StoredBlock, fraction: float, seed: int, index: int,
     sid = f"{handle.store_id}-{'valid' if keep_valid else 'train'}"
     if isinstance(handle, StreamBlock):
         return StreamBlock(sid, handle.index, n, handle.d, handle.k, str(handle.dtype), recipe)
-    from .blocks import _split_block
-
-    part = _split_block(handle.load(), fraction, seed, index, keep_valid)
+    # the parent's file read a chunk at a time, the kept rows written as they come
     path = store_dir(sid) / f"block-{handle.index}.bin"
-    sums = write_block(part, path)
+    sums = write_pieces(split_parts(handle.file_parts(), fraction, seed, index, keep_valid),
+                        path, n, handle.d, handle.k, handle.dtype)
     return DiskBlock(sid, handle.index, n, handle.d, handle.k, str(handle.dtype), recipe,
                      checksums=sums, path=str(path))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ import numpy as np
 from . import store_worker
 from .backend import to_host
 from .blocks import Block
-from .store_handles import StoredBlock, _Reader
+from .store_handles import Recipe, StoredBlock, _Reader
+from .store_write import write_pieces
+from .train import order
 from .train.order import chunk_bounds, n_chunks
 
-__all__ = ["DiskBlock", "write_block"]
+__all__ = ["DiskBlock", "blocks_per_worker", "build_file", "reader_budget", "write_block"]
 
 
 class DiskBlock(StoredBlock):
@@ -49,8 +52,23 @@ class DiskBlock(StoredBlock):
         if not path.exists():
             if self.store_id in store_worker.RELEASED:
                 raise RuntimeError(f"block store {self.store_id!r} was released (its fit ended)")
-            write_block(self.recipe.build(), path)
+            build_file(self.recipe, path, self.n, self.d, self.k, self.dtype)
         return path
+
+    def file_parts(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This block's rows, one chunk at a time, read from this worker's file (rebuilt if
+        missing) with each chunk's checksum verified: views of two buffers reused from chunk to
+        chunk (each valid until the next is asked for)."""
+        path = self.ensure_local()
+        reader = _DiskReader(self)
+        rows = chunk_bounds(self.n, 0)[1]
+        X = np.empty((rows, self.d), self.dtype)
+        Y = np.empty((rows, self.k), self.dtype)
+        with open(path, "rb") as f:
+            for c in range(n_chunks(self.n)):
+                a, b = chunk_bounds(self.n, c)
+                reader.read(f, c, X[:b - a], Y[:b - a])
+                yield X[:b - a], Y[:b - a]
 
     def load(self) -> Block:
         path = self.ensure_local()
@@ -71,14 +89,45 @@ def write_block(block: Block, path: Path) -> tuple[int, ...]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     sums = []
-    with open(tmp, "wb") as f:
-        X.tofile(f)
-        Y.tofile(f)
-    for c in range(n_chunks(X.shape[0])):
-        a, b = chunk_bounds(X.shape[0], c)
-        sums.append(zlib.crc32(Y[a:b].data, zlib.crc32(X[a:b].data)))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            X.tofile(f)
+            Y.tofile(f)
+        for c in range(n_chunks(X.shape[0])):
+            a, b = chunk_bounds(X.shape[0], c)
+            sums.append(zlib.crc32(Y[a:b].data, zlib.crc32(X[a:b].data)))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tuple(sums)
+
+
+def reader_budget(n: int, d: int, k: int, dtype: Any) -> int:
+    """Bytes of chunk buffers a disk block of ``n`` rows (``d`` features, ``k`` targets, in
+    ``dtype``) holds on a worker once read: two chunks (the one in use and the next)."""
+    return 2 * chunk_bounds(n, 0)[1] * (d + k) * np.dtype(dtype).itemsize
+
+
+def blocks_per_worker(memory_limit: int, d: int, k: int, dtype: Any = "float32") -> int:
+    """How many disk blocks of at least one chunk of rows a worker with ``memory_limit``
+    bytes keeps the chunk buffers of (:func:`pipeline.store_worker.reader_bound` over
+    :func:`reader_budget`; at least 1). Local SGD visits all of a worker's blocks at every
+    step: with more, each visit re-reads a chunk and the epoch is I/O-bound, so give a disk fit
+    at most this many blocks per worker (``min_block_rows``)."""
+    budget = reader_budget(order.EPOCH_CHUNK_ROWS, d, k, dtype)
+    return max(1, int(store_worker.reader_bound(memory_limit) // budget))
+
+
+def build_file(recipe: Recipe, path: Path, n: int, d: int, k: int, dtype: Any) -> tuple[int, ...]:
+    """Write the block ``recipe`` builds (``n`` rows, ``d`` features, ``k`` targets, ``dtype``)
+    to ``path`` atomically, a partition at a time (:meth:`Recipe.parts`,
+    :func:`pipeline.store_write.write_pieces`): a worker holds one partition, not the block.
+    The same bytes and per-chunk CRC-32s as ``write_block(recipe.build(), path)``, which
+    remains the path of a block without targets."""
+    if not recipe.streams():
+        return write_block(recipe.build(), path)
+    return write_pieces(recipe.parts(), path, n, d, k, dtype)
 
 
 class _DiskReader(_Reader):
@@ -91,8 +140,7 @@ class _DiskReader(_Reader):
         # Resolved here, on the task's thread: the prefetch thread is no Dask worker thread
         # (``get_worker()`` fails there), so it could not find the worker's directory itself.
         self.path = handle.local_path()
-        rows = chunk_bounds(handle.n, 0)[1]
-        self.budget = 2 * rows * (handle.d + handle.k) * handle.dtype.itemsize
+        self.budget = reader_budget(handle.n, handle.d, handle.k, handle.dtype)
         # (chunk, order key, buffers, rows in epoch order)
         self.current: tuple[int, Any, tuple[np.ndarray, np.ndarray], Any] | None = None
         self.pending: tuple[int, Any, Future] | None = None  # (chunk, order key, read)

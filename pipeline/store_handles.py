@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import store_worker
-from .backend import take_rows
+from .backend import take_rows, to_host
 from .blocks import Block, _concat_raw, _final_block, _raw_block, _split_block
 from .train.order import chunk_bounds, chunk_permutation, chunk_sequence
 
@@ -53,8 +54,55 @@ class Recipe:
         raw = raws[0] if len(raws) == 1 else _concat_raw(*raws)
         return _final_block(raw, self.classes, self.dtype)
 
+    def streams(self) -> bool:
+        """Whether :meth:`parts` can give this block's rows (every partition has targets: a
+        block without them keeps :meth:`build`'s whole-block path)."""
+        root = self
+        while root.split is not None:
+            root = root.split[0]
+        return all(y is not None for _, y in root.pieces)
+
+    def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rows of :meth:`build`'s block as host ``(X, Y)`` pieces in row order, one
+        partition at a time (for a split, the rows of each parent partition the split keeps),
+        so the caller holds one partition, never the block.
+
+        The same bits as :meth:`build`: ``_final_block`` (the label encoding, or the cast of
+        regression targets, against the block's ``classes`` fixed beforehand, and a copy into
+        owned memory) works row by row, so applied to each partition it gives the rows it gives
+        applied to their concatenation; the split's mask is drawn from one generator in row
+        order (``random(a)`` then ``random(b)`` draws what ``random(a + b)`` draws) and its
+        ``take`` is row-wise. Empty partitions give nothing (they add no row)."""
+        if self.split is not None:
+            parent, fraction, seed, index, keep_valid = self.split
+            yield from split_parts(parent.parts(), fraction, seed, index, keep_valid)
+            return
+        import dask
+
+        for x, y in self.pieces:
+            (raw,) = dask.compute(dask.delayed(_raw_block)(x, y, self.dtype), scheduler="sync")
+            if raw[0].shape[0] == 0:
+                continue
+            block = _final_block(raw, self.classes, self.dtype)
+            del raw
+            yield to_host(block.X), to_host(block.Y)
+
     def __sizeof__(self) -> int:
         return 256 + self.nbytes
+
+
+def split_parts(parts: Iterable[tuple[np.ndarray, np.ndarray]], fraction: float, seed: int,
+                index: int, keep_valid: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The rows :func:`pipeline.blocks._split_block` keeps of the block whose rows are
+    ``parts`` (host pieces in row order), piece by piece: the same mask (drawn in row order
+    from the same generator) and the same ``take``."""
+    rng = np.random.default_rng([seed, index, 7])
+    for X, Y in parts:
+        mask = rng.random(X.shape[0]) < fraction
+        rows = np.flatnonzero(mask if keep_valid else ~mask)
+        if len(rows):
+            yield np.take(X, rows, axis=0), np.take(Y, rows, axis=0)
+
 
 class StoredBlock:
     """What Dask holds for a block not kept in memory: shape, dtype, where, and the recipe."""

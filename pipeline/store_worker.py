@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LOCK", "READERS", "READER_FRACTION", "RELEASED", "ROOT", "STREAM", "landed",
-           "memory_limit", "pool", "reader", "release_all", "release_local", "store_dir"]
+           "memory_limit", "pool", "reader", "reader_bound", "release_all", "release_local", "store_dir"]
 
 READER_FRACTION = 0.1  # disk blocks' chunk buffers a worker keeps, of its memory limit
 ROOT = "pipeline-blocks"
@@ -69,6 +69,12 @@ def memory_limit() -> int:
     return int(limit or getattr(w, "memory_limit", 0) or 0)
 
 
+def reader_bound(limit: int) -> float:
+    """Bytes of reader buffers a worker with memory limit ``limit`` (0: none known) keeps:
+    :data:`READER_FRACTION` of it (256 MiB without a limit)."""
+    return READER_FRACTION * limit if limit else 256 * 2**20
+
+
 def release_local(store_ids: list[str], dask_worker: Any = None) -> list[str]:
     """Forget store ``store_ids`` on this worker (``client.run`` passes ``dask_worker``):
     readers, stream caches, files. Returns the directories removed."""
@@ -116,8 +122,7 @@ def reader(key: tuple[str, int], new: Callable[[], Any]) -> Any:
             READERS.move_to_end(key)
             return r
         r = READERS[key] = new()
-        limit = memory_limit()
-        bound = READER_FRACTION * limit if limit else 256 * 2**20
+        bound = reader_bound(memory_limit())
         evicted = []
         while len(READERS) > 1 and (len(READERS) > READERS_MAX or sum(
                 x.budget for x in READERS.values()) > bound):

@@ -5,9 +5,9 @@
 ``"memory"``
     Each block is a :class:`pipeline.blocks.Block` of arrays held by Dask in worker memory.
 ``"disk"``
-    Each block is written once, by the worker that builds it, into that worker's
-    ``local_directory`` as raw rows (features then targets, in the training dtype) with a
-    CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
+    Each block is written once, by the worker that builds it (a partition at a time: the
+    worker never holds the whole block), into that worker's ``local_directory`` as raw rows
+    (features then targets, in the training dtype) with a CRC-32 per chunk; Dask holds a :class:`DiskBlock` handle of a few hundred bytes, so the
     worker's managed memory does not claim the rows. Reads copy whole chunks of contiguous rows
     with ``pread`` (the page cache keeps hot files; nothing stays mapped, so the worker's RSS
     counts only the two chunk buffers per block, at most :data:`READER_FRACTION` of its memory
@@ -38,6 +38,7 @@ the directories of dead workers when the next worker starts).
 
 The parts, each in its module: :mod:`pipeline.store_handles` (:class:`Recipe`, the handle and
 reader base classes), :mod:`pipeline.store_disk` (:class:`DiskBlock`, :func:`write_block`),
+:mod:`pipeline.store_write` (a block file written piece by piece),
 :mod:`pipeline.store_stream` (:class:`StreamBlock`), :mod:`pipeline.store_worker` (the
 per-worker state: readers, stream cache, prefetch thread, directories, release), and
 :mod:`pipeline.store_blocks` (building, splitting and releasing a fit's stored blocks). Every
@@ -48,7 +49,7 @@ module's re-export).
 
 from __future__ import annotations
 
-from .store_disk import DiskBlock, write_block
+from .store_disk import DiskBlock, blocks_per_worker, write_block
 from .store_handles import Recipe, StoredBlock
 from .store_stream import STREAM_CACHE_FRACTION, StreamBlock
 from .store_worker import (
@@ -62,8 +63,8 @@ from .store_worker import (
 
 __all__ = ["AUTO_MEMORY_FRACTION", "BLOCK_STORES", "READER_FRACTION", "ROOT",
            "STREAM_CACHE_FRACTION", "DiskBlock", "Recipe", "StoredBlock", "StreamBlock",
-           "check_block_store", "memory_limit", "release_all", "release_local", "store_dir",
-           "write_block"]
+           "blocks_per_worker", "check_block_store", "memory_limit", "release_all",
+           "release_local", "store_dir", "write_block"]
 
 BLOCK_STORES = ("memory", "disk", "stream", "auto")
 AUTO_MEMORY_FRACTION = 0.25  # "auto" keeps blocks in memory up to this share of the limits

@@ -386,8 +386,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         check_fitted_columns(_meta(df), features, self.numeric_features_)
         names = tuple(str(n) for n in self.get_feature_names_out())
         func = functools.partial(frame_partition, plan=plan, names=names)
-        if isinstance(df, dd.DataFrame):
-            return df.map_partitions(func, meta=func(df._meta))
+        if isinstance(df, dd.DataFrame):  # no apply_and_enforce: see Preprocessor.transform
+            return df.map_partitions(func, meta=func(df._meta), enforce_metadata=False)
         return func(df)
 
     def transform_array(self, part):

@@ -46,7 +46,7 @@ def test_public_names_still_resolve_lazily():
     # the worker side of Preprocessor, TabularPreprocessor and train_test_split
     ("pipeline.column_stats", ("sklearn",)),
     ("pipeline.preprocess_plan", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
-    ("pipeline.splitting", ("sklearn",)),
+    ("pipeline.splitting", ("sklearn", "dask.dataframe", "dask.array")),
     ("pipeline.tabular_partition", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
     ("pipeline.tabular_blocks", ("sklearn", "scipy", "dask.dataframe", "dask.array")),
     ("pipeline.image_prep", ("sklearn",)),
@@ -88,3 +88,67 @@ def test_preprocessing_tasks_do_not_bring_scikit_learn_to_the_workers(tmp_path):
         loaded = client.run(lambda: [m for m in ("sklearn", "pipeline.preprocessing")
                                      if m in sys.modules])
     assert list(loaded.values()) == [[]]
+
+
+WORKER_HEAVY = ("dask.dataframe", "dask.array", "sparse", "numba", "sklearn", "scipy")
+
+
+@pytest.mark.slow
+def test_read_preprocess_and_a_disk_fit_bring_no_dask_dataframe_to_the_workers(tmp_path):
+    """On numeric Parquet data, ``pl.read`` + ``train_test_split`` + ``Preprocessor.fit`` +
+    ``transform_xy`` + a ``block_store="disk"`` fit run tasks that unpickle without
+    dask.dataframe (whose import brings dask.array, sparse and numba: ~96 MiB of a worker's
+    RSS): no string-conversion step in the read tasks, no ``apply_and_enforce`` wrapper
+    around the transform and split tasks. The oracle is the worker's ``sys.modules``."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    import pipeline as pl
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((3000, 4)), columns=list("abcd"))
+    frame["y"] = (frame["a"] + rng.standard_normal(3000) > 0).astype(np.int64)
+    frame.loc[::11, "b"] = np.nan
+    frame.to_parquet(tmp_path / "part-0.parquet", row_group_size=500)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        df = pl.read(str(tmp_path), blocksize="8KiB")
+        assert df.npartitions > 1
+        train, _ = pl.train_test_split(df, test_size=0.25, random_state=0)
+        prep = pl.Preprocessor(label="y").fit(train)
+        X, y = prep.transform_xy(train)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = pl.MLPClassifier((4,), max_iter=1, block_store="disk", random_state=0)
+            model.fit(X, y, client=client)
+        loaded = client.run(lambda: [m for m in WORKER_HEAVY if m in sys.modules])
+    assert list(loaded.values()) == [[]]
+    assert model.n_iter_ == 1
+
+
+def test_read_still_converts_string_columns_as_dask_does(tmp_path):
+    """Leaving out dask's string conversion for numeric data changes no frame: a string column
+    still becomes ``string[pyarrow]`` (dask's ``to_pyarrow_string``, the oracle), in the meta
+    and in the computed partitions, and numeric data reads as pandas reads it."""
+    import dask
+    import numpy as np
+    import pandas as pd
+    from dask.dataframe._pyarrow import to_pyarrow_string
+
+    import pipeline as pl
+
+    frame = pd.DataFrame({"x": np.arange(6.0), "s": list("abcabc")})
+    frame.to_parquet(tmp_path / "p.parquet")
+    df = pl.read(str(tmp_path))
+    want = to_pyarrow_string(pd.read_parquet(tmp_path / "p.parquet"))
+    with dask.config.set(scheduler="sync"):
+        got = df.compute()
+    assert dict(df.dtypes) == dict(want.dtypes) and dict(got.dtypes) == dict(want.dtypes)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+    numeric = pl.read(str(tmp_path), columns=["x"])
+    with dask.config.set(scheduler="sync"):
+        pd.testing.assert_frame_equal(numeric.compute().reset_index(drop=True),
+                                      pd.read_parquet(tmp_path / "p.parquet", columns=["x"]))

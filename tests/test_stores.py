@@ -260,6 +260,36 @@ def test_stores_dir_is_per_worker_local_directory(client):
     release(client, [blocks.store_id])
 
 
+def test_disk_blocks_are_built_where_local_sgd_colocates_them(client):
+    """Each disk block is built on the worker its local-SGD replica (``replicas="auto"``: one
+    per worker, ``replica_groups``) is colocated on, so colocation moves none (a moved disk
+    block is rebuilt from its source); the build pins are loosened afterwards."""
+    from pipeline.blocks import to_blocks
+    from pipeline.placement import colocate
+    from pipeline.store_blocks import release
+    from pipeline.train.strategies import replica_groups
+
+    X, y, _ = _data(n=36_000)
+    chunks = (1000, 7000, 3000, 5000, 8000, 2000, 6000, 4000)
+    blocks = to_blocks(client, da.from_array(X, chunks=(chunks, -1)),
+                       da.from_array(y, chunks=(chunks,)), classification=True,
+                       block_store="disk")
+    try:
+        units = replica_groups(blocks.rows, 2)
+        who = client.who_has(blocks.futures)
+        holders = [[next(iter(who[blocks.futures[i].key])) for i in u] for u in units]
+        assert all(len(set(h)) == 1 for h in holders)  # a replica's blocks share a worker
+        assert holders[0][0] != holders[1][0]  # the replicas are spread
+        moved = colocate(client, blocks, units)
+        assert [f.key for f in moved.futures] == [f.key for f in blocks.futures]  # none moved
+        loose = client.run_on_scheduler(lambda dask_scheduler, keys: [
+            dask_scheduler.tasks[k].loose_restrictions for k in keys],
+            keys=[f.key for f in blocks.futures])
+        assert all(loose)
+    finally:
+        release(client, [blocks.store_id])
+
+
 def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypatch):
     """Two blocks read in turn with a buffer budget of almost nothing: each read evicts the
     other block's buffers (and its prefetch); rows still equal the memory store's."""
@@ -290,8 +320,39 @@ def test_disk_rows_stay_right_when_chunk_buffers_are_evicted(tmp_path, monkeypat
     stores.release_local(["evict"])
 
 
+@pytest.mark.parametrize(("limit_mib", "d", "k", "dtype"), [(768, 20, 1, "float32"),
+                                                        (400, 7, 3, "float64"),
+                                                        (1, 50, 1, "float64")])
+def test_blocks_per_worker_is_what_the_readers_keep(monkeypatch, limit_mib, d, k, dtype):
+    """``blocks_per_worker`` is the number of disk blocks whose readers a worker keeps: that
+    many readers (blocks of one chunk and more) stay, one more evicts the least recently used
+    (the oracle: the readers' own eviction); at least 1 however small the limit."""
+    from collections import OrderedDict
+
+    import pipeline.stores as stores
+    from pipeline.stores import blocks_per_worker
+
+    monkeypatch.setattr(store_worker, "READERS", OrderedDict())
+    monkeypatch.setattr(store_worker, "memory_limit", lambda: limit_mib * 2**20)
+    fit = blocks_per_worker(limit_mib * 2**20, d, k, dtype)
+    assert fit >= 1
+    C = order.EPOCH_CHUNK_ROWS
+    rng = np.random.default_rng(0)
+    handles = [DiskBlock("bpw", i, int(rng.integers(C, 3 * C)), d, k, dtype,
+                         Recipe([], None, dtype), checksums=(), path="") for i in range(fit + 1)]
+    try:
+        for h in handles[:fit]:
+            h._reader()
+        assert list(store_worker.READERS) == [("bpw", i) for i in range(fit)]
+        handles[fit]._reader()  # one more: the least recently used goes
+        assert list(store_worker.READERS) == [("bpw", i) for i in range(1, fit + 1)]
+    finally:
+        stores.release_local(["bpw"])
+
+
 class _CountingRecipe(Recipe):
-    """A recipe that counts its builds (the stream store rebuilds once per epoch)."""
+    """A recipe that counts its builds (the stream store rebuilds once per epoch, a disk
+    block's file is rebuilt when missing)."""
 
     def __init__(self, X, y):
         super().__init__([(da.from_array(X, chunks=-1), da.from_array(y, chunks=-1))], None,
@@ -301,6 +362,10 @@ class _CountingRecipe(Recipe):
     def build(self):
         self.builds += 1
         return super().build()
+
+    def parts(self):  # a disk file's rebuild: the block a partition at a time
+        self.builds += 1
+        yield from super().parts()
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
