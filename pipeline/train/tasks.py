@@ -155,8 +155,13 @@ class Rate(NamedTuple):
 
 
 def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epoch: int,
-                   step: int, steps: int, seed: int, shuffle: bool) -> Partial:
-    """Loss and gradient sums of block ``index`` over its share of global step ``step``."""
+                   step: int, steps: int, seed: int, shuffle: bool, *,
+                   worker: str | None = None, copy: bool = True) -> Partial:
+    """Loss and gradient sums of block ``index`` over its share of global step ``step``.
+
+    ``worker``: this worker's address for the timings (asked per call when ``None``).
+    ``copy=False``: the gradient may be the block's workspace buffer, overwritten by the
+    block's next step on this worker; only for a caller that copies or sums it first."""
     start = time.perf_counter()
     X = _like(block)
     n = X.shape[0]
@@ -165,10 +170,12 @@ def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epo
     Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
     loss, grad = model.loss_and_grad(params, Xb, Yb,
                                      ctx=_step_context(ws, seed, index, epoch, step))
-    grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
+    if copy:
+        grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
     seconds = time.perf_counter() - start
     flag = _finite_or_nan(loss, grad)
-    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), flag, hi - lo),))
+    where = _worker_address() if worker is None else worker
+    return Partial(loss, grad, hi - lo, ((index, seconds, where, flag, hi - lo),))
 
 
 def partition_grads(blocks: list[Block], indices: list[int], params: Any, model: Any,
@@ -177,7 +184,9 @@ def partition_grads(blocks: list[Block], indices: list[int], params: Any, model:
     """:func:`partition_grad` for each block a worker holds, kept apart for the fold.
 
     """
-    return [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle))
+    where = _worker_address()
+    return [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle,
+                               worker=where))
             for b, i in zip(blocks, indices, strict=True)]
 
 
