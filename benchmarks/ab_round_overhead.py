@@ -56,11 +56,13 @@ def main() -> None:
     p.add_argument("--other", default="pipeline_base", help="the other version's package name")
     p.add_argument("--sync", default="gradient",
                    help="sync mode of the fits (\"average\": the estimator's default, local SGD)")
+    p.add_argument("--ks", default="8:60,64:20",
+                   help="blocks:rounds per fit, comma-separated (default 8:60,64:20)")
     args = p.parse_args()
     warnings.simplefilter("ignore")  # one-epoch fits: ConvergenceWarning
     versions = {"this": importlib.import_module("pipeline.estimators"),
                 "other": importlib.import_module(f"{args.other}.estimators")}
-    Ks = {8: 60, 64: 20}
+    Ks = {int(k): int(r) for k, r in (kr.split(":") for kr in args.ks.split(","))}
     out: dict[str, dict[int, list[float]]] = {v: {K: [] for K in Ks} for v in versions}
     cpu: dict[str, dict[int, list[tuple[float, float]]]] = {v: {K: [] for K in Ks} for v in versions}
     with local_cluster(2) as client:
