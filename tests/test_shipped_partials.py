@@ -103,3 +103,26 @@ def test_fit_is_the_same_with_blocks_in_runs_or_interleaved(client, rng):
     b = train(client, interleaved, model=SPEC, config=cfg)
     assert np.array_equal(a.params, b.params)
     assert a.state.loss_curve == b.state.loss_curve
+
+
+def test_one_round_at_a_time_ships_folded_runs_and_folds_to_the_same_bits(rng):
+    """rounds_ahead=1: each worker's partition_grads folds its run's subtrees too; the root
+    folds the nodes to the written-out tree sum, as it folds per-block partials."""
+    from pipeline.train.tasks import fold_partials, partition_grads
+
+    blocks = _blocks(rng)
+    params = SPEC.init_params(0, dtype=np.float64)
+    runs = [list(range(40)), list(range(40, N_BLOCKS))]  # 40 = 5 subtrees of 8; 24 = 3
+    nodes = [partition_grads([blocks[i] for i in run], run, params, SPEC, 0, 0, 2, 0, False,
+                             N_BLOCKS, SPLIT) for run in runs]
+    assert [[(d, i) for d, i, _ in g] for g in nodes] == [[(1, k) for k in range(5)],
+                                                          [(1, k) for k in range(5, 8)]]
+    pairs = [partition_grads([blocks[i] for i in run], run, params, SPEC, 0, 0, 2, 0, False)
+             for run in runs]
+    leaves = _leaves(blocks, params)
+    expected = _sum_in_order([_sum_in_order(leaves[8 * k:8 * k + 8]) for k in range(8)])
+    folded = fold_partials(nodes, SPLIT, N_BLOCKS)
+    assert np.array_equal(folded.vector, expected)
+    assert np.array_equal(fold_partials(pairs, SPLIT).vector, expected)
+    assert folded.n == sum(_leaves(blocks, params, what="n"))
+    assert sorted(t[0] for t in folded.timings) == list(range(N_BLOCKS))  # every block's record
