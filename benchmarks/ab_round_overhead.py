@@ -33,11 +33,11 @@ CPU: list[tuple[float, float]] = []
 
 
 def fit_ms(module, client, K: int, rounds: int, seed: int, sync: str = "gradient",
-           data_seed: int = 0) -> float:
+           data_seed: int = 0, hidden: tuple[int, ...] = HIDDEN) -> float:
     # each version gets its own data (same shapes): with the same data both versions' blocks
     # get the same keys, and a fit can pick up blocks the other package built (its classes)
     X, y = dask_classification(K * rounds * ROWS_PER_BLOCK_STEP, K, seed=data_seed)
-    clf = module.MLPClassifier(HIDDEN, batch_size=K * ROWS_PER_BLOCK_STEP, max_iter=1,
+    clf = module.MLPClassifier(hidden, batch_size=K * ROWS_PER_BLOCK_STEP, max_iter=1,
                                sync=sync, random_state=seed, tol=0.0, shuffle=False,
                                min_block_rows=None)
     workers0 = client.run(time.process_time)
@@ -56,11 +56,16 @@ def main() -> None:
     p.add_argument("--other", default="pipeline_base", help="the other version's package name")
     p.add_argument("--sync", default="gradient",
                    help="sync mode of the fits (\"average\": the estimator's default, local SGD)")
+    p.add_argument("--ks", default="8:60,64:20",
+                   help="blocks:rounds per fit, comma-separated (default 8:60,64:20)")
+    p.add_argument("--hidden", default=",".join(map(str, HIDDEN)),
+                   help="hidden layer sizes, comma-separated (default: the overhead benchmark's)")
     args = p.parse_args()
+    hidden = tuple(int(h) for h in args.hidden.split(","))
     warnings.simplefilter("ignore")  # one-epoch fits: ConvergenceWarning
     versions = {"this": importlib.import_module("pipeline.estimators"),
                 "other": importlib.import_module(f"{args.other}.estimators")}
-    Ks = {8: 60, 64: 20}
+    Ks = {int(k): int(r) for k, r in (kr.split(":") for kr in args.ks.split(","))}
     out: dict[str, dict[int, list[float]]] = {v: {K: [] for K in Ks} for v in versions}
     cpu: dict[str, dict[int, list[tuple[float, float]]]] = {v: {K: [] for K in Ks} for v in versions}
     with local_cluster(2) as client:
@@ -70,7 +75,8 @@ def main() -> None:
             for K, R in Ks.items():
                 for name in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
                     out[name][K].append(fit_ms(versions[name], client, K, R, r, args.sync,
-                                               data_seed=list(versions).index(name)))
+                                               data_seed=list(versions).index(name),
+                                               hidden=hidden))
                     cpu[name][K].append(CPU[-1])
             print(f"rep {r}: " + ", ".join(f"{n} K={K} {out[n][K][-1]:.1f} ms"
                                             for n in out for K in Ks), file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Each partition of the preprocessed data becomes a :class:`Block` (``X`` of shape ``(n, d)`` and
 ``Y`` of shape ``(n, k)``, both in the training dtype, NumPy or CuPy) on the worker that computed
-it, spread across the workers by rows (:mod:`pipeline.placement`). The blocks are persisted as
+it, spread across the workers by rows, one run of consecutive blocks per worker
+(:mod:`pipeline.placement_plan`). The blocks are persisted as
 futures and reused every round: data never moves between workers
 or to the client during training; only parameters and gradients travel.
 """
@@ -347,7 +348,8 @@ def to_blocks(
         placed: set[str] = set()
     else:
         # Spread the blocks across workers by rows, whatever Dask did with the reads: in a
-        # round every worker waits for the one with the most rows. A group starts on the
+        # round every worker waits for the one with the most rows. One run of consecutive
+        # blocks per worker: it ships its run's partials folded (a few vectors per round). A group starts on the
         # worker holding most of its rows. Pinned while built, then free to be rebuilt
         # anywhere if its worker dies.
         holders, worker_sets = layout(client, raw)

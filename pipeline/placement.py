@@ -2,8 +2,10 @@
 
 Dask places a partition where its read ran, which can leave one worker with most of the rows:
 in a synchronous round every worker waits for the busiest one. :func:`plan_placement` chooses a
-worker per block so that rows per worker are as even as whole blocks allow, moving as few blocks
-as it can; :func:`rebalance` applies such a plan to a :class:`~pipeline.blocks.BlockSet` on a
+worker per block so that rows per worker are as even as whole blocks allow, each worker holding
+one run of consecutive blocks (so it ships a few folded subtrees of the reduction tree per round,
+not one partial per block), keeping blocks where they are when that is already so;
+:func:`rebalance` applies such a plan to a :class:`~pipeline.blocks.BlockSet` on a
 running cluster (call it at an epoch boundary, after a worker is lost or joins).
 
 Placement never changes the numbers: blocks keep their positions in the combine tree, and a
@@ -21,62 +23,13 @@ from typing import Any
 import numpy as np
 
 from .cluster import workers_info
+from .placement_plan import contiguous_runs, plan_placement
 
 __all__ = [
-    "block_workers", "cluster_look", "colocate", "layout", "move_block", "place", "plan_for_cluster", "plan_placement",
-    "rebalance",
-    "release_restrictions", "worker_groups",
+    "block_workers", "cluster_look", "colocate", "contiguous_runs", "layout", "move_block",
+    "place", "plan_for_cluster", "plan_placement", "rebalance", "release_restrictions",
+    "worker_groups",
 ]
-
-
-def plan_placement(rows: Sequence[int], current: Sequence[str | None],
-                   workers: Sequence[str]) -> list[str]:
-    """A worker per block, balancing rows per worker, keeping blocks in place where possible.
-
-    Parameters
-    ----------
-    rows : sequence of int
-        Rows of each block.
-    current : sequence of str or None
-        Worker holding each block now (``None`` or a worker not in ``workers``: not placed).
-    workers : sequence of str
-        Workers to place on.
-
-    Returns
-    -------
-    list of str
-        Target worker per block. Blocks not placed go to the least loaded worker, largest
-        first; then a block moves from the most to the least loaded worker while that narrows
-        their gap (each move lowers the sum of squared loads, so this ends). The spread left is
-        less than the largest block. Deterministic: ties break by worker order.
-
-    >>> plan_placement([10] * 4, ["a"] * 4, ["a", "b"])
-    ['b', 'b', 'a', 'a']
-    """
-    if not workers:
-        return [str(c) for c in current]
-    order = {w: k for k, w in enumerate(workers)}
-    load = dict.fromkeys(workers, 0)
-    target: list[str | None] = [c if c in order else None for c in current]
-    for i, w in enumerate(target):
-        if w is not None:
-            load[w] += rows[i]
-    for i in sorted((i for i, w in enumerate(target) if w is None), key=lambda i: -rows[i]):
-        w = min(workers, key=lambda w: (load[w], order[w]))
-        target[i] = w
-        load[w] += rows[i]
-    while True:
-        hi = max(workers, key=lambda w: (load[w], -order[w]))
-        lo = min(workers, key=lambda w: (load[w], order[w]))
-        gap = load[hi] - load[lo]
-        movable = [i for i, w in enumerate(target) if w == hi and 0 < rows[i] < gap]
-        if not movable:
-            break
-        i = min(movable, key=lambda i: (abs(gap - 2 * rows[i]), i))
-        target[i] = lo
-        load[hi] -= rows[i]
-        load[lo] += rows[i]
-    return [str(w) for w in target]
 
 
 def worker_groups(client: Any) -> list[list[str]]:

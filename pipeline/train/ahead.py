@@ -25,6 +25,7 @@ from .tasks import (
     Rate,
     StepState,
     _host_partial,
+    _worker_address,
     check_finite,
     combine_grads,
     gradient_step,
@@ -98,8 +99,12 @@ def step_and_partition_grads(prev: StepState | list[RoundOut], own: int, args: S
     :class:`RoundOut` of it; the epoch's starting :class:`StepState` in its first round), then
     the partials of ``blocks`` (positions ``indices``) at the new parameters, subtrees folded."""
     state = prev if isinstance(prev, StepState) else _step(prev, own, args, round_no - 1)
+    where = _worker_address()
+    # no copy of each gradient out of its block's workspace: the fold below sums them into new
+    # arrays and Packed.of stacks the nodes it ships (a copy either way)
     parts = [(i, partition_grad(b, state.params, args.model, i, epoch, step, steps, seed,
-                                shuffle)) for b, i in zip(blocks, indices, strict=True)]
+                                shuffle, worker=where, copy=False))
+             for b, i in zip(blocks, indices, strict=True)]
     return RoundOut(state, Packed.of(tree_fold_owned(parts, args.n_blocks, combine_grads,
                                                      split_every=args.split_every)))
 

@@ -239,7 +239,7 @@ class Rounds:
         return self.per_worker_graph(
             "partition_grads", token, self.block_keys,
             lambda futs, idx: (partition_grads, futs, idx, params, self.model, epoch, step,
-                               steps, seed, shuffle))
+                               steps, seed, shuffle, len(self.block_keys), self.split_every))
 
     def gradient(self, params: np.ndarray, epoch: int, step: int, steps: int, seed: int,
                  shuffle: bool) -> Partial:
@@ -248,7 +248,7 @@ class Rounds:
         dsk, leaves = self._grad_graph(_literal(params), token, epoch, step, steps, seed,
                                        shuffle)
         root = f"combine_grads-{token}"
-        dsk[root] = (fold_partials, leaves, self.split_every)
+        dsk[root] = (fold_partials, leaves, self.split_every, len(self.block_keys))
         (out,) = self.run(dsk, [root], "gradient")
         return out
 

@@ -28,7 +28,7 @@ from ..backend import device, namespace, to_host
 from ..blocks import Block
 from ..nn import Context, Workspace
 from ..nn.layers import make_context
-from ..reduce import tree_fold
+from ..reduce import tree_fold, tree_fold_nodes, tree_fold_owned
 from .order import epoch_order, step_rows
 
 __all__ = [
@@ -155,8 +155,13 @@ class Rate(NamedTuple):
 
 
 def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epoch: int,
-                   step: int, steps: int, seed: int, shuffle: bool) -> Partial:
-    """Loss and gradient sums of block ``index`` over its share of global step ``step``."""
+                   step: int, steps: int, seed: int, shuffle: bool, *,
+                   worker: str | None = None, copy: bool = True) -> Partial:
+    """Loss and gradient sums of block ``index`` over its share of global step ``step``.
+
+    ``worker``: this worker's address for the timings (asked per call when ``None``).
+    ``copy=False``: the gradient may be the block's workspace buffer, overwritten by the
+    block's next step on this worker; only for a caller that copies or sums it first."""
     start = time.perf_counter()
     X = _like(block)
     n = X.shape[0]
@@ -165,20 +170,32 @@ def partition_grad(block: Block, params: np.ndarray, model: Any, index: int, epo
     Xb, Yb = _rows(block, seed, index, epoch, shuffle, lo, hi, ws)
     loss, grad = model.loss_and_grad(params, Xb, Yb,
                                      ctx=_step_context(ws, seed, index, epoch, step))
-    grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
+    if copy:
+        grad = namespace(grad).asarray(grad, copy=True)  # leaves the task: not the workspace's
     seconds = time.perf_counter() - start
     flag = _finite_or_nan(loss, grad)
-    return Partial(loss, grad, hi - lo, ((index, seconds, _worker_address(), flag, hi - lo),))
+    where = _worker_address() if worker is None else worker
+    return Partial(loss, grad, hi - lo, ((index, seconds, where, flag, hi - lo),))
 
 
 def partition_grads(blocks: list[Block], indices: list[int], params: Any, model: Any,
-                    epoch: int, step: int, steps: int, seed: int,
-                    shuffle: bool) -> list[tuple[int, Partial]]:
-    """:func:`partition_grad` for each block a worker holds, kept apart for the fold.
+                    epoch: int, step: int, steps: int, seed: int, shuffle: bool,
+                    n_blocks: int | None = None, split_every: int = 8) -> list[Any]:
+    """:func:`partition_grad` for each block a worker holds, kept apart for the fold:
+    ``(position, partial)`` pairs.
 
+    With ``n_blocks``: the subtrees of the fold tree (``n_blocks`` leaves, ``split_every``) whose
+    blocks are all here come back folded, as ``(level, index, partial)`` nodes
+    (:func:`pipeline.reduce.tree_fold_owned`; a run of consecutive blocks ships a few vectors,
+    not one per block); :func:`fold_partials` with ``n_blocks`` finishes the fold, same bits.
     """
-    return [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle))
-            for b, i in zip(blocks, indices, strict=True)]
+    where = _worker_address()
+    parts = [(i, partition_grad(b, params, model, i, epoch, step, steps, seed, shuffle,
+                                worker=where))
+             for b, i in zip(blocks, indices, strict=True)]
+    if n_blocks is None:
+        return parts
+    return tree_fold_owned(parts, n_blocks, combine_grads, split_every=split_every)
 
 
 def _same_namespace(vectors: Sequence[Any]) -> bool:
@@ -213,8 +230,15 @@ def _host_partial(p: Partial) -> Partial:
     return p._replace(vector=to_host(p.vector))
 
 
-def fold_partials(groups: list[list[tuple[int, Partial]]], split_every: int) -> Partial:
-    """All blocks' partials summed by the fixed tree of block positions; host result."""
+def fold_partials(groups: list[list[Any]], split_every: int,
+                  n_blocks: int | None = None) -> Partial:
+    """All blocks' partials summed by the fixed tree of block positions; host result.
+
+    ``groups``: each worker's :func:`partition_grads` result; with ``n_blocks``, its folded
+    nodes (:func:`partition_grads` given the same ``n_blocks`` and ``split_every``)."""
+    if n_blocks is not None:
+        return _host_partial(tree_fold_nodes([n for g in groups for n in g], n_blocks,
+                                             combine_grads, split_every=split_every))
     return _host_partial(tree_fold(_in_block_order(groups), combine_grads,
                                    split_every=split_every))
 
