@@ -22,9 +22,8 @@ def run(quick: bool) -> dict[str, Any]:
     return section("Block stores: data larger than the workers' memory",
                    "python benchmarks/bench_larger_than_memory.py" + (" --quick" if quick else ""),
                    tables=tables, targets=targets, raw=raw,
-                   notes=["peak RSS includes what a worker holds with the package imported "
-                          "(about 220-310 MiB depending on the installed packages: see the "
-                          "README's larger-than-memory section)",
+                   notes=["peak RSS includes what a worker holds with its imports (the README's "
+                          "larger-than-memory section measures it, step by step)",
                           "a memory target: other processes' CPU load slows the fit, it does "
                           "not change RSS, spill, pauses or restarts"])
 
