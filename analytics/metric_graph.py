@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 import dask
-import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection
 
@@ -118,6 +117,7 @@ def partition_pieces(*columns) -> list[tuple]:
     ref = next((c for c in columns if is_dask_collection(c)), None)
     if ref is None:
         return [tuple(_in_memory(c) for c in columns)]
+    import dask.array as da  # here: on workers dask.array brings sparse and numba
     if isinstance(ref, da.Array):
         n_parts = ref.numblocks[0]
         rows = ref.chunks[0] if not any(math.isnan(c) for c in ref.chunks[0]) else None
@@ -150,6 +150,7 @@ def partition_pieces(*columns) -> list[tuple]:
 
 
 def _collection_pieces(c, n_parts: int, rows) -> list:
+    import dask.array as da  # here: on workers dask.array brings sparse and numba
     if isinstance(c, da.Array):
         if c.ndim > 2:
             raise ValueError(f"expected a 1-D or 2-D array, got shape {c.shape}")

@@ -55,7 +55,6 @@ import warnings
 
 import dask
 import numpy as np
-import sklearn.metrics as skm
 
 from pipeline.backend import to_host
 from pipeline.reduce import tree_reduce
@@ -124,6 +123,7 @@ def accuracy_score(y_true, y_pred, *, normalize=True, sample_weight=None, split_
     See ``sklearn.metrics.accuracy_score``; returns a Python float.
     """
     s = pair_summary(y_true, y_pred, sample_weight, split_every)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.accuracy_score(s.first, s.second, normalize=normalize, sample_weight=s.weight)
 
 
@@ -136,6 +136,7 @@ def confusion_matrix(
     See ``sklearn.metrics.confusion_matrix``; int64 without ``sample_weight`` or ``normalize``.
     """
     s = pair_summary(y_true, y_pred, sample_weight, split_every)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.confusion_matrix(
         s.first, s.second, labels=labels, sample_weight=s.weight, normalize=normalize
     )
@@ -161,6 +162,7 @@ def precision_recall_fscore_support(
     ``0.0``, ``1.0`` or ``np.nan``. See ``sklearn.metrics.precision_recall_fscore_support``.
     """
     s = pair_summary(y_true, y_pred, sample_weight, split_every)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     p, r, f, support = skm.precision_recall_fscore_support(
         s.first,
         s.second,
@@ -279,6 +281,7 @@ def classification_summary(
     ``labels`` leaves some classes out).
     """
     s = pair_summary(y_true, y_pred, sample_weight, split_every)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.classification_report(
         s.first,
         s.second,

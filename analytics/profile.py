@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
@@ -110,6 +109,7 @@ def profile(
     Profile
     """
     if isinstance(df, pd.DataFrame):
+        import dask.dataframe as dd  # here: workers unpickling the partials import this package
         df = dd.from_pandas(df, npartitions=1)
     if bins < 1 or top_k < 0 or max_exact_distinct < 1 or sketch_size < 2:
         raise ValueError("bins, max_exact_distinct >= 1, top_k >= 0, sketch_size >= 2 expected")

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import numpy as np
-import sklearn.metrics as skm
 
 from .metric_graph import MULTICLASS_AUC, score_summary
 
@@ -42,6 +41,7 @@ def roc_curve(
     first, score, weight = score_summary(
         y_true, y_score, sample_weight, max_bins, score_range, split_every
     )
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.roc_curve(
         first,
         score,
@@ -72,6 +72,7 @@ def precision_recall_curve(
     first, score, weight = score_summary(
         y_true, y_score, sample_weight, max_bins, score_range, split_every
     )
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.precision_recall_curve(
         first,
         score,
@@ -112,6 +113,7 @@ def roc_auc_score(
     )
     if np.unique(first).shape[0] > 2:
         raise NotImplementedError(MULTICLASS_AUC)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.roc_auc_score(
         first, score, average=average, sample_weight=weight, max_fpr=max_fpr, labels=labels
     )
@@ -128,6 +130,7 @@ def average_precision_score(
             "classes compute average_precision_score(y_true == c, y_score[:, j]) per class."
         )
     first, score, weight = score_summary(y_true, y_score, sample_weight, None, None, split_every)
+    import sklearn.metrics as skm  # here, not at the top: workers import this package
     return skm.average_precision_score(
         first, score, average=average, pos_label=pos_label, sample_weight=weight
     )

@@ -10,7 +10,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
 
 from .metric_graph import regression_summary
 from .metric_partials import RegressionPartial
@@ -66,6 +65,7 @@ def r2_score(
         y_true, y_pred, sample_weight, split_every, multioutput, (*_ERRORS, "variance_weighted")
     )
     if s.n_rows < 2:
+        from sklearn.exceptions import UndefinedMetricWarning  # workers never need it
         warnings.warn(
             "R^2 score is not well-defined with less than two samples.",
             UndefinedMetricWarning,

@@ -26,19 +26,9 @@ from typing import Any
 
 import dask
 import numpy as np
-from bokeh.embed import components
-from bokeh.resources import Resources
 from dask.base import is_dask_collection
 
 from analytics import class_report, metrics
-from analytics.report_figures import (
-    confusion_figure,
-    pr_figure,
-    residual_figure,
-    roc_figure,
-    scatter_figure,
-    training_figures,
-)
 from pipeline.backend import to_host
 
 __all__ = ["report"]
@@ -47,7 +37,13 @@ SAMPLE_ROWS = 5000  # regression scatter and residual histogram
 MAX_CURVE_CLASSES = 10  # one-vs-rest ROC/PR curves drawn for at most this many classes
 # BokehJS inlined (no CDN). The report uses plots only: the widgets, tables, WebGL and MathJax
 # bundles would add ~2.7 MB for nothing.
-_RESOURCES = Resources(mode="inline", components=["bokeh"])
+
+
+def _bokeh_js() -> str:
+    """BokehJS inlined in the page (bokeh is imported on first use: workers import this package)."""
+    from bokeh.resources import Resources
+
+    return Resources(mode="inline", components=["bokeh"]).render()
 
 
 def report(model: Any, X_test: Any, y_test: Any, path: str | os.PathLike[str], *,
@@ -93,6 +89,7 @@ def report(model: Any, X_test: Any, y_test: Any, path: str | os.PathLike[str], *
         cards, figures, tables = _classifier_section(model, X_test, y_test)
     else:
         cards, figures = _regressor_section(model, X_test, y_test)
+    from analytics.report_figures import training_figures
     training = training_figures(model)
     page = _page(model, cards, training, figures, config, tables)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +162,7 @@ def _classifier_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str
         cards += [("ROC AUC", f"{curves[0][3]:.4f}"), ("average precision", f"{curves[0][6]:.4f}")]
     else:
         cards.append(("macro ROC AUC (OvR)", f"{np.mean([c[3] for c in curves]):.4f}"))
+    from analytics.report_figures import confusion_figure, pr_figure, roc_figure
     return (cards, [confusion_figure(cm, classes), roc_figure(curves), pr_figure(curves)],
             tables)
 
@@ -226,6 +224,7 @@ def _regressor_section(model: Any, X: Any, y: Any) -> tuple[list[tuple[str, str]
         ("MAE", f"{float(metrics.mean_absolute_error(y, pred)):.4g}"),
         ("R²", f"{float(metrics.r2_score(y, pred)):.4f}"),
     ]
+    from analytics.report_figures import residual_figure, scatter_figure
     return cards, [scatter_figure(y_s, p_s), residual_figure(y_s - p_s)]
 
 
@@ -306,6 +305,8 @@ def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluat
     if summary.get("stopped_early"):
         sub.append("stopped early")
 
+    from bokeh.embed import components
+
     script, divs = components({f"fig{i}": f for i, f in enumerate(training + evaluation)})
     train_divs = "".join(divs[f"fig{i}"] for i in range(len(training)))
     eval_divs = "".join(divs[f"fig{len(training) + i}"] for i in range(len(evaluation)))
@@ -327,7 +328,7 @@ def _page(model: Any, cards: list[tuple[str, str]], training: list[Any], evaluat
 <meta charset="utf-8">
 <title>{html.escape(name)} report</title>
 <style>{_CSS}</style>
-{_RESOURCES.render()}
+{_bokeh_js()}
 </head>
 <body>
 <h1>{html.escape(name)}: training and test report</h1>

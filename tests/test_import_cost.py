@@ -58,6 +58,13 @@ def test_public_names_still_resolve_lazily():
                         "pandas", "pyarrow")),
     ("pipeline.blocks", ("sklearn", "scipy", "dask.dataframe", "pandas", "pyarrow")),
     ("pipeline.stores", ("sklearn", "scipy", "dask.dataframe", "bokeh", "torch", "onnx")),
+    # the partition functions of analytics.profile and analytics.metrics: a worker unpickling
+    # them runs analytics/__init__ too (its metrics, profile and report modules import
+    # scikit-learn, dask.dataframe, dask.array and bokeh only where they are used, on the client)
+    ("analytics.profile_partials", ("sklearn", "scipy", "dask.dataframe", "dask.array", "bokeh",
+                                    "numba")),
+    ("analytics.metric_partials", ("sklearn", "scipy", "dask.dataframe", "dask.array", "bokeh",
+                                   "numba")),
 ])
 def test_worker_modules_do_not_import(module, banned):
     loaded = _loaded_after(f"import {module}")

@@ -2,13 +2,15 @@
 data (issue 12, item 5), on Parquet data of 1.49 GB (12 files of 500,000 rows x 31 float64
 columns, row groups of 25,000 rows):
 
-- ``pl.read`` + ``train_test_split`` + ``Preprocessor.fit`` + ``transform_xy`` on 2 workers at
-  400 MiB (data 1.9x their combined limit): the preprocessor's means equal NumPy's over the
-  generated rows (the oracle), no worker restarted, peak RSS under the pause threshold.
+- ``pl.read`` + ``train_test_split`` + ``Preprocessor.fit`` + ``transform_xy`` +
+  ``analytics.profile`` on 2 workers at 400 MiB (data 1.9x their combined limit): the
+  preprocessor's and the profile's means equal NumPy's over the generated rows (the oracle), no
+  worker restarted, peak RSS under the pause threshold.
 - ``pl.read`` + ``Preprocessor.fit`` + a ``block_store="disk"`` fit on 2 workers at 768 MiB
   (the issue's CI size; data 0.97x the combined limit) and at 400 MiB (1.9x), blocks sized so
   each worker keeps every block's chunk buffers (``pipeline.stores.blocks_per_worker``): one
-  epoch, no worker restarted, peak RSS under the pause threshold.
+  epoch, then ``predict`` over every row and ``analytics.metrics.accuracy_score`` (equal to
+  NumPy's on the gathered arrays); no worker restarted, peak RSS under the pause threshold.
 
 Measured 2026-11-28 on a loaded 2-core VM (load 7-17): peak RSS per worker 233/234 MiB (read +
 split + fit + transform at 400 MiB), 293/286 MiB (disk fit at 768 MiB), 240/244 MiB (disk fit
@@ -122,8 +124,16 @@ def test_read_and_preprocess_at_400_mib(parquet_data):
         # dask.dataframe to the workers: its chunk functions are its own)
         parts = client.compute([dask.delayed(_column_sums)(p) for p in X.to_delayed()])
         sums = np.sum(client.gather(parts), axis=0)
+        # profiling: one more streaming pass over the raw files (analytics.profile)
+        import analytics
+        import pipeline as pl
+
+        prof = analytics.profile(pl.read(str(parquet_data[0]), blocksize="8MiB"))
         peak = peaks.done()
-        print(f"\n400 MiB workers, read + split + fit + transform: peak RSS {peak} MiB")
+        print(f"\n400 MiB workers, read + split + fit + transform + profile: peak RSS {peak} MiB")
+        np.testing.assert_allclose([prof.columns[f"f{j}"]["mean"] for j in range(COLS)],
+                                   parquet_data[1], rtol=1e-9)
+        assert prof.columns["f0"]["count"] == N_FILES * ROWS
         assert client.run(os.getpid) == pids  # no worker was killed and restarted
         assert max(peak) < 0.8 * 400  # so no worker was paused (Dask pauses at 80%)
         assert np.all(np.isfinite(sums))
@@ -148,8 +158,18 @@ def test_disk_fit(parquet_data, limit_mib):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y, client=client)
+        # metrics: predictions over every row, then the distributed accuracy (analytics)
+        import analytics
+
+        pred = model.predict(X)
+        acc = analytics.metrics.accuracy_score(y, pred)
         peak = peaks.done()
-        print(f"\n{limit_mib} MiB workers, read + fit + disk fit: peak RSS {peak} MiB, "
+        # the oracle: the same accuracy from the gathered arrays, in plain NumPy
+        y_np, pred_np = client.compute([y, pred], sync=True)
+        np.testing.assert_allclose(float(acc), np.mean(np.asarray(y_np) == np.asarray(pred_np)),
+                                   rtol=1e-12)
+        print(f"\n{limit_mib} MiB workers, read + fit + disk fit + predict + accuracy: peak RSS "
+              f"{peak} MiB, "
               f"{model.history_[-1].get('samples_per_s', 0):,.0f} samples/s")
         assert client.run(os.getpid) == pids  # no worker was killed and restarted
         assert max(peak) < 0.8 * limit_mib  # so no worker was paused (Dask pauses at 80%)
