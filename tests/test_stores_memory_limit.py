@@ -12,9 +12,9 @@ columns, row groups of 25,000 rows):
   epoch, then ``predict`` over every row and ``analytics.metrics.accuracy_score`` (equal to
   NumPy's on the gathered arrays); no worker restarted, peak RSS under the pause threshold.
 
-Measured 2026-11-28 on a loaded 2-core VM (load 7-17): peak RSS per worker 233/234 MiB (read +
-split + fit + transform at 400 MiB), 293/286 MiB (disk fit at 768 MiB), 240/244 MiB (disk fit
-at 400 MiB).
+Measured 2026-11-28 (20:40-20:50 UTC, quiet 2-core VM): peak RSS per worker 253/255 MiB (read
++ split + fit + transform + profile at 400 MiB), 304/306 MiB (disk fit + predict + accuracy at
+768 MiB), 306/302 MiB (the same at 400 MiB, pause threshold 320 MiB).
 
 Opt-in (``PIPELINE_MEMORY_LIMIT_TEST=1``): minutes of data writing and fitting. A worker's
 baseline at 400 MiB no longer holds dask.dataframe/dask.array/sparse/numba (~96 MiB: see
@@ -86,6 +86,17 @@ class _Peaks:
 
 def _column_sums(frame):
     return frame.to_numpy().sum(axis=0)
+
+
+def _gathered(client, arr):
+    """A dask collection's chunks computed a few at a time and joined on the client (computing it
+    whole joins it on one worker first, which a 400 MiB worker cannot hold)."""
+    parts = arr.to_delayed()  # an object array of chunks (dask.array) or a list (frames)
+    parts = list(parts.ravel()) if hasattr(parts, "ravel") else list(parts)
+    out = []
+    for k in range(0, len(parts), 8):
+        out += client.gather(client.compute(parts[k:k + 8]))
+    return np.concatenate([np.asarray(o) for o in out])
 
 
 def _cluster(limit):
@@ -165,7 +176,7 @@ def test_disk_fit(parquet_data, limit_mib):
         acc = analytics.metrics.accuracy_score(y, pred)
         peak = peaks.done()
         # the oracle: the same accuracy from the gathered arrays, in plain NumPy
-        y_np, pred_np = client.compute([y, pred], sync=True)
+        y_np, pred_np = _gathered(client, y), _gathered(client, pred)
         np.testing.assert_allclose(float(acc), np.mean(np.asarray(y_np) == np.asarray(pred_np)),
                                    rtol=1e-12)
         print(f"\n{limit_mib} MiB workers, read + fit + disk fit + predict + accuracy: peak RSS "
