@@ -294,7 +294,8 @@ def run(quick: bool) -> dict[str, Any]:
     targets += g3
     return section("Block stores: memory, disk, stream", "python benchmarks/bench_stores.py"
                    + (" --quick" if quick else ""), tables=tables, targets=targets, raw=raw,
-                   notes=["peak RSS includes the ~220 MiB of a worker with the package imported"])
+                   notes=["peak RSS includes what a worker holds with its imports (the README's "
+                          "larger-than-memory section measures it, step by step)"])
 
 
 if __name__ == "__main__":
