@@ -168,5 +168,7 @@ def test_workspace_kernel_does_not_fault_in_a_dask_worker_environment():
     plain = run_kernel(1024, False, 40)
     buffered = run_kernel(1024, True, 200)
     assert plain["faults_per_step"] > 50
-    # ~0: an occasional interpreter arena may fault a few dozen pages once.
-    assert buffered["faults_per_step"] < 1.0
+    # ~0 (the plain kernel: ~780 a step). Not exactly 0: small arrays (the optimizer's, ~22 kB)
+    # live on the heap, and whether the heap's top crosses glibc's trim threshold after a step
+    # depends on its layout, which the hash seed moves (PYTHONHASHSEED=6640: 3 pages a step).
+    assert buffered["faults_per_step"] < 0.01 * plain["faults_per_step"]
