@@ -48,6 +48,20 @@ def global_norm_clip(updates: Array, max_norm: float, workspace: Any) -> Array |
     return elementwise("multiply", out, max_norm, out=out)
 
 
+def moments_into(g: Array, mu0: Array, nu0: Array, beta_1: float, beta_2: float, mu: Array,
+                 nu: Array, scratch: Array) -> None:
+    """Adam's moments into ``mu`` and ``nu`` (``scratch``: a third buffer), ufunc by ufunc as
+    ``beta_1 * mu0 + (1 - beta_1) * g`` and ``beta_2 * nu0 + (1 - beta_2) * (g * g)``
+    evaluate. ``mu0``/``nu0`` may be ``mu``/``nu`` themselves (element by element)."""
+    elementwise("multiply", beta_1, mu0, out=mu)
+    elementwise("multiply", 1 - beta_1, g, out=scratch)
+    elementwise("add", mu, scratch, out=mu)
+    elementwise("multiply", beta_2, nu0, out=nu)
+    elementwise("multiply", g, g, out=scratch)
+    elementwise("multiply", 1 - beta_2, scratch, out=scratch)
+    elementwise("add", nu, scratch, out=nu)
+
+
 def adam_direction(updates: Array, mu0: Array, nu0: Array, t: int, beta_1: float,
                    beta_2: float, epsilon: float,
                    workspace: Any) -> tuple[Array, Array, Array] | None:
@@ -60,15 +74,7 @@ def adam_direction(updates: Array, mu0: Array, nu0: Array, t: int, beta_1: float
     mu, nu, d, s = bufs
     if updates is mu or updates is nu or updates is d or updates is s:
         return None
-    # mu = beta_1 * mu0 + (1 - beta_1) * updates
-    elementwise("multiply", beta_1, mu0, out=mu)
-    elementwise("multiply", 1 - beta_1, updates, out=s)
-    elementwise("add", mu, s, out=mu)
-    # nu = beta_2 * nu0 + (1 - beta_2) * (updates * updates)
-    elementwise("multiply", beta_2, nu0, out=nu)
-    elementwise("multiply", updates, updates, out=s)
-    elementwise("multiply", 1 - beta_2, s, out=s)
-    elementwise("add", nu, s, out=nu)
+    moments_into(updates, mu0, nu0, beta_1, beta_2, mu, nu, s)
     # (mu / correction_1) / (sqrt(nu) / correction_2 + epsilon)
     correction_1 = 1 - beta_1**t
     correction_2 = math.sqrt(1 - beta_2**t)

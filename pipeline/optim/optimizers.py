@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backend import namespace
 from .base import Array, EmptyState, GradientTransformation, Schedule, chain
+from .into import moments_into
 from .learning_rate import Rate, ScaleByLearningRateState, scale_by_learning_rate
 from .transforms import (
     ScaleByAdamState,
@@ -130,13 +131,8 @@ def _adam_numpy(g: np.ndarray, mu0: np.ndarray, nu0: np.ndarray, beta_1: float, 
     """scikit-learn's Adam step (see :func:`adam`): the ufuncs that the expressions call, in
     the same order with the same operands (Python floats stay weak scalars), written into 4
     fresh arrays instead of 10 temporaries. ``mu0``/``nu0`` are not modified."""
-    mu = np.multiply(beta_1, mu0, out=np.empty_like(g))
-    s = np.multiply(1 - beta_1, g, out=np.empty_like(g))
-    np.add(mu, s, out=mu)
-    nu = np.multiply(beta_2, nu0, out=np.empty_like(g))
-    np.multiply(g, g, out=s)
-    np.multiply(1 - beta_2, s, out=s)
-    np.add(nu, s, out=nu)
+    mu, nu, s = np.empty_like(g), np.empty_like(g), np.empty_like(g)
+    moments_into(g, mu0, nu0, beta_1, beta_2, mu, nu, s)
     np.multiply(-lr_t, mu, out=s)
     u = np.sqrt(nu, out=np.empty_like(g))
     np.add(u, epsilon, out=u)
