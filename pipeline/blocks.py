@@ -382,13 +382,19 @@ def to_blocks(
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
 
 
+def split_generator(seed: int, index: int) -> np.random.Generator:
+    """The generator of block ``index``'s validation mask (``random(n) < fraction``): drawn in
+    row order, so a block's mask is the same whether drawn whole or piece by piece."""
+    return np.random.default_rng([seed, index, 7])
+
+
 def _split_block(block: Block, fraction: float, seed: int, index: int, keep_valid: bool) -> Block:
     if not isinstance(block, Block):  # a disk or stream store's handle: split in that store
         from .store_blocks import split_stored
 
         return split_stored(block, fraction, seed, index, keep_valid)
     n = block.X.shape[0]
-    mask = np.random.default_rng([seed, index, 7]).random(n) < fraction
+    mask = split_generator(seed, index).random(n) < fraction
     rows = np.flatnonzero(mask if keep_valid else ~mask)
     xp = namespace(block.X)
     idx = xp.asarray(rows, device=device(block.X))
@@ -396,7 +402,7 @@ def _split_block(block: Block, fraction: float, seed: int, index: int, keep_vali
 
 
 def _split_rows(n: int, fraction: float, seed: int, index: int) -> tuple[int, int]:
-    valid = int(np.sum(np.random.default_rng([seed, index, 7]).random(n) < fraction))
+    valid = int(np.sum(split_generator(seed, index).random(n) < fraction))
     return n - valid, valid
 
 

@@ -19,7 +19,14 @@ import numpy as np
 
 from . import store_worker
 from .backend import take_rows, to_host
-from .blocks import Block, _concat_raw, _final_block, _raw_block, _split_block
+from .blocks import (
+    Block,
+    _concat_raw,
+    _final_block,
+    _raw_block,
+    _split_block,
+    split_generator,
+)
 from .train.order import chunk_bounds, chunk_permutation, chunk_sequence
 
 __all__ = ["Recipe", "StoredBlock"]
@@ -96,7 +103,7 @@ def split_parts(parts: Iterable[tuple[np.ndarray, np.ndarray]], fraction: float,
     """The rows :func:`pipeline.blocks._split_block` keeps of the block whose rows are
     ``parts`` (host pieces in row order), piece by piece: the same mask (drawn in row order
     from the same generator) and the same ``take``."""
-    rng = np.random.default_rng([seed, index, 7])
+    rng = split_generator(seed, index)
     for X, Y in parts:
         mask = rng.random(X.shape[0]) < fraction
         rows = np.flatnonzero(mask if keep_valid else ~mask)
