@@ -71,14 +71,21 @@ class Watchdog:
         self.interval = parse_timedelta(
             dask.config.get("pipeline.train.watchdog-interval", "1s"))
 
-    def _wait(self, futures: list[Any]) -> bool:
-        """True when every future is finished. ``distributed.wait`` then a separate fetch:
+    def _wait(self, futures: list[Any], first_error: bool = False) -> bool:
+        """True when every future is finished (``first_error``: or one failed).
+        ``distributed.wait`` then a separate fetch:
         polling ``Future.result(timeout=)`` races with multi-MB results arriving near the
         timeout (``UnboundLocalError`` inside distributed's ``sync``)."""
         from distributed import wait
 
         try:
-            wait(futures, timeout=self.interval)
+            if not first_error:
+                wait(futures, timeout=self.interval)
+                return True
+            pending = [f for f in futures if f.status == "pending"]
+            while pending and not any(f.status == "error" for f in futures):
+                wait(pending, timeout=self.interval, return_when="FIRST_COMPLETED")
+                pending = [f for f in pending if f.status == "pending"]
             return True
         except (TimeoutError, asyncio.TimeoutError):
             return False
@@ -100,11 +107,12 @@ class Watchdog:
                 raise
             raise RoundDisrupted(f"fetching the round's result failed: {exc!r}") from exc
 
-    def wait(self, futures: list[Any], what: str) -> None:
+    def wait(self, futures: list[Any], what: str, first_error: bool = False) -> None:
         """Return when every future of ``futures`` is finished, without fetching anything;
-        raise a task's own error as is."""
+        raise a task's own error as is (``first_error``: as soon as one task fails, when the
+        others may be waiting for it, as the ranks of a mesh do)."""
         alone_since = None
-        while not self._wait(futures):
+        while not self._wait(futures, first_error):
             # Slow path only: one scheduler round trip per interval of waiting.
             if workers_info(self.client):
                 alone_since = None

@@ -77,6 +77,7 @@ class Rounds:
         self._graphs = itertools.count()  # makes every graph's keys new (see _token)
         self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
         self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
+        self._holders: list[str] = []  # the worker holding each group of the placement
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
         self._lost: set[str] = set()  # workers already reported lost
         self.colocated = False  # units' blocks moved together (LocalSGD with replicas)
@@ -101,7 +102,13 @@ class Rounds:
             by_worker.setdefault(holders[0] if holders else "", []).append(i)
         groups = [by_worker[w] for w in sorted(by_worker)]
         self._placement = (key, groups)
+        self._holders = sorted(by_worker)
         return groups
+
+    def groups_and_workers(self, futures: list[Any]) -> tuple[list[list[int]], list[str]]:
+        """:meth:`groups` and the worker holding each group ("" for blocks held nowhere)."""
+        groups = self.groups(futures)
+        return groups, list(self._holders)
 
     def refresh_placement(self) -> None:
         self._placement = None
@@ -226,11 +233,11 @@ class Rounds:
         events.emit_retry(self.client, self.run_id, round=self.round, reason=reason,
                      action=action, attempt=attempt, recovery_seconds=extra)
 
-    def note_fallback(self, exc: BaseException) -> None:
-        """A pipelined epoch was disrupted: count it; the caller redoes the epoch."""
+    def note_fallback(self, exc: BaseException, action: str = "epoch redone round by round",
+                      ) -> None:
+        """An epoch run ahead was disrupted: count it; the caller redoes the epoch."""
         self._placement = None
-        self._retried(f"{type(exc).__name__}: {exc}", "epoch redone round by round",
-                      time.perf_counter())
+        self._retried(f"{type(exc).__name__}: {exc}", action, time.perf_counter())
 
     # ------------------------------------------------------------ the round kinds ---------------
 

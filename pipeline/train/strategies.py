@@ -31,6 +31,7 @@ from .. import optim
 from ..backend import to_host
 from .order import span
 from .recovery import DISRUPTIONS
+from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_epoch
 from .rounds import Rounds
 from .tasks import Partial, Rate, check_finite, gradient_step
 
@@ -90,9 +91,8 @@ class GradientSync:
         loss_sum, rows, times = 0.0, 0, []
         if self.rounds_ahead > 1 and steps > 1:
             try:
-                params, opt_state, parts = rounds.pipelined_epoch(
-                    params, opt_state, (self.optimizer, self.alpha, lr), epoch, steps, round_no,
-                    self.rounds_ahead, seed, shuffle)
+                params, opt_state, parts = self._ahead(rounds, params, opt_state, lr, epoch,
+                                                       steps, round_no, seed, shuffle)
             except DISRUPTIONS as exc:
                 rounds.note_fallback(exc)  # redo this epoch one round at a time (same bits)
             else:
@@ -115,6 +115,22 @@ class GradientSync:
             rows += part.n
             on_round(part, seconds, loss, step == steps - 1)
         return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times)
+
+
+    def _ahead(self, rounds: Rounds, params: np.ndarray, opt_state: Any, lr: Rate, epoch: int,
+               steps: int, round_no: int, seed: int, shuffle: bool) -> tuple[Any, Any, Any]:
+        """The epoch with the workers running ahead of the client: on a socket mesh (one task
+        per worker, :mod:`.mesh_epoch`) where the workers allow it, else pipelined rounds (one
+        task per worker per round); a broken mesh redoes the epoch pipelined. Same bits."""
+        step_args = (self.optimizer, self.alpha, lr)
+        if mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+            try:
+                return run_mesh_epoch(rounds, params, opt_state, step_args, epoch, steps,
+                                      round_no, seed, shuffle)
+            except (*DISRUPTIONS, MeshBroken) as exc:
+                rounds.note_fallback(exc, action="epoch redone in pipelined rounds")
+        return rounds.pipelined_epoch(params, opt_state, step_args, epoch, steps, round_no,
+                                      self.rounds_ahead, seed, shuffle)
 
 
 class Balancer:

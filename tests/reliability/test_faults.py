@@ -95,19 +95,25 @@ PIPELINED = {"solver": "sgd", "batch_size": 200, "max_iter": 2, "learning_rate_i
 
 
 @pytest.mark.timeout(180)
-def test_worker_dies_inside_a_pipelined_round(proc_client, data, tmp_path):
-    """A worker dies inside its step_and_partition_grads task (fold, its copy of the
-    optimizer step, its blocks' gradients) in the middle of an epoch: the fit ends with the
-    bits of the client-driven run (rounds_ahead=1), whether Dask rebuilt the lost work from
-    lineage or the epoch was redone one round at a time."""
+@pytest.mark.parametrize("mesh", [False, True], ids=["pipelined-rounds", "mesh-epoch"])
+def test_worker_dies_inside_a_pipelined_round(proc_client, data, tmp_path, mesh):
+    """A worker dies inside a round run ahead of the client (fold, its copy of the optimizer
+    step, its blocks' gradients) in the middle of an epoch: the fit ends with the bits of the
+    client-driven run (rounds_ahead=1), whether Dask rebuilt the lost work from lineage or the
+    epoch was redone. Pipelined rounds: inside a ``step_and_partition_grads`` task. Mesh: inside
+    the ``mesh_epoch`` task's 4th round; the survivor's connection to the dead rank ends, and
+    the epoch is redone in pipelined rounds."""
     oracle = fit_model(proc_client, *data, rounds_ahead=1, **PIPELINED)
     assert oracle.train_summary_["retries"] == 0
-    marker = arm_workers(proc_client, "pipeline.train.ahead", "step_and_partition_grads", 7,
+    module = "pipeline.train.mesh_epoch" if mesh else "pipeline.train.ahead"
+    marker = arm_workers(proc_client, module, "step_and_partition_grads", 7,
                          tmp_path / "victim")
-    model = fit_model(proc_client, *data, **PIPELINED)
+    with dask.config.set({"pipeline.train.mesh": mesh}):
+        model = fit_model(proc_client, *data, **PIPELINED)
     dead = victim(marker)
     assert dead is not None, "the fault was never injected"
     assert dead not in proc_client.scheduler_info()["workers"]
+    assert model.train_summary_["retries"] >= 1
     assert np.array_equal(model.params_, oracle.params_)
     assert model.loss_curve_ == oracle.loss_curve_
 
