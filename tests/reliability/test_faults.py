@@ -113,7 +113,8 @@ def test_worker_dies_inside_a_pipelined_round(proc_client, data, tmp_path, mesh)
     dead = victim(marker)
     assert dead is not None, "the fault was never injected"
     assert dead not in proc_client.scheduler_info()["workers"]
-    assert model.train_summary_["retries"] >= 1
+    if mesh:  # the broken mesh epoch is counted, then redone
+        assert model.train_summary_["retries"] >= 1
     assert np.array_equal(model.params_, oracle.params_)
     assert model.loss_curve_ == oracle.loss_curve_
 
