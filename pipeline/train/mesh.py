@@ -36,6 +36,7 @@ _HEADER = struct.Struct("!Q")  # the length of a frame's payload
 _HELLO = struct.Struct("!I")  # the connecting peer's rank, after the token
 _LISTENERS: dict[str, tuple[socket.socket, float]] = {}
 _LOCK = threading.Lock()
+_HELLO_WITHIN = 5.0  # seconds a connection has to say hello
 _UNCLAIMED_AFTER = 600.0  # seconds: a listener whose epoch never came (cancelled) is closed
 
 
@@ -55,11 +56,13 @@ def _host_of(address: str) -> str:
     return parse_host_port(loc)[0]
 
 
-def listen(key: str) -> tuple[str, int]:
-    """Open this worker's listening socket for the epoch ``key``; its ``(host, port)``."""
-    from distributed import get_worker
+def listen(key: str, host: str | None = None) -> tuple[str, int]:
+    """Open this worker's listening socket for the epoch ``key`` on ``host`` (default: the
+    worker's own host); its ``(host, port)``."""
+    if host is None:
+        from distributed import get_worker
 
-    host = _host_of(get_worker().address)
+        host = _host_of(get_worker().address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = socket.create_server((host, 0), family=family, backlog=64)
     now = time.monotonic()
@@ -122,7 +125,8 @@ class Mesh:
                 except TimeoutError as exc:
                     raise MeshBroken(f"rank {self.rank}: {self.size - 1 - len(self.peers)} "
                                      f"peer(s) did not connect within {self.timeout:g} s") from exc
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                # a peer says hello as soon as it connects: a silent stranger waits briefly
+                sock.settimeout(max(0.01, min(_HELLO_WITHIN, deadline - time.monotonic())))
                 try:
                     hello = _recv_exact(sock, len(token) + _HELLO.size)
                 except (OSError, MeshBroken):
@@ -175,6 +179,8 @@ class Mesh:
                             self._receive(j, sock, headers, bodies, filled, done)
                     except (BlockingIOError, InterruptedError):
                         continue
+                    except MeshBroken:
+                        raise
                     except OSError as exc:
                         raise MeshBroken(f"rank {self.rank}: the connection to rank {j} "
                                          f"failed: {exc!r}") from exc

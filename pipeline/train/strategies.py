@@ -29,9 +29,9 @@ import numpy as np
 
 from .. import optim
 from ..backend import to_host
+from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_epoch
 from .order import span
 from .recovery import DISRUPTIONS
-from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_epoch
 from .rounds import Rounds
 from .tasks import Partial, Rate, check_finite, gradient_step
 

@@ -1,0 +1,164 @@
+"""The socket mesh of exact-gradient epochs (``pipeline.train.mesh``, ``mesh_epoch``).
+
+The transport is checked in one process, ranks on threads, against what each rank sent (plain
+Python): every rank gets every rank's value in rank order, frames of any size keep their
+boundaries over many rounds, strangers are dropped unread, a peer that dies or never comes
+breaks the mesh instead of hanging it. On the session cluster, a fit whose epochs ran on the mesh
+has the bits of the same fit through Dask's pipelined rounds and of the client-driven rounds
+(``rounds_ahead=1``); the bit-identity matrix (``test_bit_identity.py``) and the distributed
+math tests check those against their recorded values and against NumPy and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+
+import dask
+import numpy as np
+import pytest
+
+from pipeline.train.mesh import Mesh, MeshBroken, listen
+from pipeline.train.mesh_epoch import mesh_usable
+
+TOKEN = b"0123456789abcdef"
+
+
+def _run_ranks(size, body, timeout=10.0, token=TOKEN):
+    """Start ``size`` ranks on threads: ``body(mesh)`` per rank; (results, errors) by rank."""
+    key = f"test-{uuid.uuid4().hex}"
+    addresses = [listen(key + str(j), host="127.0.0.1") for j in range(size - 1)] + [None]
+    results, errors = [None] * size, [None] * size
+
+    def rank(j):
+        try:
+            # one process holds every rank's listener here: each claims its own key
+            with Mesh(key + str(j), j, addresses, token, timeout) as mesh:
+                results[j] = body(mesh)
+        except BaseException as exc:
+            errors[j] = exc
+
+    threads = [threading.Thread(target=rank, args=(j,)) for j in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors, addresses
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_allgather_returns_every_ranks_value_in_rank_order(size):
+    rng = np.random.default_rng(size)
+    # sizes across rounds: empty, small, and larger than a socket buffer (partial sends)
+    lengths = [0, 1, 3, 1 << 20, 7, 5 << 20]
+    sent = [[rng.standard_normal(n + j).astype(np.float32) for n in lengths]
+            for j in range(size)]
+
+    def body(mesh):
+        return [mesh.allgather((mesh.rank, r, sent[mesh.rank][r])) for r in range(len(lengths))]
+
+    results, errors, _ = _run_ranks(size, body)
+    assert errors == [None] * size
+    for j in range(size):
+        for r in range(len(lengths)):
+            got = results[j][r]
+            assert [g[0] for g in got] == list(range(size))
+            assert [g[1] for g in got] == [r] * size
+            for i in range(size):
+                assert np.array_equal(got[i][2], sent[i][r])
+
+
+def test_a_stranger_is_dropped_unread_and_the_ranks_still_meet():
+    key = f"test-{uuid.uuid4().hex}"
+    address = listen(key, host="127.0.0.1")
+    stranger = socket.create_connection(address)
+    stranger.sendall(b"x" * len(TOKEN) + (1).to_bytes(4, "big"))  # wrong token, valid rank
+    out = {}
+
+    def rank1():
+        with Mesh(key, 1, [address, None], TOKEN, 10.0) as mesh:
+            out[1] = mesh.allgather("one")
+
+    t = threading.Thread(target=rank1)
+    t.start()
+    with Mesh(key, 0, [address, None], TOKEN, 10.0) as mesh:
+        out[0] = mesh.allgather("zero")
+    t.join(10)
+    assert out == {0: ["zero", "one"], 1: ["zero", "one"]}
+    stranger.settimeout(5)
+    assert stranger.recv(1) == b""  # closed by rank 0 without an answer
+    stranger.close()
+
+
+def test_a_peer_that_leaves_breaks_the_mesh_at_once():
+    def body(mesh):
+        mesh.allgather(mesh.rank)
+        if mesh.rank == 1:
+            return "left"  # closes its connections without a second round
+        return mesh.allgather(mesh.rank)
+
+    results, errors, _ = _run_ranks(3, body, timeout=30.0)
+    assert results[1] == "left"
+    assert isinstance(errors[0], MeshBroken) and isinstance(errors[2], MeshBroken)
+    # (closed, or reset when the leaver had unread bytes)
+    assert str(errors[0]).startswith(("rank 0: rank 1 closed", "rank 0: the connection to rank 1"))
+    # rank 2 learns it from rank 1 or from rank 0, which closed its own connections on failing
+    assert str(errors[2]).startswith("rank 2: ")
+
+
+def test_a_peer_that_never_comes_times_out():
+    key = f"test-{uuid.uuid4().hex}"
+    address = listen(key, host="127.0.0.1")
+    with pytest.raises(MeshBroken, match="did not connect within"):
+        Mesh(key, 0, [address, None], TOKEN, 0.3)
+
+
+def test_without_its_listener_a_rank_refuses_to_start():
+    with pytest.raises(MeshBroken, match="no listening socket"):
+        Mesh("never-opened", 0, [("127.0.0.1", 1), None], TOKEN, 1.0)
+
+
+def test_only_plain_tcp_workers_and_the_config_switch_allow_a_mesh():
+    assert mesh_usable(["tcp://10.0.0.1:4000", "tcp://10.0.0.2:4000"])
+    assert not mesh_usable(["tcp://10.0.0.1:4000", "tls://10.0.0.2:4000"])  # unencrypted
+    assert not mesh_usable(["inproc://10.0.0.1/1/2"])
+    assert not mesh_usable([])
+    with dask.config.set({"pipeline.train.mesh": False}):
+        assert not mesh_usable(["tcp://10.0.0.1:4000"])
+
+
+def _fit(client, X, y, **kw):
+    import dask.array as da
+
+    import pipeline as pl
+
+    Xd = da.from_array(X, chunks=len(X) // 6).persist()
+    yd = da.from_array(y, chunks=len(X) // 6).persist()
+    est = pl.MLPClassifier(hidden_layer_sizes=(16, 8), sync="gradient", batch_size=96,
+                           max_iter=3, random_state=5, min_block_rows=1, **kw)
+    with pytest.warns(Warning):  # ConvergenceWarning: 3 epochs
+        return est.fit(Xd, yd, client=client)
+
+
+def test_a_mesh_epoch_has_the_bits_of_pipelined_and_client_driven_rounds(client):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((1200, 5)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] + 0.2 * rng.standard_normal(1200) > 0).astype(int)
+
+    def ran_mesh(dask_scheduler):
+        return sum(1 for k in dask_scheduler.task_prefixes if k == "mesh_epoch")
+
+    fits = {}
+    for name, mesh, ahead in (("mesh", True, 4), ("pipelined", False, 4), ("client", True, 1)):
+        with dask.config.set({"pipeline.train.mesh": mesh}):
+            fits[name] = _fit(client, X, y, rounds_ahead=ahead)
+        if name == "mesh":  # the epochs really ran on the mesh, and none was redone
+            assert client.run_on_scheduler(ran_mesh) == 1
+            assert fits[name].train_summary_["retries"] == 0
+    ref = fits["client"]
+    for name in ("mesh", "pipelined"):
+        for a, b in zip(fits[name].coefs_ + fits[name].intercepts_,
+                        ref.coefs_ + ref.intercepts_, strict=True):
+            assert np.array_equal(a, b), name
+        assert fits[name].loss_curve_ == ref.loss_curve_, name
