@@ -10,11 +10,13 @@ LocalCluster, ``min_block_rows=None`` so the estimator keeps all K blocks.
   client-side Adam step.
 * The Dask floor: a graph of one no-op task per block plus a fan-in-8 tree of no-op combines
   via one ``client.get``, and one ``submit → result`` round trip.
-* The same fits with ``rounds_ahead=1`` (the client drives every round) next to the default
-  (rounds pipelined inside the cluster: the optimizer step is a task).
-* An experiment on distributed's message batching: batched streams at 1 ms instead of their
-  defaults (all at once, and at K = 8 one stream at a time).
-* Profiles. Pipelined rounds: the task stream (worker compute and transfer times) and the
+* The same fits three ways: the default (each epoch one ``mesh_epoch`` task per worker, rounds
+  exchanged over the workers' own sockets, :mod:`pipeline.train.mesh_epoch`), pipelined rounds
+  through Dask (``pipeline.train.mesh: False``: a task per worker per round, the optimizer step
+  inside it) and ``rounds_ahead=1`` (the client drives every round). Same bits all three.
+* An experiment on distributed's message batching (pipelined rounds, mesh off): batched
+  streams at 1 ms instead of their defaults (all at once, and at K = 8 one stream at a time).
+* Profiles (mesh off: they take Dask's rounds apart). Pipelined rounds: the task stream (worker compute and transfer times) and the
   scheduler's ``update-graph`` metrics give each round's chain of tasks. Rounds one at a time:
   ``_Rounds.gradient``/``_Rounds._run`` and ``client.get``/``log_event`` are also wrapped for
   client-side timestamps and merged with the scheduler's transition log, all on one clock.
@@ -470,12 +472,16 @@ def run(quick: bool) -> dict[str, Any]:
         ahead = supports_rounds_ahead()
         for K in Ks:
             R = rounds[K]
-            fit_ms, hist_ms, one_ms = [], [], []
+            fit_ms, hist_ms, one_ms, dask_ms = [], [], [], []
             for r in range(reps):
                 clf, _ = _fit_rounds(client, K, R, seed=r)
                 s = clf.train_summary_
                 fit_ms.append(1e3 * s["seconds"] / s["rounds"])
                 hist_ms.append(1e3 * clf.history_[0]["round_seconds_median"])
+                with dask.config.set({"pipeline.train.mesh": False}):
+                    clf, _ = _fit_rounds(client, K, R, seed=r)
+                s = clf.train_summary_
+                dask_ms.append(1e3 * s["seconds"] / s["rounds"])
                 if ahead:
                     clf, _ = _fit_rounds(client, K, R, seed=r, rounds_ahead=1)
                     s = clf.train_summary_
@@ -486,13 +492,16 @@ def run(quick: bool) -> dict[str, Any]:
             noop = [1e3 * x for x in _noop_graph_rounds(client, blocks, R)]
             del blocks
             results.append({"K": K, "rounds": R, "fit_ms": fit_ms, "hist_ms": hist_ms,
-                            "one_at_a_time_ms": one_ms, "naive_ms": naive, "noop_ms": noop})
+                            "one_at_a_time_ms": one_ms, "naive_ms": naive, "noop_ms": noop,
+                            "pipelined_dask_ms": dask_ms})
             log(f"overhead K={K}: fit {fmt(median(fit_ms))} ms/round "
+                f"(pipelined through Dask: {fmt(median(dask_ms))}) "
                 f"(rounds_ahead=1: {fmt(median(one_ms))}) "
                 f"(loop median {fmt(median(hist_ms))}), naive {fmt(median(naive))}, "
                 f"noop graph {fmt(median(noop))}")
         exp_rounds = {2: 30, 8: 30, 64: 10} if quick else {2: 100, 8: 100, 64: 30}
         # --quick: all streams at once only (one stream at a time is the full run's)
+        mesh_off = dask.config.set({"pipeline.train.mesh": False})
         batching = _interval_experiment(client, [2, 8, 64], exp_rounds, 1 if quick else 4,
                                         per_stream=not quick)
         n_prof = 40 if quick else 60
@@ -502,12 +511,15 @@ def run(quick: bool) -> dict[str, Any]:
                 log(f"pipelined profile K={K} interval={interval}: {profiles[-1]['summary']}")
         profiles.append(_profile(client, 8, n_prof))
         log(f"profile K=8 one round at a time: {profiles[-1]['summary']}")
+        mesh_off.__exit__(None, None, None)
 
     t = table(
         ["blocks K", "rounds/fit", "fit s / rounds (ms)", "min–max over fits",
-         "median round in loop (ms)", "same, rounds_ahead=1 (ms)", "naive futures tree (ms)",
+         "median round in loop (ms)", "pipelined rounds through Dask, mesh off (ms)",
+         "same, rounds_ahead=1 (ms)", "naive futures tree (ms)",
          "ours / naive", "no-op graph, one task per block (ms)"],
         [[r["K"], r["rounds"], median(r["fit_ms"]), spread(r["fit_ms"]), median(r["hist_ms"]),
+          median(r["pipelined_dask_ms"]) if r.get("pipelined_dask_ms") else "-",
           median(r["one_at_a_time_ms"]) if r["one_at_a_time_ms"] else "-",
           median(r["naive_ms"]), median(r["fit_ms"]) / median(r["naive_ms"]),
           median(r["noop_ms"])] for r in results],
@@ -522,6 +534,12 @@ def run(quick: bool) -> dict[str, Any]:
         target("sync=\"gradient\" round overhead ≤ 25 ms at 64 blocks",
                f"{fmt(by[64])} ms ({by[64] / 25:.1f}× the target)", by[64] <= 25),
     ]
+    piped = {r["K"]: median(r["pipelined_dask_ms"]) for r in results
+             if r.get("pipelined_dask_ms")}
+    if piped:
+        targets.append(target("  (for reference) the same through Dask's pipelined rounds "
+                              "(mesh off), 8 / 64 blocks", f"{fmt(piped[8])} / {fmt(piped[64])} ms",
+                              None))
     one = {r["K"]: median(r["one_at_a_time_ms"]) for r in results if r["one_at_a_time_ms"]}
     if one:
         targets.append(target("  (for reference) the same with rounds_ahead=1, 8 / 64 blocks",

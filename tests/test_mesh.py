@@ -114,6 +114,43 @@ def test_a_peer_that_never_comes_times_out():
         Mesh(key, 0, [address, None], TOKEN, 0.3)
 
 
+def test_abort_frees_a_rank_waiting_for_a_peer_that_will_never_come():
+    """The client aborts an epoch whose peer's worker died before its task started: the rank
+    waiting in accept, and one waiting in an all-gather, return at once (not at the timeout)."""
+    import time
+
+    from pipeline.train.mesh import abort
+
+    key = f"test-{uuid.uuid4().hex}"
+    address = listen(key, host="127.0.0.1")
+    errors = {}
+
+    def waiting():
+        try:
+            Mesh(key, 0, [address, None, None], TOKEN, 60.0)  # ranks 1 and 2 never come
+        except MeshBroken as exc:
+            errors["accept"] = exc
+
+    t = threading.Thread(target=waiting)
+    began = time.monotonic()
+    t.start()
+    time.sleep(0.2)
+    abort(key)
+    t.join(10)
+    assert "aborted" in str(errors["accept"])
+    assert time.monotonic() - began < 10
+
+    def body(mesh):
+        mesh.allgather(mesh.rank)
+        if mesh.rank == 1:
+            abort(mesh.key)  # its own part: its connections shut down, rank 0 sees the end
+            return "aborted"
+        return mesh.allgather(mesh.rank)
+
+    results, errs, _ = _run_ranks(2, body, timeout=60.0)
+    assert results[1] == "aborted" and isinstance(errs[0], MeshBroken)
+
+
 def test_without_its_listener_a_rank_refuses_to_start():
     with pytest.raises(MeshBroken, match="no listening socket"):
         Mesh("never-opened", 0, [("127.0.0.1", 1), None], TOKEN, 1.0)
@@ -162,3 +199,37 @@ def test_a_mesh_epoch_has_the_bits_of_pipelined_and_client_driven_rounds(client)
                         ref.coefs_ + ref.intercepts_, strict=True):
             assert np.array_equal(a, b), name
         assert fits[name].loss_curve_ == ref.loss_curve_, name
+
+
+def test_a_local_sgd_mesh_epoch_has_the_bits_of_rounds_through_dask(client):
+    """Local SGD over 2 replicas with the outer Nesterov step, 3 rounds an epoch: the replicas'
+    states stay on their workers between rounds, and the parameters, the loss curve and the
+    next epoch's start (the states) are those of rounds through Dask."""
+    import dask.array as da
+
+    import pipeline as pl
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((1800, 5)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] + 0.2 * rng.standard_normal(1800) > 0).astype(int)
+    Xd = da.from_array(X, chunks=300).persist()
+    yd = da.from_array(y, chunks=300).persist()
+
+    def ran(dask_scheduler):
+        return sum(1 for k in dask_scheduler.task_prefixes if k == "mesh_local_epoch")
+
+    fits = {}
+    for mesh in (True, False):
+        est = pl.MLPClassifier(hidden_layer_sizes=(16,), batch_size=50, local_steps=6,
+                               replicas=2, outer_momentum=0.5, max_iter=3, random_state=2,
+                               min_block_rows=1)
+        with dask.config.set({"pipeline.train.mesh": mesh}), pytest.warns(Warning):
+            fits[mesh] = est.fit(Xd, yd, client=client)
+        if mesh:
+            assert client.run_on_scheduler(ran) == 1
+            assert fits[mesh].train_summary_["retries"] == 0
+    assert fits[True].train_summary_["rounds"] == fits[False].train_summary_["rounds"] == 9
+    for a, b in zip(fits[True].coefs_ + fits[True].intercepts_,
+                    fits[False].coefs_ + fits[False].intercepts_, strict=True):
+        assert np.array_equal(a, b)
+    assert fits[True].loss_curve_ == fits[False].loss_curve_

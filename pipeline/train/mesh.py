@@ -22,6 +22,7 @@ Either way the caller redoes the epoch through Dask, which recovers lost blocks 
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import selectors
 import socket
@@ -30,18 +31,22 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Mesh", "MeshBroken", "listen", "mesh_capable"]
+__all__ = ["Mesh", "MeshBroken", "abort", "listen", "mesh_capable"]
 
 _HEADER = struct.Struct("!Q")  # the length of a frame's payload
 _HELLO = struct.Struct("!I")  # the connecting peer's rank, after the token
 _LISTENERS: dict[str, tuple[socket.socket, float]] = {}
+_ACTIVE: dict[str, list[Mesh]] = {}  # the meshes being built or used, by epoch
 _LOCK = threading.Lock()
 _HELLO_WITHIN = 5.0  # seconds a connection has to say hello
 _UNCLAIMED_AFTER = 600.0  # seconds: a listener whose epoch never came (cancelled) is closed
 
 
 class MeshBroken(ConnectionError):
-    """A peer went away, sent something unexpected or did not come in time."""
+    """A peer went away, sent something unexpected or did not come in time. ``lost``: the
+    workers of the mesh the scheduler no longer knows (filled in on the client)."""
+
+    lost: frozenset[str] = frozenset()
 
 
 def mesh_capable(address: str) -> bool:
@@ -75,6 +80,20 @@ def listen(key: str, host: str | None = None) -> tuple[str, int]:
     return host, server.getsockname()[1]
 
 
+def abort(key: str) -> None:
+    """Break this worker's part of the epoch ``key`` (its listener and connections): a rank
+    waiting for a peer that will never come (its worker died before its task started) returns
+    with :class:`MeshBroken` instead of holding the worker's thread until the timeout."""
+    with _LOCK:
+        entry = _LISTENERS.pop(key, None)
+        meshes = list(_ACTIVE.get(key, ()))
+    socks = ([entry[0]] if entry else []) + [s for m in meshes for s in
+                                             [*m.peers.values(), *m.waiting]]
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept or select
+
+
 def _claim(key: str) -> socket.socket:
     with _LOCK:
         entry = _LISTENERS.pop(key, None)
@@ -99,8 +118,11 @@ class Mesh:
 
     def __init__(self, key: str, rank: int, addresses: list[tuple[str, int] | None], token: bytes,
                  timeout: float):
-        self.rank, self.size, self.timeout = rank, len(addresses), timeout
+        self.rank, self.size, self.timeout, self.key = rank, len(addresses), timeout, key
         self.peers: dict[int, socket.socket] = {}
+        self.waiting: list[socket.socket] = []  # the listener while peers connect
+        with _LOCK:
+            _ACTIVE.setdefault(key, []).append(self)
         try:
             self._connect(key, addresses, token)
         except (OSError, MeshBroken) as exc:
@@ -117,6 +139,7 @@ class Mesh:
         if self.rank == self.size - 1:
             return
         server = _claim(key)
+        self.waiting = [server]
         try:
             while len(self.peers) < self.size - 1:
                 server.settimeout(max(0.0, deadline - time.monotonic()))
@@ -125,6 +148,10 @@ class Mesh:
                 except TimeoutError as exc:
                     raise MeshBroken(f"rank {self.rank}: {self.size - 1 - len(self.peers)} "
                                      f"peer(s) did not connect within {self.timeout:g} s") from exc
+                except OSError as exc:  # shut down by abort()
+                    raise MeshBroken(f"rank {self.rank}: the epoch was aborted while "
+                                     f"{self.size - 1 - len(self.peers)} peer(s) had not "
+                                     "connected") from exc
                 # a peer says hello as soon as it connects: a silent stranger waits briefly
                 sock.settimeout(max(0.01, min(_HELLO_WITHIN, deadline - time.monotonic())))
                 try:
@@ -139,6 +166,7 @@ class Mesh:
                     continue
                 self._keep(peer, sock)
         finally:
+            self.waiting = []
             server.close()
 
     def _keep(self, peer: int, sock: socket.socket) -> None:
@@ -219,6 +247,12 @@ class Mesh:
         for sock in self.peers.values():
             sock.close()
         self.peers = {}
+        with _LOCK:
+            mine = _ACTIVE.get(self.key, [])
+            if self in mine:
+                mine.remove(self)
+            if not mine:
+                _ACTIVE.pop(self.key, None)
 
     def __enter__(self) -> Mesh:
         return self

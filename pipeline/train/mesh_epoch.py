@@ -17,18 +17,21 @@ when a worker dies) raised at once, for the caller to redo the epoch through Das
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import dask
 from dask.utils import parse_timedelta
 
 from .ahead import RoundOut, StepArgs, _step, step_and_partition_grads
-from .mesh import Mesh, MeshBroken, listen, mesh_capable
+from .mesh import Mesh, MeshBroken, abort, listen, mesh_capable
+from .recovery import DISRUPTIONS
 from .tasks import Partial, StepState
 
-__all__ = ["MeshBroken", "mesh_epoch", "mesh_usable", "run_mesh_epoch"]
+__all__ = ["MeshBroken", "cancelled_on_error", "mesh_epoch", "mesh_usable", "run_mesh_epoch"]
 
 
 class MeshResult(NamedTuple):
@@ -60,6 +63,31 @@ def mesh_epoch(blocks: list[Any], indices: list[int], rank: int,
     return MeshResult(state, metrics) if rank == 0 else MeshResult(None, None)
 
 
+@contextlib.contextmanager
+def cancelled_on_error(client: Any, futures: list[Any], key: str,
+                       workers: list[str]) -> Iterator[None]:
+    """Cancel a mesh epoch's ``futures`` when waiting for them fails, and break the mesh
+    ``key`` on the workers still there (a rank may be waiting for a peer whose worker died
+    before its task started). A disruption is raised as a :class:`MeshBroken` naming the
+    mesh's ``workers`` that are gone (a peer's end-of-file is all its rank saw)."""
+    try:
+        yield
+    except BaseException as exc:
+        client.cancel(futures)
+        from ..cluster import workers_info
+
+        alive = frozenset(workers_info(client))
+        with contextlib.suppress(Exception):
+            client.run(abort, key, workers=sorted(alive & frozenset(workers)))
+        if not isinstance(exc, (MeshBroken, *DISRUPTIONS)):
+            raise
+        gone = frozenset(workers) - alive
+        broken = MeshBroken(f"{type(exc).__name__}: {exc}; worker(s) "
+                            f"{', '.join(sorted(gone))} lost" if gone else str(exc))
+        broken.lost = gone
+        raise broken from exc
+
+
 def mesh_usable(workers: list[str]) -> bool:
     """Whether an epoch over blocks held by ``workers`` may run on a mesh: plain-TCP workers,
     and ``pipeline.train.mesh`` (dask config, default True) not turned off."""
@@ -74,6 +102,7 @@ def run_mesh_epoch(rounds: Any, params: Any, opt_state: Any, step_args: tuple[An
     ``(params, opt_state, [(round partial without its vector, seconds), ...])`` like
     :meth:`~.rounds.Rounds.pipelined_epoch`."""
     client = rounds.client
+    started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
     args = StepArgs(rounds.model, *step_args, len(futures), rounds.split_every)
@@ -85,23 +114,21 @@ def run_mesh_epoch(rounds: Any, params: Any, opt_state: Any, step_args: tuple[An
     listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
                                allow_other_workers=False, pure=False)
                  for j, w in enumerate(workers[:-1])]
-    addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners")
-                              if listening else []), None]
+    with cancelled_on_error(client, listening, key, workers):
+        addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners",
+                                                         needs=workers)
+                                  if listening else []), None]
     start = StepState(params, opt_state, 0.0, 0, ())
     tasks = [client.submit(mesh_epoch, [futures[i] for i in idx], idx, j, addresses, key, secret,
                            args, start, round_no, epoch, steps, seed, shuffle, timeout,
                            key=f"mesh_epoch-{token}-{j}", workers=[workers[j]],
                            allow_other_workers=False, pure=False)
              for j, idx in enumerate(groups)]
-    try:
-        rounds.watchdog.wait(tasks, f"epoch {epoch} (mesh)", first_error=True)
+    with cancelled_on_error(client, tasks + listening, key, workers):
+        rounds.watchdog.wait(tasks, f"epoch {epoch} (mesh)", first_error=True, needs=workers)
         (result,) = rounds.watchdog.gather(tasks[:1], f"epoch {epoch} (mesh)")
-    except BaseException:
-        client.cancel(tasks + listening)
-        raise
-    finally:
-        del listening
     rounds.round += steps
     out = [(Partial(loss, None, n, timings), seconds)
            for loss, n, timings, seconds in result.metrics]
+    rounds.observe_epoch([out[0][0]], started)  # blocks rebuilt elsewhere: a worker was lost
     return result.state.params, result.state.opt_state, out

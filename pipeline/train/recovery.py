@@ -94,10 +94,10 @@ class Watchdog:
         except Exception as exc:  # the waiting machinery, not a task: retry the round
             raise RoundDisrupted(f"waiting for the round failed: {exc!r}") from exc
 
-    def gather(self, futures: list[Any], what: str) -> list[Any]:
+    def gather(self, futures: list[Any], what: str, needs: Any = ()) -> list[Any]:
         """The values of ``futures``. A task's own error is raised as is; a failure of the
-        transfer is a :class:`RoundDisrupted`."""
-        self.wait(futures, what)
+        transfer is a :class:`RoundDisrupted` (see :meth:`wait` for ``needs``)."""
+        self.wait(futures, what, needs=needs)
         try:
             return self.client.gather(futures)
         except DISRUPTIONS:
@@ -107,14 +107,21 @@ class Watchdog:
                 raise
             raise RoundDisrupted(f"fetching the round's result failed: {exc!r}") from exc
 
-    def wait(self, futures: list[Any], what: str, first_error: bool = False) -> None:
+    def wait(self, futures: list[Any], what: str, first_error: bool = False,
+             needs: Any = ()) -> None:
         """Return when every future of ``futures`` is finished, without fetching anything;
         raise a task's own error as is (``first_error``: as soon as one task fails, when the
-        others may be waiting for it, as the ranks of a mesh do)."""
+        others may be waiting for it, as the ranks of a mesh do). ``needs``: workers the
+        futures are pinned to; one of them gone is a :class:`RoundDisrupted` (their tasks
+        would wait for it forever)."""
         alone_since = None
         while not self._wait(futures, first_error):
             # Slow path only: one scheduler round trip per interval of waiting.
-            if workers_info(self.client):
+            workers = workers_info(self.client)
+            gone = sorted(set(needs) - set(workers))
+            if gone:
+                raise RoundDisrupted(f"{what}: worker(s) {', '.join(gone)} left")
+            if workers:
                 alone_since = None
                 continue
             now = time.monotonic()

@@ -223,6 +223,16 @@ class Rounds:
         return lost, (f"worker(s) {', '.join(sorted(lost))} lost; blocks {blocks} recomputed "
                       f"from lineage on {', '.join(sorted({where[i] for i in blocks}))}")
 
+    def observe_epoch(self, partials: list[Partial], start: float) -> None:
+        """After an epoch that ran outside :meth:`run` (a mesh epoch): the same look for lost
+        workers, from a round's partials (one "retry" event per new loss)."""
+        lost, moved = self._moved(partials)
+        if moved:
+            self._placement = None
+        if lost - self._lost:
+            self._retried(moved, "recomputed", start)
+        self._lost |= lost
+
     def _typical(self) -> float:
         return float(np.median(self._healthy)) if self._healthy else 0.0
 
@@ -235,8 +245,11 @@ class Rounds:
 
     def note_fallback(self, exc: BaseException, action: str = "epoch redone round by round",
                       ) -> None:
-        """An epoch run ahead was disrupted: count it; the caller redoes the epoch."""
+        """An epoch run ahead was disrupted: count it; the caller redoes the epoch. Workers the
+        failure found lost (a broken mesh's ``lost``) are reported here, not again when the
+        redone rounds find their blocks rebuilt elsewhere."""
         self._placement = None
+        self._lost |= set(getattr(exc, "lost", ()))
         self._retried(f"{type(exc).__name__}: {exc}", action, time.perf_counter())
 
     # ------------------------------------------------------------ the round kinds ---------------

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .. import optim
-from ..backend import to_host
 from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_epoch
+from .mesh_local import Outer, apply_average, run_mesh_local_epoch
 from .order import span
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
@@ -254,20 +254,37 @@ class LocalSGD:
         if local_states is None or len(local_states) != n_units:
             local_states = [None] * n_units
         step_rows = [sum(span(n, s, steps) for n in rows_per_block) for s in range(steps)]
+        end = (epoch + 1) * steps
         loss_sum, rows, times = 0.0, 0, []
+        if self.replicas is not None and self.balance == "none" and \
+                cursors == [epoch * steps] * n_units:
+            plan, c = [], list(cursors)
+            while c != [end] * n_units:
+                plan.append(self._schedules(c, [per_round] * n_units, end, steps, step_rows))
+            if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+                try:
+                    params, local_states, outer_state, parts = run_mesh_local_epoch(
+                        rounds, params, local_states, outer_state,
+                        (self.optimizer, self.alpha, lr),
+                        Outer(self.outer, self.outer_learning_rate), units, plan, epoch, steps,
+                        round_no, seed, shuffle)
+                except (*DISRUPTIONS, MeshBroken) as exc:
+                    rounds.note_fallback(exc)  # redo this epoch round by round (same bits)
+                else:
+                    for k, (part, seconds) in enumerate(parts):
+                        self.balancer.observe(part.timings, [len(sch) for sch in plan[k]])
+                        loss = part.loss / max(part.n, 1)
+                        times.append(seconds)
+                        loss_sum += loss * part.n
+                        rows += part.n
+                        on_round(part, seconds, loss, k == len(parts) - 1)
+                    return EpochOutcome(params, SyncState(None, local_states, outer_state, c),
+                                        loss_sum, rows, times, self.balancer.counts(per_round))
         k = 0
         while rows < n_total:
             r0 = time.perf_counter()
-            counts = self.balancer.counts(per_round)
-            end = (epoch + 1) * steps
-            schedules = []
-            for i, c in enumerate(cursors):
-                # "none": every block stops at the epoch boundary, all in step; "throughput":
-                # blocks run their own streams across epochs, faster workers further.
-                stop = c + counts[i] if self.balance == "throughput" else min(c + counts[i], end)
-                schedules.append(tuple((j // steps, j % steps, step_rows[j % steps])
-                                       for j in range(c, stop)))
-                cursors[i] = stop
+            schedules = self._schedules(cursors, self.balancer.counts(per_round), end, steps,
+                                        step_rows)
             if self.replicas is None:
                 part, local_states = rounds.local_steps(
                     params, local_states, (self.optimizer, self.alpha, lr), schedules, steps,
@@ -282,14 +299,8 @@ class LocalSGD:
             self.balancer.observe(part.timings, [len(sch) for sch in schedules])
             check_finite(part, round_no + k, "loss or parameter update")
             m = max(part.n, 1)
-            avg_delta = (to_host(part.vector) / float(m)).astype(params.dtype)
-            if outer_state is None and self.outer_learning_rate == 1.0:
-                params = params + avg_delta
-            else:
-                if outer_state is None:
-                    outer_state = optim.state_to_host(self.outer.init(params))
-                updates, outer_state = self.outer.update(-avg_delta, outer_state, params)
-                params = optim.apply_updates(params, updates)
+            params, outer_state = apply_average(part, params, outer_state,
+                                                Outer(self.outer, self.outer_learning_rate))
             loss = part.loss / m  # includes each step's penalty
             seconds = time.perf_counter() - r0
             times.append(seconds)
@@ -299,3 +310,17 @@ class LocalSGD:
             on_round(part, seconds, loss, rows >= n_total)
         return EpochOutcome(params, SyncState(None, local_states, outer_state, cursors),
                             loss_sum, rows, times, self.balancer.counts(per_round))
+
+    def _schedules(self, cursors: list[int], counts: Sequence[int], end: int, steps: int,
+                   step_rows: list[int]) -> list[tuple[tuple[int, int, int], ...]]:
+        """Each replica's inner steps ``(epoch, step, global rows)`` of the next round, from
+        its cursor (advanced in place). ``"none"``: every block stops at the epoch boundary,
+        all in step; ``"throughput"``: blocks run their own streams across epochs, faster
+        workers further."""
+        schedules = []
+        for i, c in enumerate(cursors):
+            stop = c + counts[i] if self.balance == "throughput" else min(c + counts[i], end)
+            schedules.append(tuple((j // steps, j % steps, step_rows[j % steps])
+                                   for j in range(c, stop)))
+            cursors[i] = stop
+        return schedules

@@ -122,7 +122,9 @@ def test_worker_dies_inside_a_pipelined_round(proc_client, data, tmp_path, mesh)
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs", "replicas"])
 def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
-    """SIGKILL from outside, right after the 5th round event, the worker that held block 0."""
+    """SIGKILL from outside, right after the 5th round event, the worker that held block 0.
+    Rounds through Dask (the mesh off: its rounds run inside one task per worker, see
+    ``test_worker_sigkilled_inside_a_mesh_epoch``)."""
     pids = worker_pids(proc_client)
     killed = {}
 
@@ -133,7 +135,8 @@ def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
 
     trigger = RoundTrigger(proc_client, 5, kill_block0_worker)
     try:
-        model = fit_model(proc_client, *data, **FULL_BATCH[solver])
+        with dask.config.set({"pipeline.train.mesh": False}):
+            model = fit_model(proc_client, *data, **FULL_BATCH[solver])
         trigger.wait_for_end()
     finally:
         trigger.close()
@@ -143,6 +146,40 @@ def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
     assert model.train_summary_["retries"] == len(retries) == 1
     assert retries[0]["action"] == "recomputed" and killed["worker"] in retries[0]["reason"]
     assert retries[0]["round"] > 5
+
+
+@pytest.mark.timeout(180)
+def test_worker_sigkilled_inside_a_mesh_epoch(proc_client, data):
+    """The default strategy (local SGD over replicas) with its epochs on the mesh, 16 rounds an
+    epoch: SIGKILL the worker of block 0 once the first epoch's round events are out, so a
+    later epoch is running in one task per worker (or about to start). The survivor's
+    connection ends (or the client sees the pinned worker gone), the epoch is redone through
+    Dask from its start (the blocks rebuilt from lineage), and the fit ends with the bits of an
+    uninterrupted fit; the retry event names the lost worker, once."""
+    config = dict(FULL_BATCH["replicas"], max_iter=40)
+    oracle = fit_model(proc_client, *data, **config)
+    assert oracle.train_summary_["retries"] == 0
+    pids = worker_pids(proc_client)
+    killed = {}
+
+    def kill_block0_worker():
+        last = next(e for e in reversed(trigger.events) if e.get("event") == "round")
+        killed["worker"] = last["partition_workers"][0]
+        killed["at"] = kill_pid(pids[killed["worker"]])
+
+    trigger = RoundTrigger(proc_client, 5, kill_block0_worker)
+    try:
+        model = fit_model(proc_client, *data, **config)
+        trigger.wait_for_end()
+    finally:
+        trigger.close()
+    assert killed, "the fault was never injected"
+    assert model.n_iter_ == 40
+    assert np.array_equal(model.params_, oracle.params_)
+    assert model.loss_curve_ == oracle.loss_curve_
+    retries = _retry_events(trigger)
+    assert model.train_summary_["retries"] == len(retries) == 1
+    assert killed["worker"] in retries[0]["reason"]
 
 
 @pytest.mark.timeout(120)
