@@ -187,14 +187,19 @@ def test_a_mesh_epoch_has_the_bits_of_pipelined_and_client_driven_rounds(client)
         return sum(1 for k in dask_scheduler.task_prefixes if k == "mesh_epoch")
 
     fits = {}
-    for name, mesh, ahead in (("mesh", True, 4), ("pipelined", False, 4), ("client", True, 1)):
-        with dask.config.set({"pipeline.train.mesh": mesh}):
+    for name, mesh, ahead, segment in (("mesh", True, 4, "2s"), ("pipelined", False, 4, "2s"),
+                                       ("client", True, 1, "2s"), ("segments", True, 4, "0s")):
+        with dask.config.set({"pipeline.train.mesh": mesh,
+                              "pipeline.train.mesh-segment": segment}):
             fits[name] = _fit(client, X, y, rounds_ahead=ahead)
         if name == "mesh":  # the epochs really ran on the mesh, and none was redone
             assert client.run_on_scheduler(ran_mesh) == 1
             assert fits[name].train_summary_["retries"] == 0
+    # segment "0s": every round ends a segment (a new mesh per round, the state through the
+    # client in between)
+    assert fits["segments"].train_summary_["retries"] == 0
     ref = fits["client"]
-    for name in ("mesh", "pipelined"):
+    for name in ("mesh", "pipelined", "segments"):
         for a, b in zip(fits[name].coefs_ + fits[name].intercepts_,
                         ref.coefs_ + ref.intercepts_, strict=True):
             assert np.array_equal(a, b), name
@@ -219,17 +224,20 @@ def test_a_local_sgd_mesh_epoch_has_the_bits_of_rounds_through_dask(client):
         return sum(1 for k in dask_scheduler.task_prefixes if k == "mesh_local_epoch")
 
     fits = {}
-    for mesh in (True, False):
+    for name, mesh, segment in (("mesh", True, "2s"), ("dask", False, "2s"),
+                                ("segments", True, "0s")):
         est = pl.MLPClassifier(hidden_layer_sizes=(16,), batch_size=50, local_steps=6,
                                replicas=2, outer_momentum=0.5, max_iter=3, random_state=2,
                                min_block_rows=1)
-        with dask.config.set({"pipeline.train.mesh": mesh}), pytest.warns(Warning):
-            fits[mesh] = est.fit(Xd, yd, client=client)
-        if mesh:
+        with dask.config.set({"pipeline.train.mesh": mesh,
+                              "pipeline.train.mesh-segment": segment}), pytest.warns(Warning):
+            fits[name] = est.fit(Xd, yd, client=client)
+        if name == "mesh":
             assert client.run_on_scheduler(ran) == 1
-            assert fits[mesh].train_summary_["retries"] == 0
-    assert fits[True].train_summary_["rounds"] == fits[False].train_summary_["rounds"] == 9
-    for a, b in zip(fits[True].coefs_ + fits[True].intercepts_,
-                    fits[False].coefs_ + fits[False].intercepts_, strict=True):
-        assert np.array_equal(a, b)
-    assert fits[True].loss_curve_ == fits[False].loss_curve_
+        assert fits[name].train_summary_["retries"] == 0
+        assert fits[name].train_summary_["rounds"] == 9
+    for name in ("mesh", "segments"):
+        for a, b in zip(fits[name].coefs_ + fits[name].intercepts_,
+                        fits["dask"].coefs_ + fits["dask"].intercepts_, strict=True):
+            assert np.array_equal(a, b), name
+        assert fits[name].loss_curve_ == fits["dask"].loss_curve_, name

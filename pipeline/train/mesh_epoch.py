@@ -1,18 +1,20 @@
-"""An exact-gradient epoch as one task per worker, rounds exchanged over a socket mesh.
+"""Rounds on the mesh: one task per worker runs many rounds, exchanging partials directly.
 
-``mesh_epoch`` runs on each worker holding blocks and does, round after round, what the
-pipelined rounds of :mod:`pipeline.train.ahead` do one task at a time: the partials of its
-blocks at the current parameters (complete subtrees folded), an all-gather of every worker's
-partials over the mesh (:mod:`pipeline.train.mesh`), the fold of all of them by the fixed tree of
-block positions, and the optimizer step on its own replica of the parameters. The functions and
-their order are those of ``step_and_partition_grads``, so every replica has the same bits as a
-pipelined epoch, a one-round-at-a-time epoch, or one process (``tests/test_mesh.py``). Dask sees
-one task per worker per epoch (``mesh_epoch-<token>`` on the dashboard) instead of one per round:
-a round costs its compute plus a direct exchange, not a scheduler hop.
+:func:`run_segment` is the client's side of every mesh run: listeners on the workers, one task
+per rank pinned to the worker holding its blocks, the first error (a peer's
+:class:`~.mesh.MeshBroken` when a worker dies) raised at once with the mesh aborted on the
+survivors. A run is a *segment* of an epoch: rank 0 ends it after the first round that finishes
+past ``pipeline.train.mesh-segment`` (default 2 s; its decision travels in that round's
+all-gather, so every rank stops after the same round), and the client publishes the segment's
+round events before starting the next one, so the dashboard follows a long epoch; a rendezvous
+costs a few tens of ms. A failure redoes the epoch through Dask from the last segment's end.
 
-:func:`run_mesh_epoch` is the client's side: listeners on the workers, the epoch tasks pinned to
-the workers holding their blocks, and the first error (a peer's :class:`~.mesh.MeshBroken`
-when a worker dies) raised at once, for the caller to redo the epoch through Dask.
+``mesh_epoch`` is the exact-gradient segment: round after round, what the pipelined rounds of
+:mod:`pipeline.train.ahead` do one task at a time (the partials of its blocks at the current
+parameters, complete subtrees folded; an all-gather of every worker's partials; the fold of all
+of them by the fixed tree of block positions; the optimizer step on its own replica). The
+functions and their order are those of ``step_and_partition_grads``, so every replica has the
+bits of a pipelined epoch, a one-round-at-a-time epoch, or one process (``tests/test_mesh.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import dask
@@ -31,45 +33,68 @@ from .mesh import Mesh, MeshBroken, abort, listen, mesh_capable
 from .recovery import DISRUPTIONS
 from .tasks import Partial, StepState
 
-__all__ = ["MeshBroken", "cancelled_on_error", "mesh_epoch", "mesh_usable", "run_mesh_epoch"]
+__all__ = ["MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable", "run_mesh_gradient",
+           "run_segment"]
+
+Metrics = list[tuple[float, int, tuple[Any, ...], float]]  # per round: loss, rows, timings, s
+
+
+class MeshSpec(NamedTuple):
+    """What a rank needs to join its segment's mesh and to know when the segment ends."""
+
+    rank: int
+    addresses: list[tuple[str, int] | None]
+    key: str
+    token: bytes
+    timeout: float  # seconds to wait for a silent peer
+    segment: float  # seconds: rank 0 ends the segment after the round that passes it
+
+    def open(self) -> Mesh:
+        return Mesh(self.key, self.rank, self.addresses, self.token, self.timeout)
+
+    def exchange(self, mesh: Mesh, value: Any, began: float) -> tuple[list[Any], bool]:
+        """Every rank's ``value`` and whether this round ends the segment (rank 0's say)."""
+        stop = self.rank == 0 and time.perf_counter() - began >= self.segment
+        got = mesh.allgather((stop, value))
+        return [v for _, v in got], bool(got[0][0])
 
 
 class MeshResult(NamedTuple):
-    """Rank 0's end of the epoch (the other ranks hold the same bits and return ``None``s)."""
+    """Rank 0's end of a segment (the other ranks hold the same bits and return ``None``s)."""
 
     state: StepState | None
-    metrics: list[tuple[float, int, tuple[Any, ...], float]] | None  # per round
+    metrics: Metrics | None
 
 
-def mesh_epoch(blocks: list[Any], indices: list[int], rank: int,
-               addresses: list[tuple[str, int] | None], key: str, token: bytes,
-               args: StepArgs, start: StepState, round_no: int, epoch: int, steps: int,
-               seed: int, shuffle: bool, timeout: float) -> MeshResult:
-    """Every round of an exact-gradient epoch on this worker's ``blocks`` (positions
-    ``indices``), as rank ``rank`` of the mesh."""
-    state = start
-    metrics = []
-    with Mesh(key, rank, addresses, token, timeout) as mesh:
-        for step in range(steps):
-            began = time.perf_counter()
-            out = step_and_partition_grads(state, rank, args, round_no + step, blocks, indices,
-                                           epoch, step, steps, seed, shuffle)
-            packs = mesh.allgather(out.packed)
-            outs = [RoundOut(state, p) if j == rank else RoundOut(None, p)
+def mesh_epoch(spec: MeshSpec, blocks: list[Any], indices: list[int], args: StepArgs,
+               start: StepState, first: int, round_no: int, epoch: int, steps: int, seed: int,
+               shuffle: bool) -> MeshResult:
+    """Rounds ``first, first + 1, ...`` of an exact-gradient epoch on this worker's ``blocks``
+    (positions ``indices``) from ``start``, until the segment ends or the epoch does."""
+    state, metrics = start, []
+    began = time.perf_counter()
+    with spec.open() as mesh:
+        for step in range(first, steps):
+            t0 = time.perf_counter()
+            out = step_and_partition_grads(state, spec.rank, args, round_no + step, blocks,
+                                           indices, epoch, step, steps, seed, shuffle)
+            packs, stop = spec.exchange(mesh, out.packed, began)
+            outs = [RoundOut(state, p) if j == spec.rank else RoundOut(None, p)
                     for j, p in enumerate(packs)]
-            state = _step(outs, rank, args, round_no + step)
-            metrics.append((state.round_loss, state.n, state.timings,
-                            time.perf_counter() - began))
-    return MeshResult(state, metrics) if rank == 0 else MeshResult(None, None)
+            state = _step(outs, spec.rank, args, round_no + step)
+            metrics.append((state.round_loss, state.n, state.timings, time.perf_counter() - t0))
+            if stop:
+                break
+    return MeshResult(state, metrics) if spec.rank == 0 else MeshResult(None, None)
 
 
 @contextlib.contextmanager
-def cancelled_on_error(client: Any, futures: list[Any], key: str,
-                       workers: list[str]) -> Iterator[None]:
-    """Cancel a mesh epoch's ``futures`` when waiting for them fails, and break the mesh
-    ``key`` on the workers still there (a rank may be waiting for a peer whose worker died
-    before its task started). A disruption is raised as a :class:`MeshBroken` naming the
-    mesh's ``workers`` that are gone (a peer's end-of-file is all its rank saw)."""
+def _cancelled_on_error(client: Any, futures: list[Any], key: str,
+                        workers: list[str]) -> Iterator[None]:
+    """Cancel a segment's ``futures`` when waiting for them fails, and break the mesh ``key``
+    on the workers still there (a rank may be waiting for a peer whose worker died before its
+    task started). A disruption is raised as a :class:`MeshBroken` naming the mesh's
+    ``workers`` that are gone (a peer's end-of-file is all its rank saw)."""
     try:
         yield
     except BaseException as exc:
@@ -95,40 +120,52 @@ def mesh_usable(workers: list[str]) -> bool:
         mesh_capable(w) for w in workers)
 
 
-def run_mesh_epoch(rounds: Any, params: Any, opt_state: Any, step_args: tuple[Any, ...],
-                   epoch: int, steps: int, round_no: int, seed: int, shuffle: bool
-                   ) -> tuple[Any, Any, list[tuple[Partial, float]]]:
-    """The client's side of one mesh epoch over ``rounds``' blocks (a :class:`~.rounds.Rounds`):
-    ``(params, opt_state, [(round partial without its vector, seconds), ...])`` like
-    :meth:`~.rounds.Rounds.pipelined_epoch`."""
+def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
+                args_of: Callable[[int], tuple[Any, ...]], what: str) -> list[Any]:
+    """Run ``task(spec, *args_of(j))`` as rank ``j`` on worker ``ranks[j]``, all ranks of one
+    mesh; every rank's result, in rank order."""
     client = rounds.client
+    token = rounds._token("mesh", what)
+    key = f"mesh-{token}"
+    timeout = parse_timedelta(dask.config.get("pipeline.train.mesh-timeout", "300s"))
+    segment = parse_timedelta(dask.config.get("pipeline.train.mesh-segment", "2s"))
+    # every rank but the last accepts connections from the ranks above it
+    listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
+                               allow_other_workers=False, pure=False)
+                 for j, w in enumerate(ranks[:-1])]
+    with _cancelled_on_error(client, listening, key, ranks):
+        addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners",
+                                                         needs=ranks)
+                                  if listening else []), None]
+    secret = os.urandom(16)
+    name = getattr(task, "__name__", "mesh_task")
+    tasks = [client.submit(task, MeshSpec(j, addresses, key, secret, timeout, segment),
+                           *args_of(j), key=f"{name}-{token}-{j}", workers=[w],
+                           allow_other_workers=False, pure=False)
+             for j, w in enumerate(ranks)]
+    with _cancelled_on_error(client, tasks + listening, key, ranks):
+        rounds.watchdog.wait(tasks, what, first_error=True, needs=ranks)
+        return rounds.watchdog.gather(tasks, what)
+
+
+def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...], first: int,
+                      epoch: int, steps: int, round_no: int, seed: int, shuffle: bool
+                      ) -> tuple[StepState, list[tuple[Partial, float]]]:
+    """One segment of an exact-gradient epoch over ``rounds``' blocks (a
+    :class:`~.rounds.Rounds`) from step ``first`` at ``state``: the state after its last round
+    and ``[(round partial without its vector, seconds), ...]``."""
     started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
     args = StepArgs(rounds.model, *step_args, len(futures), rounds.split_every)
-    token = rounds._token("mesh", epoch)
-    key = f"mesh-{token}"
-    secret = os.urandom(16)
-    timeout = parse_timedelta(dask.config.get("pipeline.train.mesh-timeout", "300s"))
-    # every rank but the last accepts connections from the ranks above it
-    listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
-                               allow_other_workers=False, pure=False)
-                 for j, w in enumerate(workers[:-1])]
-    with cancelled_on_error(client, listening, key, workers):
-        addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners",
-                                                         needs=workers)
-                                  if listening else []), None]
-    start = StepState(params, opt_state, 0.0, 0, ())
-    tasks = [client.submit(mesh_epoch, [futures[i] for i in idx], idx, j, addresses, key, secret,
-                           args, start, round_no, epoch, steps, seed, shuffle, timeout,
-                           key=f"mesh_epoch-{token}-{j}", workers=[workers[j]],
-                           allow_other_workers=False, pure=False)
-             for j, idx in enumerate(groups)]
-    with cancelled_on_error(client, tasks + listening, key, workers):
-        rounds.watchdog.wait(tasks, f"epoch {epoch} (mesh)", first_error=True, needs=workers)
-        (result,) = rounds.watchdog.gather(tasks[:1], f"epoch {epoch} (mesh)")
-    rounds.round += steps
+    results = run_segment(
+        rounds, mesh_epoch, workers,
+        lambda j: ([futures[i] for i in groups[j]], groups[j], args, state, first, round_no,
+                   epoch, steps, seed, shuffle),
+        f"epoch {epoch}, rounds from {first + 1} (mesh)")
+    result = results[0]
+    rounds.round += len(result.metrics)
     out = [(Partial(loss, None, n, timings), seconds)
            for loss, n, timings, seconds in result.metrics]
     rounds.observe_epoch([out[0][0]], started)  # blocks rebuilt elsewhere: a worker was lost
-    return result.state.params, result.state.opt_state, out
+    return result.state, out

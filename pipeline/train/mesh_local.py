@@ -11,25 +11,21 @@ the same bits as round by round; the replicas' optimizer states stay on their wo
 rounds instead of travelling to the client and back, and a round costs its compute plus a direct
 exchange instead of a graph submission and two scheduler hops.
 
-:func:`run_mesh_local_epoch` is the client's side; the round schedules are fixed in advance
-(``balance="none"``: every replica takes ``local_steps`` per round until the epoch ends).
+:func:`run_mesh_local` is the client's side of a segment (see :mod:`.mesh_epoch`); the round
+schedules are fixed in advance (``balance="none"``: every replica takes ``local_steps`` per round
+until the epoch ends).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, NamedTuple
 
-import dask
-from dask.utils import parse_timedelta
-
 from .local_steps import fold_local, replica_local_steps
-from .mesh import Mesh, listen
-from .mesh_epoch import cancelled_on_error
+from .mesh_epoch import MeshSpec, run_segment
 from .tasks import Partial, check_finite
 
-__all__ = ["apply_average", "mesh_local_epoch", "run_mesh_local_epoch"]
+__all__ = ["Outer", "apply_average", "mesh_local_epoch", "run_mesh_local"]
 
 Schedule = tuple[tuple[int, int, int], ...]
 
@@ -58,7 +54,7 @@ def apply_average(part: Partial, params: Any, outer_state: Any, outer: Outer) ->
 
 
 class LocalEpoch(NamedTuple):
-    """A rank's end of the epoch: its replicas' states; rank 0 also the parameters, the outer
+    """A rank's end of a segment: its replicas' states; rank 0 also the parameters, the outer
     state and each round's (loss sum, rows, timings, seconds)."""
 
     states: dict[int, Any]
@@ -67,21 +63,21 @@ class LocalEpoch(NamedTuple):
     metrics: list[tuple[float, int, tuple[Any, ...], float]] | None
 
 
-def mesh_local_epoch(replicas: list[tuple[int, list[Any], list[int]]], rank: int,
-                     addresses: list[tuple[str, int] | None], key: str, token: bytes,
-                     step_args: tuple[Any, ...], outer: Outer, params: Any, states: dict[int, Any],
-                     outer_state: Any, schedules: list[dict[int, Schedule]], steps: int,
-                     seed: int, shuffle: bool, split_every: int, round_no: int,
-                     timeout: float) -> LocalEpoch:
-    """Every round of a local-SGD epoch for this worker's ``replicas`` (``(replica, blocks,
-    block indices)``), as rank ``rank`` of the mesh; ``schedules[k][r]``: replica ``r``'s inner
-    steps in round ``k``."""
+def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[int]]],
+                     step_args: tuple[Any, ...], outer: Outer, params: Any,
+                     states: dict[int, Any], outer_state: Any,
+                     schedules: list[dict[int, Schedule]], steps: int, seed: int, shuffle: bool,
+                     split_every: int, round_no: int) -> LocalEpoch:
+    """Rounds of a local-SGD epoch for this worker's ``replicas`` (``(replica, blocks, block
+    indices)``), until the segment ends or ``schedules`` do; ``schedules[k][r]``: replica
+    ``r``'s inner steps in round ``k``."""
     model, optimizer, alpha, learning_rate = step_args
     states = dict(states)
     metrics = []
-    with Mesh(key, rank, addresses, token, timeout) as mesh:
+    began = time.perf_counter()
+    with spec.open() as mesh:
         for k, schedule in enumerate(schedules):
-            began = time.perf_counter()
+            t0 = time.perf_counter()
             mine = []
             for r, blocks, indices in replicas:
                 ((_, (part, state)),) = replica_local_steps(
@@ -89,55 +85,43 @@ def mesh_local_epoch(replicas: list[tuple[int, list[Any], list[int]]], rank: int
                     learning_rate, schedule[r], steps, seed, shuffle)
                 states[r] = state
                 mine.append((r, (part, None)))
-            part = fold_local(mesh.allgather(mine), split_every).partial
+            gathered, stop = spec.exchange(mesh, mine, began)
+            part = fold_local(gathered, split_every).partial
             if part.n == 0:
                 raise RuntimeError(f"round {round_no + k + 1} trained on no rows")
             check_finite(part, round_no + k, "loss or parameter update")
             params, outer_state = apply_average(part, params, outer_state, outer)
-            metrics.append((part.loss, part.n, part.timings, time.perf_counter() - began))
-    if rank:
+            metrics.append((part.loss, part.n, part.timings, time.perf_counter() - t0))
+            if stop:
+                break
+    if spec.rank:
         return LocalEpoch(states, None, None, None)
     return LocalEpoch(states, params, outer_state, metrics)
 
 
-def run_mesh_local_epoch(rounds: Any, params: Any, local_states: list[Any], outer_state: Any,
-                         step_args: tuple[Any, ...], outer: Outer, units: list[list[int]],
-                         schedules: list[list[Schedule]], epoch: int, steps: int,
-                         round_no: int, seed: int, shuffle: bool
-                         ) -> tuple[Any, list[Any], Any, list[tuple[Partial, float]]]:
-    """The client's side: ``(params, local_states, outer_state, [(round partial without its
-    vector, seconds), ...])`` after the rounds ``schedules`` (per round, per replica)."""
-    client = rounds.client
+def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_state: Any,
+                   step_args: tuple[Any, ...], outer: Outer, units: list[list[int]],
+                   schedules: list[list[Schedule]], epoch: int, steps: int, round_no: int,
+                   seed: int, shuffle: bool
+                   ) -> tuple[Any, list[Any], Any, list[tuple[Partial, float]]]:
+    """One segment from the first of the rounds ``schedules`` (per round, per replica):
+    ``(params, local_states, outer_state, [(round partial without its vector, seconds),
+    ...])`` after its last round."""
     started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
     holder = {i: w for g, w in zip(groups, workers, strict=True) for i in g}
     ranks = sorted({holder[u[0]] for u in units})  # a replica trains where its first block is
-    token = rounds._token("mesh-local", epoch)
-    key = f"mesh-{token}"
-    secret = os.urandom(16)
-    timeout = parse_timedelta(dask.config.get("pipeline.train.mesh-timeout", "300s"))
-    listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
-                               allow_other_workers=False, pure=False)
-                 for j, w in enumerate(ranks[:-1])]
-    with cancelled_on_error(client, listening, key, ranks):
-        addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners",
-                                                         needs=ranks)
-                                  if listening else []), None]
-    tasks = []
-    for j, w in enumerate(ranks):
-        mine = [r for r, u in enumerate(units) if holder[u[0]] == w]
-        tasks.append(client.submit(
-            mesh_local_epoch, [(r, [futures[i] for i in units[r]], units[r]) for r in mine], j,
-            addresses, key, secret, (rounds.model, *step_args), outer, params,
-            {r: local_states[r] for r in mine}, outer_state,
-            [{r: s[r] for r in mine} for s in schedules], steps, seed, shuffle,
-            rounds.split_every, round_no, timeout, key=f"mesh_local_epoch-{token}-{j}",
-            workers=[w], allow_other_workers=False, pure=False))
-    with cancelled_on_error(client, tasks + listening, key, ranks):
-        rounds.watchdog.wait(tasks, f"epoch {epoch} (mesh)", first_error=True, needs=ranks)
-        ends = rounds.watchdog.gather(tasks, f"epoch {epoch} (mesh)")
-    rounds.round += len(schedules)
+    mine = [[r for r, u in enumerate(units) if holder[u[0]] == w] for w in ranks]
+    ends = run_segment(
+        rounds, mesh_local_epoch, ranks,
+        lambda j: ([(r, [futures[i] for i in units[r]], units[r]) for r in mine[j]],
+                   (rounds.model, *step_args), outer, params,
+                   {r: local_states[r] for r in mine[j]}, outer_state,
+                   [{r: s[r] for r in mine[j]} for s in schedules], steps, seed, shuffle,
+                   rounds.split_every, round_no),
+        f"epoch {epoch}, rounds from {round_no + 1} (mesh)")
+    rounds.round += len(ends[0].metrics)
     out = [(Partial(loss, None, n, timings), seconds)
            for loss, n, timings, seconds in ends[0].metrics]
     rounds.observe_epoch([out[0][0]], started)  # blocks rebuilt elsewhere: a worker was lost

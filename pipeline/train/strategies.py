@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from .. import optim
-from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_epoch
-from .mesh_local import Outer, apply_average, run_mesh_local_epoch
+from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_gradient
+from .mesh_local import Outer, apply_average, run_mesh_local
 from .order import span
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
-from .tasks import Partial, Rate, check_finite, gradient_step
+from .tasks import Partial, Rate, StepState, check_finite, gradient_step
 
 __all__ = ["Balancer", "EpochOutcome", "GradientSync", "LocalSGD", "SyncState"]
 
@@ -89,48 +89,51 @@ class GradientSync:
         steps = self.steps_per_epoch(rounds.blocks.rows)
         opt_state = state.opt_state
         loss_sum, rows, times = 0.0, 0, []
-        if self.rounds_ahead > 1 and steps > 1:
+        step_args = (self.optimizer, self.alpha, lr)
+
+        def record(part: Partial, seconds: float, loss: float, last: bool) -> None:
+            nonlocal loss_sum, rows
+            times.append(seconds)
+            loss_sum += loss * part.n
+            rows += part.n
+            on_round(part, seconds, loss, last)
+
+        first = 0  # the epoch's rounds done
+        ahead = self.rounds_ahead > 1 and steps > 1
+        if ahead and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+            # segments of rounds on the workers' mesh (:mod:`.mesh_epoch`); a broken one
+            # leaves the rest of the epoch to the rounds below, from the last segment's end
+            at = StepState(params, opt_state, 0.0, 0, ())
             try:
-                params, opt_state, parts = self._ahead(rounds, params, opt_state, lr, epoch,
-                                                       steps, round_no, seed, shuffle)
+                while first < steps:
+                    at, parts = run_mesh_gradient(rounds, at, step_args, first, epoch, steps,
+                                                  round_no, seed, shuffle)
+                    for part, seconds in parts:
+                        first += 1
+                        record(part, seconds, part.loss, first == steps)
+            except (*DISRUPTIONS, MeshBroken) as exc:
+                rounds.note_fallback(exc, action=f"rounds from {round_no + first + 1} redone "
+                                                 "one at a time")
+            params, opt_state = at.params, at.opt_state
+        elif ahead:
+            try:
+                params, opt_state, parts = rounds.pipelined_epoch(
+                    params, opt_state, step_args, epoch, steps, round_no, self.rounds_ahead,
+                    seed, shuffle)
             except DISRUPTIONS as exc:
                 rounds.note_fallback(exc)  # redo this epoch one round at a time (same bits)
             else:
                 for k, (part, seconds) in enumerate(parts):
-                    times.append(seconds)
-                    loss_sum += part.loss * part.n
-                    rows += part.n
-                    on_round(part, seconds, part.loss, k == len(parts) - 1)
-                return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows,
-                                    times)
-        for step in range(steps):
+                    record(part, seconds, part.loss, k == len(parts) - 1)
+                first = steps
+        for step in range(first, steps):
             r0 = time.perf_counter()
             part = rounds.gradient(params, epoch, step, steps, seed, shuffle)
             check_finite(part, round_no + step, "loss or gradient")
             params, opt_state, loss = gradient_step(part, params, opt_state, rounds.model,
                                                     self.optimizer, self.alpha, lr)
-            seconds = time.perf_counter() - r0
-            times.append(seconds)
-            loss_sum += loss * part.n
-            rows += part.n
-            on_round(part, seconds, loss, step == steps - 1)
+            record(part, time.perf_counter() - r0, loss, step == steps - 1)
         return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times)
-
-
-    def _ahead(self, rounds: Rounds, params: np.ndarray, opt_state: Any, lr: Rate, epoch: int,
-               steps: int, round_no: int, seed: int, shuffle: bool) -> tuple[Any, Any, Any]:
-        """The epoch with the workers running ahead of the client: on a socket mesh (one task
-        per worker, :mod:`.mesh_epoch`) where the workers allow it, else pipelined rounds (one
-        task per worker per round); a broken mesh redoes the epoch pipelined. Same bits."""
-        step_args = (self.optimizer, self.alpha, lr)
-        if mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
-            try:
-                return run_mesh_epoch(rounds, params, opt_state, step_args, epoch, steps,
-                                      round_no, seed, shuffle)
-            except (*DISRUPTIONS, MeshBroken) as exc:
-                rounds.note_fallback(exc, action="epoch redone in pipelined rounds")
-        return rounds.pipelined_epoch(params, opt_state, step_args, epoch, steps, round_no,
-                                      self.rounds_ahead, seed, shuffle)
 
 
 class Balancer:
@@ -256,31 +259,35 @@ class LocalSGD:
         step_rows = [sum(span(n, s, steps) for n in rows_per_block) for s in range(steps)]
         end = (epoch + 1) * steps
         loss_sum, rows, times = 0.0, 0, []
+        k = 0  # the epoch's rounds done
         if self.replicas is not None and self.balance == "none" and \
                 cursors == [epoch * steps] * n_units:
-            plan, c = [], list(cursors)
-            while c != [end] * n_units:
-                plan.append(self._schedules(c, [per_round] * n_units, end, steps, step_rows))
+            plan, ahead = [], list(cursors)
+            while ahead != [end] * n_units:
+                plan.append(self._schedules(ahead, [per_round] * n_units, end, steps, step_rows))
             if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+                # segments of rounds on the workers' mesh (:mod:`.mesh_local`); a broken one
+                # leaves the rest of the epoch to the rounds below, from the last segment's end
                 try:
-                    params, local_states, outer_state, parts = run_mesh_local_epoch(
-                        rounds, params, local_states, outer_state,
-                        (self.optimizer, self.alpha, lr),
-                        Outer(self.outer, self.outer_learning_rate), units, plan, epoch, steps,
-                        round_no, seed, shuffle)
+                    while k < len(plan):
+                        params, local_states, outer_state, parts = run_mesh_local(
+                            rounds, params, local_states, outer_state,
+                            (self.optimizer, self.alpha, lr),
+                            Outer(self.outer, self.outer_learning_rate), units, plan[k:], epoch,
+                            steps, round_no + k, seed, shuffle)
+                        for part, seconds in parts:
+                            self.balancer.observe(part.timings, [len(sch) for sch in plan[k]])
+                            k += 1
+                            loss = part.loss / max(part.n, 1)
+                            times.append(seconds)
+                            loss_sum += loss * part.n
+                            rows += part.n
+                            on_round(part, seconds, loss, k == len(plan))
                 except (*DISRUPTIONS, MeshBroken) as exc:
-                    rounds.note_fallback(exc)  # redo this epoch round by round (same bits)
-                else:
-                    for k, (part, seconds) in enumerate(parts):
-                        self.balancer.observe(part.timings, [len(sch) for sch in plan[k]])
-                        loss = part.loss / max(part.n, 1)
-                        times.append(seconds)
-                        loss_sum += loss * part.n
-                        rows += part.n
-                        on_round(part, seconds, loss, k == len(parts) - 1)
-                    return EpochOutcome(params, SyncState(None, local_states, outer_state, c),
-                                        loss_sum, rows, times, self.balancer.counts(per_round))
-        k = 0
+                    rounds.note_fallback(exc, action=f"rounds from {round_no + k + 1} redone "
+                                                     "through Dask")
+                for _ in range(k):  # the cursors after the rounds done
+                    self._schedules(cursors, [per_round] * n_units, end, steps, step_rows)
         while rows < n_total:
             r0 = time.perf_counter()
             schedules = self._schedules(cursors, self.balancer.counts(per_round), end, steps,
