@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 
 N_FEATURES = 28
 BATCH = 200
-ROUND_STEPS = 328  # local_steps="auto" at batch 200: ceil(65,536 / 200)
+ROUND_STEPS = 328  # local_steps="auto" at batch 200 until session 7: ceil(65,536 / 200)
 
 
 def library(name: str = "pipeline", checkout: str | None = None) -> SimpleNamespace:

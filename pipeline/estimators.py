@@ -40,7 +40,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``sync="average"``: ``"auto"`` = one replica per worker when ``fit`` starts; an int
         makes the model independent of the cluster size; ``None`` = one per block.
     local_steps, outer_learning_rate, outer_momentum
-        Local-SGD settings: ``local_steps="auto"`` ≈ 65,536 rows per replica per round;
+        Local-SGD settings: ``local_steps="auto"`` ≈ 16,384 rows per replica per round;
         ``outer_momentum > 0`` gives DiLoCo-style Nesterov outer steps (default 0.5).
     weight_decay, warmup_fraction, clip_norm, dropout
         AdamW's decoupled weight decay (``solver="adamw"``), linear warm-up over a fraction of

@@ -20,15 +20,16 @@ __all__ = ["AUTO_ROWS_PER_ROUND", "AUTO_WARMUP_EPOCHS", "AUTO_WARMUP_MAX_FRACTIO
            "dropout_rates", "hidden_sizes", "inner_optimizer", "local_steps_for", "rate_scaling",
            "replicas_for", "seed_of", "train_config", "weight_mask"]
 
-# Rows each replica trains on between two averagings when local_steps="auto": ~130 ms of a small
-# MLP's compute per worker, so a local-SGD round's fixed cost (~40 ms on this 2-core machine:
-# submission, the replicas' states there and back, the fold and the outer step) stays a small
-# fraction of it, while averaging stays frequent enough to keep accuracy per epoch. Measured
-# (benchmarks/RESULTS.md, time to accuracy, local_steps 64/128/256 at batch 256): 65,536 rows
-# took half the seconds per epoch of 16,384 at equal or better test accuracy per epoch on the
-# synthetic, demo and diamonds data; `pipeline demo` (1M rows) fit 22.3 s -> 16.1 s, accuracy
-# 0.8619 -> 0.8620; 131,072 rows gained nothing more.
-AUTO_ROWS_PER_ROUND = 65_536
+# Rows each replica trains on between two averagings when local_steps="auto". A round on the
+# workers' mesh (pipeline.train.mesh_local) costs ~1-2 ms beyond compute, so 16,384 rows (~25 ms
+# of a small MLP's compute per worker on this 2-core machine) keeps it under ~10%, and averaging
+# this often keeps each epoch closer to one replica's sequential training. Measured
+# (benchmarks/where_time_goes.md, "Rows per local-SGD round on the mesh": local_steps 32/64/128
+# and the former 65,536 rows at batch 200, 3 seeds, 3 datasets): test accuracy after the first
+# epoch went up on all three (synthetic 0.8913 -> 0.8921-0.8925, demo 0.8489 -> 0.8496-0.8504,
+# diamonds 0.648 -> 0.675-0.687 means), seconds per epoch within 0-15%. Through Dask (a TLS
+# cluster, or pipeline.train.mesh off) a round costs ~40 ms: there set local_steps higher.
+AUTO_ROWS_PER_ROUND = 16_384
 
 LR_SCALINGS = ("linear", "sqrt")
 # The warm-up lr_scaling adds when the rate grows and warmup_fraction is 0: Goyal et al. 2017
