@@ -174,10 +174,10 @@ def _fit(client, X, y, **kw):
     yd = da.from_array(y, chunks=len(X) // 6).persist()
     est = pl.MLPClassifier(hidden_layer_sizes=(16, 8), sync="gradient", batch_size=96,
                            max_iter=3, random_state=5, min_block_rows=1, **kw)
-    with pytest.warns(Warning):  # ConvergenceWarning: 3 epochs
-        return est.fit(Xd, yd, client=client)
+    return est.fit(Xd, yd, client=client)  # (3 epochs: a ConvergenceWarning, ignored below)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_mesh_epoch_has_the_bits_of_pipelined_and_client_driven_rounds(client):
     rng = np.random.default_rng(3)
     X = rng.standard_normal((1200, 5)).astype(np.float32)
@@ -241,3 +241,27 @@ def test_a_local_sgd_mesh_epoch_has_the_bits_of_rounds_through_dask(client):
                         fits["dask"].coefs_ + fits["dask"].intercepts_, strict=True):
             assert np.array_equal(a, b), name
         assert fits[name].loss_curve_ == fits["dask"].loss_curve_, name
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_two_fits_at_once_on_one_thread_per_worker_do_not_wait_for_each_other(client):
+    """Two users' fits on the same 2-worker cluster (one thread each), at the same time: a rank
+    that waits for its peer must not hold the only thread its peer's worker has, or the two
+    meshes wait for each other until the timeout. Both finish on their meshes, none redone,
+    with the bits each has alone."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(8)
+    data = []
+    for _ in range(2):
+        X = rng.standard_normal((1200, 5)).astype(np.float32)
+        data.append((X, (X[:, 0] - X[:, 2] > 0).astype(int)))
+    alone = [_fit(client, X, y) for X, y in data]
+    with dask.config.set({"pipeline.train.mesh-timeout": "20s",
+                          "pipeline.train.mesh-segment": "0s"}), \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda d: _fit(client, *d), data))
+    for a, b in zip(alone, together, strict=True):
+        assert b.train_summary_["retries"] == 0
+        for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_, strict=True):
+            assert np.array_equal(u, v)

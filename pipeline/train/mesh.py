@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Mesh", "MeshBroken", "abort", "listen", "mesh_capable"]
+__all__ = ["Mesh", "MeshBroken", "abort", "leave_thread_pool", "listen", "mesh_capable"]
 
 _HEADER = struct.Struct("!Q")  # the length of a frame's payload
 _HELLO = struct.Struct("!I")  # the connecting peer's rank, after the token
@@ -47,6 +47,19 @@ class MeshBroken(ConnectionError):
     workers of the mesh the scheduler no longer knows (filled in on the client)."""
 
     lost: frozenset[str] = frozenset()
+
+
+def leave_thread_pool() -> None:
+    """Called by a rank's task first: free its worker's thread slot (``distributed.secede``).
+    A rank waits for its peers; holding the slot, two fits' meshes on workers with one
+    thread each could each wait for a slot the other holds, until the timeout."""
+    try:
+        from distributed import get_worker, secede
+
+        get_worker()
+    except (ImportError, ValueError):  # not in a worker (called directly)
+        return
+    secede()
 
 
 def mesh_capable(address: str) -> bool:

@@ -29,7 +29,7 @@ import dask
 from dask.utils import parse_timedelta
 
 from .ahead import RoundOut, StepArgs, _step, step_and_partition_grads
-from .mesh import Mesh, MeshBroken, abort, listen, mesh_capable
+from .mesh import Mesh, MeshBroken, abort, leave_thread_pool, listen, mesh_capable
 from .recovery import DISRUPTIONS
 from .tasks import Partial, StepState
 
@@ -50,6 +50,9 @@ class MeshSpec(NamedTuple):
     segment: float  # seconds: rank 0 ends the segment after the round that passes it
 
     def open(self) -> Mesh:
+        """This rank's connections, the task's worker thread slot given up first (see
+        :func:`~.mesh.leave_thread_pool`)."""
+        leave_thread_pool()
         return Mesh(self.key, self.rank, self.addresses, self.token, self.timeout)
 
     def exchange(self, mesh: Mesh, value: Any, began: float) -> tuple[list[Any], bool]:
