@@ -91,6 +91,26 @@ def test_a_stranger_is_dropped_unread_and_the_ranks_still_meet():
     stranger.close()
 
 
+def test_a_rank_that_reaches_something_else_than_its_peer_reads_nothing_from_it():
+    """A connection taken by something other than the peer (a proxy answering for an
+    unreachable address, a port reused since): the connecting rank fails at once, without
+    reading the stranger's bytes as a frame."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer_like_a_proxy():
+        conn, _ = server.accept()
+        conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\n\r\n" + b"x" * 64)
+        conn.close()
+
+    t = threading.Thread(target=answer_like_a_proxy)
+    t.start()
+    with pytest.raises(MeshBroken, match="is not rank 0 of this epoch") as info:
+        Mesh("unused", 1, [server.getsockname()[:2], None], TOKEN, 5.0)
+    _causes(info.value)
+    t.join(5)
+    server.close()
+
+
 def test_a_peer_that_leaves_breaks_the_mesh_at_once():
     def body(mesh):
         mesh.allgather(mesh.rank)
@@ -107,11 +127,23 @@ def test_a_peer_that_leaves_breaks_the_mesh_at_once():
     assert str(errors[2]).startswith("rank 2: ")
 
 
+def _causes(exc):
+    """The chain of ``__cause__`` as distributed walks it to ship a task's error (a cycle
+    there loops forever in the worker)."""
+    seen = []
+    while exc is not None:
+        assert all(exc is not e for e in seen), "the exception is its own cause"
+        seen.append(exc)
+        exc = exc.__cause__
+    return seen
+
+
 def test_a_peer_that_never_comes_times_out():
     key = f"test-{uuid.uuid4().hex}"
     address = listen(key, host="127.0.0.1")
-    with pytest.raises(MeshBroken, match="did not connect within"):
+    with pytest.raises(MeshBroken, match="did not connect within") as info:
         Mesh(key, 0, [address, None], TOKEN, 0.3)
+    _causes(info.value)
 
 
 def test_abort_frees_a_rank_waiting_for_a_peer_that_will_never_come():
@@ -265,3 +297,43 @@ def test_two_fits_at_once_on_one_thread_per_worker_do_not_wait_for_each_other(cl
         assert b.train_summary_["retries"] == 0
         for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_, strict=True):
             assert np.array_equal(u, v)
+
+
+def _unreachable_listeners(dask_worker=None, on=True):
+    """On a worker: listeners that answer with an address no connection reaches (as behind a
+    firewall that drops the mesh's ports), or the real ones again."""
+    import pipeline.train.mesh as mesh
+
+    if on:
+        mesh._real_listen = getattr(mesh, "_real_listen", mesh.listen)
+
+        def listen(key, host=None):
+            mesh._real_listen(key, host)  # opened (the rank waiting in accept is aborted)
+            return ("10.255.255.1", 9)
+
+        mesh.listen = listen
+    elif hasattr(mesh, "_real_listen"):
+        mesh.listen = mesh._real_listen
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_mesh_the_network_will_not_connect_is_left_for_the_rest_of_the_fit(client):
+    """When a rank cannot reach its peer (no worker lost), the segment's rounds are redone
+    through Dask and the fit does not try the mesh again: one retry, the bits of a fit without
+    the mesh."""
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((1200, 5)).astype(np.float32)
+    y = (X[:, 1] > 0.2).astype(int)
+    with dask.config.set({"pipeline.train.mesh": False}):
+        plain = _fit(client, X, y)
+    client.run(_unreachable_listeners, on=True)
+    try:
+        with dask.config.set({"pipeline.train.mesh-connect-timeout": "1s",
+                              "pipeline.train.mesh-segment": "0s"}):
+            walled = _fit(client, X, y)
+    finally:
+        client.run(_unreachable_listeners, on=False)
+    assert walled.train_summary_["retries"] == 1  # the first segment only
+    for u, v in zip(plain.coefs_ + plain.intercepts_, walled.coefs_ + walled.intercepts_,
+                    strict=True):
+        assert np.array_equal(u, v)

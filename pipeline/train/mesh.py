@@ -15,6 +15,10 @@ connection is closed before anything is read from it, and nothing is unpickled f
 did not prove it belongs to this epoch. Only ``tcp://`` workers take part: on a ``tls://``
 cluster these connections would be unencrypted, so the epoch goes through Dask instead.
 
+The connecting rank waits for the same token and the listener's rank back before it reads
+anything else, so a connection that reached something other than its peer (a proxy, a port
+reused since) fails at once instead of feeding it bytes.
+
 A peer that dies closes its connections (its process is gone), so the others see end-of-file at
 once and raise :class:`MeshBroken`; a peer that hangs is waited for at most ``timeout`` seconds.
 Either way the caller redoes the epoch through Dask, which recovers lost blocks from lineage.
@@ -130,24 +134,41 @@ class Mesh:
     """Connections from rank ``rank`` to every other rank of one epoch (a context manager)."""
 
     def __init__(self, key: str, rank: int, addresses: list[tuple[str, int] | None], token: bytes,
-                 timeout: float):
+                 timeout: float, connect_timeout: float = 10.0):
         self.rank, self.size, self.timeout, self.key = rank, len(addresses), timeout, key
+        # a peer's listener is open before any rank starts: a connection that takes longer
+        # than this is a network that drops it (a firewall), not a slow peer
+        self.connect_timeout = min(timeout, connect_timeout)
         self.peers: dict[int, socket.socket] = {}
         self.waiting: list[socket.socket] = []  # the listener while peers connect
         with _LOCK:
             _ACTIVE.setdefault(key, []).append(self)
         try:
             self._connect(key, addresses, token)
-        except (OSError, MeshBroken) as exc:
+        except MeshBroken:
             self.close()
-            raise exc if isinstance(exc, MeshBroken) else MeshBroken(
-                f"rank {rank} could not join the mesh: {exc!r}") from exc
+            raise
+        except OSError as exc:
+            self.close()
+            raise MeshBroken(f"rank {rank} could not join the mesh: {exc!r}") from exc
 
     def _connect(self, key: str, addresses: list[tuple[str, int] | None], token: bytes) -> None:
         deadline = time.monotonic() + self.timeout
         for j in range(self.rank):  # every lower rank listens (its listener is already open)
-            sock = socket.create_connection(addresses[j], timeout=self.timeout)
-            sock.sendall(token + _HELLO.pack(self.rank))
+            sock = socket.create_connection(addresses[j], timeout=self.connect_timeout)
+            try:
+                sock.sendall(token + _HELLO.pack(self.rank))
+                # the peer answers with the token and its rank: whatever else took the
+                # connection (a proxy, a stale port) is not read from
+                answer = _recv_exact(sock, len(token) + _HELLO.size)
+            except (OSError, MeshBroken) as exc:
+                sock.close()
+                raise MeshBroken(f"rank {self.rank}: rank {j} at {addresses[j]} did not "
+                                 f"answer: {exc!r}") from exc
+            if answer != token + _HELLO.pack(j):
+                sock.close()
+                raise MeshBroken(f"rank {self.rank}: {addresses[j]} is not rank {j} of this "
+                                 "epoch (it answered something else)")
             self._keep(j, sock)
         if self.rank == self.size - 1:
             return
@@ -176,6 +197,11 @@ class Mesh:
                 if hello[:len(token)] != token or not self.rank < peer < self.size \
                         or peer in self.peers:
                     sock.close()  # not of this epoch: dropped unread
+                    continue
+                try:
+                    sock.sendall(token + _HELLO.pack(self.rank))
+                except OSError:
+                    sock.close()
                     continue
                 self._keep(peer, sock)
         finally:

@@ -33,8 +33,8 @@ from .mesh import Mesh, MeshBroken, abort, leave_thread_pool, listen, mesh_capab
 from .recovery import DISRUPTIONS
 from .tasks import Partial, StepState
 
-__all__ = ["MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable", "run_mesh_gradient",
-           "run_segment"]
+__all__ = ["MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable", "note_broken",
+           "run_mesh_gradient", "run_segment"]
 
 Metrics = list[tuple[float, int, tuple[Any, ...], float]]  # per round: loss, rows, timings, s
 
@@ -48,12 +48,14 @@ class MeshSpec(NamedTuple):
     token: bytes
     timeout: float  # seconds to wait for a silent peer
     segment: float  # seconds: rank 0 ends the segment after the round that passes it
+    connect_timeout: float  # seconds to open a connection to a peer's (open) listener
 
     def open(self) -> Mesh:
         """This rank's connections, the task's worker thread slot given up first (see
         :func:`~.mesh.leave_thread_pool`)."""
         leave_thread_pool()
-        return Mesh(self.key, self.rank, self.addresses, self.token, self.timeout)
+        return Mesh(self.key, self.rank, self.addresses, self.token, self.timeout,
+                    self.connect_timeout)
 
     def exchange(self, mesh: Mesh, value: Any, began: float) -> tuple[list[Any], bool]:
         """Every rank's ``value`` and whether this round ends the segment (rank 0's say)."""
@@ -116,11 +118,24 @@ def _cancelled_on_error(client: Any, futures: list[Any], key: str,
         raise broken from exc
 
 
-def mesh_usable(workers: list[str]) -> bool:
+def mesh_usable(workers: list[str], rounds: Any = None) -> bool:
     """Whether an epoch over blocks held by ``workers`` may run on a mesh: plain-TCP workers,
-    and ``pipeline.train.mesh`` (dask config, default True) not turned off."""
+    ``pipeline.train.mesh`` (dask config, default True) not turned off, and no mesh of this
+    fit (``rounds``) broken without a worker lost (see :func:`note_broken`)."""
     return bool(workers) and bool(dask.config.get("pipeline.train.mesh", True)) and all(
-        mesh_capable(w) for w in workers)
+        mesh_capable(w) for w in workers) and not getattr(rounds, "mesh_off", False)
+
+
+def note_broken(rounds: Any, exc: BaseException, action: str) -> None:
+    """A mesh segment failed: the caller redoes its rounds through Dask. When no worker was
+    lost (a connection the network would not make, a peer that fell silent), the mesh is off
+    for the rest of the fit: its next segments would most likely fail the same way, each after
+    a timeout."""
+    lost = getattr(exc, "lost", frozenset())
+    if not lost:
+        rounds.mesh_off = True
+        action += "; the mesh is off for the rest of this fit"
+    rounds.note_fallback(exc, action=action)
 
 
 def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
@@ -132,6 +147,7 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     key = f"mesh-{token}"
     timeout = parse_timedelta(dask.config.get("pipeline.train.mesh-timeout", "300s"))
     segment = parse_timedelta(dask.config.get("pipeline.train.mesh-segment", "2s"))
+    connect = parse_timedelta(dask.config.get("pipeline.train.mesh-connect-timeout", "10s"))
     # every rank but the last accepts connections from the ranks above it
     listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
                                allow_other_workers=False, pure=False)
@@ -142,7 +158,7 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
                                   if listening else []), None]
     secret = os.urandom(16)
     name = getattr(task, "__name__", "mesh_task")
-    tasks = [client.submit(task, MeshSpec(j, addresses, key, secret, timeout, segment),
+    tasks = [client.submit(task, MeshSpec(j, addresses, key, secret, timeout, segment, connect),
                            *args_of(j), key=f"{name}-{token}-{j}", workers=[w],
                            allow_other_workers=False, pure=False)
              for j, w in enumerate(ranks)]

@@ -83,6 +83,7 @@ class Rounds:
         self.colocated = False  # units' blocks moved together (LocalSGD with replicas)
         self._units: list[list[int]] | None = None
         self._workers_seen: frozenset[str] | None = None
+        self.mesh_off = False  # a mesh of this fit broke without a worker lost
 
     # ------------------------------------------------------------ placement ---------------------
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import optim
-from .mesh_epoch import MeshBroken, mesh_usable, run_mesh_gradient
+from .mesh_epoch import MeshBroken, mesh_usable, note_broken, run_mesh_gradient
 from .mesh_local import Outer, apply_average, run_mesh_local
 from .order import span
 from .recovery import DISRUPTIONS
@@ -100,7 +100,7 @@ class GradientSync:
 
         first = 0  # the epoch's rounds done
         ahead = self.rounds_ahead > 1 and steps > 1
-        if ahead and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+        if ahead and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1], rounds):
             # segments of rounds on the workers' mesh (:mod:`.mesh_epoch`); a broken one
             # leaves the rest of the epoch to the rounds below, from the last segment's end
             at = StepState(params, opt_state, 0.0, 0, ())
@@ -112,8 +112,8 @@ class GradientSync:
                         first += 1
                         record(part, seconds, part.loss, first == steps)
             except (*DISRUPTIONS, MeshBroken) as exc:
-                rounds.note_fallback(exc, action=f"rounds from {round_no + first + 1} redone "
-                                                 "one at a time")
+                note_broken(rounds, exc, f"rounds from {round_no + first + 1} redone one at a "
+                                         "time")
             params, opt_state = at.params, at.opt_state
         elif ahead:
             try:
@@ -265,7 +265,8 @@ class LocalSGD:
             plan, ahead = [], list(cursors)
             while ahead != [end] * n_units:
                 plan.append(self._schedules(ahead, [per_round] * n_units, end, steps, step_rows))
-            if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1]):
+            if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1],
+                                             rounds):
                 # segments of rounds on the workers' mesh (:mod:`.mesh_local`); a broken one
                 # leaves the rest of the epoch to the rounds below, from the last segment's end
                 try:
@@ -284,8 +285,8 @@ class LocalSGD:
                             rows += part.n
                             on_round(part, seconds, loss, k == len(plan))
                 except (*DISRUPTIONS, MeshBroken) as exc:
-                    rounds.note_fallback(exc, action=f"rounds from {round_no + k + 1} redone "
-                                                     "through Dask")
+                    note_broken(rounds, exc, f"rounds from {round_no + k + 1} redone through "
+                                             "Dask")
                 for _ in range(k):  # the cursors after the rounds done
                     self._schedules(cursors, [per_round] * n_units, end, steps, step_rows)
         while rows < n_total:
