@@ -351,6 +351,21 @@ class RoundTrigger:
         self.client.unsubscribe_topic(TOPIC)
 
 
+
+def kill_block0_worker_at_round(client: Any, n: int) -> tuple[RoundTrigger, dict[str, Any]]:
+    """A :class:`RoundTrigger` that SIGKILLs, from outside, the worker that computed block 0's
+    part of the round in the ``n``-th round event; ``killed`` gets its ``worker`` and ``at``."""
+    pids = worker_pids(client)
+    killed: dict[str, Any] = {}
+
+    def kill() -> None:
+        last = next(e for e in reversed(trigger.events) if e.get("event") == "round")
+        killed["worker"] = last["partition_workers"][0]
+        killed["at"] = kill_pid(pids[killed["worker"]])
+
+    trigger = RoundTrigger(client, n, kill)
+    return trigger, killed
+
 # ------------------------------------------------------------------ data -----------------------
 
 

@@ -27,6 +27,7 @@ from proc_cluster import (
     RoundTrigger,
     arm_workers,
     fit_model,
+    kill_block0_worker_at_round,
     kill_group,
     kill_pid,
     make_data,
@@ -125,15 +126,7 @@ def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
     """SIGKILL from outside, right after the 5th round event, the worker that held block 0.
     Rounds through Dask (the mesh off: its rounds run inside one task per worker, see
     ``test_worker_sigkilled_inside_a_mesh_epoch``)."""
-    pids = worker_pids(proc_client)
-    killed = {}
-
-    def kill_block0_worker():
-        last = next(e for e in reversed(trigger.events) if e.get("event") == "round")
-        killed["worker"] = last["partition_workers"][0]
-        killed["at"] = kill_pid(pids[killed["worker"]])
-
-    trigger = RoundTrigger(proc_client, 5, kill_block0_worker)
+    trigger, killed = kill_block0_worker_at_round(proc_client, 5)
     try:
         with dask.config.set({"pipeline.train.mesh": False}):
             model = fit_model(proc_client, *data, **FULL_BATCH[solver])
@@ -159,15 +152,7 @@ def test_worker_sigkilled_inside_a_mesh_epoch(proc_client, data):
     config = dict(FULL_BATCH["replicas"], max_iter=40)
     oracle = fit_model(proc_client, *data, **config)
     assert oracle.train_summary_["retries"] == 0
-    pids = worker_pids(proc_client)
-    killed = {}
-
-    def kill_block0_worker():
-        last = next(e for e in reversed(trigger.events) if e.get("event") == "round")
-        killed["worker"] = last["partition_workers"][0]
-        killed["at"] = kill_pid(pids[killed["worker"]])
-
-    trigger = RoundTrigger(proc_client, 5, kill_block0_worker)
+    trigger, killed = kill_block0_worker_at_round(proc_client, 5)
     try:
         model = fit_model(proc_client, *data, **config)
         trigger.wait_for_end()

@@ -11,9 +11,8 @@ from proc_cluster import (
     RoundTrigger,
     arm_workers,
     fit_model,
-    kill_pid,
+    kill_block0_worker_at_round,
     victim,
-    worker_pids,
 )
 
 pytestmark = pytest.mark.slow
@@ -29,15 +28,7 @@ def _retries(trigger):
 @pytest.mark.parametrize("store", ["disk", "stream"])
 def test_worker_sigkilled_between_rounds_same_bits(proc_client, data, reference, store):
     """SIGKILL from outside, after the 5th round, of the worker holding block 0's handle."""
-    pids = worker_pids(proc_client)
-    killed = {}
-
-    def kill_block0_worker():
-        last = next(e for e in reversed(trigger.events) if e.get("event") == "round")
-        killed["worker"] = last["partition_workers"][0]
-        killed["at"] = kill_pid(pids[killed["worker"]])
-
-    trigger = RoundTrigger(proc_client, 5, kill_block0_worker)
+    trigger, killed = kill_block0_worker_at_round(proc_client, 5)
     try:
         model = fit_model(proc_client, *data, block_store=store, **FULL_BATCH["sgd"])
         trigger.wait_for_end()
