@@ -34,7 +34,7 @@ from .recovery import DISRUPTIONS
 from .tasks import Partial, StepState
 
 __all__ = ["MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable", "note_broken",
-           "run_mesh_gradient", "run_segment"]
+           "run_mesh_gradient", "run_segment", "segment_rounds"]
 
 Metrics = list[tuple[float, int, tuple[Any, ...], float]]  # per round: loss, rows, timings, s
 
@@ -182,9 +182,15 @@ def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...],
         lambda j: ([futures[i] for i in groups[j]], groups[j], args, state, first, round_no,
                    epoch, steps, seed, shuffle),
         f"epoch {epoch}, rounds from {first + 1} (mesh)")
-    result = results[0]
-    rounds.round += len(result.metrics)
-    out = [(Partial(loss, None, n, timings), seconds)
-           for loss, n, timings, seconds in result.metrics]
-    rounds.observe_epoch([out[0][0]], started)  # blocks rebuilt elsewhere: a worker was lost
-    return result.state, out
+    return results[0].state, segment_rounds(rounds, results[0].metrics, started)
+
+
+def segment_rounds(rounds: Any, metrics: Metrics, started: float
+                   ) -> list[tuple[Partial, float]]:
+    """Rank 0's per-round ``metrics`` of a finished segment as the client's rounds
+    ``[(partial without its vector, seconds), ...]``, counted, and looked at for lost workers
+    (blocks computed elsewhere than last time) as a round through Dask is."""
+    rounds.round += len(metrics)
+    out = [(Partial(loss, None, n, timings), seconds) for loss, n, timings, seconds in metrics]
+    rounds.observe_epoch([out[0][0]], started)
+    return out

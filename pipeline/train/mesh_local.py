@@ -22,7 +22,7 @@ import time
 from typing import Any, NamedTuple
 
 from .local_steps import fold_local, replica_local_steps
-from .mesh_epoch import MeshSpec, run_segment
+from .mesh_epoch import MeshSpec, run_segment, segment_rounds
 from .tasks import Partial, check_finite
 
 __all__ = ["Outer", "apply_average", "mesh_local_epoch", "run_mesh_local"]
@@ -121,10 +121,7 @@ def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_stat
                    [{r: s[r] for r in mine[j]} for s in schedules], steps, seed, shuffle,
                    rounds.split_every, round_no),
         f"epoch {epoch}, rounds from {round_no + 1} (mesh)")
-    rounds.round += len(ends[0].metrics)
-    out = [(Partial(loss, None, n, timings), seconds)
-           for loss, n, timings, seconds in ends[0].metrics]
-    rounds.observe_epoch([out[0][0]], started)  # blocks rebuilt elsewhere: a worker was lost
+    out = segment_rounds(rounds, ends[0].metrics, started)
     states = list(local_states)
     for end in ends:
         for r, state in end.states.items():

@@ -76,8 +76,8 @@ class Rounds:
         self.round = 0  # training rounds submitted so far
         self._graphs = itertools.count()  # makes every graph's keys new (see _token)
         self._where: dict[int, str] = {}  # block index -> worker that computed its last partial
-        self._placement: tuple[tuple[Any, ...], list[list[int]]] | None = None
-        self._holders: list[str] = []  # the worker holding each group of the placement
+        # (block keys, block indices grouped by holder, each group's holder)
+        self._placement: tuple[tuple[Any, ...], list[list[int]], list[str]] | None = None
         self._healthy: list[float] = []  # recent undisrupted round times, seconds
         self._lost: set[str] = set()  # workers already reported lost
         self.colocated = False  # units' blocks moved together (LocalSGD with replicas)
@@ -101,15 +101,16 @@ class Rounds:
         for i, f in enumerate(futures):
             holders = sorted(who.get(f.key, ()))
             by_worker.setdefault(holders[0] if holders else "", []).append(i)
-        groups = [by_worker[w] for w in sorted(by_worker)]
-        self._placement = (key, groups)
-        self._holders = sorted(by_worker)
+        holders = sorted(by_worker)
+        groups = [by_worker[w] for w in holders]
+        self._placement = (key, groups, holders)
         return groups
 
     def groups_and_workers(self, futures: list[Any]) -> tuple[list[list[int]], list[str]]:
         """:meth:`groups` and the worker holding each group ("" for blocks held nowhere)."""
         groups = self.groups(futures)
-        return groups, list(self._holders)
+        assert self._placement is not None
+        return groups, list(self._placement[2])
 
     def refresh_placement(self) -> None:
         self._placement = None

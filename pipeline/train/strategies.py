@@ -215,6 +215,7 @@ class LocalSGD:
     def __post_init__(self) -> None:
         self.outer = optim.sgd(self.outer_learning_rate, momentum=self.outer_momentum,
                                nesterov=True)
+        self.outer_rule = Outer(self.outer, self.outer_learning_rate)
         self.balancer: Balancer | None = None
 
     def units(self, rows: Sequence[int]) -> list[list[int]]:
@@ -260,11 +261,23 @@ class LocalSGD:
         end = (epoch + 1) * steps
         loss_sum, rows, times = 0.0, 0, []
         k = 0  # the epoch's rounds done
+
+        def record(part: Partial, seconds: float, schedules: list[Any]) -> None:
+            nonlocal loss_sum, rows, k
+            self.balancer.observe(part.timings, [len(sch) for sch in schedules])
+            loss = part.loss / max(part.n, 1)  # includes each step's penalty
+            times.append(seconds)
+            loss_sum += loss * part.n
+            rows += part.n
+            k += 1
+            on_round(part, seconds, loss, rows >= n_total)
+
         if self.replicas is not None and self.balance == "none" and \
                 cursors == [epoch * steps] * n_units:
-            plan, ahead = [], list(cursors)
+            plan, ahead, after = [], list(cursors), []  # each round's schedules, cursors after
             while ahead != [end] * n_units:
                 plan.append(self._schedules(ahead, [per_round] * n_units, end, steps, step_rows))
+                after.append(list(ahead))
             if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1],
                                              rounds):
                 # segments of rounds on the workers' mesh (:mod:`.mesh_local`); a broken one
@@ -273,22 +286,15 @@ class LocalSGD:
                     while k < len(plan):
                         params, local_states, outer_state, parts = run_mesh_local(
                             rounds, params, local_states, outer_state,
-                            (self.optimizer, self.alpha, lr),
-                            Outer(self.outer, self.outer_learning_rate), units, plan[k:], epoch,
-                            steps, round_no + k, seed, shuffle)
+                            (self.optimizer, self.alpha, lr), self.outer_rule, units, plan[k:],
+                            epoch, steps, round_no + k, seed, shuffle)
                         for part, seconds in parts:
-                            self.balancer.observe(part.timings, [len(sch) for sch in plan[k]])
-                            k += 1
-                            loss = part.loss / max(part.n, 1)
-                            times.append(seconds)
-                            loss_sum += loss * part.n
-                            rows += part.n
-                            on_round(part, seconds, loss, k == len(plan))
+                            record(part, seconds, plan[k])
                 except (*DISRUPTIONS, MeshBroken) as exc:
                     note_broken(rounds, exc, f"rounds from {round_no + k + 1} redone through "
                                              "Dask")
-                for _ in range(k):  # the cursors after the rounds done
-                    self._schedules(cursors, [per_round] * n_units, end, steps, step_rows)
+                if k:
+                    cursors = after[k - 1]
         while rows < n_total:
             r0 = time.perf_counter()
             schedules = self._schedules(cursors, self.balancer.counts(per_round), end, steps,
@@ -304,18 +310,9 @@ class LocalSGD:
             if part.n == 0:
                 raise RuntimeError(f"round {round_no + k + 1} trained on no rows: the blocks "
                                    f"hold fewer rows than their BlockSet says ({n_total})")
-            self.balancer.observe(part.timings, [len(sch) for sch in schedules])
             check_finite(part, round_no + k, "loss or parameter update")
-            m = max(part.n, 1)
-            params, outer_state = apply_average(part, params, outer_state,
-                                                Outer(self.outer, self.outer_learning_rate))
-            loss = part.loss / m  # includes each step's penalty
-            seconds = time.perf_counter() - r0
-            times.append(seconds)
-            loss_sum += loss * part.n
-            rows += part.n
-            k += 1
-            on_round(part, seconds, loss, rows >= n_total)
+            params, outer_state = apply_average(part, params, outer_state, self.outer_rule)
+            record(part, time.perf_counter() - r0, schedules)
         return EpochOutcome(params, SyncState(None, local_states, outer_state, cursors),
                             loss_sum, rows, times, self.balancer.counts(per_round))
 
