@@ -16,6 +16,7 @@ gradient's tasks; local SGD's are in :mod:`~pipeline.train.local_steps`, scoring
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -64,18 +65,20 @@ def _worker_address() -> str:
         return "local"
 
 
-_WORKSPACES: OrderedDict[tuple[int, tuple[int, ...], type, Any], Workspace] = OrderedDict()
+_WORKSPACES: OrderedDict[tuple[int, tuple[int, ...], type, Any, int], Workspace] = OrderedDict()
 _WORKSPACES_MAX = 256  # blocks' workspaces a worker keeps (least recently used first out)
 
 
 def workspace_for(index: int, X: Any) -> Workspace:
     """The buffers block ``index`` reuses from one step (and one round) to the next, on this
-    worker: the gathered batch, activations, deltas and the flat gradient (see
+    worker thread: the gathered batch, activations, deltas and the flat gradient (see
     :mod:`pipeline.nn.workspace`). Without them a nanny-started worker faults every page of
     every step's arrays in again (its ``MALLOC_TRIM_THRESHOLD_`` pins the mmap threshold)."""
     # the array type before the dtype: dtypes of two libraries are never compared (and
-    # str(dtype), the former key, is Python code in NumPy: a few µs per call)
-    key = (index, tuple(X.shape), type(X), X.dtype)
+    # str(dtype), the former key, is Python code in NumPy: a few µs per call). Per thread:
+    # tasks that run at once on one worker (several threads, or mesh tasks that left the
+    # thread pool) must not write into each other's buffers.
+    key = (index, tuple(X.shape), type(X), X.dtype, threading.get_ident())
     ws = _WORKSPACES.get(key)
     if ws is None:
         ws = _WORKSPACES[key] = Workspace()
