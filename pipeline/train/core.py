@@ -24,10 +24,10 @@ from ..backend import to_host
 from ..blocks import BlockSet
 from .lbfgs import run_lbfgs
 from .rounds import Rounds
+from .run_ahead import RunAhead, epoch_loss, epoch_rate
 from .scores import score_value
 from .stopping import Progress, StoppingRule
 from .strategies import GradientSync, LocalSGD, SyncState
-from .tasks import Rate
 
 __all__ = ["SOLVERS", "SYNC_MODES", "TrainConfig", "TrainResult", "TrainState", "evaluate",
            "make_strategy", "train"]
@@ -290,10 +290,15 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     t, round_no, epoch = state.t, state.rounds, state.epoch
     last_event = [0.0]
 
+    # nothing needs the client between epochs: a mesh segment may run on into the next ones
+    # (the stopping rule on the workers, :mod:`.run_ahead`)
+    run_ahead = validation is None and on_epoch_end is None
+
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
-        rounds.refresh_placement()
-        rounds.keep_spread()
+        if not strategy.ran_ahead(epoch):
+            rounds.refresh_placement()
+            rounds.keep_spread()
         first_round = round_no
 
         def on_round(part: Any, seconds: float, loss: float, last: bool,
@@ -306,14 +311,16 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
                     round_no, _epoch + 1, part, seconds, loss))
                 last_event[0] = now
 
-        rate = (Rate(progress.learning_rate / config.learning_rate_init, as_scale=True)
-                if config.scheduled_rate else Rate(progress.learning_rate))
+        rate = epoch_rate(progress, config.scheduled_rate, config.learning_rate_init)
+        ahead = RunAhead(rule, progress, t, config.max_iter, config.scheduled_rate,
+                         config.learning_rate_init) if run_ahead else None
         out = strategy.run_epoch(rounds, params, sync, rate, epoch,
-                                 first_round, config.random_state, config.shuffle, on_round)
+                                 first_round, config.random_state, config.shuffle, on_round,
+                                 ahead)
         params, sync = out.params, out.state
         epoch += 1
         t += out.rows
-        loss = out.loss_sum / max(out.rows, 1)
+        loss = epoch_loss(out.loss_sum, out.rows)
         loss_curve.append(loss)
         score = None
         if validation is not None:
@@ -321,7 +328,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
             val_scores.append(score)
         lr = progress.learning_rate
         progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)
-        epoch_seconds = time.perf_counter() - epoch_start
+        epoch_seconds = (out.seconds if out.seconds is not None
+                         else time.perf_counter() - epoch_start)
         record = {
             "epoch": epoch, "loss": loss, "validation_score": score,
             "samples_per_s": out.rows / epoch_seconds if epoch_seconds > 0 else None,

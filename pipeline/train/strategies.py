@@ -23,16 +23,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import optim
 from .mesh_epoch import MeshBroken, mesh_usable, note_broken, run_mesh_gradient
-from .mesh_local import Outer, apply_average, run_mesh_local
+from .mesh_local import Beyond, Outer, apply_average, run_mesh_local
 from .order import span
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
+from .run_ahead import RunAhead, add_round
+from .schedule import epoch_plan, round_schedules
 from .tasks import Partial, Rate, StepState, check_finite, gradient_step
 
 __all__ = ["Balancer", "EpochOutcome", "GradientSync", "LocalSGD", "SyncState"]
@@ -64,6 +66,16 @@ class EpochOutcome:
     rows: int
     round_seconds: list[float]
     local_steps: list[int] | None = None  # LocalSGD: per block, next round
+    seconds: float | None = None  # the epoch's own time, when the call did more than the epoch
+
+
+class Ahead(NamedTuple):
+    """An epoch (or its first rounds) a mesh segment ran past the one it was started for."""
+
+    epoch: int
+    rounds: list[tuple[Partial, float]]  # (round partial without its vector, seconds)
+    params: Any  # at the epoch's end, or at the segment's end when not ``complete``
+    complete: bool
 
 
 @dataclass
@@ -83,9 +95,13 @@ class GradientSync:
     def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
         return SyncState(opt_state=optim.state_to_host(self.optimizer.init(params)))
 
+    def ran_ahead(self, epoch: int) -> bool:
+        """Whether ``epoch`` was already run (never, here: see :class:`LocalSGD`)."""
+        return False
+
     def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
-                  on_round: OnRound) -> EpochOutcome:
+                  on_round: OnRound, ahead: RunAhead | None = None) -> EpochOutcome:
         steps = self.steps_per_epoch(rounds.blocks.rows)
         opt_state = state.opt_state
         loss_sum, rows, times = 0.0, 0, []
@@ -217,6 +233,12 @@ class LocalSGD:
                                nesterov=True)
         self.outer_rule = Outer(self.outer, self.outer_learning_rate)
         self.balancer: Balancer | None = None
+        self._ahead: list[Ahead] = []  # epochs the last mesh segment ran past its own
+        self._ahead_end: tuple[list[Any], Any] = ([], None)  # its end's local and outer states
+
+    def ran_ahead(self, epoch: int) -> bool:
+        """Whether a mesh segment already ran ``epoch`` (or its first rounds)."""
+        return bool(self._ahead) and self._ahead[0].epoch == epoch
 
     def units(self, rows: Sequence[int]) -> list[list[int]]:
         """The replicas, as lists of block indices."""
@@ -238,7 +260,10 @@ class LocalSGD:
 
     def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
-                  on_round: OnRound) -> EpochOutcome:
+                  on_round: OnRound, ahead: RunAhead | None = None) -> EpochOutcome:
+        """One epoch from ``params``; with ``ahead`` (nothing needs the client between epochs)
+        a mesh segment may run on into the next epochs, kept for the next calls."""
+        began = time.perf_counter()
         rows_per_block = rounds.blocks.rows
         n_total = int(sum(rows_per_block))
         units = self.units(rows_per_block)
@@ -250,7 +275,7 @@ class LocalSGD:
         if self.replicas is not None:
             # linear scaling rule (Goyal et al. 2017): averaging R replicas' changes moves the
             # model like one replica with an R-times larger batch, so each steps R times larger
-            lr = Rate(lr.value * n_units, lr.as_scale)
+            lr = lr.times(n_units)
         if self.balancer is None:
             self.balancer = Balancer(n_units, enabled=self.balance == "throughput")
         cursors = list(state.cursors) if state.cursors is not None else [epoch * steps] * n_units
@@ -261,44 +286,64 @@ class LocalSGD:
         end = (epoch + 1) * steps
         loss_sum, rows, times = 0.0, 0, []
         k = 0  # the epoch's rounds done
+        later_seconds = 0.0  # of the rounds a segment ran past this epoch
 
         def record(part: Partial, seconds: float, schedules: list[Any]) -> None:
             nonlocal loss_sum, rows, k
             self.balancer.observe(part.timings, [len(sch) for sch in schedules])
-            loss = part.loss / max(part.n, 1)  # includes each step's penalty
             times.append(seconds)
-            loss_sum += loss * part.n
-            rows += part.n
+            loss_sum, rows = add_round((loss_sum, rows), part)  # includes each step's penalty
             k += 1
-            on_round(part, seconds, loss, rows >= n_total)
+            on_round(part, seconds, part.loss / max(part.n, 1), rows >= n_total)
 
         if self.replicas is not None and self.balance == "none" and \
                 cursors == [epoch * steps] * n_units:
-            plan, ahead, after = [], list(cursors), []  # each round's schedules, cursors after
-            while ahead != [end] * n_units:
-                plan.append(self._schedules(ahead, [per_round] * n_units, end, steps, step_rows))
-                after.append(list(ahead))
-            if len(plan) > 1 and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1],
-                                             rounds):
+            plan, after = epoch_plan(epoch, n_units, per_round, steps, step_rows)
+            if self._ahead:  # the last segment ran this epoch, or its first rounds, already
+                done = self._ahead.pop(0)
+                if done.epoch != epoch:
+                    raise RuntimeError(f"epoch {epoch} asked for, but the mesh ran epoch "
+                                       f"{done.epoch} ahead")
+                for part, seconds in done.rounds:
+                    record(part, seconds, plan[k])
+                params = done.params
+                if not self._ahead:
+                    local_states, outer_state = self._ahead_end
+                if done.complete:
+                    return EpochOutcome(params, SyncState(None, local_states, outer_state,
+                                                          after[-1]),
+                                        loss_sum, rows, times, self.balancer.counts(per_round),
+                                        seconds=sum(times))
+            further = ahead is not None and epoch + 1 < ahead.max_epochs
+            if (len(plan) > 1 or further) and mesh_usable(
+                    rounds.groups_and_workers(rounds.block_keys)[1], rounds):
                 # segments of rounds on the workers' mesh (:mod:`.mesh_local`); a broken one
                 # leaves the rest of the epoch to the rounds below, from the last segment's end
                 try:
                     while k < len(plan):
-                        params, local_states, outer_state, parts = run_mesh_local(
+                        beyond = None if ahead is None else Beyond(
+                            ahead, epoch, (loss_sum, rows), n_units, per_round, steps,
+                            step_rows)
+                        params, local_states, outer_state, parts, ends = run_mesh_local(
                             rounds, params, local_states, outer_state,
                             (self.optimizer, self.alpha, lr), self.outer_rule, units, plan[k:],
-                            epoch, steps, round_no + k, seed, shuffle)
-                        for part, seconds in parts:
+                            epoch, steps, round_no + k, seed, shuffle, beyond)
+                        mine = ends[0][0] if ends else len(parts)
+                        for part, seconds in parts[:mine]:
                             record(part, seconds, plan[k])
+                        if ends:
+                            later_seconds = self._keep_ahead(epoch, parts, ends, params,
+                                                             (local_states, outer_state))
+                            params = ends[0][1]
                 except (*DISRUPTIONS, MeshBroken) as exc:
                     note_broken(rounds, exc, f"rounds from {round_no + k + 1} redone through "
                                              "Dask")
-                if k:
-                    cursors = after[k - 1]
+            if k:
+                cursors = after[k - 1]
         while rows < n_total:
             r0 = time.perf_counter()
-            schedules = self._schedules(cursors, self.balancer.counts(per_round), end, steps,
-                                        step_rows)
+            schedules = round_schedules(cursors, self.balancer.counts(per_round), end, steps,
+                                        step_rows, across_epochs=self.balance == "throughput")
             if self.replicas is None:
                 part, local_states = rounds.local_steps(
                     params, local_states, (self.optimizer, self.alpha, lr), schedules, steps,
@@ -314,18 +359,20 @@ class LocalSGD:
             params, outer_state = apply_average(part, params, outer_state, self.outer_rule)
             record(part, time.perf_counter() - r0, schedules)
         return EpochOutcome(params, SyncState(None, local_states, outer_state, cursors),
-                            loss_sum, rows, times, self.balancer.counts(per_round))
+                            loss_sum, rows, times, self.balancer.counts(per_round),
+                            seconds=time.perf_counter() - began - later_seconds
+                            if later_seconds else None)
 
-    def _schedules(self, cursors: list[int], counts: Sequence[int], end: int, steps: int,
-                   step_rows: list[int]) -> list[tuple[tuple[int, int, int], ...]]:
-        """Each replica's inner steps ``(epoch, step, global rows)`` of the next round, from
-        its cursor (advanced in place). ``"none"``: every block stops at the epoch boundary,
-        all in step; ``"throughput"``: blocks run their own streams across epochs, faster
-        workers further."""
-        schedules = []
-        for i, c in enumerate(cursors):
-            stop = c + counts[i] if self.balance == "throughput" else min(c + counts[i], end)
-            schedules.append(tuple((j // steps, j % steps, step_rows[j % steps])
-                                   for j in range(c, stop)))
-            cursors[i] = stop
-        return schedules
+    def _keep_ahead(self, epoch: int, parts: list[tuple[Partial, float]],
+                    ends: list[tuple[int, Any]], params: Any, states: tuple[list[Any], Any]
+                    ) -> float:
+        """Keep the epochs after ``epoch`` that a segment ran (``ends``: per finished epoch,
+        the segment's rounds by then and the parameters then; ``params``, ``states``: the
+        segment's end) for the next calls; the seconds of their rounds."""
+        cuts = [at for at, _ in ends]
+        self._ahead = [Ahead(epoch + i, parts[cuts[i - 1]:cuts[i]], ends[i][1], True)
+                       for i in range(1, len(ends))]
+        if cuts[-1] < len(parts):  # the segment ended inside an epoch
+            self._ahead.append(Ahead(epoch + len(ends), parts[cuts[-1]:], params, False))
+        self._ahead_end = states
+        return sum(seconds for a in self._ahead for _, seconds in a.rounds)

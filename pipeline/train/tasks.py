@@ -148,6 +148,10 @@ class Rate(NamedTuple):
     value: float
     as_scale: bool = False
 
+    def times(self, k: float) -> Rate:
+        """This rate ``k`` times larger (the linear scaling rule)."""
+        return Rate(self.value * k, self.as_scale)
+
     def apply(self, state: Any) -> Any:
         if self.as_scale:
             return optim.set_learning_rate_scale(state, self.value)

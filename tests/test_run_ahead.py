@@ -1,0 +1,105 @@
+"""Mesh segments that run past their epoch (``pipeline.train.run_ahead``).
+
+Without validation blocks or a per-epoch hook, a local-SGD fit's mesh segment goes on into the
+next epochs, the stopping rule evaluated on every rank. Each fit here is compared with the same
+fit epoch by epoch: through Dask's rounds (the mesh off), on the mesh with a checkpoint hook
+(the client between epochs) and with a segment per round. Parameters, loss curves, epoch
+counts and learning rates must have the same bits; the distributed path itself is checked
+against NumPy and scikit-learn elsewhere (``test_bit_identity.py``, the distributed math tests),
+so this file proves only that running ahead changes nothing but the number of rendezvous.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask
+import numpy as np
+import pytest
+
+import pipeline.train.mesh_local as mesh_local
+
+
+@pytest.fixture(scope="module")
+def data(client):
+    import dask.array as da
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((1800, 5)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] + 0.2 * rng.standard_normal(1800) > 0).astype(int)
+    Xd, yd = client.persist([da.from_array(X, chunks=300), da.from_array(y, chunks=300)])
+    return Xd, yd
+
+
+def _fit(client, data, monkeypatch, *, mesh=True, segment="60s", tmp=None, **kw):
+    """A fit, and how many mesh segments it ran."""
+    import pipeline as pl
+
+    segments = []
+    real = mesh_local.run_segment
+
+    def counted(*a, **k):
+        segments.append(a[3])  # the segment's description
+        return real(*a, **k)
+
+    monkeypatch.setattr(mesh_local, "run_segment", counted)
+    params = {"hidden_layer_sizes": (16,), "batch_size": 50, "local_steps": 6, "replicas": 2,
+              "outer_momentum": 0.5, "max_iter": 4, "random_state": 2, "min_block_rows": 1,
+              **kw}
+    est = pl.MLPClassifier(**params)
+    with dask.config.set({"pipeline.train.mesh": mesh,
+                          "pipeline.train.mesh-segment": segment}), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+        est.fit(*data, client=client, checkpoint_dir=tmp)
+    monkeypatch.undo()
+    assert est.train_summary_["retries"] == 0
+    return est, len(segments)
+
+
+def _same(a, b, what):
+    for x, y in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_, strict=True):
+        assert np.array_equal(x, y), what
+    assert a.loss_curve_ == b.loss_curve_, what
+    assert a.n_iter_ == b.n_iter_, what
+    assert [h["learning_rate"] for h in a.history_] == [h["learning_rate"] for h in b.history_]
+
+
+@pytest.mark.parametrize("kw", [
+    {},  # 4 epochs of 3 rounds (6 local steps of 50 rows, 900 rows a replica)
+    {"tol": 0.5, "n_iter_no_change": 1, "max_iter": 8},  # the rule stops the run at epoch 3
+    {"solver": "sgd", "learning_rate": "adaptive", "learning_rate_init": 0.05, "tol": 0.5,
+     "n_iter_no_change": 1, "max_iter": 6},  # the rule divides the rate by 5, twice
+    {"local_steps": None, "max_iter": 5},  # one round an epoch: the mesh only because it runs
+], ids=["epochs", "stopping", "adaptive-rate", "round-per-epoch"])
+def test_running_ahead_has_the_bits_of_epoch_by_epoch(client, data, monkeypatch, tmp_path, kw):
+    ahead, n_ahead = _fit(client, data, monkeypatch, **kw)
+    dask_rounds, n_dask = _fit(client, data, monkeypatch, mesh=False, **kw)
+    hooked, n_hooked = _fit(client, data, monkeypatch, tmp=str(tmp_path / "ckpt"), **kw)
+    per_round, _ = _fit(client, data, monkeypatch, segment="0s", **kw)
+    assert n_ahead == 1, "the whole fit is one segment"
+    assert n_dask == 0
+    if kw.get("local_steps", 6) is None:
+        assert n_hooked == 0  # a one-round epoch alone is not worth a mesh
+    else:
+        assert n_hooked == ahead.n_iter_, "a checkpoint hook: a segment an epoch"
+    for other, what in ((dask_rounds, "dask"), (hooked, "checkpoint hook"),
+                        (per_round, "a segment per round")):
+        _same(ahead, other, what)
+    if "tol" in kw and kw.get("solver") != "sgd":
+        assert ahead.n_iter_ == 3 < kw["max_iter"]
+    if kw.get("learning_rate") == "adaptive":
+        rates = [h["learning_rate"] for h in ahead.history_]
+        assert len(set(rates)) == 3, rates  # two cuts by 5 inside the one segment
+    seconds = [h["seconds"] for h in ahead.history_]
+    assert all(s > 0 for s in seconds)
+    assert sum(seconds) <= ahead.train_summary_["fit_seconds"]
+
+
+def test_a_segment_that_ends_inside_an_epoch_is_continued_by_the_next(client, data,
+                                                                      monkeypatch):
+    """A short segment length: segments end mid-epoch, in later epochs than they began in;
+    the next epoch's call picks up the rounds already run and goes on from there."""
+    ref, _ = _fit(client, data, monkeypatch, mesh=False, max_iter=6)
+    fit, n = _fit(client, data, monkeypatch, segment="20ms", max_iter=6)
+    assert 1 < n < 18  # not one segment, not one per round (3 rounds an epoch)
+    _same(fit, ref, "short segments")
