@@ -13,7 +13,8 @@ exchange instead of a graph submission and two scheduler hops.
 
 :func:`run_mesh_local` is the client's side of a segment (see :mod:`.mesh_epoch`); the round
 schedules are fixed in advance (``balance="none"``: every replica takes ``local_steps`` per round
-until the epoch ends).
+until the epoch ends). Given a :class:`Beyond`, a segment goes on past its epoch's end when the
+stopping rule lets it (:mod:`.run_ahead`), each rank building the next epoch's schedules itself.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import Any, NamedTuple
 
 from .local_steps import fold_local, replica_local_steps
 from .mesh_epoch import MeshSpec, run_segment, segment_rounds
+from .run_ahead import RunAhead, add_round
+from .schedule import Schedule, epoch_plan
 from .tasks import Partial, check_finite
 
-__all__ = ["Outer", "apply_average", "mesh_local_epoch", "run_mesh_local"]
-
-Schedule = tuple[tuple[int, int, int], ...]
+__all__ = ["Beyond", "Outer", "apply_average", "mesh_local_epoch", "run_mesh_local"]
 
 
 class Outer(NamedTuple):
@@ -53,60 +54,103 @@ def apply_average(part: Partial, params: Any, outer_state: Any, outer: Outer) ->
     return optim.apply_updates(params, updates), outer_state
 
 
+class Beyond(NamedTuple):
+    """What a segment needs to run past its epoch's end (:mod:`.run_ahead`)."""
+
+    run: RunAhead
+    epoch: int  # the epoch the segment starts in
+    so_far: tuple[float, int]  # (Σ round loss x rows, rows) of that epoch's earlier rounds
+    n_replicas: int
+    per_round: int  # inner steps per replica per round
+    steps: int  # steps per epoch
+    step_rows: list[int]  # global rows of each step
+
+
 class LocalEpoch(NamedTuple):
     """A rank's end of a segment: its replicas' states; rank 0 also the parameters, the outer
-    state and each round's (loss sum, rows, timings, seconds)."""
+    state, each round's (loss sum, rows, timings, seconds), and for every epoch that ended in
+    the segment, (rounds of the segment done by then, the parameters then)."""
 
     states: dict[int, Any]
     params: Any
     outer_state: Any
     metrics: list[tuple[float, int, tuple[Any, ...], float]] | None
+    ends: list[tuple[int, Any]] | None = None
 
 
 def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[int]]],
                      step_args: tuple[Any, ...], outer: Outer, params: Any,
                      states: dict[int, Any], outer_state: Any,
                      schedules: list[dict[int, Schedule]], steps: int, seed: int, shuffle: bool,
-                     split_every: int, round_no: int) -> LocalEpoch:
+                     split_every: int, round_no: int, beyond: Beyond | None = None
+                     ) -> LocalEpoch:
     """Rounds of a local-SGD epoch for this worker's ``replicas`` (``(replica, blocks, block
     indices)``), until the segment ends or ``schedules`` do; ``schedules[k][r]``: replica
-    ``r``'s inner steps in round ``k``."""
+    ``r``'s inner steps in round ``k``. With ``beyond``, the next epochs' rounds follow until
+    the segment ends, the stopping rule stops the run or its epochs are done."""
     model, optimizer, alpha, learning_rate = step_args
     states = dict(states)
-    metrics = []
+    mine = [r for r, _, _ in replicas]
+    metrics: list[tuple[float, int, tuple[Any, ...], float]] = []
+    ends: list[tuple[int, Any]] = []
+    total = beyond.so_far if beyond else (0.0, 0)
+    progress = beyond.run.progress if beyond else None
+    seen = beyond.run.samples_seen if beyond else 0
+    epoch = beyond.epoch if beyond else 0
     began = time.perf_counter()
     with spec.open() as mesh:
-        for k, schedule in enumerate(schedules):
-            t0 = time.perf_counter()
-            mine = []
-            for r, blocks, indices in replicas:
-                ((_, (part, state)),) = replica_local_steps(
-                    blocks, indices, r, params, states.get(r), model, optimizer, alpha,
-                    learning_rate, schedule[r], steps, seed, shuffle)
-                states[r] = state
-                mine.append((r, (part, None)))
-            gathered, stop = spec.exchange(mesh, mine, began)
-            part = fold_local(gathered, split_every).partial
-            if part.n == 0:
-                raise RuntimeError(f"round {round_no + k + 1} trained on no rows")
-            check_finite(part, round_no + k, "loss or parameter update")
-            params, outer_state = apply_average(part, params, outer_state, outer)
-            metrics.append((part.loss, part.n, part.timings, time.perf_counter() - t0))
-            if stop:
+        while True:
+            done, stop = 0, False
+            for schedule in schedules:
+                t0 = time.perf_counter()
+                mine_parts = []
+                for r, blocks, indices in replicas:
+                    ((_, (part, state)),) = replica_local_steps(
+                        blocks, indices, r, params, states.get(r), model, optimizer, alpha,
+                        learning_rate, schedule[r], steps, seed, shuffle)
+                    states[r] = state
+                    mine_parts.append((r, (part, None)))
+                gathered, stop = spec.exchange(mesh, mine_parts, began)
+                part = fold_local(gathered, split_every).partial
+                at = round_no + len(metrics)
+                if part.n == 0:
+                    raise RuntimeError(f"round {at + 1} trained on no rows")
+                check_finite(part, at, "loss or parameter update")
+                params, outer_state = apply_average(part, params, outer_state, outer)
+                metrics.append((part.loss, part.n, part.timings, time.perf_counter() - t0))
+                total = add_round(total, part)
+                done += 1
+                if stop:
+                    break
+            if beyond is None or done < len(schedules):
                 break
+            # the epoch is over: the client's end-of-epoch rule, here on every rank alike
+            seen += total[1]
+            progress = beyond.run.after(progress, *total, seen, params)
+            epoch += 1
+            ends.append((len(metrics), params))
+            if stop or progress.stopped or epoch >= beyond.run.max_epochs:
+                break
+            learning_rate = beyond.run.rate(progress).times(beyond.n_replicas)
+            plan, _ = epoch_plan(epoch, beyond.n_replicas, beyond.per_round, beyond.steps,
+                                 beyond.step_rows)
+            schedules = [{r: s[r] for r in mine} for s in plan]
+            total = (0.0, 0)
     if spec.rank:
         return LocalEpoch(states, None, None, None)
-    return LocalEpoch(states, params, outer_state, metrics)
+    return LocalEpoch(states, params, outer_state, metrics, ends)
 
 
 def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_state: Any,
                    step_args: tuple[Any, ...], outer: Outer, units: list[list[int]],
                    schedules: list[list[Schedule]], epoch: int, steps: int, round_no: int,
-                   seed: int, shuffle: bool
-                   ) -> tuple[Any, list[Any], Any, list[tuple[Partial, float]]]:
+                   seed: int, shuffle: bool, beyond: Beyond | None = None
+                   ) -> tuple[Any, list[Any], Any, list[tuple[Partial, float]],
+                              list[tuple[int, Any]]]:
     """One segment from the first of the rounds ``schedules`` (per round, per replica):
     ``(params, local_states, outer_state, [(round partial without its vector, seconds),
-    ...])`` after its last round."""
+    ...], epoch ends)`` after its last round; the epoch ends (with ``beyond``) are ``(rounds
+    of the segment done by then, parameters then)`` for each epoch that ended in it."""
     started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
@@ -119,11 +163,11 @@ def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_stat
                    (rounds.model, *step_args), outer, params,
                    {r: local_states[r] for r in mine[j]}, outer_state,
                    [{r: s[r] for r in mine[j]} for s in schedules], steps, seed, shuffle,
-                   rounds.split_every, round_no),
+                   rounds.split_every, round_no, beyond),
         f"epoch {epoch}, rounds from {round_no + 1} (mesh)")
     out = segment_rounds(rounds, ends[0].metrics, started)
     states = list(local_states)
     for end in ends:
         for r, state in end.states.items():
             states[r] = state
-    return ends[0].params, states, ends[0].outer_state, out
+    return ends[0].params, states, ends[0].outer_state, out, ends[0].ends or []
