@@ -348,6 +348,9 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
             on_epoch_end(state)
         if progress.stopped:
             break
+    if strategy.ran_ahead(epoch):  # the workers' rule and this loop's disagree: a bug
+        raise RuntimeError(f"the mesh ran epoch {epoch + 1}, past the run's end at epoch "
+                           f"{epoch}")
     final = (progress.best_params if (config.early_stopping and progress.best_params is not None)
              else params)
     return TrainResult(final, state, epoch, loss_curve[-1] if loss_curve else math.nan,
