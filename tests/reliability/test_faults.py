@@ -144,17 +144,20 @@ def test_worker_sigkilled_between_rounds(proc_client, data, reference, solver):
 @pytest.mark.timeout(180)
 def test_worker_sigkilled_inside_a_mesh_epoch(proc_client, data):
     """The default strategy (local SGD over replicas) with its epochs on the mesh, 16 rounds an
-    epoch: SIGKILL the worker of block 0 once the first epoch's round events are out, so a
-    later epoch is running in one task per worker (or about to start). The survivor's
+    epoch: SIGKILL the worker of block 0 once the first segment's round events are out, so a
+    later segment is running in one task per worker (or about to start). Segments of 0.1 s:
+    a segment runs on past its epoch (``run_ahead``), and at the default 2 s the whole fit
+    could be one segment, over before the round events reach the client. The survivor's
     connection ends (or the client sees the pinned worker gone), the epoch is redone through
-    Dask from its start (the blocks rebuilt from lineage), and the fit ends with the bits of an
-    uninterrupted fit; the retry event names the lost worker, once."""
+    Dask from the segment's start (the blocks rebuilt from lineage), and the fit ends with the
+    bits of an uninterrupted fit; the retry event names the lost worker, once."""
     config = dict(FULL_BATCH["replicas"], max_iter=40)
     oracle = fit_model(proc_client, *data, **config)
     assert oracle.train_summary_["retries"] == 0
     trigger, killed = kill_block0_worker_at_round(proc_client, 5)
     try:
-        model = fit_model(proc_client, *data, **config)
+        with dask.config.set({"pipeline.train.mesh-segment": "0.1s"}):
+            model = fit_model(proc_client, *data, **config)
         trigger.wait_for_end()
     finally:
         trigger.close()
