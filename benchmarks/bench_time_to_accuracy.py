@@ -119,6 +119,24 @@ def run_torch(ds: Dataset, seed: int, epochs: int, budget: float, threads: int) 
     return c
 
 
+def _forget_fits(client: Any, keep: set[str], timeout: float = 30.0) -> None:
+    """Wait until the scheduler holds no task but the persisted data's (``keep``): a fit's
+    block keys are a function of its data, so a fit started while the scheduler still holds
+    the last fit's blocks could use them instead of building its own."""
+    import gc
+
+    def held(dask_scheduler: Any, keep: set[str] = keep) -> int:
+        return sum(1 for k in dask_scheduler.tasks if str(k) not in keep)
+
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(held):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the scheduler still holds an earlier fit's tasks after "
+                               f"{timeout:.0f} s")
+        time.sleep(0.02)
+
+
 def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partitions: int,
              seed: int, epochs: int, budget: float, stop_at: float) -> dict[str, Any]:
     """Fresh fits of ``MLPClassifier(**kw, max_iter=k)`` for k = 1, 2, ... ``epochs`` on
@@ -127,6 +145,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
     accuracy is ≥ ``stop_at`` or whose fit takes more than ``budget`` seconds, or when a fit
     stops before k epochs (then every longer one would too)."""
     import dask.array as da
+    from dask.core import flatten
     from distributed import wait
 
     from pipeline.estimators import MLPClassifier
@@ -137,6 +156,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
     yd = da.from_array(ds.y, chunks=(chunk,))
     Xd, yd = client.persist([Xd, yd])
     wait([Xd, yd])
+    keep = {str(k) for k in flatten([Xd.__dask_keys__(), yd.__dask_keys__()])}
     c = _curve(label, "ours")
     # fit(max_iter=k) trains exactly the first k epochs of a longer fit (same seed, so the
     # same initialization and shuffles; with the default constant learning rate nothing
@@ -154,6 +174,7 @@ def run_ours(client: Any, ds: Dataset, label: str, kw: dict[str, Any], partition
             warnings.simplefilter("ignore")
             MLPClassifier(**{**params, "max_iter": 1}).fit(Xd, yd, client=client)
         for k in range(1, epochs + 1):
+            _forget_fits(client, keep)  # nothing of the last fit left to reuse
             clf = MLPClassifier(**{**params, "max_iter": k})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter=k is the point
