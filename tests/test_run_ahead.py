@@ -1,7 +1,7 @@
 """Mesh segments that run past their epoch (``pipeline.train.run_ahead``).
 
-Without validation blocks or a per-epoch hook, a local-SGD fit's mesh segment goes on into the
-next epochs, the stopping rule evaluated on every rank. Each fit here is compared with the same
+Without validation blocks or a per-epoch hook, a fit's mesh segment (local SGD over replicas,
+or exact gradients) goes on into the next epochs, the stopping rule evaluated on every rank. Each fit here is compared with the same
 fit epoch by epoch: through Dask's rounds (the mesh off), on the mesh with a checkpoint hook
 (the client between epochs) and with a segment per round. Parameters, loss curves, epoch
 counts and learning rates must have the same bits; the distributed path itself is checked
@@ -17,6 +17,7 @@ import dask
 import numpy as np
 import pytest
 
+import pipeline.train.mesh_epoch as mesh_epoch
 import pipeline.train.mesh_local as mesh_local
 
 
@@ -36,13 +37,14 @@ def _fit(client, data, monkeypatch, *, mesh=True, segment="60s", tmp=None, **kw)
     import pipeline as pl
 
     segments = []
-    real = mesh_local.run_segment
+    real = mesh_epoch.run_segment
 
     def counted(*a, **k):
         segments.append(a[3])  # the segment's description
         return real(*a, **k)
 
     monkeypatch.setattr(mesh_local, "run_segment", counted)
+    monkeypatch.setattr(mesh_epoch, "run_segment", counted)
     params = {"hidden_layer_sizes": (16,), "batch_size": 50, "local_steps": 6, "replicas": 2,
               "outer_momentum": 0.5, "max_iter": 4, "random_state": 2, "min_block_rows": 1,
               **kw}
@@ -70,7 +72,12 @@ def _same(a, b, what):
     {"solver": "sgd", "learning_rate": "adaptive", "learning_rate_init": 0.05, "tol": 0.5,
      "n_iter_no_change": 1, "max_iter": 6},  # the rule divides the rate by 5, twice
     {"local_steps": None, "max_iter": 5},  # one round an epoch: the mesh only because it runs
-], ids=["epochs", "stopping", "adaptive-rate", "round-per-epoch"])
+    {"sync": "gradient", "batch_size": 300},  # exact: 6 rounds an epoch
+    {"sync": "gradient", "batch_size": 300, "tol": 0.5, "n_iter_no_change": 1, "max_iter": 8},
+    {"sync": "gradient", "batch_size": 300, "solver": "sgd", "learning_rate": "adaptive",
+     "learning_rate_init": 0.05, "tol": 0.5, "n_iter_no_change": 1, "max_iter": 6},
+], ids=["epochs", "stopping", "adaptive-rate", "round-per-epoch", "exact", "exact-stopping",
+        "exact-adaptive-rate"])
 def test_running_ahead_has_the_bits_of_epoch_by_epoch(client, data, monkeypatch, tmp_path, kw):
     ahead, n_ahead = _fit(client, data, monkeypatch, **kw)
     dask_rounds, n_dask = _fit(client, data, monkeypatch, mesh=False, **kw)
@@ -99,7 +106,8 @@ def test_a_segment_that_ends_inside_an_epoch_is_continued_by_the_next(client, da
                                                                       monkeypatch):
     """A short segment length: segments end mid-epoch, in later epochs than they began in;
     the next epoch's call picks up the rounds already run and goes on from there."""
-    ref, _ = _fit(client, data, monkeypatch, mesh=False, max_iter=6)
-    fit, n = _fit(client, data, monkeypatch, segment="20ms", max_iter=6)
-    assert 1 < n < 18  # not one segment, not one per round (3 rounds an epoch)
-    _same(fit, ref, "short segments")
+    for kw in ({}, {"sync": "gradient", "batch_size": 300}):  # 3 and 6 rounds an epoch
+        ref, _ = _fit(client, data, monkeypatch, mesh=False, max_iter=6, **kw)
+        fit, n = _fit(client, data, monkeypatch, segment="20ms", max_iter=6, **kw)
+        assert 1 < n < 18  # not one segment, not one per round
+        _same(fit, ref, f"short segments {kw}")

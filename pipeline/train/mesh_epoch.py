@@ -31,10 +31,11 @@ from dask.utils import parse_timedelta
 from .ahead import RoundOut, StepArgs, _step, step_and_partition_grads
 from .mesh import Mesh, MeshBroken, abort, leave_thread_pool, listen, mesh_capable
 from .recovery import DISRUPTIONS
+from .run_ahead import RunAhead, add_mean
 from .tasks import Partial, StepState
 
-__all__ = ["MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable", "note_broken",
-           "run_mesh_gradient", "run_segment", "segment_rounds"]
+__all__ = ["GradientBeyond", "MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable",
+           "note_broken", "run_mesh_gradient", "run_segment", "segment_rounds"]
 
 Metrics = list[tuple[float, int, tuple[Any, ...], float]]  # per round: loss, rows, timings, s
 
@@ -65,32 +66,62 @@ class MeshSpec(NamedTuple):
 
 
 class MeshResult(NamedTuple):
-    """Rank 0's end of a segment (the other ranks hold the same bits and return ``None``s)."""
+    """Rank 0's end of a segment (the other ranks hold the same bits and return ``None``s);
+    ``ends``: for every epoch that ended in the segment, (its rounds done by then, the
+    parameters then)."""
 
     state: StepState | None
     metrics: Metrics | None
+    ends: list[tuple[int, Any]] | None = None
+
+
+class GradientBeyond(NamedTuple):
+    """What an exact-gradient segment needs to run past its epoch's end (:mod:`.run_ahead`)."""
+
+    run: RunAhead
+    so_far: tuple[float, int]  # (Σ round loss x rows, rows) of the epoch's earlier rounds
 
 
 def mesh_epoch(spec: MeshSpec, blocks: list[Any], indices: list[int], args: StepArgs,
                start: StepState, first: int, round_no: int, epoch: int, steps: int, seed: int,
-               shuffle: bool) -> MeshResult:
+               shuffle: bool, beyond: GradientBeyond | None = None) -> MeshResult:
     """Rounds ``first, first + 1, ...`` of an exact-gradient epoch on this worker's ``blocks``
-    (positions ``indices``) from ``start``, until the segment ends or the epoch does."""
-    state, metrics = start, []
+    (positions ``indices``) from ``start``, until the segment ends or the epoch does; with
+    ``beyond``, the next epochs' rounds follow until the segment ends, the stopping rule stops
+    the run or its epochs are done. ``round_no``: the number of the epoch's first round."""
+    state, metrics, ends = start, [], []
+    total = beyond.so_far if beyond else (0.0, 0)
+    progress = beyond.run.progress if beyond else None
+    seen = beyond.run.samples_seen if beyond else 0
     began = time.perf_counter()
     with spec.open() as mesh:
-        for step in range(first, steps):
-            t0 = time.perf_counter()
-            out = step_and_partition_grads(state, spec.rank, args, round_no + step, blocks,
-                                           indices, epoch, step, steps, seed, shuffle)
-            packs, stop = spec.exchange(mesh, out.packed, began)
-            outs = [RoundOut(state, p) if j == spec.rank else RoundOut(None, p)
-                    for j, p in enumerate(packs)]
-            state = _step(outs, spec.rank, args, round_no + step)
-            metrics.append((state.round_loss, state.n, state.timings, time.perf_counter() - t0))
-            if stop:
+        while True:
+            finished, stop = False, False
+            for step in range(first, steps):
+                t0 = time.perf_counter()
+                out = step_and_partition_grads(state, spec.rank, args, round_no + step, blocks,
+                                               indices, epoch, step, steps, seed, shuffle)
+                packs, stop = spec.exchange(mesh, out.packed, began)
+                outs = [RoundOut(state, p) if j == spec.rank else RoundOut(None, p)
+                        for j, p in enumerate(packs)]
+                state = _step(outs, spec.rank, args, round_no + step)
+                metrics.append((state.round_loss, state.n, state.timings,
+                                time.perf_counter() - t0))
+                total = add_mean(total, state.round_loss, state.n)
+                finished = step == steps - 1
+                if stop:
+                    break
+            if beyond is None or not finished:
                 break
-    return MeshResult(state, metrics) if spec.rank == 0 else MeshResult(None, None)
+            # the epoch is over: the client's end-of-epoch rule, here on every rank alike
+            seen += total[1]
+            progress = beyond.run.after(progress, *total, seen, state.params)
+            epoch, round_no, first, total = epoch + 1, round_no + steps, 0, (0.0, 0)
+            ends.append((len(metrics), state.params))
+            if stop or progress.stopped or epoch >= beyond.run.max_epochs:
+                break
+            args = args._replace(learning_rate=beyond.run.rate(progress))
+    return MeshResult(state, metrics, ends) if spec.rank == 0 else MeshResult(None, None)
 
 
 @contextlib.contextmanager
@@ -168,11 +199,13 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
 
 
 def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...], first: int,
-                      epoch: int, steps: int, round_no: int, seed: int, shuffle: bool
-                      ) -> tuple[StepState, list[tuple[Partial, float]]]:
+                      epoch: int, steps: int, round_no: int, seed: int, shuffle: bool,
+                      beyond: GradientBeyond | None = None
+                      ) -> tuple[StepState, list[tuple[Partial, float]], list[tuple[int, Any]]]:
     """One segment of an exact-gradient epoch over ``rounds``' blocks (a
-    :class:`~.rounds.Rounds`) from step ``first`` at ``state``: the state after its last round
-    and ``[(round partial without its vector, seconds), ...]``."""
+    :class:`~.rounds.Rounds`) from step ``first`` at ``state``: the state after its last round,
+    ``[(round partial without its vector, seconds), ...]`` and, with ``beyond``, the epochs
+    that ended in it (:class:`MeshResult`)."""
     started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
@@ -180,9 +213,10 @@ def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...],
     results = run_segment(
         rounds, mesh_epoch, workers,
         lambda j: ([futures[i] for i in groups[j]], groups[j], args, state, first, round_no,
-                   epoch, steps, seed, shuffle),
+                   epoch, steps, seed, shuffle, beyond),
         f"epoch {epoch}, rounds from {first + 1} (mesh)")
-    return results[0].state, segment_rounds(rounds, results[0].metrics, started)
+    return (results[0].state, segment_rounds(rounds, results[0].metrics, started),
+            results[0].ends or [])
 
 
 def segment_rounds(rounds: Any, metrics: Metrics, started: float

@@ -17,14 +17,20 @@ from typing import Any, NamedTuple
 from .stopping import Progress, StoppingRule
 from .tasks import Partial, Rate
 
-__all__ = ["RunAhead", "add_round", "epoch_loss", "epoch_rate"]
+__all__ = ["Ahead", "EpochsAhead", "RunAhead", "add_mean", "add_round", "epoch_loss",
+           "epoch_rate"]
+
+
+def add_mean(total: tuple[float, int], loss: float, rows: int) -> tuple[float, int]:
+    """The epoch's (Σ round loss × rows, rows) after a round of ``rows`` rows and mean loss
+    ``loss``."""
+    return total[0] + loss * rows, total[1] + rows
 
 
 def add_round(total: tuple[float, int], part: Partial) -> tuple[float, int]:
-    """The epoch's (Σ round loss × rows, rows) after the round ``part``; its ``loss`` is a sum
-    over its rows (with each step's penalty)."""
-    loss = part.loss / max(part.n, 1)
-    return total[0] + loss * part.n, total[1] + part.n
+    """:func:`add_mean` for a local-SGD round, whose ``loss`` is a sum over its rows (with each
+    step's penalty)."""
+    return add_mean(total, part.loss / max(part.n, 1), part.n)
 
 
 def epoch_loss(loss_sum: float, rows: int) -> float:
@@ -59,3 +65,47 @@ class RunAhead(NamedTuple):
 
     def rate(self, progress: Progress) -> Rate:
         return epoch_rate(progress, self.scheduled_rate, self.learning_rate_init)
+
+
+class Ahead(NamedTuple):
+    """An epoch (or its first rounds) a mesh segment ran past the one it was started for."""
+
+    epoch: int
+    rounds: list[tuple[Partial, float]]  # (round partial without its vector, seconds)
+    params: Any  # at the epoch's end, or at the segment's end when not ``complete``
+    complete: bool
+
+
+class EpochsAhead:
+    """What a strategy's last mesh segment ran past the epoch it was started for, handed out
+    one epoch a call. ``end_state``: the optimizer state(s) at the segment's end, the state of
+    the last epoch handed out (an epoch before it carries only its parameters: running ahead
+    needs no per-epoch hook, so no one sees its state)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[Ahead] = []
+        self.end_state: Any = None
+
+    def ran(self, epoch: int) -> bool:
+        """Whether the segment ran ``epoch``, or its first rounds."""
+        return bool(self.epochs) and self.epochs[0].epoch == epoch
+
+    def take(self, epoch: int) -> Ahead:
+        done = self.epochs.pop(0)
+        if done.epoch != epoch:
+            raise RuntimeError(f"epoch {epoch} asked for, but the mesh ran epoch {done.epoch} "
+                               "ahead")
+        return done
+
+    def keep(self, epoch: int, parts: list[tuple[Partial, float]], ends: list[tuple[int, Any]],
+             params: Any, end_state: Any) -> float:
+        """Keep the epochs after ``epoch`` that a segment ran (``ends``: for every epoch that
+        ended in it, the segment's rounds by then and the parameters then; ``params``,
+        ``end_state``: the segment's end); the seconds of their rounds."""
+        cuts = [at for at, _ in ends]
+        self.epochs = [Ahead(epoch + i, parts[cuts[i - 1]:cuts[i]], ends[i][1], True)
+                       for i in range(1, len(ends))]
+        if cuts[-1] < len(parts):  # the segment ended inside an epoch
+            self.epochs.append(Ahead(epoch + len(ends), parts[cuts[-1]:], params, False))
+        self.end_state = end_state
+        return sum(seconds for a in self.epochs for _, seconds in a.rounds)

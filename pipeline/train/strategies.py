@@ -23,17 +23,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from .. import optim
-from .mesh_epoch import MeshBroken, mesh_usable, note_broken, run_mesh_gradient
+from .mesh_epoch import GradientBeyond, MeshBroken, mesh_usable, note_broken, run_mesh_gradient
 from .mesh_local import Beyond, Outer, apply_average, run_mesh_local
 from .order import span
 from .recovery import DISRUPTIONS
 from .rounds import Rounds
-from .run_ahead import RunAhead, add_round
+from .run_ahead import EpochsAhead, RunAhead, add_mean, add_round
 from .schedule import epoch_plan, round_schedules
 from .tasks import Partial, Rate, StepState, check_finite, gradient_step
 
@@ -69,15 +69,6 @@ class EpochOutcome:
     seconds: float | None = None  # the epoch's own time, when the call did more than the epoch
 
 
-class Ahead(NamedTuple):
-    """An epoch (or its first rounds) a mesh segment ran past the one it was started for."""
-
-    epoch: int
-    rounds: list[tuple[Partial, float]]  # (round partial without its vector, seconds)
-    params: Any  # at the epoch's end, or at the segment's end when not ``complete``
-    complete: bool
-
-
 @dataclass
 class GradientSync:
     """Exact synchronous mini-batch training; ``rounds_ahead`` rounds in flight."""
@@ -95,13 +86,19 @@ class GradientSync:
     def init(self, params: np.ndarray, n_blocks: int) -> SyncState:
         return SyncState(opt_state=optim.state_to_host(self.optimizer.init(params)))
 
+    def __post_init__(self) -> None:
+        self.ahead = EpochsAhead()  # end_state: the optimizer state
+
     def ran_ahead(self, epoch: int) -> bool:
-        """Whether ``epoch`` was already run (never, here: see :class:`LocalSGD`)."""
-        return False
+        """Whether a mesh segment already ran ``epoch`` (or its first rounds)."""
+        return self.ahead.ran(epoch)
 
     def run_epoch(self, rounds: Rounds, params: np.ndarray, state: SyncState, lr: Rate,
                   epoch: int, round_no: int, seed: int, shuffle: bool,
                   on_round: OnRound, ahead: RunAhead | None = None) -> EpochOutcome:
+        """One epoch from ``params``; with ``ahead`` (nothing needs the client between epochs)
+        a mesh segment may run on into the next epochs, kept for the next calls."""
+        began = time.perf_counter()
         steps = self.steps_per_epoch(rounds.blocks.rows)
         opt_state = state.opt_state
         loss_sum, rows, times = 0.0, 0, []
@@ -110,28 +107,45 @@ class GradientSync:
         def record(part: Partial, seconds: float, loss: float, last: bool) -> None:
             nonlocal loss_sum, rows
             times.append(seconds)
-            loss_sum += loss * part.n
-            rows += part.n
+            loss_sum, rows = add_mean((loss_sum, rows), loss, part.n)
             on_round(part, seconds, loss, last)
 
         first = 0  # the epoch's rounds done
-        ahead = self.rounds_ahead > 1 and steps > 1
-        if ahead and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1], rounds):
+        later_seconds = 0.0  # of the rounds a segment ran past this epoch
+        if self.ahead.epochs:  # the last segment ran this epoch, or its first rounds
+            done = self.ahead.take(epoch)
+            for part, seconds in done.rounds:
+                first += 1
+                record(part, seconds, part.loss, first == steps)
+            params = done.params
+            if not self.ahead.epochs:
+                opt_state = self.ahead.end_state
+            if done.complete:
+                return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows,
+                                    times, seconds=sum(times))
+        pipelined = self.rounds_ahead > 1 and steps > 1
+        if pipelined and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1], rounds):
             # segments of rounds on the workers' mesh (:mod:`.mesh_epoch`); a broken one
             # leaves the rest of the epoch to the rounds below, from the last segment's end
             at = StepState(params, opt_state, 0.0, 0, ())
             try:
                 while first < steps:
-                    at, parts = run_mesh_gradient(rounds, at, step_args, first, epoch, steps,
-                                                  round_no, seed, shuffle)
-                    for part, seconds in parts:
+                    beyond = None if ahead is None else GradientBeyond(ahead, (loss_sum, rows))
+                    at, parts, ends = run_mesh_gradient(rounds, at, step_args, first, epoch,
+                                                        steps, round_no, seed, shuffle, beyond)
+                    mine = ends[0][0] if ends else len(parts)
+                    for part, seconds in parts[:mine]:
                         first += 1
                         record(part, seconds, part.loss, first == steps)
+                    if ends:
+                        later_seconds = self.ahead.keep(epoch, parts, ends, at.params,
+                                                        at.opt_state)
+                        at = at._replace(params=ends[0][1])
             except (*DISRUPTIONS, MeshBroken) as exc:
                 note_broken(rounds, exc, f"rounds from {round_no + first + 1} redone one at a "
                                          "time")
             params, opt_state = at.params, at.opt_state
-        elif ahead:
+        elif pipelined and first == 0:
             try:
                 params, opt_state, parts = rounds.pipelined_epoch(
                     params, opt_state, step_args, epoch, steps, round_no, self.rounds_ahead,
@@ -149,7 +163,9 @@ class GradientSync:
             params, opt_state, loss = gradient_step(part, params, opt_state, rounds.model,
                                                     self.optimizer, self.alpha, lr)
             record(part, time.perf_counter() - r0, loss, step == steps - 1)
-        return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times)
+        return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times,
+                            seconds=time.perf_counter() - began - later_seconds
+                            if later_seconds else None)
 
 
 class Balancer:
@@ -233,12 +249,11 @@ class LocalSGD:
                                nesterov=True)
         self.outer_rule = Outer(self.outer, self.outer_learning_rate)
         self.balancer: Balancer | None = None
-        self._ahead: list[Ahead] = []  # epochs the last mesh segment ran past its own
-        self._ahead_end: tuple[list[Any], Any] = ([], None)  # its end's local and outer states
+        self.ahead = EpochsAhead()  # end_state: (local states, outer state)
 
     def ran_ahead(self, epoch: int) -> bool:
         """Whether a mesh segment already ran ``epoch`` (or its first rounds)."""
-        return bool(self._ahead) and self._ahead[0].epoch == epoch
+        return self.ahead.ran(epoch)
 
     def units(self, rows: Sequence[int]) -> list[list[int]]:
         """The replicas, as lists of block indices."""
@@ -299,16 +314,13 @@ class LocalSGD:
         if self.replicas is not None and self.balance == "none" and \
                 cursors == [epoch * steps] * n_units:
             plan, after = epoch_plan(epoch, n_units, per_round, steps, step_rows)
-            if self._ahead:  # the last segment ran this epoch, or its first rounds, already
-                done = self._ahead.pop(0)
-                if done.epoch != epoch:
-                    raise RuntimeError(f"epoch {epoch} asked for, but the mesh ran epoch "
-                                       f"{done.epoch} ahead")
+            if self.ahead.epochs:  # the last segment ran this epoch, or its first rounds
+                done = self.ahead.take(epoch)
                 for part, seconds in done.rounds:
                     record(part, seconds, plan[k])
                 params = done.params
-                if not self._ahead:
-                    local_states, outer_state = self._ahead_end
+                if not self.ahead.epochs:
+                    local_states, outer_state = self.ahead.end_state
                 if done.complete:
                     return EpochOutcome(params, SyncState(None, local_states, outer_state,
                                                           after[-1]),
@@ -332,8 +344,8 @@ class LocalSGD:
                         for part, seconds in parts[:mine]:
                             record(part, seconds, plan[k])
                         if ends:
-                            later_seconds = self._keep_ahead(epoch, parts, ends, params,
-                                                             (local_states, outer_state))
+                            later_seconds = self.ahead.keep(epoch, parts, ends, params,
+                                                            (local_states, outer_state))
                             params = ends[0][1]
                 except (*DISRUPTIONS, MeshBroken) as exc:
                     note_broken(rounds, exc, f"rounds from {round_no + k + 1} redone through "
@@ -362,17 +374,3 @@ class LocalSGD:
                             loss_sum, rows, times, self.balancer.counts(per_round),
                             seconds=time.perf_counter() - began - later_seconds
                             if later_seconds else None)
-
-    def _keep_ahead(self, epoch: int, parts: list[tuple[Partial, float]],
-                    ends: list[tuple[int, Any]], params: Any, states: tuple[list[Any], Any]
-                    ) -> float:
-        """Keep the epochs after ``epoch`` that a segment ran (``ends``: per finished epoch,
-        the segment's rounds by then and the parameters then; ``params``, ``states``: the
-        segment's end) for the next calls; the seconds of their rounds."""
-        cuts = [at for at, _ in ends]
-        self._ahead = [Ahead(epoch + i, parts[cuts[i - 1]:cuts[i]], ends[i][1], True)
-                       for i in range(1, len(ends))]
-        if cuts[-1] < len(parts):  # the segment ended inside an epoch
-            self._ahead.append(Ahead(epoch + len(ends), parts[cuts[-1]:], params, False))
-        self._ahead_end = states
-        return sum(seconds for a in self._ahead for _, seconds in a.rounds)
