@@ -110,6 +110,36 @@ def test_emitters_never_raise():
                       samples_per_s=None, partition_seconds=[], partition_workers=[])
 
 
+def test_the_outbox_batches_events_that_come_close_together_and_keeps_their_order():
+    """Events added within ``every`` seconds of the last call wait for the next call or the
+    flush: the first goes out at once, a burst (the epochs a mesh segment ran ahead) in one
+    call; each keeps the time it was added; nothing is lost or reordered."""
+
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def run_on_scheduler(self, fn, topic, msgs):
+            self.calls.append([m["n"] for m in msgs])
+
+    client = Recording()
+    box = events.Outbox(client, every=60.0)
+    before = time.time()
+    for n in range(5):
+        box.add({"event": "epoch", "n": n})
+    assert client.calls == [[0]]  # the first at once, the rest within the minute: held
+    assert [m["n"] for m in box.pending] == [1, 2, 3, 4]
+    assert all(before <= m["time"] <= time.time() for m in box.pending)
+    box.flush()
+    assert client.calls == [[0], [1, 2, 3, 4]]
+    box.flush()  # nothing pending: no call
+    assert len(client.calls) == 2
+    quick = events.Outbox(client, every=0.0)  # no batching: a call per event
+    quick.add({"n": 5})
+    quick.add({"n": 6})
+    assert client.calls[2:] == [[5], [6]]
+
+
 def test_an_event_logged_right_after_subscribing_is_relayed(client, monkeypatch):
     # subscribe_topic travels on the batched stream and log_event on an RPC of its own; delay
     # the stream, as a loaded machine does, and the first events of a fit would be lost

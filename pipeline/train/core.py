@@ -252,6 +252,7 @@ def train(
                  n_partitions=len(blocks.futures), n_samples=blocks.n_samples,
                  n_features=blocks.n_features, n_params=model.n_params, sync=config.sync,
                  estimator=run_name)
+    outbox = events.Outbox(client)  # the epochs' round and epoch events
     try:
         with _span(run_id):
             if config.solver == "lbfgs":
@@ -264,11 +265,14 @@ def train(
                                           config, state, validation, run_id)
                 else:
                     result = _train_epochs(client, rounds, strategy, _stopping_rule(config),
-                                           config, state, validation, on_epoch_end, run_id)
+                                           config, state, validation, on_epoch_end, run_id,
+                                           outbox)
     except BaseException as exc:
+        outbox.flush()
         events.emit_end(client, run_id, status="failed", n_iter=0, rounds=0,
                    seconds=time.time() - started, error=repr(exc))
         raise
+    outbox.flush()
     result.seconds = time.time() - started
     result.recovery_seconds = rounds.recovery_seconds
     events.emit_end(client, run_id, status="stopped_early" if result.stopped_early else "finished",
@@ -279,7 +283,7 @@ def train(
 def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD,
                   rule: StoppingRule, config: TrainConfig, state: TrainState,
                   validation: BlockSet | None, on_epoch_end: Callable[[TrainState], None] | None,
-                  run_id: str) -> TrainResult:
+                  run_id: str, outbox: events.Outbox) -> TrainResult:
     model = rounds.model
     params = state.params
     sync = SyncState(state.opt_state, state.local_states, state.outer_state, state.cursors)
@@ -289,7 +293,6 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     history = list(state.history)
     t, round_no, epoch = state.t, state.rounds, state.epoch
     last_event = [0.0]
-
     # nothing needs the client between epochs: a mesh segment may run on into the next ones
     # (the stopping rule on the workers, :mod:`.run_ahead`)
     run_ahead = validation is None and on_epoch_end is None
@@ -307,8 +310,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
             round_no += 1
             now = time.perf_counter()
             if now - last_event[0] > 0.25 or last:
-                events.emit_round(client, run_id, **events.round_fields(
-                    round_no, _epoch + 1, part, seconds, loss))
+                outbox.add(events.round_message(run_id, **events.round_fields(
+                    round_no, _epoch + 1, part, seconds, loss)))
                 last_event[0] = now
 
         rate = epoch_rate(progress, config.scheduled_rate, config.learning_rate_init)
@@ -339,7 +342,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         if out.local_steps is not None:
             record["local_steps"] = out.local_steps
         history.append(record)
-        events.emit_epoch(client, run_id, round=round_no, **record)
+        outbox.add(events.epoch_message(run_id, round=round_no, **record))
         state = TrainState(params, sync.opt_state, sync.local_states, sync.outer_state, epoch, t,
                            progress.learning_rate, loss_curve, val_scores, progress.best_loss,
                            progress.best_validation_score, progress.no_improvement_count,

@@ -1,7 +1,8 @@
 """Rounds on the mesh: one task per worker runs many rounds, exchanging partials directly.
 
 :func:`run_segment` is the client's side of every mesh run: listeners on the workers, one task
-per rank pinned to the worker holding its blocks, the first error (a peer's
+per rank pinned to the worker holding its blocks (the listeners' addresses are its inputs, so
+the client submits both at once and waits once), the first error (a peer's
 :class:`~.mesh.MeshBroken` when a worker dies) raised at once with the mesh aborted on the
 survivors. A run is a *segment* of an epoch: rank 0 ends it after the first round that finishes
 past ``pipeline.train.mesh-segment`` (default 2 s; its decision travels in that round's
@@ -169,30 +170,40 @@ def note_broken(rounds: Any, exc: BaseException, action: str) -> None:
     rounds.note_fallback(exc, action=action)
 
 
+def _rank(task: Callable[..., Any], spec: MeshSpec, addresses: list[tuple[str, int]],
+          *args: Any) -> Any:
+    """A rank's task: ``task`` with ``spec`` completed by the listeners' addresses (the results
+    of the listener tasks, inputs of this one: the ranks start without the client in between)."""
+    return task(spec._replace(addresses=[*addresses, None]), *args)
+
+
 def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
                 args_of: Callable[[int], tuple[Any, ...]], what: str) -> list[Any]:
     """Run ``task(spec, *args_of(j))`` as rank ``j`` on worker ``ranks[j]``, all ranks of one
-    mesh; every rank's result, in rank order."""
+    mesh; every rank's result, in rank order. The first of ``args_of(j)`` holds the rank's
+    block futures; the others are plain values, shipped with the task as they are."""
+    from .rounds import _literal
+
     client = rounds.client
     token = rounds._token("mesh", what)
     key = f"mesh-{token}"
     timeout = parse_timedelta(dask.config.get("pipeline.train.mesh-timeout", "300s"))
     segment = parse_timedelta(dask.config.get("pipeline.train.mesh-segment", "2s"))
     connect = parse_timedelta(dask.config.get("pipeline.train.mesh-connect-timeout", "10s"))
+    secret = os.urandom(16)
     # every rank but the last accepts connections from the ranks above it
     listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
                                allow_other_workers=False, pure=False)
                  for j, w in enumerate(ranks[:-1])]
-    with _cancelled_on_error(client, listening, key, ranks):
-        addresses: list[Any] = [*(rounds.watchdog.gather(listening, "the mesh's listeners",
-                                                         needs=ranks)
-                                  if listening else []), None]
-    secret = os.urandom(16)
     name = getattr(task, "__name__", "mesh_task")
-    tasks = [client.submit(task, MeshSpec(j, addresses, key, secret, timeout, segment, connect),
-                           *args_of(j), key=f"{name}-{token}-{j}", workers=[w],
-                           allow_other_workers=False, pure=False)
-             for j, w in enumerate(ranks)]
+    tasks = []
+    for j, w in enumerate(ranks):
+        blocks, *rest = args_of(j)
+        spec = MeshSpec(j, [], key, secret, timeout, segment, connect)
+        # literals: dask does not walk the schedules and states looking for keys
+        tasks.append(client.submit(_rank, _literal(task), _literal(spec), listening, blocks,
+                                   *[_literal(a) for a in rest], key=f"{name}-{token}-{j}",
+                                   workers=[w], allow_other_workers=False, pure=False))
     with _cancelled_on_error(client, tasks + listening, key, ranks):
         rounds.watchdog.wait(tasks, what, first_error=True, needs=ranks)
         return rounds.watchdog.gather(tasks, what)
