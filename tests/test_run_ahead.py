@@ -64,6 +64,7 @@ def _same(a, b, what):
     assert a.loss_curve_ == b.loss_curve_, what
     assert a.n_iter_ == b.n_iter_, what
     assert [h["learning_rate"] for h in a.history_] == [h["learning_rate"] for h in b.history_]
+    assert a.validation_scores_ == b.validation_scores_, what
 
 
 @pytest.mark.parametrize("kw", [
@@ -76,8 +77,13 @@ def _same(a, b, what):
     {"sync": "gradient", "batch_size": 300, "tol": 0.5, "n_iter_no_change": 1, "max_iter": 8},
     {"sync": "gradient", "batch_size": 300, "solver": "sgd", "learning_rate": "adaptive",
      "learning_rate_init": 0.05, "tol": 0.5, "n_iter_no_change": 1, "max_iter": 6},
+    # early stopping on held-out blocks: the ranks score them and stop on the score
+    {"early_stopping": True, "validation_fraction": 0.25, "tol": 0.1, "n_iter_no_change": 2,
+     "max_iter": 10},
+    {"sync": "gradient", "batch_size": 300, "early_stopping": True, "validation_fraction": 0.25,
+     "tol": 0.1, "n_iter_no_change": 2, "max_iter": 10},
 ], ids=["epochs", "stopping", "adaptive-rate", "round-per-epoch", "exact", "exact-stopping",
-        "exact-adaptive-rate"])
+        "exact-adaptive-rate", "early-stopping", "exact-early-stopping"])
 def test_running_ahead_has_the_bits_of_epoch_by_epoch(client, data, monkeypatch, tmp_path, kw):
     ahead, n_ahead = _fit(client, data, monkeypatch, **kw)
     dask_rounds, n_dask = _fit(client, data, monkeypatch, mesh=False, **kw)
@@ -92,8 +98,10 @@ def test_running_ahead_has_the_bits_of_epoch_by_epoch(client, data, monkeypatch,
     for other, what in ((dask_rounds, "dask"), (hooked, "checkpoint hook"),
                         (per_round, "a segment per round")):
         _same(ahead, other, what)
-    if "tol" in kw and kw.get("solver") != "sgd":
+    if "tol" in kw and kw.get("solver") != "sgd" and not kw.get("early_stopping"):
         assert ahead.n_iter_ == 3 < kw["max_iter"]
+    if kw.get("early_stopping"):  # stopped by the score, the best epoch's parameters kept
+        assert len(ahead.validation_scores_) == ahead.n_iter_ < kw["max_iter"]
     if kw.get("learning_rate") == "adaptive":
         rates = [h["learning_rate"] for h in ahead.history_]
         assert len(set(rates)) == 3, rates  # two cuts by 5 inside the one segment
@@ -111,3 +119,28 @@ def test_a_segment_that_ends_inside_an_epoch_is_continued_by_the_next(client, da
         fit, n = _fit(client, data, monkeypatch, segment="20ms", max_iter=6, **kw)
         assert 1 < n < 18  # not one segment, not one per round
         _same(fit, ref, f"short segments {kw}")
+
+
+def test_validation_data_of_its_own_is_scored_on_the_mesh_with_the_same_bits(client, data,
+                                                                              monkeypatch):
+    """``validation_data`` are blocks of their own, placed apart from the training blocks: the
+    ranks score a share each (those their workers hold, the rest dealt out), and the scores,
+    the stopping epoch and the kept parameters are those of scoring rounds through Dask."""
+    import dask.array as da
+
+    rng = np.random.default_rng(8)
+    Xv = rng.standard_normal((700, 5)).astype(np.float32)
+    yv = (Xv[:, 0] * Xv[:, 1] > 0).astype(int)
+    valid = (da.from_array(Xv, chunks=100), da.from_array(yv, chunks=100))
+    kw = {"early_stopping": True, "tol": 0.1, "n_iter_no_change": 2, "max_iter": 10}
+    fits = {}
+    for name, mesh in (("ahead", True), ("dask", False)):
+        import pipeline as pl
+
+        est = pl.MLPClassifier(hidden_layer_sizes=(16,), batch_size=50, local_steps=6,
+                               replicas=2, random_state=2, min_block_rows=1, **kw)
+        with dask.config.set({"pipeline.train.mesh": mesh}), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits[name] = est.fit(*data, client=client, validation_data=valid)
+    _same(fits["ahead"], fits["dask"], "validation_data")
+    assert fits["ahead"].n_iter_ < kw["max_iter"]

@@ -294,8 +294,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     t, round_no, epoch = state.t, state.rounds, state.epoch
     last_event = [0.0]
     # nothing needs the client between epochs: a mesh segment may run on into the next ones
-    # (the stopping rule on the workers, :mod:`.run_ahead`)
-    run_ahead = validation is None and on_epoch_end is None
+    # (validation scores and the stopping rule on the workers, :mod:`.run_ahead`)
+    run_ahead = on_epoch_end is None
 
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
@@ -316,7 +316,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
 
         rate = epoch_rate(progress, config.scheduled_rate, config.learning_rate_init)
         ahead = RunAhead(rule, progress, t, config.max_iter, config.scheduled_rate,
-                         config.learning_rate_init) if run_ahead else None
+                         config.learning_rate_init, validation) if run_ahead else None
         out = strategy.run_epoch(rounds, params, sync, rate, epoch,
                                  first_round, config.random_state, config.shuffle, on_round,
                                  ahead)
@@ -327,7 +327,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         loss_curve.append(loss)
         score = None
         if validation is not None:
-            score = score_value(rounds.score(validation, params, (epoch, "val")), model.loss)
+            score = out.score if out.score is not None else score_value(
+                rounds.score(validation, params, (epoch, "val")), model.loss)
             val_scores.append(score)
         lr = progress.learning_rate
         progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)

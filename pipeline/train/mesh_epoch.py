@@ -36,7 +36,8 @@ from .run_ahead import RunAhead, add_mean
 from .tasks import Partial, StepState
 
 __all__ = ["GradientBeyond", "MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable",
-           "note_broken", "run_mesh_gradient", "run_segment", "segment_rounds"]
+           "note_broken", "run_mesh_gradient", "run_segment", "segment_rounds",
+           "validation_shares"]
 
 Metrics = list[tuple[float, int, tuple[Any, ...], float]]  # per round: loss, rows, timings, s
 
@@ -69,11 +70,11 @@ class MeshSpec(NamedTuple):
 class MeshResult(NamedTuple):
     """Rank 0's end of a segment (the other ranks hold the same bits and return ``None``s);
     ``ends``: for every epoch that ended in the segment, (its rounds done by then, the
-    parameters then)."""
+    parameters and the validation score then)."""
 
     state: StepState | None
     metrics: Metrics | None
-    ends: list[tuple[int, Any]] | None = None
+    ends: list[tuple[int, Any, float | None]] | None = None
 
 
 class GradientBeyond(NamedTuple):
@@ -83,13 +84,16 @@ class GradientBeyond(NamedTuple):
     so_far: tuple[float, int]  # (Σ round loss x rows, rows) of the epoch's earlier rounds
 
 
-def mesh_epoch(spec: MeshSpec, blocks: list[Any], indices: list[int], args: StepArgs,
-               start: StepState, first: int, round_no: int, epoch: int, steps: int, seed: int,
-               shuffle: bool, beyond: GradientBeyond | None = None) -> MeshResult:
+def mesh_epoch(spec: MeshSpec, blocks: list[Any], scoring: list[tuple[int, Any]],
+               indices: list[int], args: StepArgs, start: StepState, first: int, round_no: int,
+               epoch: int, steps: int, seed: int, shuffle: bool,
+               beyond: GradientBeyond | None = None) -> MeshResult:
     """Rounds ``first, first + 1, ...`` of an exact-gradient epoch on this worker's ``blocks``
     (positions ``indices``) from ``start``, until the segment ends or the epoch does; with
     ``beyond``, the next epochs' rounds follow until the segment ends, the stopping rule stops
-    the run or its epochs are done. ``round_no``: the number of the epoch's first round."""
+    the run or its epochs are done (``scoring``: this rank's validation blocks, ``(position,
+    block)``, scored at each epoch's end). ``round_no``: the number of the epoch's first
+    round."""
     state, metrics, ends = start, [], []
     total = beyond.so_far if beyond else (0.0, 0)
     progress = beyond.run.progress if beyond else None
@@ -116,9 +120,10 @@ def mesh_epoch(spec: MeshSpec, blocks: list[Any], indices: list[int], args: Step
                 break
             # the epoch is over: the client's end-of-epoch rule, here on every rank alike
             seen += total[1]
-            progress = beyond.run.after(progress, *total, seen, state.params)
+            progress, score = beyond.run.epoch_end(mesh, scoring, progress, total, seen,
+                                                   state.params, args.model, args.split_every)
             epoch, round_no, first, total = epoch + 1, round_no + steps, 0, (0.0, 0)
-            ends.append((len(metrics), state.params))
+            ends.append((len(metrics), state.params, score))
             if stop or progress.stopped or epoch >= beyond.run.max_epochs:
                 break
             args = args._replace(learning_rate=beyond.run.rate(progress))
@@ -177,11 +182,28 @@ def _rank(task: Callable[..., Any], spec: MeshSpec, addresses: list[tuple[str, i
     return task(spec._replace(addresses=[*addresses, None]), *args)
 
 
+def validation_shares(rounds: Any, beyond: Any, ranks: list[str]) -> list[list[tuple[int, Any]]]:
+    """Each rank's validation blocks, ``(position, future)``, when the segment may run past its
+    epoch with validation blocks (``beyond.run.validation``): those a rank's worker holds, the
+    others dealt out in turn (any split gives the same score: the fold goes by position)."""
+    validation = beyond.run.validation if beyond is not None else None
+    shares: list[list[tuple[int, Any]]] = [[] for _ in ranks]
+    if validation is None:
+        return shares
+    futures = list(validation.futures)
+    who = rounds.client.who_has(futures)
+    for i, f in enumerate(futures):
+        held = [ranks.index(w) for w in who.get(f.key, ()) if w in ranks]
+        shares[held[0] if held else i % len(ranks)].append((i, f))
+    return shares
+
+
 def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
                 args_of: Callable[[int], tuple[Any, ...]], what: str) -> list[Any]:
     """Run ``task(spec, *args_of(j))`` as rank ``j`` on worker ``ranks[j]``, all ranks of one
-    mesh; every rank's result, in rank order. The first of ``args_of(j)`` holds the rank's
-    block futures; the others are plain values, shipped with the task as they are."""
+    mesh; every rank's result, in rank order. The first two of ``args_of(j)`` hold the rank's
+    block futures (training, validation); the others are plain values, shipped with the task
+    as they are."""
     from .rounds import _literal
 
     client = rounds.client
@@ -198,11 +220,12 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     name = getattr(task, "__name__", "mesh_task")
     tasks = []
     for j, w in enumerate(ranks):
-        blocks, *rest = args_of(j)
+        blocks, scoring, *rest = args_of(j)
         spec = MeshSpec(j, [], key, secret, timeout, segment, connect)
         # literals: dask does not walk the schedules and states looking for keys
         tasks.append(client.submit(_rank, _literal(task), _literal(spec), listening, blocks,
-                                   *[_literal(a) for a in rest], key=f"{name}-{token}-{j}",
+                                   scoring, *[_literal(a) for a in rest],
+                                   key=f"{name}-{token}-{j}",
                                    workers=[w], allow_other_workers=False, pure=False))
     with _cancelled_on_error(client, tasks + listening, key, ranks):
         rounds.watchdog.wait(tasks, what, first_error=True, needs=ranks)
@@ -212,7 +235,8 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
 def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...], first: int,
                       epoch: int, steps: int, round_no: int, seed: int, shuffle: bool,
                       beyond: GradientBeyond | None = None
-                      ) -> tuple[StepState, list[tuple[Partial, float]], list[tuple[int, Any]]]:
+                      ) -> tuple[StepState, list[tuple[Partial, float]],
+                                 list[tuple[int, Any, float | None]]]:
     """One segment of an exact-gradient epoch over ``rounds``' blocks (a
     :class:`~.rounds.Rounds`) from step ``first`` at ``state``: the state after its last round,
     ``[(round partial without its vector, seconds), ...]`` and, with ``beyond``, the epochs
@@ -221,10 +245,12 @@ def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...],
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
     args = StepArgs(rounds.model, *step_args, len(futures), rounds.split_every)
+    scoring = validation_shares(rounds, beyond, workers)
+    shipped = beyond and beyond._replace(run=beyond.run.shipped())
     results = run_segment(
         rounds, mesh_epoch, workers,
-        lambda j: ([futures[i] for i in groups[j]], groups[j], args, state, first, round_no,
-                   epoch, steps, seed, shuffle, beyond),
+        lambda j: ([futures[i] for i in groups[j]], scoring[j], groups[j], args, state, first,
+                   round_no, epoch, steps, seed, shuffle, shipped),
         f"epoch {epoch}, rounds from {first + 1} (mesh)")
     return (results[0].state, segment_rounds(rounds, results[0].metrics, started),
             results[0].ends or [])

@@ -23,7 +23,7 @@ import time
 from typing import Any, NamedTuple
 
 from .local_steps import fold_local, replica_local_steps
-from .mesh_epoch import MeshSpec, run_segment, segment_rounds
+from .mesh_epoch import MeshSpec, run_segment, segment_rounds, validation_shares
 from .run_ahead import RunAhead, add_round
 from .schedule import Schedule, epoch_plan
 from .tasks import Partial, check_finite
@@ -69,17 +69,19 @@ class Beyond(NamedTuple):
 class LocalEpoch(NamedTuple):
     """A rank's end of a segment: its replicas' states; rank 0 also the parameters, the outer
     state, each round's (loss sum, rows, timings, seconds), and for every epoch that ended in
-    the segment, (rounds of the segment done by then, the parameters then)."""
+    the segment, (rounds of the segment done by then, the parameters and validation score
+    then)."""
 
     states: dict[int, Any]
     params: Any
     outer_state: Any
     metrics: list[tuple[float, int, tuple[Any, ...], float]] | None
-    ends: list[tuple[int, Any]] | None = None
+    ends: list[tuple[int, Any, float | None]] | None = None
 
 
 def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[int]]],
-                     step_args: tuple[Any, ...], outer: Outer, params: Any,
+                     scoring: list[tuple[int, Any]], step_args: tuple[Any, ...], outer: Outer,
+                     params: Any,
                      states: dict[int, Any], outer_state: Any,
                      schedules: list[dict[int, Schedule]], steps: int, seed: int, shuffle: bool,
                      split_every: int, round_no: int, beyond: Beyond | None = None
@@ -87,12 +89,13 @@ def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[i
     """Rounds of a local-SGD epoch for this worker's ``replicas`` (``(replica, blocks, block
     indices)``), until the segment ends or ``schedules`` do; ``schedules[k][r]``: replica
     ``r``'s inner steps in round ``k``. With ``beyond``, the next epochs' rounds follow until
-    the segment ends, the stopping rule stops the run or its epochs are done."""
+    the segment ends, the stopping rule stops the run or its epochs are done; ``scoring``: this
+    rank's validation blocks, ``(position, block)``, scored at each epoch's end."""
     model, optimizer, alpha, learning_rate = step_args
     states = dict(states)
     mine = [r for r, _, _ in replicas]
     metrics: list[tuple[float, int, tuple[Any, ...], float]] = []
-    ends: list[tuple[int, Any]] = []
+    ends: list[tuple[int, Any, float | None]] = []
     total = beyond.so_far if beyond else (0.0, 0)
     progress = beyond.run.progress if beyond else None
     seen = beyond.run.samples_seen if beyond else 0
@@ -126,9 +129,10 @@ def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[i
                 break
             # the epoch is over: the client's end-of-epoch rule, here on every rank alike
             seen += total[1]
-            progress = beyond.run.after(progress, *total, seen, params)
+            progress, score = beyond.run.epoch_end(mesh, scoring, progress, total, seen, params,
+                                                   model, split_every)
             epoch += 1
-            ends.append((len(metrics), params))
+            ends.append((len(metrics), params, score))
             if stop or progress.stopped or epoch >= beyond.run.max_epochs:
                 break
             learning_rate = beyond.run.rate(progress).times(beyond.n_replicas)
@@ -146,24 +150,27 @@ def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_stat
                    schedules: list[list[Schedule]], epoch: int, steps: int, round_no: int,
                    seed: int, shuffle: bool, beyond: Beyond | None = None
                    ) -> tuple[Any, list[Any], Any, list[tuple[Partial, float]],
-                              list[tuple[int, Any]]]:
+                              list[tuple[int, Any, float | None]]]:
     """One segment from the first of the rounds ``schedules`` (per round, per replica):
     ``(params, local_states, outer_state, [(round partial without its vector, seconds),
     ...], epoch ends)`` after its last round; the epoch ends (with ``beyond``) are ``(rounds
-    of the segment done by then, parameters then)`` for each epoch that ended in it."""
+    of the segment done by then, parameters then, validation score)`` for each epoch that
+    ended in it (the ranks score the validation blocks when ``beyond`` has them)."""
     started = time.perf_counter()
     futures = rounds.block_keys
     groups, workers = rounds.groups_and_workers(futures)
     holder = {i: w for g, w in zip(groups, workers, strict=True) for i in g}
     ranks = sorted({holder[u[0]] for u in units})  # a replica trains where its first block is
     mine = [[r for r, u in enumerate(units) if holder[u[0]] == w] for w in ranks]
+    scoring = validation_shares(rounds, beyond, ranks)
+    shipped = beyond and beyond._replace(run=beyond.run.shipped())
     ends = run_segment(
         rounds, mesh_local_epoch, ranks,
         lambda j: ([(r, [futures[i] for i in units[r]], units[r]) for r in mine[j]],
-                   (rounds.model, *step_args), outer, params,
+                   scoring[j], (rounds.model, *step_args), outer, params,
                    {r: local_states[r] for r in mine[j]}, outer_state,
                    [{r: s[r] for r in mine[j]} for s in schedules], steps, seed, shuffle,
-                   rounds.split_every, round_no, beyond),
+                   rounds.split_every, round_no, shipped),
         f"epoch {epoch}, rounds from {round_no + 1} (mesh)")
     out = segment_rounds(rounds, ends[0].metrics, started)
     states = list(local_states)

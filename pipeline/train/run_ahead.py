@@ -1,19 +1,23 @@
 """Epochs a mesh segment runs past the one the client asked for.
 
-When nothing needs the client between epochs (no validation blocks to score, no per-epoch hook
-such as a checkpoint), the client's whole part at an epoch's end is the stopping rule
-(:mod:`.stopping`), a pure function of the epoch's mean training loss. Every rank of a mesh
-holds the same folded round partials, so every rank computes that loss and the rule's verdict
-itself and goes on into the next epoch without a new rendezvous (a few tens of ms, as much as a
-small dataset's epoch). The client replays the epochs afterwards with the same functions
-(:func:`add_round`, :func:`epoch_loss`, the rule): it reaches the same verdicts, and the
-parameters have the bits of an epoch-by-epoch run (``tests/test_mesh.py``).
+When nothing needs the client between epochs (no per-epoch hook such as a checkpoint), the
+client's part at an epoch's end is to score the validation blocks and apply the stopping rule
+(:mod:`.stopping`), a pure function of the epoch's mean training loss and validation score.
+Every rank of a mesh holds the same folded round partials, so every rank computes that loss;
+each scores its share of the validation blocks and the ranks all-gather the score partials,
+folded by block position as the client's scoring round folds them (:func:`fold_scores`). So
+every rank reaches the rule's verdict itself and goes on into the next epoch without a new
+rendezvous (a few tens of ms, as much as a small dataset's epoch) and without a scoring round.
+The client replays the epochs afterwards with the same functions (:func:`add_round`,
+:func:`epoch_loss`, the rule) on the ranks' scores: it reaches the same verdicts, and the
+parameters have the bits of an epoch-by-epoch run (``tests/test_run_ahead.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .scores import fold_scores, partition_scores, score_value
 from .stopping import Progress, StoppingRule
 from .tasks import Partial, Rate
 
@@ -48,7 +52,7 @@ def epoch_rate(progress: Progress, scheduled_rate: bool, learning_rate_init: flo
 
 class RunAhead(NamedTuple):
     """What a strategy needs to go on past an epoch without the client: the stopping rule,
-    where the run stands before the epoch, and the epoch budget."""
+    where the run stands before the epoch, the epoch budget and the validation blocks."""
 
     rule: StoppingRule
     progress: Progress  # after the epochs before this one
@@ -56,12 +60,30 @@ class RunAhead(NamedTuple):
     max_epochs: int  # the run ends after this many epochs (``max_iter``)
     scheduled_rate: bool
     learning_rate_init: float
+    validation: Any = None  # the validation BlockSet (client); whether there is one (ranks)
+
+    def shipped(self) -> RunAhead:
+        """This, for the ranks: their validation blocks travel as task inputs, not in here."""
+        return self._replace(validation=self.validation is not None)
 
     def after(self, progress: Progress, loss_sum: float, rows: int, samples_seen: int,
-              params: Any) -> Progress:
+              params: Any, score: float | None = None) -> Progress:
         """``progress`` after an epoch of ``rows`` rows, as the client's loop will find it."""
-        return self.rule.update(progress, loss=epoch_loss(loss_sum, rows), score=None,
+        return self.rule.update(progress, loss=epoch_loss(loss_sum, rows), score=score,
                                 params=params, samples_seen=samples_seen)
+
+    def epoch_end(self, mesh: Any, scoring: list[tuple[int, Any]], progress: Progress,
+                  total: tuple[float, int], samples_seen: int, params: Any, model: Any,
+                  split_every: int) -> tuple[Progress, float | None]:
+        """On every rank alike, at an epoch's end: the validation score (this rank's
+        ``scoring`` blocks, ``(position, block)``, scored and all-gathered over ``mesh``) and
+        the run's progress after the epoch."""
+        score = None
+        if self.validation:
+            parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], params,
+                                     model)
+            score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss)
+        return self.after(progress, *total, samples_seen, params, score), score
 
     def rate(self, progress: Progress) -> Rate:
         return epoch_rate(progress, self.scheduled_rate, self.learning_rate_init)
@@ -74,6 +96,7 @@ class Ahead(NamedTuple):
     rounds: list[tuple[Partial, float]]  # (round partial without its vector, seconds)
     params: Any  # at the epoch's end, or at the segment's end when not ``complete``
     complete: bool
+    score: float | None = None  # the validation score at the epoch's end
 
 
 class EpochsAhead:
@@ -97,14 +120,14 @@ class EpochsAhead:
                                "ahead")
         return done
 
-    def keep(self, epoch: int, parts: list[tuple[Partial, float]], ends: list[tuple[int, Any]],
-             params: Any, end_state: Any) -> float:
+    def keep(self, epoch: int, parts: list[tuple[Partial, float]],
+             ends: list[tuple[int, Any, float | None]], params: Any, end_state: Any) -> float:
         """Keep the epochs after ``epoch`` that a segment ran (``ends``: for every epoch that
-        ended in it, the segment's rounds by then and the parameters then; ``params``,
-        ``end_state``: the segment's end); the seconds of their rounds."""
-        cuts = [at for at, _ in ends]
-        self.epochs = [Ahead(epoch + i, parts[cuts[i - 1]:cuts[i]], ends[i][1], True)
-                       for i in range(1, len(ends))]
+        ended in it, the segment's rounds by then, the parameters and the validation score
+        then; ``params``, ``end_state``: the segment's end); the seconds of their rounds."""
+        cuts = [at for at, _, _ in ends]
+        self.epochs = [Ahead(epoch + i, parts[cuts[i - 1]:cuts[i]], ends[i][1], True,
+                             ends[i][2]) for i in range(1, len(ends))]
         if cuts[-1] < len(parts):  # the segment ended inside an epoch
             self.epochs.append(Ahead(epoch + len(ends), parts[cuts[-1]:], params, False))
         self.end_state = end_state

@@ -67,6 +67,7 @@ class EpochOutcome:
     round_seconds: list[float]
     local_steps: list[int] | None = None  # LocalSGD: per block, next round
     seconds: float | None = None  # the epoch's own time, when the call did more than the epoch
+    score: float | None = None  # the validation score, when the mesh's ranks computed it
 
 
 @dataclass
@@ -112,6 +113,7 @@ class GradientSync:
 
         first = 0  # the epoch's rounds done
         later_seconds = 0.0  # of the rounds a segment ran past this epoch
+        score = None  # the validation score, from the ranks of the segment that ended the epoch
         if self.ahead.epochs:  # the last segment ran this epoch, or its first rounds
             done = self.ahead.take(epoch)
             for part, seconds in done.rounds:
@@ -122,7 +124,7 @@ class GradientSync:
                 opt_state = self.ahead.end_state
             if done.complete:
                 return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows,
-                                    times, seconds=sum(times))
+                                    times, seconds=sum(times), score=done.score)
         pipelined = self.rounds_ahead > 1 and steps > 1
         if pipelined and mesh_usable(rounds.groups_and_workers(rounds.block_keys)[1], rounds):
             # segments of rounds on the workers' mesh (:mod:`.mesh_epoch`); a broken one
@@ -140,7 +142,7 @@ class GradientSync:
                     if ends:
                         later_seconds = self.ahead.keep(epoch, parts, ends, at.params,
                                                         at.opt_state)
-                        at = at._replace(params=ends[0][1])
+                        at, score = at._replace(params=ends[0][1]), ends[0][2]
             except (*DISRUPTIONS, MeshBroken) as exc:
                 note_broken(rounds, exc, f"rounds from {round_no + first + 1} redone one at a "
                                          "time")
@@ -165,7 +167,7 @@ class GradientSync:
             record(part, time.perf_counter() - r0, loss, step == steps - 1)
         return EpochOutcome(params, SyncState(opt_state=opt_state), loss_sum, rows, times,
                             seconds=time.perf_counter() - began - later_seconds
-                            if later_seconds else None)
+                            if later_seconds else None, score=score)
 
 
 class Balancer:
@@ -302,6 +304,7 @@ class LocalSGD:
         loss_sum, rows, times = 0.0, 0, []
         k = 0  # the epoch's rounds done
         later_seconds = 0.0  # of the rounds a segment ran past this epoch
+        score = None  # the validation score, from the ranks of the segment that ended the epoch
 
         def record(part: Partial, seconds: float, schedules: list[Any]) -> None:
             nonlocal loss_sum, rows, k
@@ -325,7 +328,7 @@ class LocalSGD:
                     return EpochOutcome(params, SyncState(None, local_states, outer_state,
                                                           after[-1]),
                                         loss_sum, rows, times, self.balancer.counts(per_round),
-                                        seconds=sum(times))
+                                        seconds=sum(times), score=done.score)
             further = ahead is not None and epoch + 1 < ahead.max_epochs
             if (len(plan) > 1 or further) and mesh_usable(
                     rounds.groups_and_workers(rounds.block_keys)[1], rounds):
@@ -346,7 +349,7 @@ class LocalSGD:
                         if ends:
                             later_seconds = self.ahead.keep(epoch, parts, ends, params,
                                                             (local_states, outer_state))
-                            params = ends[0][1]
+                            params, score = ends[0][1], ends[0][2]
                 except (*DISRUPTIONS, MeshBroken) as exc:
                     note_broken(rounds, exc, f"rounds from {round_no + k + 1} redone through "
                                              "Dask")
@@ -373,4 +376,4 @@ class LocalSGD:
         return EpochOutcome(params, SyncState(None, local_states, outer_state, cursors),
                             loss_sum, rows, times, self.balancer.counts(per_round),
                             seconds=time.perf_counter() - began - later_seconds
-                            if later_seconds else None)
+                            if later_seconds else None, score=score)
