@@ -351,3 +351,56 @@ def run_in_memory_arrays_fit(client: Any, xp_name: str) -> None:
     np.testing.assert_allclose(model.params_, expected, rtol=tol, atol=tol)
     p1 = nn.forward(spec, expected, X)[:, 0]
     np.testing.assert_array_equal(to_host(model.predict(Xa)), (p1 > 0.5).astype(y.dtype))
+
+
+@contextlib.contextmanager
+def _segments_counted() -> Iterator[list[int]]:
+    """Count the mesh segments the client runs (``[count]``, filled in as they run)."""
+    from pipeline.train import mesh_epoch, mesh_local
+
+    count = [0]
+    real = mesh_epoch.run_segment
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    mesh_epoch.run_segment = mesh_local.run_segment = counted
+    try:
+        yield count
+    finally:
+        mesh_epoch.run_segment = mesh_local.run_segment = real
+
+
+def run_mesh_fit_matches_dask_rounds(client: Any, xp_name: str) -> None:
+    """Mini-batch fits whose epochs run on the workers' mesh, segments running past their
+    epoch with early stopping scored on the ranks (``pipeline.train.run_ahead``): local SGD
+    over replicas and exact gradients, each against the same fit with the mesh off (every
+    round and every validation score through Dask). On CUDA workers the partials, the
+    replicas' changes and the validation score partials crossing the mesh are CuPy arrays."""
+    import dask
+
+    X, y = _dataset(3)
+    X = np.vstack([X, -X])  # 512 rows: several rounds an epoch
+    y = np.concatenate([y, 1 - y])
+    Xd, yd = _dask_frames(X, y, xp_name)
+    tol = TOLERANCE[xp_name]
+    for sync in ({"local_steps": 2, "replicas": 2}, {"sync": "gradient"}):
+        fits = {}
+        for mesh in (True, False):
+            model = MLPClassifier(hidden_layer_sizes=HIDDEN, batch_size=32, max_iter=8,
+                                  early_stopping=True, validation_fraction=0.25, tol=0.05,
+                                  n_iter_no_change=2, random_state=0, dtype="float64",
+                                  min_block_rows=None, **sync)
+            segments = _segments_counted()
+            with dask.config.set({"pipeline.train.mesh": mesh}), segments as count:
+                fits[mesh] = _fit(model, Xd, yd, client)
+            assert fits[mesh].train_summary_["retries"] == 0
+            # on the mesh, fewer segments than epochs: they ran past their epoch
+            assert (0 < count[0] < fits[mesh].n_iter_) if mesh else count[0] == 0, sync
+        on, off = fits[True], fits[False]
+        assert on.n_iter_ == off.n_iter_ < 8, sync  # stopped early, at the same epoch
+        np.testing.assert_allclose(on.params_, off.params_, rtol=tol, atol=tol)
+        np.testing.assert_allclose(on.validation_scores_, off.validation_scores_, rtol=tol,
+                                   atol=tol)
+        np.testing.assert_allclose(on.loss_curve_, off.loss_curve_, rtol=tol, atol=tol)

@@ -7,6 +7,7 @@ from shared_bodies import (
     run_csv_read_matches_pandas,
     run_fit_matches_reference,
     run_in_memory_arrays_fit,
+    run_mesh_fit_matches_dask_rounds,
     run_mixed_cluster_fit,
     run_split_follows_the_pandas_hash,
     run_string_labels_fit,
@@ -43,3 +44,7 @@ def test_csv_read_matches_pandas_numpy(client, tmp_path):
 
 def test_in_memory_arrays_fit_numpy(client):
     run_in_memory_arrays_fit(client, "numpy")
+
+
+def test_mesh_fit_matches_dask_rounds_numpy(client):
+    run_mesh_fit_matches_dask_rounds(client, "numpy")

@@ -17,6 +17,7 @@ from shared_bodies import (
     run_csv_read_matches_pandas,
     run_fit_matches_reference,
     run_in_memory_arrays_fit,
+    run_mesh_fit_matches_dask_rounds,
     run_mixed_cluster_fit,
     run_split_follows_the_pandas_hash,
     run_string_labels_fit,
@@ -82,3 +83,7 @@ def test_mixed_cpu_and_gpu_workers_train_one_model():
     with mixed_cpu_gpu_cluster(gpu_env={"CUDA_VISIBLE_DEVICES": "0"},
                                cpu_env={"CUDA_VISIBLE_DEVICES": ""}) as client:
         run_mixed_cluster_fit(client, "cupy")
+
+
+def test_mesh_fit_matches_dask_rounds_cupy(cuda_client):
+    run_mesh_fit_matches_dask_rounds(cuda_client, "cupy")
