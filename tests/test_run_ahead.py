@@ -144,3 +144,17 @@ def test_validation_data_of_its_own_is_scored_on_the_mesh_with_the_same_bits(cli
             fits[name] = est.fit(*data, client=client, validation_data=valid)
     _same(fits["ahead"], fits["dask"], "validation_data")
     assert fits["ahead"].n_iter_ < kw["max_iter"]
+
+
+def test_a_segment_ends_when_its_epochs_parameters_fill_the_budget(client, data, monkeypatch):
+    """Rank 0 ships every finished epoch's parameters to the client, so a segment ends once
+    they take ``pipeline.train.mesh-ahead-bytes``: with room for two epochs' parameters, a
+    6-epoch fit is three segments, with the bits of a fit without the budget."""
+    import pipeline as pl
+
+    n_params = pl.MLPClassifier(hidden_layer_sizes=(16,))._spec(5, 1).n_params
+    ref, n_ref = _fit(client, data, monkeypatch, max_iter=6)
+    with dask.config.set({"pipeline.train.mesh-ahead-bytes": 2 * 4 * n_params}):  # float32
+        capped, n = _fit(client, data, monkeypatch, max_iter=6)
+    assert (n_ref, n) == (1, 3)
+    _same(capped, ref, "capped segments")

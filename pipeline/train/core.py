@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+import dask
 import numpy as np
+from dask.utils import parse_bytes
 
 from .. import events, optim
 from ..backend import to_host
@@ -296,6 +298,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     # nothing needs the client between epochs: a mesh segment may run on into the next ones
     # (validation scores and the stopping rule on the workers, :mod:`.run_ahead`)
     run_ahead = on_epoch_end is None
+    keep_bytes = parse_bytes(dask.config.get("pipeline.train.mesh-ahead-bytes", "64MiB"))
 
     while epoch < config.max_iter:
         epoch_start = time.perf_counter()
@@ -316,7 +319,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
 
         rate = epoch_rate(progress, config.scheduled_rate, config.learning_rate_init)
         ahead = RunAhead(rule, progress, t, config.max_iter, config.scheduled_rate,
-                         config.learning_rate_init, validation) if run_ahead else None
+                         config.learning_rate_init, validation, keep_bytes) if run_ahead else None
         out = strategy.run_epoch(rounds, params, sync, rate, epoch,
                                  first_round, config.random_state, config.shuffle, on_round,
                                  ahead)

@@ -124,7 +124,8 @@ def mesh_epoch(spec: MeshSpec, blocks: list[Any], scoring: list[tuple[int, Any]]
                                                    state.params, args.model, args.split_every)
             epoch, round_no, first, total = epoch + 1, round_no + steps, 0, (0.0, 0)
             ends.append((len(metrics), state.params, score))
-            if stop or progress.stopped or epoch >= beyond.run.max_epochs:
+            if stop or progress.stopped or epoch >= beyond.run.max_epochs or \
+                    beyond.run.full(ends, state.params):
                 break
             args = args._replace(learning_rate=beyond.run.rate(progress))
     return MeshResult(state, metrics, ends) if spec.rank == 0 else MeshResult(None, None)

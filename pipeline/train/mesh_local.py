@@ -133,7 +133,8 @@ def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[i
                                                    model, split_every)
             epoch += 1
             ends.append((len(metrics), params, score))
-            if stop or progress.stopped or epoch >= beyond.run.max_epochs:
+            if stop or progress.stopped or epoch >= beyond.run.max_epochs or \
+                    beyond.run.full(ends, params):
                 break
             learning_rate = beyond.run.rate(progress).times(beyond.n_replicas)
             plan, _ = epoch_plan(epoch, beyond.n_replicas, beyond.per_round, beyond.steps,

@@ -61,6 +61,12 @@ class RunAhead(NamedTuple):
     scheduled_rate: bool
     learning_rate_init: float
     validation: Any = None  # the validation BlockSet (client); whether there is one (ranks)
+    keep_bytes: int = 64 << 20  # a segment ends once its epochs' parameters take this much
+
+    def full(self, ends: list[Any], params: Any) -> bool:
+        """Whether a segment holding the parameters of ``len(ends)`` epochs ends here (rank 0
+        ships them all to the client; every rank decides alike, from the same sizes)."""
+        return len(ends) * int(params.nbytes) >= self.keep_bytes
 
     def shipped(self) -> RunAhead:
         """This, for the ranks: their validation blocks travel as task inputs, not in here."""
