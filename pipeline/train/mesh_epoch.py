@@ -32,7 +32,7 @@ from dask.utils import parse_timedelta
 from .ahead import RoundOut, StepArgs, _step, step_and_partition_grads
 from .mesh import Mesh, MeshBroken, abort, leave_thread_pool, listen, mesh_capable
 from .recovery import DISRUPTIONS
-from .run_ahead import RunAhead, add_mean
+from .run_ahead import RankEpochs, RunAhead, add_mean
 from .tasks import Partial, StepState
 
 __all__ = ["GradientBeyond", "MeshBroken", "MeshSpec", "mesh_epoch", "mesh_usable",
@@ -94,10 +94,8 @@ def mesh_epoch(spec: MeshSpec, blocks: list[Any], scoring: list[tuple[int, Any]]
     the run or its epochs are done (``scoring``: this rank's validation blocks, ``(position,
     block)``, scored at each epoch's end). ``round_no``: the number of the epoch's first
     round."""
-    state, metrics, ends = start, [], []
-    total = beyond.so_far if beyond else (0.0, 0)
-    progress = beyond.run.progress if beyond else None
-    seen = beyond.run.samples_seen if beyond else 0
+    state, metrics = start, []
+    at = RankEpochs(beyond and beyond.run, epoch, beyond.so_far if beyond else (0.0, 0))
     began = time.perf_counter()
     with spec.open() as mesh:
         while True:
@@ -112,23 +110,18 @@ def mesh_epoch(spec: MeshSpec, blocks: list[Any], scoring: list[tuple[int, Any]]
                 state = _step(outs, spec.rank, args, round_no + step)
                 metrics.append((state.round_loss, state.n, state.timings,
                                 time.perf_counter() - t0))
-                total = add_mean(total, state.round_loss, state.n)
+                at.total = add_mean(at.total, state.round_loss, state.n)
                 finished = step == steps - 1
                 if stop:
                     break
             if beyond is None or not finished:
                 break
-            # the epoch is over: the client's end-of-epoch rule, here on every rank alike
-            seen += total[1]
-            progress, score = beyond.run.epoch_end(mesh, scoring, progress, total, seen,
-                                                   state.params, args.model, args.split_every)
-            epoch, round_no, first, total = epoch + 1, round_no + steps, 0, (0.0, 0)
-            ends.append((len(metrics), state.params, score))
-            if stop or progress.stopped or epoch >= beyond.run.max_epochs or \
-                    beyond.run.full(ends, state.params):
+            if not at.end_epoch(mesh, scoring, len(metrics), state.params, args.model,
+                                args.split_every, stop):
                 break
-            args = args._replace(learning_rate=beyond.run.rate(progress))
-    return MeshResult(state, metrics, ends) if spec.rank == 0 else MeshResult(None, None)
+            epoch, round_no, first = at.epoch, round_no + steps, 0
+            args = args._replace(learning_rate=at.rate())
+    return MeshResult(state, metrics, at.ends) if spec.rank == 0 else MeshResult(None, None)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from .local_steps import fold_local, replica_local_steps
 from .mesh_epoch import MeshSpec, run_segment, segment_rounds, validation_shares
-from .run_ahead import RunAhead, add_round
+from .run_ahead import RankEpochs, RunAhead, add_round
 from .schedule import Schedule, epoch_plan
 from .tasks import Partial, check_finite
 
@@ -95,11 +95,8 @@ def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[i
     states = dict(states)
     mine = [r for r, _, _ in replicas]
     metrics: list[tuple[float, int, tuple[Any, ...], float]] = []
-    ends: list[tuple[int, Any, float | None]] = []
-    total = beyond.so_far if beyond else (0.0, 0)
-    progress = beyond.run.progress if beyond else None
-    seen = beyond.run.samples_seen if beyond else 0
-    epoch = beyond.epoch if beyond else 0
+    at = RankEpochs(beyond and beyond.run, beyond.epoch if beyond else 0,
+                    beyond.so_far if beyond else (0.0, 0))
     began = time.perf_counter()
     with spec.open() as mesh:
         while True:
@@ -115,35 +112,27 @@ def mesh_local_epoch(spec: MeshSpec, replicas: list[tuple[int, list[Any], list[i
                     mine_parts.append((r, (part, None)))
                 gathered, stop = spec.exchange(mesh, mine_parts, began)
                 part = fold_local(gathered, split_every).partial
-                at = round_no + len(metrics)
+                number = round_no + len(metrics)
                 if part.n == 0:
-                    raise RuntimeError(f"round {at + 1} trained on no rows")
-                check_finite(part, at, "loss or parameter update")
+                    raise RuntimeError(f"round {number + 1} trained on no rows")
+                check_finite(part, number, "loss or parameter update")
                 params, outer_state = apply_average(part, params, outer_state, outer)
                 metrics.append((part.loss, part.n, part.timings, time.perf_counter() - t0))
-                total = add_round(total, part)
+                at.total = add_round(at.total, part)
                 done += 1
                 if stop:
                     break
             if beyond is None or done < len(schedules):
                 break
-            # the epoch is over: the client's end-of-epoch rule, here on every rank alike
-            seen += total[1]
-            progress, score = beyond.run.epoch_end(mesh, scoring, progress, total, seen, params,
-                                                   model, split_every)
-            epoch += 1
-            ends.append((len(metrics), params, score))
-            if stop or progress.stopped or epoch >= beyond.run.max_epochs or \
-                    beyond.run.full(ends, params):
+            if not at.end_epoch(mesh, scoring, len(metrics), params, model, split_every, stop):
                 break
-            learning_rate = beyond.run.rate(progress).times(beyond.n_replicas)
-            plan, _ = epoch_plan(epoch, beyond.n_replicas, beyond.per_round, beyond.steps,
+            learning_rate = at.rate().times(beyond.n_replicas)
+            plan, _ = epoch_plan(at.epoch, beyond.n_replicas, beyond.per_round, beyond.steps,
                                  beyond.step_rows)
             schedules = [{r: s[r] for r in mine} for s in plan]
-            total = (0.0, 0)
     if spec.rank:
         return LocalEpoch(states, None, None, None)
-    return LocalEpoch(states, params, outer_state, metrics, ends)
+    return LocalEpoch(states, params, outer_state, metrics, at.ends)
 
 
 def run_mesh_local(rounds: Any, params: Any, local_states: list[Any], outer_state: Any,

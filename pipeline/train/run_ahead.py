@@ -21,7 +21,7 @@ from .scores import fold_scores, partition_scores, score_value
 from .stopping import Progress, StoppingRule
 from .tasks import Partial, Rate
 
-__all__ = ["Ahead", "EpochsAhead", "RunAhead", "add_mean", "add_round", "epoch_loss",
+__all__ = ["Ahead", "EpochsAhead", "RankEpochs", "RunAhead", "add_mean", "add_round", "epoch_loss",
            "epoch_rate"]
 
 
@@ -63,11 +63,6 @@ class RunAhead(NamedTuple):
     validation: Any = None  # the validation BlockSet (client); whether there is one (ranks)
     keep_bytes: int = 64 << 20  # a segment ends once its epochs' parameters take this much
 
-    def full(self, ends: list[Any], params: Any) -> bool:
-        """Whether a segment holding the parameters of ``len(ends)`` epochs ends here (rank 0
-        ships them all to the client; every rank decides alike, from the same sizes)."""
-        return len(ends) * int(params.nbytes) >= self.keep_bytes
-
     def shipped(self) -> RunAhead:
         """This, for the ranks: their validation blocks travel as task inputs, not in here."""
         return self._replace(validation=self.validation is not None)
@@ -78,21 +73,48 @@ class RunAhead(NamedTuple):
         return self.rule.update(progress, loss=epoch_loss(loss_sum, rows), score=score,
                                 params=params, samples_seen=samples_seen)
 
-    def epoch_end(self, mesh: Any, scoring: list[tuple[int, Any]], progress: Progress,
-                  total: tuple[float, int], samples_seen: int, params: Any, model: Any,
-                  split_every: int) -> tuple[Progress, float | None]:
-        """On every rank alike, at an epoch's end: the validation score (this rank's
-        ``scoring`` blocks, ``(position, block)``, scored and all-gathered over ``mesh``) and
-        the run's progress after the epoch."""
+    def rate(self, progress: Progress) -> Rate:
+        return epoch_rate(progress, self.scheduled_rate, self.learning_rate_init)
+
+
+class RankEpochs:
+    """A rank's side of running ahead: the running epoch's (Σ round loss × rows, rows), where
+    the run stands, and for every epoch the segment finished, ``(rounds of the segment by
+    then, parameters then, validation score)`` (what :meth:`EpochsAhead.keep` gets back).
+    Without ``run`` (no running ahead) it only counts the epoch's loss."""
+
+    def __init__(self, run: RunAhead | None, epoch: int, so_far: tuple[float, int]) -> None:
+        self.run, self.epoch, self.total = run, epoch, so_far
+        self.progress = run.progress if run is not None else None
+        self.seen = run.samples_seen if run is not None else 0
+        self.ends: list[tuple[int, Any, float | None]] = []
+
+    def end_epoch(self, mesh: Any, scoring: list[tuple[int, Any]], rounds_done: int,
+                  params: Any, model: Any, split_every: int, stop: bool) -> bool:
+        """The client's end-of-epoch rule, here on every rank alike: the validation score
+        (this rank's ``scoring`` blocks, ``(position, block)``, scored and all-gathered over
+        ``mesh``), the run's progress; whether the segment goes on into the next epoch (not
+        when rank 0 ended it (``stop``), the rule stopped the run, its epochs are done, or the
+        epochs' parameters, which rank 0 ships to the client, take ``keep_bytes``: every rank
+        decides alike, from the same sizes)."""
+        run = self.run
+        assert run is not None and self.progress is not None
+        self.seen += self.total[1]
         score = None
-        if self.validation:
+        if run.validation:
             parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], params,
                                      model)
             score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss)
-        return self.after(progress, *total, samples_seen, params, score), score
+        self.progress = run.after(self.progress, *self.total, self.seen, params, score)
+        self.epoch, self.total = self.epoch + 1, (0.0, 0)
+        self.ends.append((rounds_done, params, score))
+        full = len(self.ends) * int(params.nbytes) >= run.keep_bytes
+        return not (stop or self.progress.stopped or self.epoch >= run.max_epochs or full)
 
-    def rate(self, progress: Progress) -> Rate:
-        return epoch_rate(progress, self.scheduled_rate, self.learning_rate_init)
+    def rate(self) -> Rate:
+        """The next epoch's rate."""
+        assert self.run is not None and self.progress is not None
+        return self.run.rate(self.progress)
 
 
 class Ahead(NamedTuple):
