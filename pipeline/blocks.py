@@ -63,13 +63,17 @@ def _raw_block(x_part: Any, y_part: Any, dtype: str, keep: bool = False) -> tupl
         return to_worker_device(X), None
     # Numeric cuDF labels stay on the GPU; strings, categories and labels with nulls come to
     # the host (CuPy cannot hold them), where the summary checks them and names the problem.
+    return to_worker_device(X), _labels_of(y_part, X.shape[0])
+
+
+def _labels_of(y_part: Any, rows: int) -> Any:
+    """A partition's labels as an array, checked against its ``rows`` of features."""
     y = values_of(y_part)
-    if y.shape[0] != X.shape[0]:
+    if y.shape[0] != rows:
         raise ValueError(
-            f"features and target disagree in a partition: {X.shape[0]} rows vs {y.shape[0]} "
-            "labels"
+            f"features and target disagree in a partition: {rows} rows vs {y.shape[0]} labels"
         )
-    return to_worker_device(X), y
+    return y
 
 
 def _block_summary(raw: tuple[Any, Any], want_labels: bool) -> dict[str, Any]:
@@ -322,6 +326,14 @@ def to_blocks(
                 client, X, y, classes=classes, classification=classification, dtype=dtype,
                 min_block_rows=min_block_rows, name=name))
     token = dask.base.tokenize(X, y, dtype, keep_shape)
+    from .blocks_declared import declared_rows, planned_blocks  # it builds on this module
+
+    declared = declared_rows(X, y)
+    if declared is not None:  # planned on the client and submitted at once
+        return planned_blocks(client, x_parts, y_parts, declared, X.shape, classes=classes,
+                              classification=classification, dtype=dtype,
+                              keep_shape=keep_shape, min_block_rows=min_block_rows, name=name,
+                              token=token)
     raw_delayed = [
         dask.delayed(_raw_block, pure=True, name=False)(xp_, yp, dtype, keep_shape,
                                                         dask_key_name=(f"raw-{name}-{token}", i))

@@ -179,10 +179,15 @@ def place(client: Any, blocks: Any, target: Sequence[str | None], *, name: str,
 
 
 def _loosen(dask_scheduler: Any, keys: list[Any]) -> None:
+    stuck = {}
     for key in keys:
         ts = dask_scheduler.tasks.get(key)
         if ts is not None:
             ts.loose_restrictions = True
+            if ts.state == "no-worker":  # pinned to a worker that left: it may run now
+                stuck[key] = "processing"  # (what the scheduler does when a worker joins)
+    if stuck:
+        dask_scheduler.transitions(stuck, stimulus_id=f"pipeline-loosen-{uuid.uuid4().hex}")
 
 
 def release_restrictions(client: Any, keys: Sequence[Any]) -> None:
@@ -193,5 +198,6 @@ def release_restrictions(client: Any, keys: Sequence[Any]) -> None:
     place the pin only matters for recomputation from lineage, where a strict pin to a lost
     worker would wait forever. ``TaskState.loose_restrictions`` is distributed's own flag for
     ``allow_other_workers=True`` (internal, hence the ``<2027`` pin and the worker-loss test).
+    A task already waiting for its lost worker (``no-worker``) is sent to another at once.
     """
     client.run_on_scheduler(_loosen, keys=list(keys))

@@ -162,3 +162,64 @@ def test_string_labels_with_missing_values_get_the_missing_value_error(client):
     y = pd.Series(["a", "b", None, "a", "b", "a"], dtype=object)
     with pytest.raises(ValueError, match="missing values"):
         to_blocks(client, X, y, classification=True, npartitions=2)
+
+
+# --- declared partition lengths (a dask Array): planned and submitted at once -------------
+
+def _blocks_on_host(client, blocks):
+    return [(np.asarray(b.X), np.asarray(b.Y)) for b in client.gather(blocks.futures)]
+
+
+@pytest.mark.parametrize(("chunks", "min_rows"), [(150, 1), (100, 250), (600, None)])
+@pytest.mark.parametrize("target", ["discovered", "given", "regression"])
+def test_declared_lengths_make_the_blocks_written_out_in_numpy(client, chunks, min_rows, target):
+    """A dask Array declares its partitions' lengths, so its blocks are planned without reading
+    a partition first. Oracle: the coalescing groups and the encoding written out in NumPy
+    (the float32 cast, one-hot columns of the sorted classes, regression as a column); the
+    same data as a dask DataFrame (lengths known once read) takes the other path to the same
+    blocks."""
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((600, 3))
+    labels = np.array(["c", "a", "b"])[rng.integers(0, 3, 600)]
+    y = X[:, 0] * 2.0 if target == "regression" else labels
+    kw = {"classification": target != "regression", "min_block_rows": min_rows,
+          "classes": np.array(["a", "b", "c", "d"]) if target == "given" else None}
+    blocks = to_blocks(client, da.from_array(X, chunks=(chunks, -1)),
+                       da.from_array(y, chunks=chunks), **kw)
+    classes = kw["classes"] if target == "given" else np.array(["a", "b", "c"])
+    bounds = np.cumsum([0] + [sum(chunks for _ in g)
+                              for g in coalesce_groups([chunks] * (600 // chunks), min_rows or 0)])
+    got = _blocks_on_host(client, blocks)
+    assert blocks.rows == list(np.diff(bounds)) and len(got) == len(bounds) - 1
+    for (bx, by), lo, hi in zip(got, bounds[:-1], bounds[1:], strict=True):
+        np.testing.assert_array_equal(bx, X[lo:hi].astype(np.float32))
+        if target == "regression":
+            want_y = y[lo:hi, None].astype(np.float32)
+        else:
+            want_y = (y[lo:hi, None] == classes[None, :]).astype(np.float32)
+        np.testing.assert_array_equal(by, want_y)
+    if target != "regression":
+        assert blocks.classes.tolist() == classes.tolist()
+        assert blocks.n_outputs == len(classes)
+    frame = dd.from_pandas(pd.DataFrame(X), npartitions=600 // chunks, sort=False)
+    series = dd.from_pandas(pd.Series(y), npartitions=600 // chunks, sort=False)
+    other = to_blocks(client, frame, series, **kw)
+    assert other.rows == blocks.rows and other.n_outputs == blocks.n_outputs
+    for a, b in zip(_blocks_on_host(client, other), got, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize(("y", "match"), [
+    (np.array([1.0, np.nan] * 100), "missing values"),
+    (np.ones(200), "single class"),
+    (np.array(["a", "b"] * 100), "not among the classes"),
+])
+def test_declared_lengths_keep_the_label_errors(client, y, match):
+    classes = np.array(["a", "c"]) if y.dtype.kind == "U" else None
+    X = da.from_array(np.zeros((200, 2)), chunks=(50, -1))
+    with pytest.raises(ValueError, match=match):
+        to_blocks(client, X, da.from_array(y, chunks=50), classification=True,
+                  classes=classes, min_block_rows=1)
