@@ -26,18 +26,19 @@ from .cluster import workers_info
 from .placement_plan import contiguous_runs, plan_placement
 
 __all__ = [
-    "block_workers", "cluster_look", "colocate", "contiguous_runs", "layout", "move_block",
-    "place", "plan_for_cluster", "plan_placement", "rebalance", "release_restrictions",
-    "worker_groups",
+    "block_workers", "cluster_look", "colocate", "contiguous_runs", "device_groups", "layout",
+    "move_block", "place", "plan_for_cluster", "plan_placement", "rebalance",
+    "release_restrictions", "worker_groups",
 ]
 
 
 def worker_groups(client: Any) -> list[list[str]]:
     """Running workers grouped by device class (GPU workers, then CPU workers), sorted."""
-    return _device_groups(workers_info(client))
+    return device_groups(workers_info(client))
 
 
-def _device_groups(info: dict[str, Any]) -> list[list[str]]:
+def device_groups(info: dict[str, Any]) -> list[list[str]]:
+    """The workers of ``info`` (address -> scheduler info) as :func:`worker_groups` groups them."""
     gpu = sorted(w for w, d in info.items() if (d.get("resources") or {}).get("GPU", 0) > 0)
     cpu = sorted(w for w in info if w not in gpu)
     return [g for g in (gpu, cpu) if g]
@@ -69,7 +70,7 @@ def layout(client: Any, futures: Sequence[Any]) -> tuple[list[str | None], list[
     """:func:`block_workers` and :func:`worker_groups` in one scheduler round trip."""
     info, who = cluster_look(client, futures)
     holders = [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
-    return holders, _device_groups(info)
+    return holders, device_groups(info)
 
 
 def plan_for_cluster(client: Any, rows: Sequence[int], current: Sequence[str | None],
@@ -131,11 +132,13 @@ def rebalance(client: Any, blocks: Any, *, name: str = "placed-block") -> Any:
 
 
 def colocate(client: Any, blocks: Any, units: Sequence[Sequence[int]], *,
-             name: str = "colocated-block") -> Any:
+             name: str = "colocated-block",
+             look: tuple[list[str | None], list[list[str]]] | None = None) -> Any:
     """``blocks`` with every unit's blocks (e.g. a local-SGD replica's) on one worker, units
     spread across the running workers by rows (greedy, largest first; a unit stays where most
-    of its rows already are when that worker is among the least loaded)."""
-    current, groups = layout(client, blocks.futures)
+    of its rows already are when that worker is among the least loaded). ``look``: what
+    :func:`layout` would answer, when the caller has just asked."""
+    current, groups = look if look is not None else layout(client, blocks.futures)
     workers = sorted(w for group in groups for w in group)
     load = dict.fromkeys(workers, 0)
     target: list[str | None] = list(current)

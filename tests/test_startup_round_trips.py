@@ -10,6 +10,8 @@ import uuid
 
 import dask.array as da
 import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from pipeline import events
 from pipeline.blocks import to_blocks
@@ -135,3 +137,32 @@ def test_replay_builds_the_history_of_the_per_epoch_loop(client):
     assert out.history == history
     assert (out.t, out.rounds, out.epoch) == (t, round_no, epoch)
     assert _without_time(_mine(client, run, 6)) == sent
+
+
+def test_replicas_are_colocated_with_the_epochs_look_at_the_cluster(client, monkeypatch):
+    """The first epoch's look at the cluster (keep_spread: workers and who holds each block,
+    one call) places the replicas too: colocating asks the scheduler nothing more, and the
+    fit's blocks end on the workers a fresh look would choose."""
+    import pipeline as pl
+    from pipeline import placement
+
+    asked = []
+    real = placement.layout
+    monkeypatch.setattr(placement, "layout", lambda *a, **k: asked.append(1) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 4))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.warns(ConvergenceWarning):  # max_iter=1: one epoch is the point
+        model = pl.MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, random_state=0,
+                                 min_block_rows=250).fit(
+            da.from_array(X, chunks=(250, 4)), da.from_array(y, chunks=250), client=client)
+    assert asked == []  # the declared-lengths blocks ask through blocks_declared's own import
+    monkeypatch.undo()
+    assert model.n_iter_ == 1
+    blocks = to_blocks(client, da.from_array(X, chunks=(250, 4)), da.from_array(y, chunks=250),
+                       classification=True, min_block_rows=250)
+    units = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    fresh = placement.colocate(client, blocks, units)
+    looked = placement.colocate(client, blocks, units,
+                                look=placement.layout(client, blocks.futures))
+    assert block_workers(client, fresh.futures) == block_workers(client, looked.futures)

@@ -23,7 +23,7 @@ from dask.base import tokenize
 
 from .. import events
 from ..cluster import workers_info
-from ..placement import cluster_look, colocate, rebalance
+from ..placement import cluster_look, colocate, device_groups, rebalance
 from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
@@ -84,6 +84,7 @@ class Rounds:
         self._units: list[list[int]] | None = None
         self._workers_seen: frozenset[str] | None = None
         self.mesh_off = False  # a mesh of this fit broke without a worker lost
+        self._look: tuple[tuple[Any, ...], dict[str, Any], dict[Any, Any]] | None = None
 
     # ------------------------------------------------------------ placement ---------------------
 
@@ -120,6 +121,7 @@ class Rounds:
         the blocks again (replicas: colocate again), so no worker idles while another holds
         most of the rows. One scheduler round trip per epoch; moves nothing otherwise."""
         info, who = cluster_look(self.client, self.block_keys)
+        self._look = (tuple(f.key for f in self.block_keys), info, who)
         workers = frozenset(info)
         seen, self._workers_seen = self._workers_seen, workers
         if seen is None or seen == workers or not workers:
@@ -135,11 +137,20 @@ class Rounds:
     def colocate(self, units: list[list[int]]) -> None:
         """Move blocks once so every unit's blocks (a local-SGD replica's) share a worker.
         Placement never changes the numbers: tasks are keyed to block positions."""
-        moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units)
-        self.block_keys = list(moved.futures)
+        look = None
+        keys = tuple(f.key for f in self.block_keys)
+        if self._look is not None and self._look[0] == keys:  # keep_spread has just asked
+            _, info, who = self._look
+            look = ([next(iter(sorted(who.get(k) or ())), None) for k in keys],
+                    device_groups(info))
+        self._look = None
+        moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units,
+                         look=look)
         self.colocated = True
         self._units = units
-        self._placement = None
+        if [f.key for f in moved.futures] != list(keys):  # blocks moved: ask again when needed
+            self.block_keys = list(moved.futures)
+            self._placement = None
 
     def per_worker_graph(self, name: str, token: str, futures: list[Any],
                          task: Callable[[list[Any], list[int]], tuple[Any, ...]],
