@@ -289,10 +289,16 @@ def emit_retry(client: Any, run: str, *, round: int, reason: str, action: str, a
 
 
 def emit_end(client: Any, run: str, *, status: str, n_iter: int, rounds: int, seconds: float,
-             error: str | None = None) -> None:
-    """Publish the end of run ``run`` (``status`` finished, stopped_early or failed)."""
-    _emit(client, {"event": "end", "run": run, "status": status, "n_iter": n_iter,
-                   "rounds": rounds, "seconds": seconds, "error": error})
+             error: str | None = None, outbox: Outbox | None = None) -> None:
+    """Publish the end of run ``run`` (``status`` finished, stopped_early or failed); with
+    ``outbox``, after its pending events and in the same call."""
+    msg = {"event": "end", "run": run, "status": status, "n_iter": n_iter, "rounds": rounds,
+           "seconds": seconds, "error": error}
+    if outbox is None:
+        _emit(client, msg)
+        return
+    outbox.pending.append({**msg, "time": time.time()})
+    outbox.flush()
 
 
 # -- the scheduler-side listener ---------------------------------------------------------------

@@ -144,6 +144,18 @@ def test_the_outbox_batches_events_that_come_close_together_and_keeps_their_orde
     quick = events.Outbox(client, every=0.0)  # no batching: a call per event, at once
     quick.add({"n": 7})
     assert client.calls[3:] == [7]
+    for n in (8, 9, 10):
+        box.add({"n": n})
+
+    class Ends(Recording):  # the end event has no "n": its status stands for it
+        def run_on_scheduler(self, fn, topic, msgs):
+            self.calls.append([m.get("n", m.get("status")) for m in msgs])
+
+    ends = Ends()
+    box.client = ends
+    events.emit_end(ends, "r", status="finished", n_iter=3, rounds=3, seconds=0.1, outbox=box)
+    assert ends.calls == [[8, 9, 10, "finished"]]  # the end after the pending ones, one call
+    assert box.pending == []
 
 
 def test_an_event_logged_right_after_subscribing_is_relayed(client, monkeypatch):

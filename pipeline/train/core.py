@@ -270,15 +270,14 @@ def train(
                                            config, state, validation, on_epoch_end, run_id,
                                            outbox)
     except BaseException as exc:
-        outbox.flush()
         events.emit_end(client, run_id, status="failed", n_iter=0, rounds=0,
-                   seconds=time.time() - started, error=repr(exc))
+                        seconds=time.time() - started, error=repr(exc), outbox=outbox)
         raise
-    outbox.flush()
     result.seconds = time.time() - started
     result.recovery_seconds = rounds.recovery_seconds
     events.emit_end(client, run_id, status="stopped_early" if result.stopped_early else "finished",
-               n_iter=result.n_iter, rounds=result.rounds, seconds=result.seconds, error=None)
+                    n_iter=result.n_iter, rounds=result.rounds, seconds=result.seconds,
+                    error=None, outbox=outbox)
     return result
 
 

@@ -97,7 +97,8 @@ class Watchdog:
     def gather(self, futures: list[Any], what: str, needs: Any = ()) -> list[Any]:
         """The values of ``futures``. A task's own error is raised as is; a failure of the
         transfer is a :class:`RoundDisrupted` (see :meth:`wait` for ``needs``)."""
-        self.wait(futures, what, needs=needs)
+        if any(f.status != "finished" for f in futures):  # (the caller may have waited)
+            self.wait(futures, what, needs=needs)
         try:
             return self.client.gather(futures)
         except DISRUPTIONS:
