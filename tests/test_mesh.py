@@ -21,6 +21,7 @@ import pytest
 
 from pipeline.train.mesh import Mesh, MeshBroken, listen
 from pipeline.train.mesh_epoch import mesh_usable
+from pipeline.train.mesh_spares import SPARES
 
 TOKEN = b"0123456789abcdef"
 
@@ -347,6 +348,7 @@ def test_a_mesh_the_network_will_not_connect_is_left_for_the_rest_of_the_fit(cli
     with dask.config.set({"pipeline.train.mesh": False}):
         plain = _fit(client, X, y)
     client.run(_unreachable_listeners, on=True)
+    SPARES.drop(client.scheduler.address)  # the earlier tests' listeners were reachable
     try:
         with dask.config.set({"pipeline.train.mesh-connect-timeout": "1s",
                               "pipeline.train.mesh-segment": "0s"}):

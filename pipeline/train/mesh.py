@@ -35,7 +35,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["Mesh", "MeshBroken", "abort", "leave_thread_pool", "listen", "mesh_capable"]
+__all__ = ["Mesh", "MeshBroken", "MeshUnreachable", "abort", "leave_thread_pool", "listen", "mesh_capable"]
 
 _HEADER = struct.Struct("!Q")  # the length of a frame's payload
 _HELLO = struct.Struct("!I")  # the connecting peer's rank, after the token
@@ -51,6 +51,11 @@ class MeshBroken(ConnectionError):
     workers of the mesh the scheduler no longer knows (filled in on the client)."""
 
     lost: frozenset[str] = frozenset()
+
+
+class MeshUnreachable(MeshBroken):
+    """A rank's listener could not be claimed, or a lower rank's not reached or not answered
+    by that rank, before anything was exchanged (a worker restarted, a listener expired)."""
 
 
 def leave_thread_pool() -> None:
@@ -115,7 +120,7 @@ def _claim(key: str) -> socket.socket:
     with _LOCK:
         entry = _LISTENERS.pop(key, None)
     if entry is None:
-        raise MeshBroken(f"no listening socket for {key} on this worker (restarted?)")
+        raise MeshUnreachable(f"no listening socket for {key} on this worker (restarted?)")
     return entry[0]
 
 
@@ -131,10 +136,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 class Mesh:
-    """Connections from rank ``rank`` to every other rank of one epoch (a context manager)."""
+    """Connections from rank ``rank`` to every other rank of one epoch (a context manager).
+    ``listener``: the key this rank's listening socket was opened under (default ``key``)."""
 
     def __init__(self, key: str, rank: int, addresses: list[tuple[str, int] | None], token: bytes,
-                 timeout: float, connect_timeout: float = 10.0):
+                 timeout: float, connect_timeout: float = 10.0, listener: str | None = None):
         self.rank, self.size, self.timeout, self.key = rank, len(addresses), timeout, key
         # a peer's listener is open before any rank starts: a connection that takes longer
         # than this is a network that drops it (a firewall), not a slow peer
@@ -144,7 +150,7 @@ class Mesh:
         with _LOCK:
             _ACTIVE.setdefault(key, []).append(self)
         try:
-            self._connect(key, addresses, token)
+            self._connect(listener or key, addresses, token)
         except MeshBroken:
             self.close()
             raise
@@ -152,10 +158,15 @@ class Mesh:
             self.close()
             raise MeshBroken(f"rank {rank} could not join the mesh: {exc!r}") from exc
 
-    def _connect(self, key: str, addresses: list[tuple[str, int] | None], token: bytes) -> None:
+    def _connect(self, listener: str, addresses: list[tuple[str, int] | None],
+                 token: bytes) -> None:
         deadline = time.monotonic() + self.timeout
         for j in range(self.rank):  # every lower rank listens (its listener is already open)
-            sock = socket.create_connection(addresses[j], timeout=self.connect_timeout)
+            try:
+                sock = socket.create_connection(addresses[j], timeout=self.connect_timeout)
+            except OSError as exc:
+                raise MeshUnreachable(f"rank {self.rank} could not reach rank {j} at "
+                                      f"{addresses[j]}: {exc!r}") from exc
             try:
                 sock.sendall(token + _HELLO.pack(self.rank))
                 # the peer answers with the token and its rank: whatever else took the
@@ -163,16 +174,16 @@ class Mesh:
                 answer = _recv_exact(sock, len(token) + _HELLO.size)
             except (OSError, MeshBroken) as exc:
                 sock.close()
-                raise MeshBroken(f"rank {self.rank}: rank {j} at {addresses[j]} did not "
-                                 f"answer: {exc!r}") from exc
+                raise MeshUnreachable(f"rank {self.rank}: rank {j} at {addresses[j]} did not "
+                                      f"answer: {exc!r}") from exc
             if answer != token + _HELLO.pack(j):
                 sock.close()
-                raise MeshBroken(f"rank {self.rank}: {addresses[j]} is not rank {j} of this "
-                                 "epoch (it answered something else)")
+                raise MeshUnreachable(f"rank {self.rank}: {addresses[j]} is not rank {j} of "
+                                      "this epoch (it answered something else)")
             self._keep(j, sock)
         if self.rank == self.size - 1:
             return
-        server = _claim(key)
+        server = _claim(listener)
         self.waiting = [server]
         try:
             while len(self.peers) < self.size - 1:

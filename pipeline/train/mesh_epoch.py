@@ -30,7 +30,16 @@ import dask
 from dask.utils import parse_timedelta
 
 from .ahead import RoundOut, StepArgs, _step, step_and_partition_grads
-from .mesh import Mesh, MeshBroken, abort, leave_thread_pool, listen, mesh_capable
+from .mesh import (
+    Mesh,
+    MeshBroken,
+    MeshUnreachable,
+    abort,
+    leave_thread_pool,
+    listen,
+    mesh_capable,
+)
+from .mesh_spares import SPARES, Spare, open_spare, spare_key
 from .recovery import DISRUPTIONS
 from .run_ahead import RankEpochs, RunAhead, add_mean
 from .tasks import Partial, StepState
@@ -52,13 +61,15 @@ class MeshSpec(NamedTuple):
     timeout: float  # seconds to wait for a silent peer
     segment: float  # seconds: rank 0 ends the segment after the round that passes it
     connect_timeout: float  # seconds to open a connection to a peer's (open) listener
+    listener: str | None = None  # the key of this rank's listener if not ``key`` (a spare)
+    spare: str | None = None  # the key of a listener to open at the end for a later segment
 
     def open(self) -> Mesh:
         """This rank's connections, the task's worker thread slot given up first (see
         :func:`~.mesh.leave_thread_pool`)."""
         leave_thread_pool()
         return Mesh(self.key, self.rank, self.addresses, self.token, self.timeout,
-                    self.connect_timeout)
+                    self.connect_timeout, listener=self.listener)
 
     def exchange(self, mesh: Mesh, value: Any, began: float) -> tuple[list[Any], bool]:
         """Every rank's ``value`` and whether this round ends the segment (rank 0's say)."""
@@ -169,11 +180,20 @@ def note_broken(rounds: Any, exc: BaseException, action: str) -> None:
     rounds.note_fallback(exc, action=action)
 
 
+class Ranked(NamedTuple):
+    """A rank's result and the listener it opened for a later segment (:mod:`.mesh_spares`)."""
+
+    result: Any
+    spare: Spare | None
+
+
 def _rank(task: Callable[..., Any], spec: MeshSpec, addresses: list[tuple[str, int]],
-          *args: Any) -> Any:
+          *args: Any) -> Ranked:
     """A rank's task: ``task`` with ``spec`` completed by the listeners' addresses (the results
-    of the listener tasks, inputs of this one: the ranks start without the client in between)."""
-    return task(spec._replace(addresses=[*addresses, None]), *args)
+    of the listener tasks, inputs of this one, or spares opened by earlier segments: the ranks
+    start without the client in between)."""
+    result = task(spec._replace(addresses=[*addresses, None]), *args)
+    return Ranked(result, open_spare(spec.spare))
 
 
 def validation_shares(rounds: Any, beyond: Any, ranks: list[str]) -> list[list[tuple[int, Any]]]:
@@ -197,7 +217,24 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     """Run ``task(spec, *args_of(j))`` as rank ``j`` on worker ``ranks[j]``, all ranks of one
     mesh; every rank's result, in rank order. The first two of ``args_of(j)`` hold the rank's
     block futures (training, validation); the others are plain values, shipped with the task
-    as they are."""
+    as they are. Listeners opened ahead by earlier segments are used where the client holds
+    them (:mod:`.mesh_spares`); if one cannot be reached, the segment runs again with
+    listener tasks."""
+    scheduler = str(rounds.client.scheduler.address)
+    spares = SPARES.take(scheduler, ranks[:-1])
+    if any(spares):
+        try:
+            return _segment(rounds, task, ranks, args_of, what, spares)
+        except MeshBroken as exc:
+            if exc.lost or not isinstance(exc.__cause__ or exc, MeshUnreachable):
+                raise
+            SPARES.drop(scheduler)  # a worker restarted at its address, or a spare expired
+    return _segment(rounds, task, ranks, args_of, what, [None] * (len(ranks) - 1))
+
+
+def _segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
+             args_of: Callable[[int], tuple[Any, ...]], what: str,
+             spares: list[Spare | None]) -> list[Any]:
     from .rounds import _literal
 
     client = rounds.client
@@ -207,23 +244,32 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     segment = parse_timedelta(dask.config.get("pipeline.train.mesh-segment", "2s"))
     connect = parse_timedelta(dask.config.get("pipeline.train.mesh-connect-timeout", "10s"))
     secret = os.urandom(16)
-    # every rank but the last accepts connections from the ranks above it
-    listening = [client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
+    # every rank but the last accepts connections from the ranks above it: on a spare opened
+    # by an earlier segment, or on a listener a task opens now
+    listening = [spare.address if spare is not None else
+                 client.submit(listen, key, key=f"mesh_listen-{token}-{j}", workers=[w],
                                allow_other_workers=False, pure=False)
-                 for j, w in enumerate(ranks[:-1])]
+                 for j, (w, spare) in enumerate(zip(ranks[:-1], spares, strict=True))]
     name = getattr(task, "__name__", "mesh_task")
     tasks = []
     for j, w in enumerate(ranks):
         blocks, scoring, *rest = args_of(j)
-        spec = MeshSpec(j, [], key, secret, timeout, segment, connect)
+        mine = spares[j] if j < len(spares) else None
+        spec = MeshSpec(j, [], key, secret, timeout, segment, connect,
+                        listener=mine.key if mine is not None else None, spare=spare_key())
         # literals: dask does not walk the schedules and states looking for keys
         tasks.append(client.submit(_rank, _literal(task), _literal(spec), listening, blocks,
                                    scoring, *[_literal(a) for a in rest],
                                    key=f"{name}-{token}-{j}",
                                    workers=[w], allow_other_workers=False, pure=False))
-    with _cancelled_on_error(client, tasks + listening, key, ranks):
+    own = [f for f in listening if not isinstance(f, tuple)]
+    with _cancelled_on_error(client, tasks + own, key, ranks):
         rounds.watchdog.wait(tasks, what, first_error=True, needs=ranks)
-        return rounds.watchdog.gather(tasks, what)
+        ranked = rounds.watchdog.gather(tasks, what)
+    scheduler = str(client.scheduler.address)
+    for w, r in zip(ranks, ranked, strict=True):
+        SPARES.keep(scheduler, w, r.spare)
+    return [r.result for r in ranked]
 
 
 def run_mesh_gradient(rounds: Any, state: StepState, step_args: tuple[Any, ...], first: int,
