@@ -1,8 +1,9 @@
 """Rounds on the mesh: one task per worker runs many rounds, exchanging partials directly.
 
-:func:`run_segment` is the client's side of every mesh run: listeners on the workers, one task
-per rank pinned to the worker holding its blocks (the listeners' addresses are its inputs, so
-the client submits both at once and waits once), the first error (a peer's
+:func:`run_segment` is the client's side of every mesh run: listeners on the workers (opened
+by an earlier segment's ranks, :mod:`.mesh_spares`, or by tasks now), one task per rank pinned
+to the worker holding its blocks (the listeners' addresses are its inputs, so the client
+submits both at once and waits once), the first error (a peer's
 :class:`~.mesh.MeshBroken` when a worker dies) raised at once with the mesh aborted on the
 survivors. A run is a *segment* of an epoch: rank 0 ends it after the first round that finishes
 past ``pipeline.train.mesh-segment`` (default 2 s; its decision travels in that round's
