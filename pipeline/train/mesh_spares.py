@@ -21,12 +21,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from . import mesh
 from .mesh import _UNCLAIMED_AFTER
 
-__all__ = ["Spare", "Spares", "open_spare"]
+__all__ = ["SPARES", "Spare", "Spares", "open_spare", "spare_key"]
 
 _TRUSTED_FOR = _UNCLAIMED_AFTER / 2  # seconds a spare is used after it was opened
 
