@@ -79,9 +79,9 @@ def _planned_block(xs: list[Any], ys: list[Any], dtype: str, keep: bool, classes
 
 
 def planned_blocks(client: Any, x_parts: Sequence[Any], y_parts: Sequence[Any],
-                   rows: list[int], shape: tuple[int, ...], *, classes: Any, classification: bool, dtype: str,
-                   keep_shape: bool, min_block_rows: int | None, name: str,
-                   token: str) -> _blocks.BlockSet:
+                   rows: list[int], shape: tuple[int, ...], *, classes: Any,
+                   classification: bool, dtype: str, keep_shape: bool,
+                   min_block_rows: int | None, name: str, token: str) -> _blocks.BlockSet:
     """:func:`~pipeline.blocks.to_blocks` for partitions of declared lengths ``rows`` (same
     keys for the blocks and summaries, same plan, same bits). ``shape``: the features'."""
     has_y = y_parts[0] is not None
