@@ -212,17 +212,21 @@ class EnsembleSequential(Sequential):
         if n == 0:
             return 0.0, xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
         z, cache = self.body.forward(params, X, ctx)
-        Yk = xp.reshape(xp.broadcast_to(xp.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
-        row_loss, dz = self._loss.row_loss_and_delta(xp.reshape(z, (n * k, o)), Yk)
-        w = xp.full((n,), 1.0 / k, dtype=X.dtype, device=dev)
-        if sample_weight is not None:
-            sw = xp.asarray(sample_weight, dtype=X.dtype, device=dev)
-            if tuple(sw.shape) != (n,):
-                raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
-            w = w * sw
-        row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
-        dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
-        loss = float(xp.sum(row_loss, dtype=xp.float64))
+        ws = ctx.workspace
+        if ws is not None and type(X) is np.ndarray and type(z) is np.ndarray and (
+                z.dtype == X.dtype == Y.dtype):
+            # NumPy with a workspace: the same operations written into its buffers (the
+            # loss's own included), not fresh arrays
+            loss, dz = self._weighted_loss(z, Y, sample_weight, ws.child("loss"))
+        else:
+            Yk = xp.reshape(xp.broadcast_to(xp.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
+            row_loss, dz = self._loss.row_loss_and_delta(xp.reshape(z, (n * k, o)), Yk)
+            w = xp.full((n,), 1.0 / k, dtype=X.dtype, device=dev)
+            if sample_weight is not None:
+                w = w * self._sample_weight(sample_weight, X)
+            row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
+            dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
+            loss = float(xp.sum(row_loss, dtype=xp.float64))
         # the flat gradient in the step's workspace when there is one (every element is
         # written by the layers, as Sequential.loss_and_grad relies on)
         grad = ctx.buffer("grad", (self.n_params,), X)
@@ -230,3 +234,33 @@ class EnsembleSequential(Sequential):
             grad = xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
         self.body.backward(params, cache, dz, ctx, self._views("grad", grad, ctx.workspace))
         return loss, grad
+
+    @staticmethod
+    def _sample_weight(sample_weight: Array, X: Array) -> Array:
+        xp = namespace(X)
+        n = X.shape[0]
+        sw = xp.asarray(sample_weight, dtype=X.dtype, device=device(X))
+        if tuple(sw.shape) != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+        return sw
+
+    def _weighted_loss(self, z: np.ndarray, Y: np.ndarray, sample_weight: Any,
+                       ws: Any) -> tuple[float, np.ndarray]:
+        """:meth:`loss_and_grad`'s ``(loss, dz)`` from the raw outputs ``z`` ``(n, k o)``, for
+        NumPy arrays, in ``ws``'s buffers: the plain expressions' operations (``Y`` repeated
+        per member, the loss's rows and deltas, times ``w = (1 / k) * sample_weight``, the
+        float64 sum), each written into a reused buffer."""
+        n, k, o = z.shape[0], self.members, self.n_outputs
+        Yk = ws.get("Yk", (n, k, o), z)
+        Yk[...] = np.reshape(Y, (n, 1, o))  # what broadcast_to + reshape copy
+        row_loss, dz = self._loss.row_loss_and_delta(np.reshape(z, (n * k, o)),
+                                                     np.reshape(Yk, (n * k, o)), ws)
+        w = ws.get("w", (n,), z)
+        w[...] = 1.0 / k  # what xp.full rounds to the dtype
+        if sample_weight is not None:
+            w = np.multiply(w, self._sample_weight(sample_weight, z), out=w)
+        weighted = np.multiply(np.reshape(row_loss, (n, k)), np.reshape(w, (n, 1)),
+                               out=ws.get("weighted", (n, k), z))
+        dzw = np.multiply(np.reshape(dz, (n, k, o)), np.reshape(w, (n, 1, 1)),
+                          out=ws.get("dzw", (n, k, o), z))
+        return bk.total(weighted, np.float64), np.reshape(dzw, (n, k * o))

@@ -1,5 +1,5 @@
 """The tabular training step's cheaper kernels (issue 13) give the bits of the expressions they
-replace: the L2 penalty at ``alpha = 0``, ... Oracles: the plain (workspace-free) paths, which
+replace: the L2 penalty at ``alpha = 0``, the ensemble loss in buffers, ... Oracles: the plain (workspace-free) paths, which
 evaluate the textbook expressions, compared bit for bit (``view`` as unsigned integers, so
 signed zeros and NaN payload positions count)."""
 
@@ -58,3 +58,51 @@ def test_penalty_at_alpha_zero_on_every_backend(backend):
     pen, grad = spec.l2_penalty(flat, 0.0, 7, ctx)
     assert _same_float(pen, want_pen) and want_pen == 0.0
     assert _same(grad, want_grad)
+
+
+def _layout():
+    from pipeline.tabular_prep import TabularLayout
+    return TabularLayout(n_features=6, numeric=(0, 3), numeric_features=("a", "b", "c"),
+                         numeric_encoding="quantile_normal", numeric_width=1, indicators=(3, 4),
+                         indicator_features=("a",), categorical=(4, 6),
+                         categorical_features=("p", "q"), cardinalities=(3, 12),
+                         embedding_dims=(2, 5), one_hot=(True, False))
+
+
+def _rows(rng, n):
+    X = np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 2, (n, 1)),
+                        rng.integers(0, 3, (n, 1)), rng.integers(0, 12, (n, 1))], axis=1)
+    return X.astype(np.float32)
+
+
+@pytest.mark.parametrize("loss,n_outputs", [("binary_log_loss", 1), ("binary_log_loss", 2),
+                                            ("log_loss", 3), ("squared_error", 1),
+                                            ("squared_error", 2)])
+@pytest.mark.parametrize("weights", ["none", "column", "argument"])
+def test_ensemble_loss_in_buffers_is_the_plain_loss(loss, n_outputs, weights, rng):
+    # the oracle: the same model without a workspace (fresh arrays, the plain expressions)
+    from pipeline.tabular_net import build_network
+    model = build_network(_layout(), n_outputs, loss, hidden_layer_sizes=(16,), dropout=0.1,
+                          layer_norm=False, n_members=3)
+    flat = model.init_params(0).astype(np.float32)
+    ws = nn.Workspace()
+    for step, n in enumerate((40, 40, 7, 40)):
+        X = _rows(rng, n)
+        if loss == "log_loss":
+            Y = np.eye(n_outputs, dtype=np.float32)[rng.integers(0, n_outputs, n)]
+        elif loss == "binary_log_loss":
+            Y = rng.integers(0, 2, (n, n_outputs)).astype(np.float32)
+        else:
+            Y = rng.standard_normal((n, n_outputs)).astype(np.float32)
+        sw = rng.uniform(0.5, 2.0, n).astype(np.float32)
+        kw = {}
+        if weights == "column":
+            Y = np.concatenate([Y, sw[:, None]], axis=1)
+        elif weights == "argument":
+            kw = {"sample_weight": sw}
+        key = (0, 0, 0, step)
+        want = model.loss_and_grad(flat, X, Y, ctx=nn.Context(training=True, key=key,
+                                                              need_input_grad=False), **kw)
+        got = model.loss_and_grad(flat, X, Y, ctx=nn.Context(
+            training=True, key=key, workspace=ws, need_input_grad=False), **kw)
+        assert _same_float(got[0], want[0]) and _same(got[1], want[1])
