@@ -65,6 +65,21 @@ class _Mask:
                 f"shape {tuple(params.shape)}"
             )
 
+    @property
+    def runs(self) -> tuple[tuple[int, int, bool], ...] | None:
+        """A 1-D mask as its runs ``(start, stop, value)``, in order (``None`` for other
+        shapes, or for more than 64 runs, where one masked pass beats many sliced ones)."""
+        if "_runs" not in self.__dict__:
+            runs = None
+            if self.host.ndim == 1 and self.host.size:
+                edges = np.flatnonzero(self.host[1:] != self.host[:-1]) + 1
+                if len(edges) < 64:
+                    bounds = [0, *edges.tolist(), int(self.host.size)]
+                    runs = tuple((a, b, bool(self.host[a])) for a, b in zip(bounds[:-1],
+                                                                              bounds[1:]))
+            self.__dict__["_runs"] = runs
+        return self.__dict__["_runs"]
+
     def like(self, arr: Array) -> Array:
         xp, dev = namespace(arr), device(arr)
         if self._cached is None or self._cached[0] is not xp or self._cached[1] != dev:
@@ -160,7 +175,8 @@ def add_decayed_weights(weight_decay: float, mask: Array | None = None) -> Gradi
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: pass params to update")
         mask = None if keep is None else keep.like(updates)
-        out = into.decayed(updates, params, weight_decay, mask, workspace)
+        out = into.decayed(updates, params, weight_decay, mask, workspace,
+                           None if keep is None else keep.runs)
         return update(updates, state, params) if out is None else (out, state)
 
     return GradientTransformation(init, update, update_into)

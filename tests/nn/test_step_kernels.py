@@ -1,5 +1,5 @@
 """The tabular training step's cheaper kernels (issue 13) give the bits of the expressions they
-replace: the L2 penalty at ``alpha = 0``, the ensemble loss in buffers, ... Oracles: the plain (workspace-free) paths, which
+replace: the L2 penalty at ``alpha = 0``, the ensemble loss in buffers, weight decay run by run of its mask, ... Oracles: the plain (workspace-free) paths, which
 evaluate the textbook expressions, compared bit for bit (``view`` as unsigned integers, so
 signed zeros and NaN payload positions count)."""
 
@@ -10,9 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
+from float_bits import special_values
 
 from pipeline import backend as bk
-from pipeline import nn
+from pipeline import nn, optim
 
 
 def _bits(a):
@@ -106,3 +107,30 @@ def test_ensemble_loss_in_buffers_is_the_plain_loss(loss, n_outputs, weights, rn
         got = model.loss_and_grad(flat, X, Y, ctx=nn.Context(
             training=True, key=key, workspace=ws, need_input_grad=False), **kw)
         assert _same_float(got[0], want[0]) and _same(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("edges", [(0, 40, 41, 900, 1000, 2990), (7,), (), tuple(range(1, 200, 2))])
+@pytest.mark.parametrize("first", [True, False])
+def test_decay_run_by_run_is_the_plain_update(dtype, edges, first):
+    # a mask of few runs (the tabular weight mask: kernels and tables decay, biases do not),
+    # one run, and one of 199 runs (the masked copy instead); every special value meets both
+    # mask states in the shifted gradients
+    n = 3000
+    mask = np.zeros(n, bool)
+    value = first
+    for a, b in zip((0, *edges), (*edges, n)):
+        mask[a:b] = value
+        value = not value
+    params = special_values(dtype, n, 60)
+    keep = params.copy()
+    opt = optim.add_decayed_weights(0.05, mask)
+    ws = nn.Workspace()
+    state = opt.init(params)
+    for k in range(3):
+        g = np.roll(special_values(dtype, n, 61 + k), 7 * k)
+        with np.errstate(all="ignore"):
+            want, _ = opt.update(g, state, params)
+            got, _ = opt.update_into(g.copy(), state, params, ws)
+        assert _same(got, want)
+    assert _same(params, keep)
