@@ -8,6 +8,7 @@ are moved once to the device of the updates they meet (a one-entry cache per tra
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -75,8 +76,7 @@ class _Mask:
                 edges = np.flatnonzero(self.host[1:] != self.host[:-1]) + 1
                 if len(edges) < 64:
                     bounds = [0, *edges.tolist(), int(self.host.size)]
-                    runs = tuple((a, b, bool(self.host[a])) for a, b in zip(bounds[:-1],
-                                                                              bounds[1:]))
+                    runs = tuple((a, b, bool(self.host[a])) for a, b in pairwise(bounds))
             self.__dict__["_runs"] = runs
         return self.__dict__["_runs"]
 

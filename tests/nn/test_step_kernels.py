@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_decay_run_by_run_is_the_plain_update(dtype, edges, first):
     n = 3000
     mask = np.zeros(n, bool)
     value = first
-    for a, b in zip((0, *edges), (*edges, n)):
+    for a, b in pairwise((0, *edges, n)):
         mask[a:b] = value
         value = not value
     params = special_values(dtype, n, 60)
