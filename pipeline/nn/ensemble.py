@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import backend as bk
 from ..backend import device, namespace
-from .layers import Context, Layer, Shape
+from .layers import Context, Layer, Shape, _matmul
 from .sequential import Sequential
 
 __all__ = ["EnsembleDense", "EnsembleSequential"]
@@ -127,7 +127,7 @@ class EnsembleDense(Layer):
         else:
             bk.matmul(xp.permute_dims(x, (1, 2, 0)), xp.permute_dims(dy, (1, 0, 2)),
                       out=grads[0])
-        grads[1][...] = xp.sum(dy, axis=0)
+        bk.reduce("sum", dy, axis=0, out=grads[1])
         if not ctx.need_input_grad:
             return None
         if len(x.shape) == 2:
@@ -135,8 +135,9 @@ class EnsembleDense(Layer):
             return bk.matmul(xp.reshape(dy, (n, k * u)), xp.reshape(WcatT, (k * u, d)),
                              out=ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)
-        dx = bk.matmul(xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1)),
-                       out=dxk)  # (k, n, d)
+        dyk, WT = xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1))
+        # (k, n, d); one output per member (u = 1): NumPy's loop for outer products, faster
+        dx = dyk @ WT if dxk is None else _matmul(dyk, WT, dxk)
         if dxk is None:
             return xp.asarray(xp.permute_dims(dx, (1, 0, 2)), copy=True)
         return xp.permute_dims(dx, (1, 0, 2))  # the layout the plain expression's copy has

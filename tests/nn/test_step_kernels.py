@@ -135,3 +135,25 @@ def test_decay_run_by_run_is_the_plain_update(dtype, edges, first):
             got, _ = opt.update_into(g.copy(), state, params, ws)
         assert _same(got, want)
     assert _same(params, keep)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_outer_product_is_numpys_matmul(dtype):
+    # an ensemble's one-output layer: dx = dy (k, n, 1) @ W^T (k, 1, d), on special values
+    from pipeline.nn.layers import _matmul
+    col = special_values(dtype, 3 * 64, 70).reshape(3, 64, 1)
+    W = special_values(dtype, 3 * 40, 71).reshape(3, 40, 1)
+    with np.errstate(all="ignore"):
+        want = np.matmul(col, np.transpose(W, (0, 2, 1)))
+        got = _matmul(col, np.transpose(W, (0, 2, 1)), np.empty((3, 64, 40), dtype))
+        products = col * np.transpose(W, (0, 2, 1))
+    assert _same(got, want)
+    # a product of -0.0 comes out +0.0 (NumPy's loop adds it to 0), as the fast path must
+    assert np.any(np.signbit(products) & ~np.signbit(want) & (want == 0))
+    # other stacks are left to matmul: unequal stack shapes, k > 1
+    a, b = np.ones((2, 5, 1), dtype), np.ones((1, 1, 4), dtype)
+    assert _same(_matmul(a, b, np.empty((2, 5, 4), dtype)), np.matmul(a, b))
+    a = special_values(dtype, 30, 72).reshape(2, 5, 3)
+    b = special_values(dtype, 24, 73).reshape(2, 3, 4)
+    with np.errstate(all="ignore"):
+        assert _same(_matmul(a, b, np.empty((2, 5, 4), dtype)), np.matmul(a, b))
