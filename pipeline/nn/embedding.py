@@ -100,11 +100,11 @@ class Embedding(Layer):
         return out, codes
 
     def _ids(self, j: int, like: Array, ws: Any) -> Array:
-        """``arange(vocab_sizes[j])`` as int64 on ``like``'s device: built once per workspace."""
-        xp = namespace(like)
-        build = lambda: xp.arange(self.vocab_sizes[j], dtype=xp.int64,  # noqa: E731
-                                  device=device(like))
-        return build() if ws is None else ws.memo(("ids", j), (), build)
+        """``arange(vocab_sizes[j])`` as int64 on ``like``'s device: built once per workspace
+        (which may serve another network later: the key names the vocabulary and device)."""
+        xp, dev, vocab = namespace(like), device(like), self.vocab_sizes[j]
+        build = lambda: xp.arange(vocab, dtype=xp.int64, device=dev)  # noqa: E731
+        return build() if ws is None else ws.memo(("ids", vocab, type(like), dev), (), build)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:

@@ -319,9 +319,14 @@ class Dropout(Layer):
         host = ctx if on_host else Context()
         u = np.random.default_rng(ctx.key).random(
             shape, out=host.buffer("uniform", shape, x, np.float64))
-        keep = np.greater_equal(u, self.rate, out=host.buffer("keep", shape, x, np.bool_))
-        scale = bk.astype(keep, dtype if on_host else np.float64,
-                          out=host.buffer("scale", shape, x))
+        scale = host.buffer("scale", shape, x)
+        if scale is not None and scale.dtype.kind == "f":
+            # the comparison's booleans cast to 0.0/1.0 on the way out: astype's values,
+            # without the boolean buffer and its pass
+            scale = np.greater_equal(u, self.rate, out=scale)
+        else:
+            keep = np.greater_equal(u, self.rate, out=host.buffer("keep", shape, x, np.bool_))
+            scale = bk.astype(keep, dtype if on_host else np.float64, out=scale)
         # scale is this layer's (a buffer or astype's fresh copy): scale it in place.
         scale = np.multiply(scale, scale.dtype.type(1.0 / (1.0 - self.rate)), out=scale)
         if not on_host:

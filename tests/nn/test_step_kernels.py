@@ -157,3 +157,28 @@ def test_stacked_outer_product_is_numpys_matmul(dtype):
     b = special_values(dtype, 24, 73).reshape(2, 3, 4)
     with np.errstate(all="ignore"):
         assert _same(_matmul(a, b, np.empty((2, 5, 4), dtype)), np.matmul(a, b))
+
+
+def test_one_workspace_serves_networks_of_other_vocabularies(rng):
+    # a worker's block workspace outlives a fit: the next network (other vocabularies for its
+    # one-hot and embedded columns) must not see the previous one's code ranges
+    from dataclasses import replace
+
+    from pipeline.tabular_net import build_network
+    ws = nn.Workspace()
+    small = _layout()
+    big = replace(small, cardinalities=(2, 30), embedding_dims=(2, 7))
+    for layout, top in ((small, (3, 12)), (big, (2, 30)), (small, (3, 12))):
+        model = build_network(layout, 1, "binary_log_loss", hidden_layer_sizes=(8,),
+                              dropout=0.0, layer_norm=False, n_members=2)
+        flat = model.init_params(1).astype(np.float32)
+        X = _rows(rng, 30)
+        X[:, 4] = rng.integers(0, top[0], 30)
+        X[:, 5] = rng.integers(0, top[1], 30)
+        Y = rng.integers(0, 2, (30, 1)).astype(np.float32)
+        want = model.loss_and_grad(flat, X, Y, ctx=nn.Context(training=True, key=(0,),
+                                                              need_input_grad=False))
+        got = model.loss_and_grad(flat, X, Y, ctx=nn.Context(training=True, key=(0,),
+                                                             workspace=ws,
+                                                             need_input_grad=False))
+        assert _same_float(got[0], want[0]) and _same(got[1], want[1])
