@@ -203,7 +203,8 @@ class EnsembleSequential(Sequential):
         if Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] not in (o, o + 1):
             raise ValueError(f"Y must have shape ({n}, {o}) (or ({n}, {o + 1}) with row weights "
                              f"last) to match X, got {tuple(Y.shape)}")
-        Y = xp.asarray(Y, dtype=X.dtype, device=dev)
+        if not (type(Y) is np.ndarray and type(X) is np.ndarray and Y.dtype == X.dtype):
+            Y = xp.asarray(Y, dtype=X.dtype, device=dev)  # (host Y of X's dtype: Y itself)
         if Y.shape[1] == o + 1:
             if sample_weight is not None:
                 raise ValueError("row weights come either in Y's last column or as "
