@@ -11,10 +11,17 @@ faults and (``--profile``) the top of a cProfile listing. Run the replay with
     PYTHONPATH=$PWD python benchmarks/profile_tabular_fused.py capture loans /tmp/loans.pkl
     MALLOC_TRIM_THRESHOLD_=65536 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
         PYTHONPATH=$PWD python benchmarks/profile_tabular_fused.py replay /tmp/loans.pkl --profile
+
+``ab OTHER_CHECKOUT FILE [--repeat N]`` loads the package of another checkout next to this one
+in the same process (``sys.modules`` swapped around each call) and runs the task N times on
+each, alternating, so that the machine's drift hits both alike; it prints CPU seconds per run
+and the median of the per-pair ratios this/other (a change of a few percent is visible on a
+shared machine, where separate processes' times vary by ±10%).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
@@ -90,9 +97,61 @@ def replay(path: str, repeat: int, profile: bool) -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def _package(checkout: str | None, path: str) -> tuple[dict, object, tuple]:
+    """The ``pipeline`` modules of ``checkout`` (``None``: the one imported at the top), its
+    ``fused_epochs`` and the task's arguments unpickled against them."""
+    mine = {k: v for k, v in sys.modules.items() if k == "pipeline" or k.startswith("pipeline.")}
+    if checkout is not None:
+        for k in mine:
+            del sys.modules[k]
+        sys.path.insert(0, os.path.abspath(checkout))
+        importlib.import_module("pipeline.train.fused")
+        sys.path.pop(0)
+    mods = {k: v for k, v in sys.modules.items() if k == "pipeline" or k.startswith("pipeline.")}
+    with open(path, "rb") as f:
+        args = pickle.load(f)
+    task = mods["pipeline.train.fused"].fused_epochs
+    if checkout is not None:  # back to this checkout's package
+        _use(mine)
+    return mods, task, args
+
+
+def _use(mods: dict) -> None:
+    for k in [k for k in sys.modules if k == "pipeline" or k.startswith("pipeline.")]:
+        del sys.modules[k]
+    sys.modules.update(mods)
+
+
+def ab(other: str, path: str, repeat: int) -> None:
+    import statistics
+
+    sides = {"this": _package(None, path), "other": _package(other, path)}
+    times: dict[str, list[float]] = {"this": [], "other": []}
+    for name, (mods, task, args) in sides.items():  # warm-up: workspaces, imports
+        _use(mods)
+        head = task(*args).params[:3]
+        print(f"{name}: {mods['pipeline'].__file__}, params head {head}")
+    for r in range(repeat):
+        for name in ("this", "other") if r % 2 else ("other", "this"):
+            mods, task, args = sides[name]
+            _use(mods)
+            c0 = time.process_time()
+            task(*args)
+            times[name].append(time.process_time() - c0)
+    _use(sides["this"][0])
+    for name, t in times.items():
+        print(f"{name}: CPU s per run median {statistics.median(t):.3f}, min {min(t):.3f} "
+              f"({len(t)} runs)")
+    ratios = [a / b for a, b in zip(times["this"], times["other"], strict=True)]
+    print(f"this/other, median of the per-pair ratios: {statistics.median(ratios):.3f}")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "capture":
         capture(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "ab":
+        ab(sys.argv[2], sys.argv[3], int(sys.argv[sys.argv.index("--repeat") + 1])
+           if "--repeat" in sys.argv else 9)
     else:
         replay(sys.argv[2], int(sys.argv[sys.argv.index("--repeat") + 1])
                if "--repeat" in sys.argv else 3, "--profile" in sys.argv)

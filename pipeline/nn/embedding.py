@@ -55,15 +55,30 @@ class Embedding(Layer):
                                                                 strict=True)]
 
     def _check_codes(self, x: Array) -> None:
-        xp = namespace(x)
-        lo = to_host(xp.min(x, axis=0)) if x.shape[0] else None
-        hi = to_host(xp.max(x, axis=0)) if x.shape[0] else None
-        if lo is None:
+        if not x.shape[0]:
             return
-        for j, vocab in enumerate(self.vocab_sizes):
-            if not (lo[j] >= 0 and hi[j] < vocab):  # NaN fails too
+        if type(x) is np.ndarray:  # (np.min/np.max's reductions, without their wrappers)
+            lo, hi = np.minimum.reduce(x, axis=0), np.maximum.reduce(x, axis=0)
+        else:
+            xp = namespace(x)
+            lo, hi = to_host(xp.min(x, axis=0)), to_host(xp.max(x, axis=0))
+        vocab = self.__dict__.get("_vocab")
+        if vocab is None:
+            vocab = self.__dict__["_vocab"] = np.asarray(self.vocab_sizes)
+        if bool(np.all((lo >= 0) & (hi < vocab))):  # NaN fails too
+            return
+        for j, v in enumerate(self.vocab_sizes):
+            if not (lo[j] >= 0 and hi[j] < v):
                 raise ValueError(f"{self!r}: codes of input column {j} must lie in "
-                                 f"[0, {vocab}), got values in [{lo[j]}, {hi[j]}]")
+                                 f"[0, {v}), got values in [{lo[j]}, {hi[j]}]")
+
+    def _names(self, stem: str) -> list[str]:
+        """``stem + str(j)`` for every table ``j`` (buffer names, built once)."""
+        names = self.__dict__.setdefault("_buffer_names", {})
+        got = names.get(stem)
+        if got is None:
+            got = names[stem] = [f"{stem}{j}" for j in range(len(self.dims))]
+        return got
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         self._check_codes(x)
@@ -75,24 +90,41 @@ class Embedding(Layer):
         if out is None:
             out = xp.empty((n, sum(self.dims)), dtype=x.dtype, device=device(x))
         start = 0
-        for j, (table, dim) in enumerate(zip(params, self.dims, strict=True)):
-            rows = bk.take_rows(table, codes[j, :], out=ctx.buffer(f"rows{j}", (n, dim), x))
+        for j, (table, dim, name) in enumerate(zip(params, self.dims, self._names("rows"),
+                                                   strict=True)):
+            # in range: _check_codes saw every code lie in [0, vocab)
+            rows = bk.take_rows(table, codes[j, :], out=ctx.buffer(name, (n, dim), x),
+                                in_range=True)
             out[:, start:start + dim] = rows
             start += dim
         return out, codes
+
+    def _ids(self, j: int, like: Array, ws: Any) -> Array:
+        """``arange(vocab_sizes[j])`` as int64 on ``like``'s device: built once per workspace
+        (which may serve another network later: the key names the vocabulary and device)."""
+        xp, dev, vocab = namespace(like), device(like), self.vocab_sizes[j]
+        build = lambda: xp.arange(vocab, dtype=xp.int64, device=dev)  # noqa: E731
+        return build() if ws is None else ws.memo(("ids", vocab, type(like), dev), (), build)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
         codes = cache
         xp = namespace(dy)
         n = dy.shape[0]
+        ws = ctx.workspace
         start = 0
         for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
-            ids = xp.arange(vocab, dtype=xp.int64, device=device(dy))
-            hit = bk.elementwise("equal", xp.reshape(codes[j, :], (n, 1)),
-                                 xp.reshape(ids, (1, vocab)),
-                                 out=ctx.buffer(f"hit{j}", (n, vocab), dy, xp.bool))
-            onehot = bk.astype(hit, dy.dtype, out=ctx.buffer(f"onehot{j}", (n, vocab), dy))
+            ids = self._ids(j, dy, ws)
+            col, row = xp.reshape(codes[j, :], (n, 1)), xp.reshape(ids, (1, vocab))
+            onehot = ctx.buffer(self._names("onehot")[j], (n, vocab), dy)
+            if type(onehot) is np.ndarray:
+                # the comparison's booleans cast to 0.0/1.0 on the way out: astype's values
+                onehot = np.equal(col, row, out=onehot)
+            else:
+                hit = bk.elementwise("equal", col, row,
+                                     out=ctx.buffer(self._names("hit")[j], (n, vocab), dy,
+                                                    xp.bool))
+                onehot = bk.astype(hit, dy.dtype, out=onehot)
             bk.matmul(onehot.T, dy[:, start:start + dim], out=grads[j])
             start += dim
         if not ctx.need_input_grad:

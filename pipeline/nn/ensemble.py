@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import backend as bk
 from ..backend import device, namespace
-from .layers import Context, Layer, Shape
+from .layers import Context, Layer, Shape, _matmul
 from .sequential import Sequential
 
 __all__ = ["EnsembleDense", "EnsembleSequential"]
@@ -127,7 +127,7 @@ class EnsembleDense(Layer):
         else:
             bk.matmul(xp.permute_dims(x, (1, 2, 0)), xp.permute_dims(dy, (1, 0, 2)),
                       out=grads[0])
-        grads[1][...] = xp.sum(dy, axis=0)
+        bk.reduce("sum", dy, axis=0, out=grads[1])
         if not ctx.need_input_grad:
             return None
         if len(x.shape) == 2:
@@ -135,8 +135,9 @@ class EnsembleDense(Layer):
             return bk.matmul(xp.reshape(dy, (n, k * u)), xp.reshape(WcatT, (k * u, d)),
                              out=ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)
-        dx = bk.matmul(xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1)),
-                       out=dxk)  # (k, n, d)
+        dyk, WT = xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1))
+        # (k, n, d); one output per member (u = 1): NumPy's loop for outer products, faster
+        dx = dyk @ WT if dxk is None else _matmul(dyk, WT, dxk)
         if dxk is None:
             return xp.asarray(xp.permute_dims(dx, (1, 0, 2)), copy=True)
         return xp.permute_dims(dx, (1, 0, 2))  # the layout the plain expression's copy has
@@ -202,7 +203,8 @@ class EnsembleSequential(Sequential):
         if Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] not in (o, o + 1):
             raise ValueError(f"Y must have shape ({n}, {o}) (or ({n}, {o + 1}) with row weights "
                              f"last) to match X, got {tuple(Y.shape)}")
-        Y = xp.asarray(Y, dtype=X.dtype, device=dev)
+        if not (type(Y) is np.ndarray and type(X) is np.ndarray and Y.dtype == X.dtype):
+            Y = xp.asarray(Y, dtype=X.dtype, device=dev)  # (host Y of X's dtype: Y itself)
         if Y.shape[1] == o + 1:
             if sample_weight is not None:
                 raise ValueError("row weights come either in Y's last column or as "
@@ -212,17 +214,21 @@ class EnsembleSequential(Sequential):
         if n == 0:
             return 0.0, xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
         z, cache = self.body.forward(params, X, ctx)
-        Yk = xp.reshape(xp.broadcast_to(xp.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
-        row_loss, dz = self._loss.row_loss_and_delta(xp.reshape(z, (n * k, o)), Yk)
-        w = xp.full((n,), 1.0 / k, dtype=X.dtype, device=dev)
-        if sample_weight is not None:
-            sw = xp.asarray(sample_weight, dtype=X.dtype, device=dev)
-            if tuple(sw.shape) != (n,):
-                raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
-            w = w * sw
-        row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
-        dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
-        loss = float(xp.sum(row_loss, dtype=xp.float64))
+        ws = ctx.workspace
+        if ws is not None and type(X) is np.ndarray and type(z) is np.ndarray and (
+                z.dtype == X.dtype == Y.dtype):
+            # NumPy with a workspace: the same operations written into its buffers (the
+            # loss's own included), not fresh arrays
+            loss, dz = self._weighted_loss(z, Y, sample_weight, ws.child("loss"))
+        else:
+            Yk = xp.reshape(xp.broadcast_to(xp.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
+            row_loss, dz = self._loss.row_loss_and_delta(xp.reshape(z, (n * k, o)), Yk)
+            w = xp.full((n,), 1.0 / k, dtype=X.dtype, device=dev)
+            if sample_weight is not None:
+                w = w * self._sample_weight(sample_weight, X)
+            row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
+            dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
+            loss = float(xp.sum(row_loss, dtype=xp.float64))
         # the flat gradient in the step's workspace when there is one (every element is
         # written by the layers, as Sequential.loss_and_grad relies on)
         grad = ctx.buffer("grad", (self.n_params,), X)
@@ -230,3 +236,33 @@ class EnsembleSequential(Sequential):
             grad = xp.zeros((self.n_params,), dtype=X.dtype, device=dev)
         self.body.backward(params, cache, dz, ctx, self._views("grad", grad, ctx.workspace))
         return loss, grad
+
+    @staticmethod
+    def _sample_weight(sample_weight: Array, X: Array) -> Array:
+        xp = namespace(X)
+        n = X.shape[0]
+        sw = xp.asarray(sample_weight, dtype=X.dtype, device=device(X))
+        if tuple(sw.shape) != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {tuple(sw.shape)}")
+        return sw
+
+    def _weighted_loss(self, z: np.ndarray, Y: np.ndarray, sample_weight: Any,
+                       ws: Any) -> tuple[float, np.ndarray]:
+        """:meth:`loss_and_grad`'s ``(loss, dz)`` from the raw outputs ``z`` ``(n, k o)``, for
+        NumPy arrays, in ``ws``'s buffers: the plain expressions' operations (``Y`` repeated
+        per member, the loss's rows and deltas, times ``w = (1 / k) * sample_weight``, the
+        float64 sum), each written into a reused buffer."""
+        n, k, o = z.shape[0], self.members, self.n_outputs
+        Yk = ws.get("Yk", (n, k, o), z)
+        Yk[...] = np.reshape(Y, (n, 1, o))  # what broadcast_to + reshape copy
+        row_loss, dz = self._loss.row_loss_and_delta(np.reshape(z, (n * k, o)),
+                                                     np.reshape(Yk, (n * k, o)), ws)
+        w = ws.get("w", (n,), z)
+        w[...] = 1.0 / k  # what xp.full rounds to the dtype
+        if sample_weight is not None:
+            w = np.multiply(w, self._sample_weight(sample_weight, z), out=w)
+        weighted = np.multiply(np.reshape(row_loss, (n, k)), np.reshape(w, (n, 1)),
+                               out=ws.get("weighted", (n, k), z))
+        dzw = np.multiply(np.reshape(dz, (n, k, o)), np.reshape(w, (n, 1, 1)),
+                          out=ws.get("dzw", (n, k, o), z))
+        return bk.total(weighted, np.float64), np.reshape(dzw, (n, k * o))

@@ -133,8 +133,9 @@ def _flat_input(layer: Layer, in_shape: Shape) -> int:
 
 def _matmul(a: Array, b: Array, out: Array) -> Array:
     """``bk.matmul(a, b, out=out)``; for a NumPy ``(m, 1) @ (1, p)`` product (``m, p > 1``: the
-    output layer's ``dx`` of a one-output network, the first layer of a one-feature one) into a
-    NumPy buffer, the same numbers ~6x faster.
+    output layer's ``dx`` of a one-output network, the first layer of a one-feature one), or a
+    stack of them ``(s, m, 1) @ (s, 1, p)`` (an ensemble's one-output layer), into a NumPy
+    buffer, the same numbers ~3-6x faster.
 
     NumPy computes that shape (a "column @ row" special case of its matmul loop) without BLAS,
     as ``out = 0; out += a * b`` in the arrays' dtype: one rounded product, then ``+ 0``, which
@@ -142,8 +143,10 @@ def _matmul(a: Array, b: Array, out: Array) -> Array:
     arithmetic, element for element (tests/nn/test_fast_paths.py compares the bits).
     """
     if (a.shape[-1] == 1 and type(out) is np.ndarray and type(a) is np.ndarray
-            and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2 and a.shape[0] > 1
-            and b.shape[1] > 1 and a.dtype == b.dtype == out.dtype and a.dtype in _FLOATS):
+            and type(b) is np.ndarray and a.ndim == b.ndim and a.ndim in (2, 3)
+            and a.shape[:-2] == b.shape[:-2] and a.shape[-2] > 1 and b.shape[-1] > 1
+            and a.dtype == b.dtype == out.dtype and a.dtype in _FLOATS):
+        # (stacked: NumPy's matmul runs that same loop on each matrix of the stack)
         np.multiply(a, b, out=out)
         return np.add(out, 0.0, out=out)
     return bk.matmul(a, b, out=out)
@@ -316,9 +319,14 @@ class Dropout(Layer):
         host = ctx if on_host else Context()
         u = np.random.default_rng(ctx.key).random(
             shape, out=host.buffer("uniform", shape, x, np.float64))
-        keep = np.greater_equal(u, self.rate, out=host.buffer("keep", shape, x, np.bool_))
-        scale = bk.astype(keep, dtype if on_host else np.float64,
-                          out=host.buffer("scale", shape, x))
+        scale = host.buffer("scale", shape, x)
+        if scale is not None and scale.dtype.kind == "f":
+            # the comparison's booleans cast to 0.0/1.0 on the way out: astype's values,
+            # without the boolean buffer and its pass
+            scale = np.greater_equal(u, self.rate, out=scale)
+        else:
+            keep = np.greater_equal(u, self.rate, out=host.buffer("keep", shape, x, np.bool_))
+            scale = bk.astype(keep, dtype if on_host else np.float64, out=scale)
         # scale is this layer's (a buffer or astype's fresh copy): scale it in place.
         scale = np.multiply(scale, scale.dtype.type(1.0 / (1.0 - self.rate)), out=scale)
         if not on_host:

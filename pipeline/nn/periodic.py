@@ -60,34 +60,91 @@ class Periodic(Layer):
         (c,) = params
         n, f = x.shape
         k = self.n_frequencies
-        z = bk.elementwise("multiply", xp.reshape(x, (n, f, 1)), xp.reshape(c, (1, f, k)),
-                           out=ctx.buffer("z", (n, f, k), x))
-        z = bk.elementwise("multiply", z, 2 * math.pi, out=ctx.buffer("z", (n, f, k), x))
+        z = ctx.buffer("z", (n, f, k), x)
+        if type(z) is np.ndarray and type(x) is np.ndarray and type(c) is np.ndarray:
+            # x repeated k times along its features first: the products x_j c_ji, each as
+            # the broadcast makes it, in one long loop instead of n f loops of k (the repeat
+            # is the cache: the backward's dz x_j reads it the same way)
+            xs = ctx.buffer("xs", (n, f, k), x)
+            np.copyto(xs, np.reshape(x, (n, f, 1)))
+            z = np.multiply(xs, np.reshape(c, (1, f, k)), out=z)
+        else:
+            xs = None
+            z = bk.elementwise("multiply", xp.reshape(x, (n, f, 1)), xp.reshape(c, (1, f, k)),
+                               out=z)
+        z = bk.elementwise("multiply", z, 2 * math.pi, out=z)
         s = bk.elementwise("sin", z, out=ctx.buffer("sin", (n, f, k), x))
         co = bk.elementwise("cos", z, out=ctx.buffer("cos", (n, f, k), x))
         out = ctx.buffer("y", (n, f, 2 * k), x)
         if out is None:
             out = xp.concat([s, co], axis=2)
+        elif xs is not None:
+            _interleave(out, s, co)
         else:
             out[:, :, :k] = s
             out[:, :, k:] = co
-        return xp.reshape(out, (n, f * 2 * k)), (x, s, co)
+        return xp.reshape(out, (n, f * 2 * k)), (x, s, co, xs)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
         xp = namespace(dy)
         (c,) = params
-        x, s, co = cache
+        x, s, co, xs = cache
         n, f = x.shape
         k = self.n_frequencies
         d = xp.reshape(dy, (n, f, 2 * k))
-        a = bk.elementwise("multiply", d[:, :, :k], co, out=ctx.buffer("dz", (n, f, k), dy))
+        dz = ctx.buffer("dz", (n, f, k), dy)
         t = ctx.buffer("t", (n, f, k), dy)
-        dz = bk.elementwise("subtract", a, bk.elementwise("multiply", d[:, :, k:], s, out=t),
-                            out=a)
-        t = bk.elementwise("multiply", dz, xp.reshape(x, (n, f, 1)), out=t)
-        grads[0][...] = (2 * math.pi) * xp.sum(t, axis=0)
+        if xs is not None and type(dz) is np.ndarray and type(dy) is np.ndarray:
+            # the halves of dy gathered into contiguous buffers first (a copy), then the same
+            # products and difference in long loops; dz x_j from the repeated x
+            dsin, dcos = ctx.buffer("dsin", (n, f, k), dy), ctx.buffer("dcos", (n, f, k), dy)
+            _deinterleave(d, dsin, dcos)
+            a = np.multiply(dsin, co, out=dz)
+            dz = np.subtract(a, np.multiply(dcos, s, out=t), out=a)
+            t = np.multiply(dz, xs, out=t)
+            # (2π) Σ_rows, the sum reduced into a buffer and scaled into the gradient
+            total = np.add.reduce(t, axis=0, out=ctx.buffer("dc", (f, k), dy))
+            np.multiply(2 * math.pi, total, out=grads[0])
+        else:
+            a = bk.elementwise("multiply", d[:, :, :k], co, out=dz)
+            dz = bk.elementwise("subtract", a,
+                                bk.elementwise("multiply", d[:, :, k:], s, out=t), out=a)
+            t = bk.elementwise("multiply", dz, xp.reshape(x, (n, f, 1)), out=t)
+            grads[0][...] = (2 * math.pi) * xp.sum(t, axis=0)
         if not ctx.need_input_grad:
             return None
         t = bk.elementwise("multiply", dz, xp.reshape(c, (1, f, k)), out=t)
         return (2 * math.pi) * xp.sum(t, axis=2)
+
+
+_ITEMS: dict[int, np.dtype] = {}
+
+
+def _items(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` ``(n, m k)``, last axis contiguous, as ``(n, m)`` raw items of ``k`` values each
+    (a view), so that copies move k values at a time: one loop over n m items, not n m loops
+    over k values."""
+    size = k * a.dtype.itemsize
+    item = _ITEMS.get(size)
+    if item is None:
+        item = _ITEMS[size] = np.dtype((np.void, size))
+    return a.view(item)
+
+
+def _interleave(out: np.ndarray, s: np.ndarray, co: np.ndarray) -> None:
+    """``out[:, :, :k] = s; out[:, :, k:] = co`` for contiguous ``(n, f, k)`` ``s`` and ``co``
+    and a contiguous ``out``: the same bytes, copied k values at a time."""
+    n, f, k = s.shape
+    both = _items(np.reshape(out, (n * f, 2 * k)), k)  # (n f, 2)
+    both[:, 0] = _items(np.reshape(s, (n * f, k)), k)[:, 0]
+    both[:, 1] = _items(np.reshape(co, (n * f, k)), k)[:, 0]
+
+
+def _deinterleave(d: np.ndarray, first: np.ndarray, second: np.ndarray) -> None:
+    """``first[...] = d[:, :, :k]; second[...] = d[:, :, k:]`` for ``d`` ``(n, f, 2k)`` whose
+    rows may be strided (a column slice), as :func:`_interleave` copies."""
+    n, f, k = first.shape
+    both = _items(np.reshape(d, (n, f * 2 * k)), k)  # (n, 2 f): a view, rows as in d
+    _items(np.reshape(first, (n, f * k)), k)[...] = both[:, 0::2]
+    _items(np.reshape(second, (n, f * k)), k)[...] = both[:, 1::2]

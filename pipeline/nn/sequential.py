@@ -272,12 +272,24 @@ class Sequential:
                     total += float(xp.sum(W * W, dtype=xp.float64))
                     grad[a:b] = xp.reshape(W, (-1,)) * scale
             return 0.5 * scale * total, grad
-        for W, G, penalized in zip(self._views("params", flat, ws),
-                                   ws.memo("l2_grad", (self, grad), _zeroed_views),
-                                   self._penalized, strict=True):
-            if penalized:  # W * W goes through G, then W * scale overwrites it
-                total += bk.total(bk.elementwise("multiply", W, W, out=G), xp.float64)
+        pairs = [(W, G) for W, G, penalized in zip(
+            self._views("params", flat, ws), ws.memo("l2_grad", (self, grad), _zeroed_views),
+            self._penalized, strict=True) if penalized]
+        if scale == 0.0 and pairs:
+            # alpha = 0 (the tabular default): the penalty 0.0 * total is 0.0 when total is
+            # finite, else NaN; total (float64 sums of the float32 squares W * W: no overflow
+            # in float64) is finite exactly when every square is, and so is the largest square
+            # (NaN if any is), which answers without the float64 sums: 0.0 * it is the same
+            # value. The gradient is W * 0.0 as below, signed zeros and NaNs included.
+            for W, G in pairs:
+                bk.elementwise("multiply", W, W, out=G)
+            top = float(bk.reduce("max", grad, axis=0, out=ws.get("l2_top", (), grad)))
+            for W, G in pairs:
                 bk.elementwise("multiply", W, scale, out=G)
+            return 0.5 * scale * top, grad
+        for W, G in pairs:  # W * W goes through G, then W * scale overwrites it
+            total += bk.total(bk.elementwise("multiply", W, W, out=G), xp.float64)
+            bk.elementwise("multiply", W, scale, out=G)
         return 0.5 * scale * total, grad
 
 

@@ -86,13 +86,26 @@ def adam_direction(updates: Array, mu0: Array, nu0: Array, t: int, beta_1: float
 
 
 def decayed(updates: Array, params: Array, weight_decay: float, mask: Array | None,
-            workspace: Any) -> Array | None:
+            workspace: Any,
+            runs: tuple[tuple[int, int, bool], ...] | None = None) -> Array | None:
     """``updates + weight_decay * params``, only where ``mask`` is True if given
-    (:func:`~pipeline.optim.add_decayed_weights`)."""
+    (:func:`~pipeline.optim.add_decayed_weights`); ``runs``: the mask as ``(start, stop,
+    value)`` runs of a 1-D mask, if known."""
     bufs = buffers(workspace, updates, ("decayed", "kept"), params)
     if bufs is None or (mask is not None and type(updates) is not np.ndarray):
         return None  # xp.where has no out=: only NumPy's copyto selects into a buffer here
     dec, kept = bufs
+    if mask is not None and runs is not None and updates.ndim == 1:
+        # xp.where(mask, updates + weight_decay * params, updates) run by run: the same
+        # products and sums where the mask is True, copies elsewhere (2 passes, not 4 with a
+        # masked copy)
+        for a, b, decays in runs:
+            if decays:
+                elementwise("multiply", weight_decay, params[a:b], out=kept[a:b])
+                elementwise("add", updates[a:b], kept[a:b], out=kept[a:b])
+            else:
+                np.copyto(kept[a:b], updates[a:b])
+        return kept
     elementwise("multiply", weight_decay, params, out=dec)
     elementwise("add", updates, dec, out=dec)
     if mask is None:

@@ -8,6 +8,7 @@ are moved once to the device of the updates they meet (a one-entry cache per tra
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,6 +65,20 @@ class _Mask:
                 f"{self.what}: mask has shape {tuple(self.host.shape)}, the parameters have "
                 f"shape {tuple(params.shape)}"
             )
+
+    @property
+    def runs(self) -> tuple[tuple[int, int, bool], ...] | None:
+        """A 1-D mask as its runs ``(start, stop, value)``, in order (``None`` for other
+        shapes, or for more than 64 runs, where one masked pass beats many sliced ones)."""
+        if "_runs" not in self.__dict__:
+            runs = None
+            if self.host.ndim == 1 and self.host.size:
+                edges = np.flatnonzero(self.host[1:] != self.host[:-1]) + 1
+                if len(edges) < 64:
+                    bounds = [0, *edges.tolist(), int(self.host.size)]
+                    runs = tuple((a, b, bool(self.host[a])) for a, b in pairwise(bounds))
+            self.__dict__["_runs"] = runs
+        return self.__dict__["_runs"]
 
     def like(self, arr: Array) -> Array:
         xp, dev = namespace(arr), device(arr)
@@ -160,7 +175,8 @@ def add_decayed_weights(weight_decay: float, mask: Array | None = None) -> Gradi
         if params is None:
             raise ValueError("add_decayed_weights needs the parameters: pass params to update")
         mask = None if keep is None else keep.like(updates)
-        out = into.decayed(updates, params, weight_decay, mask, workspace)
+        out = into.decayed(updates, params, weight_decay, mask, workspace,
+                           None if keep is None else keep.runs)
         return update(updates, state, params) if out is None else (out, state)
 
     return GradientTransformation(init, update, update_into)
