@@ -95,3 +95,22 @@ def tabular_data(rng, n, n_outputs, loss):
     else:
         Y = rng.standard_normal((n, n_outputs))
     return X, Y
+
+
+def small_layout():
+    """A tabular layout with every kind of column: 3 numeric, 1 indicator, a one-hot and an
+    embedded categorical."""
+    from pipeline.tabular_prep import TabularLayout
+
+    return TabularLayout(n_features=6, numeric=(0, 3), numeric_features=("a", "b", "c"),
+                         numeric_encoding="quantile_normal", numeric_width=1, indicators=(3, 4),
+                         indicator_features=("a",), categorical=(4, 6),
+                         categorical_features=("p", "q"), cardinalities=(3, 12),
+                         embedding_dims=(2, 5), one_hot=(True, False))
+
+
+def tabular_rows(rng, n):
+    """``n`` float32 rows of :func:`small_layout`."""
+    X = np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 2, (n, 1)),
+                        rng.integers(0, 3, (n, 1)), rng.integers(0, 12, (n, 1))], axis=1)
+    return X.astype(np.float32)

@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from layer_check import small_layout, tabular_rows
 
 from pipeline.backend import to_host
 from pipeline.nn import Context, EnsembleDense, Periodic, Workspace
 from pipeline.tabular_net import build_network
-from pipeline.tabular_prep import TabularLayout
 
 
 def run(layer, params, x, dy, ws, need_input_grad=True):
@@ -101,18 +101,6 @@ def test_periodic_workspace_is_the_plain_expression(rng):
             assert none is None and np.array_equal(dc2, dc_ref)
 
 
-def small_layout() -> TabularLayout:
-    return TabularLayout(n_features=6, numeric=(0, 3), numeric_features=("a", "b", "c"),
-                         numeric_encoding="quantile_normal", numeric_width=1, indicators=(3, 4),
-                         indicator_features=("a",), categorical=(4, 6),
-                         categorical_features=("p", "q"), cardinalities=(3, 12),
-                         embedding_dims=(2, 5), one_hot=(True, False))
-
-
-def tabular_rows(rng, n):
-    X = np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 2, (n, 1)),
-                        rng.integers(0, 3, (n, 1)), rng.integers(0, 12, (n, 1))], axis=1)
-    return X.astype(np.float32)
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])

@@ -12,6 +12,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from float_bits import special_values
+from layer_check import small_layout, tabular_rows
 
 from pipeline import backend as bk
 from pipeline import nn, optim
@@ -62,19 +63,6 @@ def test_penalty_at_alpha_zero_on_every_backend(backend):
     assert _same(grad, want_grad)
 
 
-def _layout():
-    from pipeline.tabular_prep import TabularLayout
-    return TabularLayout(n_features=6, numeric=(0, 3), numeric_features=("a", "b", "c"),
-                         numeric_encoding="quantile_normal", numeric_width=1, indicators=(3, 4),
-                         indicator_features=("a",), categorical=(4, 6),
-                         categorical_features=("p", "q"), cardinalities=(3, 12),
-                         embedding_dims=(2, 5), one_hot=(True, False))
-
-
-def _rows(rng, n):
-    X = np.concatenate([rng.standard_normal((n, 3)), rng.integers(0, 2, (n, 1)),
-                        rng.integers(0, 3, (n, 1)), rng.integers(0, 12, (n, 1))], axis=1)
-    return X.astype(np.float32)
 
 
 @pytest.mark.parametrize("loss,n_outputs", [("binary_log_loss", 1), ("binary_log_loss", 2),
@@ -84,12 +72,12 @@ def _rows(rng, n):
 def test_ensemble_loss_in_buffers_is_the_plain_loss(loss, n_outputs, weights, rng):
     # the oracle: the same model without a workspace (fresh arrays, the plain expressions)
     from pipeline.tabular_net import build_network
-    model = build_network(_layout(), n_outputs, loss, hidden_layer_sizes=(16,), dropout=0.1,
+    model = build_network(small_layout(), n_outputs, loss, hidden_layer_sizes=(16,), dropout=0.1,
                           layer_norm=False, n_members=3)
     flat = model.init_params(0).astype(np.float32)
     ws = nn.Workspace()
     for step, n in enumerate((40, 40, 7, 40)):
-        X = _rows(rng, n)
+        X = tabular_rows(rng, n)
         if loss == "log_loss":
             Y = np.eye(n_outputs, dtype=np.float32)[rng.integers(0, n_outputs, n)]
         elif loss == "binary_log_loss":
@@ -166,13 +154,13 @@ def test_one_workspace_serves_networks_of_other_vocabularies(rng):
 
     from pipeline.tabular_net import build_network
     ws = nn.Workspace()
-    small = _layout()
+    small = small_layout()
     big = replace(small, cardinalities=(2, 30), embedding_dims=(2, 7))
     for layout, top in ((small, (3, 12)), (big, (2, 30)), (small, (3, 12))):
         model = build_network(layout, 1, "binary_log_loss", hidden_layer_sizes=(8,),
                               dropout=0.0, layer_norm=False, n_members=2)
         flat = model.init_params(1).astype(np.float32)
-        X = _rows(rng, 30)
+        X = tabular_rows(rng, 30)
         X[:, 4] = rng.integers(0, top[0], 30)
         X[:, 5] = rng.integers(0, top[1], 30)
         Y = rng.integers(0, 2, (30, 1)).astype(np.float32)
