@@ -347,26 +347,9 @@ def to_blocks(
         ])
     )
     rows = [s["rows"] for s in summaries]
-    groups = [[i] for i in range(len(raw))]
-    if min_block_rows and len(raw) > 1:
-        groups = coalesce_groups(rows, min_block_rows)
-    current = [max(g, key=lambda i: (rows[i], -i)) for g in groups]
-    rows = [sum(rows[i] for i in g) for g in groups]
-    if len(groups) == 1:
-        # One block: the plan is "stay where the read ran", and a task with no restriction
-        # runs where its one input is, so there is nothing to ask the scheduler or to release
-        # (three round trips saved; the placement never changes the numbers).
-        target: list[str | None] = [None]
-        placed: set[str] = set()
-    else:
-        # Spread the blocks across workers by rows, whatever Dask did with the reads: in a
-        # round every worker waits for the one with the most rows. One run of consecutive
-        # blocks per worker: it ships its run's partials folded (a few vectors per round). A group starts on the
-        # worker holding most of its rows. Pinned while built, then free to be rebuilt
-        # anywhere if its worker dies.
-        holders, worker_sets = layout(client, raw)
-        target = list(plan_for_cluster(client, rows, [holders[i] for i in current],
-                                       worker_sets))
+    groups, rows, target = plan_blocks(client, rows, min_block_rows, raw)
+    placed: set[str] = set()
+    if target != [None]:  # pinned while built, then free to be rebuilt anywhere
         placed = {f"coalesce-{name}-{token}-{j}" for j in range(len(groups))}
         placed |= {f"{name}-{token}-{j}" for j in range(len(groups))}
 
@@ -392,6 +375,30 @@ def to_blocks(
         release_restrictions(client, sorted(placed))
     del raw, partitions
     return BlockSet(futures, rows, n_features, n_outputs, cls_arr, str(np.dtype(dtype)))
+
+
+def plan_blocks(client: Any, rows: list[int], min_block_rows: int | None,
+                parts: Sequence[Any]) -> tuple[list[list[int]], list[int], list[str | None]]:
+    """The blocks of partitions of ``rows`` rows: ``(groups of partition indices, rows per
+    block, the worker each block is built on)``. ``parts``: the partitions' futures (or anything
+    with their ``key``), asked where they are held.
+
+    One block: the plan is "stay where the read ran" (``[None]``): a task with no restriction
+    runs where its inputs are, so there is nothing to ask the scheduler or to release. Else the
+    blocks are spread across workers by rows, whatever Dask did with the reads (in a round every
+    worker waits for the one with the most rows), one run of consecutive blocks per worker (it
+    ships its run's partials folded); a block starts on the worker holding most of its rows.
+    Placement never changes the numbers."""
+    groups = [[i] for i in range(len(rows))]
+    if min_block_rows and len(rows) > 1:
+        groups = coalesce_groups(rows, min_block_rows)
+    block_rows = [sum(rows[i] for i in g) for g in groups]
+    if len(groups) == 1:
+        return groups, block_rows, [None]
+    current = [max(g, key=lambda i: (rows[i], -i)) for g in groups]
+    holders, worker_sets = layout(client, parts)
+    return groups, block_rows, list(plan_for_cluster(client, block_rows,
+                                                     [holders[i] for i in current], worker_sets))
 
 
 def split_generator(seed: int, index: int) -> np.random.Generator:

@@ -6,7 +6,7 @@ summaries (rows, labels) to the client, then plans the coalescing and placement 
 blocks: four levels of tasks and a round trip to the client, each ~5-10 ms on a small fit.
 With them, the plan needs nothing from the workers: one task per block reads its partitions,
 concatenates and encodes them (the functions of the slow path, in the same order, so the same
-bits), and a small task per partition summarises its labels. A classifier's blocks merge the
+bits), and a small task per block summarises its partitions' labels. A classifier's blocks merge the
 summaries themselves (the class list), so the client never sits between the reads and the
 blocks; it checks the summaries (errors name the partition, as before) while the blocks build.
 
@@ -29,7 +29,7 @@ from distributed import wait
 from . import blocks as _blocks  # module lookups: the fault tests patch _raw_block on workers
 from .backend import to_host
 from .cluster import workers_info
-from .placement import layout, plan_for_cluster, release_restrictions
+from .placement import release_restrictions
 
 __all__ = ["declared_rows", "planned_blocks"]
 
@@ -88,17 +88,8 @@ def planned_blocks(client: Any, x_parts: Sequence[Any], y_parts: Sequence[Any],
     n = len(x_parts)
     parts = client.compute([*x_parts, *(y_parts if has_y else [])])  # persisted: no new task
     xs, ys = parts[:n], (parts[n:] if has_y else [None] * n)
-    groups = [[i] for i in range(n)]
-    if min_block_rows and n > 1:
-        groups = _blocks.coalesce_groups(rows, min_block_rows)
-    group_rows = [sum(rows[i] for i in g) for g in groups]
-    if len(groups) == 1:  # runs where its inputs are: nothing to plan (see to_blocks)
-        target: list[str | None] = [None]
-    else:
-        current = [max(g, key=lambda i: (rows[i], -i)) for g in groups]
-        holders, worker_sets = layout(client, [_Keyed(p.key) for p in x_parts])
-        target = list(plan_for_cluster(client, group_rows, [holders[i] for i in current],
-                                       worker_sets))
+    groups, group_rows, target = _blocks.plan_blocks(client, rows, min_block_rows,
+                                                     [_Keyed(p.key) for p in x_parts])
 
     def pin(j: int) -> list[str] | None:
         return None if target[j] is None else [str(target[j])]
