@@ -26,9 +26,9 @@ from .cluster import workers_info
 from .placement_plan import contiguous_runs, plan_placement
 
 __all__ = [
-    "block_workers", "cluster_look", "colocate", "contiguous_runs", "device_groups", "layout",
-    "move_block", "place", "plan_for_cluster", "plan_placement", "rebalance",
-    "release_restrictions", "worker_groups",
+    "block_workers", "cluster_look", "colocate", "contiguous_runs", "device_groups",
+    "first_holders", "layout", "move_block", "place", "plan_for_cluster", "plan_placement",
+    "rebalance", "release_restrictions", "worker_groups",
 ]
 
 
@@ -47,7 +47,12 @@ def device_groups(info: dict[str, Any]) -> list[list[str]]:
 def block_workers(client: Any, futures: Sequence[Any]) -> list[str | None]:
     """The worker holding each future's data (the first replica), ``None`` if not in memory."""
     who = client.who_has(list(futures))
-    return [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
+    return first_holders(who, [f.key for f in futures])
+
+
+def first_holders(who: Any, keys: Sequence[Any]) -> list[str | None]:
+    """For each key, the first of the workers ``who`` (a ``who_has`` answer) says hold it."""
+    return [next(iter(sorted(who.get(k) or ())), None) for k in keys]
 
 
 def cluster_look(client: Any, futures: Sequence[Any]) -> tuple[dict[str, Any], dict[Any, Any]]:
@@ -69,8 +74,7 @@ def cluster_look(client: Any, futures: Sequence[Any]) -> tuple[dict[str, Any], d
 def layout(client: Any, futures: Sequence[Any]) -> tuple[list[str | None], list[list[str]]]:
     """:func:`block_workers` and :func:`worker_groups` in one scheduler round trip."""
     info, who = cluster_look(client, futures)
-    holders = [next(iter(sorted(who.get(f.key) or ())), None) for f in futures]
-    return holders, device_groups(info)
+    return first_holders(who, [f.key for f in futures]), device_groups(info)
 
 
 def plan_for_cluster(client: Any, rows: Sequence[int], current: Sequence[str | None],

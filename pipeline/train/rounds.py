@@ -23,7 +23,7 @@ from dask.base import tokenize
 
 from .. import events
 from ..cluster import workers_info
-from ..placement import cluster_look, colocate, device_groups, rebalance
+from ..placement import cluster_look, colocate, device_groups, first_holders, rebalance
 from .ahead import StepArgs, last_step, round_metrics, step_and_partition_grads
 from .local_steps import LocalResult, fold_local, partitions_local_steps, replica_local_steps
 from .recovery import DISRUPTIONS, Watchdog, renamed
@@ -141,8 +141,7 @@ class Rounds:
         keys = tuple(f.key for f in self.block_keys)
         if self._look is not None and self._look[0] == keys:  # keep_spread has just asked
             _, info, who = self._look
-            look = ([next(iter(sorted(who.get(k) or ())), None) for k in keys],
-                    device_groups(info))
+            look = (first_holders(who, keys), device_groups(info))
         self._look = None
         moved = colocate(self.client, self.blocks._replace(futures=self.block_keys), units,
                          look=look)
