@@ -90,3 +90,21 @@ def test_spares_are_taken_once_and_not_trusted_when_old(monkeypatch):
     now = ms.time.monotonic()
     monkeypatch.setattr(ms.time, "monotonic", lambda: now + ms._TRUSTED_FOR + 1)
     assert spares.take("s", ["w1"]) == [None]  # its worker may have closed it by now
+
+
+def _open_listeners(dask_worker=None):
+    import pipeline.train.mesh as mesh
+
+    return len(mesh._LISTENERS)
+
+
+def test_a_worker_keeps_one_listener_open_however_many_segments(client):
+    """Every segment's ranks open listeners for later ones; one stays open per worker, not
+    one per segment (the last rank's worker, whose spare no segment claims, included)."""
+    SPARES.drop(client.scheduler.address)  # (what earlier tests left open stays counted)
+    before = client.run(_open_listeners)
+    with dask.config.set({"pipeline.train.mesh-segment": "0s"}):  # a segment per round
+        for _ in range(2):
+            _fit(client, seed=2)
+    after = client.run(_open_listeners)
+    assert all(after[w] - before[w] <= 1 for w in after), (before, after)

@@ -225,16 +225,16 @@ def run_segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     spares = SPARES.take(scheduler, ranks[:-1])
     if any(spares):
         try:
-            return _segment(rounds, task, ranks, args_of, what, spares)
+            return _segment(rounds, task, ranks, args_of, what, scheduler, spares)
         except MeshBroken as exc:
             if exc.lost or not isinstance(exc.__cause__ or exc, MeshUnreachable):
                 raise
             SPARES.drop(scheduler)  # a worker restarted at its address, or a spare expired
-    return _segment(rounds, task, ranks, args_of, what, [None] * (len(ranks) - 1))
+    return _segment(rounds, task, ranks, args_of, what, scheduler, [None] * (len(ranks) - 1))
 
 
 def _segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
-             args_of: Callable[[int], tuple[Any, ...]], what: str,
+             args_of: Callable[[int], tuple[Any, ...]], what: str, scheduler: str,
              spares: list[Spare | None]) -> list[Any]:
     from .rounds import _literal
 
@@ -256,8 +256,12 @@ def _segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     for j, w in enumerate(ranks):
         blocks, scoring, *rest = args_of(j)
         mine = spares[j] if j < len(spares) else None
+        # a new spare where this segment uses one up (the listening ranks), and on the last
+        # rank's worker if it has none: one listener left open per worker, never more
+        wanted = j < len(spares) or not SPARES.holds(scheduler, w)
         spec = MeshSpec(j, [], key, secret, timeout, segment, connect,
-                        listener=mine.key if mine is not None else None, spare=spare_key())
+                        listener=mine.key if mine is not None else None,
+                        spare=spare_key() if wanted else None)
         # literals: dask does not walk the schedules and states looking for keys
         tasks.append(client.submit(_rank, _literal(task), _literal(spec), listening, blocks,
                                    scoring, *[_literal(a) for a in rest],
@@ -267,7 +271,6 @@ def _segment(rounds: Any, task: Callable[..., Any], ranks: list[str],
     with _cancelled_on_error(client, tasks + own, key, ranks):
         rounds.watchdog.wait(tasks, what, first_error=True, needs=ranks)
         ranked = rounds.watchdog.gather(tasks, what)
-    scheduler = str(client.scheduler.address)
     for w, r in zip(ranks, ranked, strict=True):
         SPARES.keep(scheduler, w, r.spare)
     return [r.result for r in ranked]

@@ -65,6 +65,11 @@ class Spares:
                 out.append(entry[0] if entry and now - entry[1] < _TRUSTED_FOR else None)
         return out
 
+    def holds(self, scheduler: str, worker: str) -> bool:
+        """Whether a spare on ``worker`` is kept (fresh or not)."""
+        with self._lock:
+            return (scheduler, worker) in self._held
+
     def keep(self, scheduler: str, worker: str, spare: Spare | None) -> None:
         """Remember ``spare``, opened on ``worker`` by a rank that just ended."""
         if spare is None:
