@@ -297,7 +297,7 @@ def emit_end(client: Any, run: str, *, status: str, n_iter: int, rounds: int, se
     if outbox is None:
         _emit(client, msg)
         return
-    outbox.pending.append({**msg, "time": time.time()})
+    outbox.add(msg)
     outbox.flush()
 
 
