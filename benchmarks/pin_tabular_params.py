@@ -1,5 +1,6 @@
-"""Pin the fitted parameters of 6 tabular configurations (one block and 4 blocks, classifier
-and regressor, PLE, class and sample weights, 3 members with LayerNorm) to check that a change
+"""Pin the fitted parameters of 8 tabular configurations (one block and 4 blocks, classifier
+and regressor, PLE, class and sample weights, 3 members with LayerNorm; 4 blocks with exact
+gradients and at the defaults, local SGD over 2 replicas) to check that a change
 keeps the bits: `PYTHONPATH=. python benchmarks/pin_tabular_params.py save ref.npz`, then after
 the change `... check ref.npz` (prints SAME or the differing configurations)."""
 import os
@@ -30,8 +31,13 @@ CONFIGS = [
     ("credit_data", pl.TabularClassifier, dict(max_iter=4, class_weight="balanced", numeric="ple")),
     ("wa_churn", pl.TabularClassifier, dict(max_iter=4, n_members=3, layer_norm=True)),
     ("loans", pl.TabularRegressor, dict(max_iter=5)),
+    ("hotel_rates", pl.TabularRegressor, dict(max_iter=4, min_block_rows=256, weighted=True,
+                                              sync="gradient")),
+    ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, verbose=0, n=3000,
+                                               sync="gradient")),
+    # several blocks at the defaults: local SGD over 2 replicas (session 10)
+    ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, n=3000)),
     ("hotel_rates", pl.TabularRegressor, dict(max_iter=4, min_block_rows=256, weighted=True)),
-    ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, verbose=0, n=3000)),
 ]
 
 def main():
@@ -61,7 +67,8 @@ def main():
         np.savez(path, **out)
     else:
         ref = np.load(path)
-        ok = all(np.array_equal(ref[k], out[k]) for k in ref.files)
+        ok = all(np.array_equal(ref[k], out[k]) for k in ref.files)  # (a newer config: not in
+        # an older reference file)
         for k in ref.files:
             if not np.array_equal(ref[k], out[k]):
                 print("DIFF", k)

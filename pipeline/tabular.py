@@ -90,7 +90,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
                  n_members=2, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
-                 min_frequency=5, sync="auto", local_steps=None, rounds_ahead=4,
+                 min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
         kwargs = dict(locals())
         kwargs.pop("self")

@@ -330,7 +330,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         score = None
         if validation is not None:
             score = out.score if out.score is not None else score_value(
-                rounds.score(validation, params, (epoch, "val")), model.loss)
+                rounds.score(validation, params, (epoch, "val"), with_loss=False), model.loss)
             val_scores.append(score)
         lr = progress.learning_rate
         progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)

@@ -65,7 +65,8 @@ def run_lbfgs(client: Any, rounds: Rounds, *, params: np.ndarray, alpha: float, 
     fitted = res.x.astype(dtype)
     val_scores: list[float] = []
     if validation is not None:
-        val_scores.append(score_value(rounds.score(validation, fitted, "lbfgs"), model.loss))
+        val_scores.append(score_value(rounds.score(validation, fitted, "lbfgs", with_loss=False),
+                                      model.loss))
         if history:
             history[-1]["validation_score"] = val_scores[-1]
     return {"params": fitted, "loss_curve": loss_curve, "history": history,

@@ -401,13 +401,16 @@ class Rounds:
         (out,) = self.run(dsk, [root], "average")
         return out.partial, list(out.states)
 
-    def score(self, blocks: Any, params: np.ndarray, tag: Any) -> ScorePartial:
+    def score(self, blocks: Any, params: np.ndarray, tag: Any,
+              with_loss: bool = True) -> ScorePartial:
+        """The blocks' score sums, folded in block order (``with_loss=False``: loss 0.0, and
+        no forward-and-backward pass for it; the other sums are the same bits)."""
         token = self._token("score", tag)
         futures = list(blocks.futures)
         literal = _literal(params)
         dsk, leaves = self.per_worker_graph(
             "partition_scores", token, futures,
-            lambda futs, idx: (partition_scores, futs, idx, literal, self.model))
+            lambda futs, idx: (partition_scores, futs, idx, literal, self.model, with_loss))
         root = f"combine_scores-{token}"
         dsk[root] = (fold_scores, leaves, self.split_every)
         (out,) = self.run(dsk, [root], "score")

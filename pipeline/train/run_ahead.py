@@ -102,8 +102,9 @@ class RankEpochs:
         self.seen += self.total[1]
         score = None
         if run.validation:
+            # the score needs the outputs only: no loss (a forward and backward pass) here
             parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], params,
-                                     model)
+                                     model, False)
             score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss)
         self.progress = run.after(self.progress, *self.total, self.seen, params, score)
         self.epoch, self.total = self.epoch + 1, (0.0, 0)
