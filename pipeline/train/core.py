@@ -27,7 +27,7 @@ from ..blocks import BlockSet
 from .lbfgs import run_lbfgs
 from .rounds import Rounds
 from .run_ahead import RunAhead, epoch_loss, epoch_rate
-from .scores import score_value
+from .scores import SCORINGS, score_value
 from .stopping import Progress, StoppingRule
 from .strategies import GradientSync, LocalSGD, SyncState
 
@@ -73,6 +73,9 @@ class TrainConfig:
     rounds_ahead: int = 4
     scheduled_rate: bool = False  # the optimizer follows its own schedule (warm-up, cosine)
     replicas: int | None = None  # sync="average": contiguous runs of blocks per replica
+    # early stopping's validation score: "score" (accuracy / R², scikit-learn's) or
+    # "neg_log_loss" (classification: minus the log loss of the predicted probabilities)
+    validation_scoring: str = "score"
 
     def validate(self) -> None:
         checks = [
@@ -98,6 +101,8 @@ class TrainConfig:
             (self.rounds_ahead >= 1, f"rounds_ahead must be >= 1, got {self.rounds_ahead}"),
             (self.replicas is None or self.replicas >= 1,
              f"replicas must be >= 1 or None, got {self.replicas}"),
+            (self.validation_scoring in SCORINGS,
+             f"validation_scoring must be one of {SCORINGS}, got {self.validation_scoring!r}"),
             (self.balance in BALANCE_MODES,
              f"balance must be one of {BALANCE_MODES}, got {self.balance!r}"),
             (self.balance == "none" or self.sync == "average",
@@ -166,7 +171,7 @@ def _stopping_rule(config: TrainConfig) -> StoppingRule:
     # scikit-learn applies invscaling and adaptive to SGD only
     rule = config.learning_rate if config.solver == "sgd" else "constant"
     return StoppingRule(config.tol, config.n_iter_no_change, config.early_stopping, rule,
-                        config.learning_rate_init, config.power_t)
+                        config.learning_rate_init, config.power_t, config.validation_scoring)
 
 
 def initial_state(params: np.ndarray, config: TrainConfig, n_blocks: int,
@@ -330,7 +335,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         score = None
         if validation is not None:
             score = out.score if out.score is not None else score_value(
-                rounds.score(validation, params, (epoch, "val"), with_loss=False), model.loss)
+                rounds.score(validation, params, (epoch, "val"), with_loss=False), model.loss,
+                rule.scoring)
             val_scores.append(score)
         lr = progress.learning_rate
         progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)

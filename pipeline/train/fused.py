@@ -100,7 +100,7 @@ def fused_epochs(block: Any, valid_blocks: list[Any], params: np.ndarray, local_
             # the validation blocks are scored every epoch: their activations in buffers
             score = score_value(fold_scores([partition_scores(valid_blocks, valid_idx, params,
                                                               model, False, buffered=True)],
-                                            split_every), model.loss)
+                                            split_every), model.loss, rule.scoring)
         rate = progress.learning_rate
         progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)
         records.append(EpochRecord(part._replace(vector=None), loss, score, rate,

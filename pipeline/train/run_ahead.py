@@ -105,7 +105,8 @@ class RankEpochs:
             # the score needs the outputs only: no loss (a forward and backward pass) here
             parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], params,
                                      model, False)
-            score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss)
+            score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss,
+                                run.rule.scoring)
         self.progress = run.after(self.progress, *self.total, self.seen, params, score)
         self.epoch, self.total = self.epoch + 1, (0.0, 0)
         self.ends.append((rounds_done, params, score))

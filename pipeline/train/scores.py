@@ -14,7 +14,7 @@ from ..nn.layers import make_context
 from ..reduce import tree_fold
 from .tasks import _EVALUATION, _as_block, _in_block_order, workspace_for
 
-__all__ = ["ScorePartial", "combine_scores", "fold_scores", "partition_score",
+__all__ = ["SCORINGS", "ScorePartial", "combine_scores", "fold_scores", "partition_score",
            "partition_scores", "score_value"]
 
 
@@ -26,6 +26,12 @@ class ScorePartial(NamedTuple):
     sse: np.ndarray  # regression, per output
     sum_y: np.ndarray
     sum_y2: np.ndarray
+    nll: float = 0.0  # classification: Σ -log(probability the outputs give the true class)
+
+
+SCORINGS = ("score", "neg_log_loss")
+# the smallest probability the log loss takes (scikit-learn's log_loss clips at its dtype's eps)
+_EPS = float(np.finfo(np.float64).eps)
 
 
 def partition_score(block: Block, params: np.ndarray, model: Any,
@@ -66,7 +72,22 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
         correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
     else:
         correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
-    return ScorePartial(n, float(loss), float(to_host(correct)), zeros, zeros, zeros)
+    return ScorePartial(n, float(loss), float(to_host(correct)), zeros, zeros, zeros,
+                        _nll(out, Y, model.loss))
+
+
+def _nll(out: Any, Y: Any, loss: str) -> float:
+    """Σ over rows of -log(the probability ``out`` gives the row's class), in float64, the
+    probabilities clipped to [eps, 1 - eps] (``out``: probabilities, one column for a binary
+    model (of class 1), else one per class; ``Y``: 0/1, or one-hot)."""
+    xp = namespace(out)
+    p = xp.clip(xp.astype(out, xp.float64), _EPS, 1.0 - _EPS)
+    y = xp.astype(Y, xp.float64)
+    if loss == "binary_log_loss":
+        ll = y[:, 0] * xp.log(p[:, 0]) + (1.0 - y[:, 0]) * xp.log(1.0 - p[:, 0])
+    else:
+        ll = xp.sum(y * xp.log(p), axis=1)
+    return -float(to_host(xp.sum(ll)))
 
 
 def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray,
@@ -93,6 +114,7 @@ def combine_scores(parts: list[ScorePartial]) -> ScorePartial:
         sum((p.sse for p in parts), np.zeros_like(parts[0].sse)),
         sum((p.sum_y for p in parts), np.zeros_like(parts[0].sum_y)),
         sum((p.sum_y2 for p in parts), np.zeros_like(parts[0].sum_y2)),
+        sum(p.nll for p in parts),
     )
 
 
@@ -100,10 +122,16 @@ def fold_scores(groups: list[list[tuple[int, ScorePartial]]], split_every: int) 
     return tree_fold(_in_block_order(groups), combine_scores, split_every=split_every)
 
 
-def score_value(s: ScorePartial, loss: str) -> float:
-    """Accuracy (classification) or mean R² over outputs (regression) from the summed counts."""
+def score_value(s: ScorePartial, loss: str, scoring: str = "score") -> float:
+    """Accuracy (classification) or mean R² over outputs (regression) from the summed counts;
+    ``scoring="neg_log_loss"``: minus the mean log loss for classification (scikit-learn's
+    scorer of that name; a proper scoring rule, which moves with every better probability where
+    accuracy, on imbalanced classes, can sit at the majority rate), R² for regression (the
+    mean squared error's order)."""
     if s.n == 0:
         return float("nan")
+    if scoring == "neg_log_loss" and loss != "squared_error":
+        return -s.nll / s.n
     if loss == "squared_error":
         ss_tot = s.sum_y2 - s.sum_y**2 / s.n
         with np.errstate(divide="ignore", invalid="ignore"):

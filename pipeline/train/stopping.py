@@ -30,6 +30,7 @@ class StoppingRule:
     learning_rate: str = "constant"  # the epoch-level rule: constant | invscaling | adaptive
     learning_rate_init: float = 1e-3
     power_t: float = 0.5
+    scoring: str = "score"  # the validation score: "score" (accuracy / R²) or "neg_log_loss"
 
     def update(self, p: Progress, *, loss: float, score: float | None, params: Any,
                samples_seen: int) -> Progress:
