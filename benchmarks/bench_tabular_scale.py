@@ -46,7 +46,7 @@ def make_frame(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     for c, v in CATEGORIES.items():
         X[c] = np.array([f"{c}_{i}" for i in range(v)], dtype=object)[codes[c]]
     logit = (np.sin(2 * X.x0) + X.x1 * X.x2 - np.abs(np.nan_to_num(X.x3)) + 0.5 * X.x4 ** 2
-             - 1.0).to_numpy()
+             - 1.0).to_numpy(copy=True)
     for c, v in CATEGORIES.items():
         logit += 0.5 * r.normal(size=v)[codes[c]]
     y = (logit + 0.7 * r.logistic(size=n) > 0).astype(np.int64)
