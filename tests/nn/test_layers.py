@@ -87,6 +87,11 @@ def test_dropout_randomness(backend):
     n = a.size
     assert abs((a != 0).mean() - 0.7) < 5 * np.sqrt(0.7 * 0.3 / n)
     assert abs(a.mean() - 1.0) < 5 * np.sqrt(0.3 / 0.7 / n)
+    # The mask: the key's generator's raw 64-bit outputs as 16-bit values, kept from
+    # round(0.3 * 65536) up.
+    raw = np.random.default_rng((1, 2, 3, 4)).bit_generator.random_raw(400 * 500 // 4)
+    bits = np.array([(int(r) >> (16 * i)) & 0xFFFF for r in raw for i in range(4)])
+    np.testing.assert_array_equal((a != 0).ravel(), bits >= round(0.3 * 65536))
     # Float32 and float64 data drop the same units for the same key.
     ones64 = backend.asarray(np.ones((400, 500)))
     b = to_host(layer.forward([], ones64, Context(training=True, key=(1, 2, 3, 4)))[0])
@@ -141,6 +146,32 @@ def test_embedding(backend, rng):
     dx = layer.backward(P, cache, out, ctx, views(backend.xp, grad, [(4, 2), (7, 3), (3, 1)]))
     assert device(dx) == device(codes_b)
     np.testing.assert_array_equal(to_host(dx), 0.0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+def test_embedding_gradient_is_the_scatter_add_on_every_backend(backend, rng, n):
+    """The tables' gradient, ``dT_j[c] = sum of dy_j over the rows whose code is c``, against
+    ``np.add.at`` in float64 written out here: NumPy's sorted-runs path and the one-hot product
+    of the other namespaces alike (float32; codes repeated, some never used)."""
+    vocab, dims = (1, 5, 1001), (2, 3, 7)
+    codes = np.stack([rng.integers(0, v, size=n) for v in vocab], axis=1).astype(np.float32)
+    layer = Embedding(vocab, dims)
+    shapes = list(zip(vocab, dims, strict=True))
+    P = [backend.asarray(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+    ctx = Context(need_input_grad=False)
+    _, cache = layer.forward(P, backend.asarray(codes), ctx)
+    dy = rng.standard_normal((n, sum(dims))).astype(np.float32)
+    grads = [backend.xp.zeros(s, dtype=backend.xp.float32, device=backend.device)
+             for s in shapes]
+    for g in grads:  # stale values: the backward overwrites, it does not add
+        g[...] = 3.0
+    assert layer.backward(P, cache, backend.asarray(dy), ctx, grads) is None
+    start = 0
+    for j, (v, d) in enumerate(shapes):
+        expected = np.zeros((v, d))
+        np.add.at(expected, codes[:, j].astype(int), dy[:, start:start + d].astype(np.float64))
+        np.testing.assert_allclose(to_host(grads[j]), expected, rtol=1e-6, atol=1e-6)
+        start += d
 
 
 def test_periodic(backend, rng):
