@@ -11,7 +11,9 @@ missing values, as :func:`pipeline.read` returns it, and:
    block order, so no further pass over the raw data and the same bits on any cluster;
 3. trains ``n_members`` networks (:mod:`pipeline.tabular_net`) together with AdamW, linear
    warm-up then cosine decay, gradient clipping, and early stopping on a held-out
-   ``validation_fraction`` that restores the best epoch's weights.
+   ``validation_fraction`` that restores the best epoch's weights: one block as sequential
+   mini-batches, every epoch in one task; several blocks by local SGD over one replica per
+   worker, as the MLP estimators (``_BaseTabular._sync_params``).
 
 Row weights (``sample_weight`` times ``class_weight``, normalised to mean 1) ride in the
 training blocks as one extra trailing column of ``Y``, which
