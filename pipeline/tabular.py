@@ -29,10 +29,15 @@ accuracy -0.6 / +0.5 points on credit_data / wa_churn, RMSE -0.3% / -2.2% on loa
 hotel_rates), AdamW (rate 2e-3, weight decay 1e-4 on weights),
 5% warm-up, cosine decay over ``max_iter=60`` epochs, clip norm 1, batch size ``n / 8``
 in [32, 256] (``n / 32`` up to 1024 from 8k rows), early stopping from 2,000 rows: stop
-after 6 epochs in which the validation score (minus the log loss, or R²) did not beat the best by
-``tol=1e-3`` (patience 8 with ``tol=0`` ran 180 epochs over the quick benchmark's 8 fits, this
-rule 136, with the same or better test metric on every fit: R² creeps up by less than 1e-3 an
-epoch on hotel_rates for dozens of epochs, and a tie in accuracy no longer restarts the count).
+after ``n_iter_no_change`` epochs in which the validation score (minus the log loss, or R²) did
+not beat the best by ``tol=1e-3`` (patience 8 with ``tol=0`` ran 180 epochs over the quick
+benchmark's 8 fits, patience 6 with this ``tol`` 136, with the same or better test metric on
+every fit: R² creeps up by less than 1e-3 an epoch on hotel_rates for dozens of epochs).
+Patience is 3 for the classifier, whose log loss moves smoothly, and 6 for the regressor, whose
+validation R² swings from epoch to epoch. Over the 7 benchmark datasets (5 seeds each, session
+10), patience 3 against 6 gave the classifiers the same or better accuracy and ROC AUC in
+15-33% less fit time. The regressors lost RMSE with patience 3: hotel_rates +1.2%, diamonds
++4.3%.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
                  n_bins=48, numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout=0.1, layer_norm=False,
                  n_members=2, learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
+                 validation_fraction=0.1, n_iter_no_change=3, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
                  min_block_rows=16_384, random_state=None, verbose=False):
         kwargs = dict(locals())
