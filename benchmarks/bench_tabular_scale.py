@@ -79,11 +79,10 @@ def _ours(Xtr: pd.DataFrame, ytr: np.ndarray, Xte: pd.DataFrame, yte: np.ndarray
 def _lightgbm(Xtr: pd.DataFrame, ytr: np.ndarray, Xte: pd.DataFrame,
               yte: np.ndarray) -> dict[str, Any]:
     import lightgbm as lgb
+    from bench_quality import _as_lgb_frame
 
-    Xtr, Xte = Xtr.copy(), Xte.copy()
-    for c in CATEGORIES:
-        dtype = pd.CategoricalDtype(sorted(Xtr[c].unique()))
-        Xtr[c], Xte[c] = Xtr[c].astype(dtype), Xte[c].astype(dtype)
+    cats = {c: sorted(Xtr[c].unique()) for c in CATEGORIES}
+    Xtr, Xte = _as_lgb_frame(Xtr, cats), _as_lgb_frame(Xte, cats)
     m = lgb.LGBMClassifier(n_jobs=1, verbose=-1, random_state=0)
     t0 = time.perf_counter()
     m.fit(Xtr, ytr)

@@ -114,14 +114,13 @@ class Embedding(Layer):
         n = dy.shape[0]
         ws = ctx.workspace
         start = 0
-        if type(dy) is np.ndarray and all(type(g) is np.ndarray for g in grads):
-            for j, dim in enumerate(self.dims):
+        host = type(dy) is np.ndarray and all(type(g) is np.ndarray for g in grads)
+        for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
+            if host:
                 _scatter_add(grads[j], codes[j, :], dy[:, start:start + dim], ctx,
                              self._names("sorted")[j])
                 start += dim
-            return None if not ctx.need_input_grad else xp.zeros(
-                (n, len(self.vocab_sizes)), dtype=dy.dtype, device=device(dy))
-        for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
+                continue
             ids = self._ids(j, dy, ws)
             col, row = xp.reshape(codes[j, :], (n, 1)), xp.reshape(ids, (1, vocab))
             onehot = ctx.buffer(self._names("onehot")[j], (n, vocab), dy)
