@@ -241,6 +241,16 @@ def _opts(quick: bool, args: Any) -> dict[str, Any]:
             "repeats": pick("fit_repeats", 3, 1)}
 
 
+def _given_options(args: Any) -> str:
+    """The command-line options of this module that ``args`` sets, as one string."""
+    if args is None:
+        return ""
+    names = ("datasets", "rows", "demo_rows", "test_rows", "epochs", "budget_s", "seeds",
+             "partitions", "blocks", "sweep_datasets", "fit_repeats", "target_fraction")
+    return " ".join(f"--{n.replace('_', '-')} {getattr(args, n)}" for n in names
+                    if getattr(args, n, None) is not None)
+
+
 def _label(kw: dict[str, Any]) -> str:
     return "ours " + (json.dumps(kw, sort_keys=True) if kw else "(estimator defaults)")
 
@@ -306,6 +316,9 @@ def run(quick: bool, args: Any = None) -> dict[str, Any]:
              "arrays (their time is training only), scored after every epoch off the clock."]
     command = COMMAND + (" --quick" if quick else "") + "".join(
         f" --ours-kw '{json.dumps(kw, sort_keys=True)}'" for kw in o["kws"] if kw)
+    given = _given_options(args)
+    if given:  # the options this run set (a rerun without them is another run)
+        command += f" --accuracy-args '{given}'"
     return section("Time to accuracy", command, tables=tables,
                    targets=targets, notes=notes, raw={"options": o, "results": results})
 
