@@ -315,7 +315,8 @@ def run(quick: bool, args: Any = None) -> dict[str, Any]:
              "min_block_rows=1. scikit-learn and PyTorch run in this process on in-memory "
              "arrays (their time is training only), scored after every epoch off the clock."]
     command = COMMAND + (" --quick" if quick else "") + "".join(
-        f" --ours-kw '{json.dumps(kw, sort_keys=True)}'" for kw in o["kws"] if kw)
+        f" --ours-kw '{json.dumps(kw, sort_keys=True)}'" for kw in o["kws"]
+        if kw or len(o["kws"]) > 1)  # ('{}' is implied only when alone)
     given = _given_options(args)
     if given:  # the options this run set (a rerun without them is another run)
         command += f" --accuracy-args '{given}'"

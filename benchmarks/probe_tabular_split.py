@@ -6,6 +6,8 @@ hand (e.g. ``--parts 2 --param min_block_rows=1000 --param replicas=2`` against 
     PYTHONPATH=. python benchmarks/probe_tabular_split.py credit_data,hotel_rates --seeds 3 \\
         [--parts 2] [--param NAME=VALUE ...]
 
+A name ``synthetic:N`` is N rows of ``bench_tabular_scale.make_frame`` (binary, mixed columns).
+
 One JSON line per fit, then the means per dataset. 2-worker ``LocalCluster`` (nanny-started
 workers, one thread each), after an untimed warm-up fit.
 """
@@ -38,8 +40,20 @@ def _split(X: pd.DataFrame, y: pd.Series, parts: int):
     return d.drop(columns="__y"), d["__y"]
 
 
+def _load(name: str):
+    """A quality dataset by name, or ``synthetic:N``: N rows of bench_tabular_scale's data."""
+    if name.startswith("synthetic:"):
+        from bench_tabular_scale import make_frame
+
+        X, y = make_frame(int(name.split(":", 1)[1]))
+        return X, pd.Series(y), "classification"
+    from bench_quality import _dataset
+
+    return _dataset(name)
+
+
 def main() -> None:
-    from bench_quality import _as_lgb_frame, _dataset, _lightgbm, _metrics
+    from bench_quality import _as_lgb_frame, _lightgbm, _metrics
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split
 
@@ -59,7 +73,7 @@ def main() -> None:
         Xw = pd.DataFrame({"a": np.arange(200.0), "b": ["u", "v"] * 100})
         pl.TabularClassifier(max_iter=1, random_state=0).fit(Xw, np.arange(200) % 2)
         for name in args.datasets.split(","):
-            X, y, task = _dataset(name)
+            X, y, task = _load(name)
             for seed in range(args.seeds):
                 Xtr, Xte, ytr, yte = train_test_split(
                     X, y, test_size=0.2, random_state=seed,
