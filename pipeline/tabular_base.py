@@ -29,6 +29,17 @@ from .train import TrainConfig, train
 _WEIGHT = "__pipeline_sample_weight__"
 _LABEL = "__pipeline_label__"
 _ROWS_PER_PARTITION = 16_384  # pandas input: partitions by size only (never by cluster)
+
+
+def _pandas_partitions(n_rows: int) -> int:
+    """How many equal partitions a pandas frame of ``n_rows`` is cut into: one below
+    :data:`_ROWS_PER_PARTITION` rows, else the largest power of two that leaves at least that
+    many rows in each, and at least 2 (halves of 8,192 rows or more: the blocks'
+    ``min_block_rows``), so data from 16,384 rows trains on two workers, not one. A power of
+    two splits evenly over 1, 2, 4, ... workers: the replicas of local SGD (one per worker)
+    get equal shares (3 blocks over 2 workers train at the pace of the one with 2)."""
+    k = n_rows // _ROWS_PER_PARTITION
+    return 1 if k < 1 else max(2, 1 << (k.bit_length() - 1))
 # local SGD over replicas (several blocks): the outer Nesterov step of MLPClassifier's defaults
 OUTER_LEARNING_RATE, OUTER_MOMENTUM = 1.0, 0.5
 
@@ -45,7 +56,7 @@ class _BaseTabular(BaseEstimator):
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
-                 min_block_rows=16_384, random_state=None, verbose=False):
+                 min_block_rows=8_192, random_state=None, verbose=False):
         self.categorical = categorical
         self.numeric = numeric
         self.n_bins = n_bins
@@ -101,7 +112,7 @@ class _BaseTabular(BaseEstimator):
             X[_LABEL] = np.asarray(y)
             if weighted:
                 X[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
-            X = dd.from_pandas(X, npartitions=max(1, len(X) // _ROWS_PER_PARTITION), sort=False)
+            X = dd.from_pandas(X, npartitions=_pandas_partitions(len(X)), sort=False)
         if weighted:
             X = X.assign(**{_WEIGHT: X[_WEIGHT].astype("float64")})
         return X, X[_LABEL], weighted

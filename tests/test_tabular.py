@@ -425,6 +425,25 @@ def test_several_blocks_train_by_local_sgd_over_one_replica_per_worker(client):
             one.train_summary_["local_steps"]) == (1, None, None)
 
 
+def test_pandas_input_is_cut_into_equal_power_of_two_partitions():
+    """pandas frames are partitioned by their size alone: one partition under 16,384 rows;
+    from there at least 2 (halves of >= 8,192 rows, the default ``min_block_rows``, so they
+    stay two blocks and train on two workers) and a power of two, which splits evenly over
+    1, 2, 4, ... replicas."""
+    from pipeline.tabular_base import _pandas_partitions
+
+    cases = {1: 1, 16_383: 1, 16_384: 2, 32_767: 2, 32_768: 2, 49_152: 2, 65_535: 2,
+             65_536: 4, 131_072: 8, 268_800: 16}
+    assert {n: _pandas_partitions(n) for n in cases} == cases
+    assert pl.TabularClassifier().min_block_rows == 8_192
+    for n in (16_384, 20_000, 50_000, 131_072):  # dask keeps the count, in equal parts
+        parts = _pandas_partitions(n)
+        lengths = dd.from_pandas(pd.DataFrame({"a": np.arange(n)}), npartitions=parts,
+                                 sort=False).map_partitions(len).compute().tolist()
+        assert len(lengths) == parts and max(lengths) - min(lengths) <= 1
+        assert min(lengths) >= pl.TabularClassifier().min_block_rows
+
+
 def test_multiclass_and_errors(client):
     X, _ = _breast_cancer()
     y = X["radius_band"].map({"r0": "a", "r1": "b"}).fillna("c")
