@@ -17,7 +17,7 @@ estimator stores those and rebuilds it (:func:`build_network`); the weights are 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +36,10 @@ from .nn import (
     Periodic,
     ReLU,
 )
-from .tabular_prep import TabularLayout
+
+if TYPE_CHECKING:  # (an annotation only: tabular_prep brings scikit-learn and dask.dataframe,
+    # ~1.4 s of a fresh worker's first fit, to the worker that unpickles the network)
+    from .tabular_prep import TabularLayout
 
 __all__ = ["OneHot", "build_network", "weight_mask"]
 
