@@ -242,13 +242,10 @@ def _opts(quick: bool, args: Any) -> dict[str, Any]:
 
 
 def _given_options(args: Any) -> str:
-    """The command-line options of this module that ``args`` sets, as one string."""
-    if args is None:
-        return ""
-    names = ("datasets", "rows", "demo_rows", "test_rows", "epochs", "budget_s", "seeds",
-             "partitions", "blocks", "sweep_datasets", "fit_repeats", "target_fraction")
-    return " ".join(f"--{n.replace('_', '-')} {getattr(args, n)}" for n in names
-                    if getattr(args, n, None) is not None)
+    """The options of :func:`add_arguments` that ``args`` sets, as one command-line string."""
+    given = {k: v for k, v in (vars(args) if args is not None else {}).items()
+             if v is not None and k not in ("quick", "json", "ours_kw")}
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
 
 
 def _label(kw: dict[str, Any]) -> str:

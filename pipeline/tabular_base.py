@@ -30,6 +30,9 @@ _WEIGHT = "__pipeline_sample_weight__"
 _LABEL = "__pipeline_label__"
 _ROWS_PER_PARTITION = 16_384  # pandas input: partitions by size only (never by cluster)
 
+# local SGD over replicas (several blocks): the outer Nesterov step of MLPClassifier's defaults
+OUTER_LEARNING_RATE, OUTER_MOMENTUM = 1.0, 0.5
+
 
 def _pandas_partitions(n_rows: int) -> int:
     """How many equal partitions a pandas frame of ``n_rows`` is cut into: one below
@@ -40,8 +43,6 @@ def _pandas_partitions(n_rows: int) -> int:
     get equal shares (3 blocks over 2 workers train at the pace of the one with 2)."""
     k = n_rows // _ROWS_PER_PARTITION
     return 1 if k < 1 else max(2, 1 << (k.bit_length() - 1))
-# local SGD over replicas (several blocks): the outer Nesterov step of MLPClassifier's defaults
-OUTER_LEARNING_RATE, OUTER_MOMENTUM = 1.0, 0.5
 
 
 class _BaseTabular(BaseEstimator):
