@@ -1,9 +1,9 @@
 """Profile the worker side of a one-block tabular fit in-process: the fused-epochs task
 (``pipeline.train.fused.fused_epochs``: every epoch's local steps, update and validation scoring)
 of a default ``TabularClassifier/TabularRegressor(random_state=0)`` fit on the quick quality
-benchmark's seed-0 rows of a dataset.
+benchmark's seed-0 rows of a dataset (``--full``: 80% of all its rows, as the full benchmark trains).
 
-``capture NAME FILE`` fits once on an in-process cluster and pickles the task's arguments;
+``capture NAME FILE [--full]`` fits once on an in-process cluster and pickles the task's arguments;
 ``replay FILE [--repeat N] [--profile]`` runs the task N times and prints seconds, minor page
 faults and (``--profile``) the top of a cProfile listing. Run the replay with
 ``MALLOC_TRIM_THRESHOLD_=65536`` and one BLAS thread to see what a nanny-started worker sees::
@@ -37,14 +37,15 @@ import pipeline.train.fused as fused
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def capture(name: str, path: str) -> None:
+def capture(name: str, path: str, full: bool = False) -> None:
     from bench_quality import _dataset
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split
 
     X, y, task = _dataset(name)
     strat = y if task == "classification" else None
-    Xs, _, ys, _ = train_test_split(X, y, train_size=3000, random_state=100, stratify=strat)
+    Xs, ys = (X, y) if full else train_test_split(X, y, train_size=3000, random_state=100,
+                                                  stratify=strat)[::2]
     Xtr, _, ytr, _ = train_test_split(Xs, ys, test_size=0.2, random_state=0,
                                       stratify=ys if task == "classification" else None)
     original = fused.fused_epochs
@@ -148,7 +149,7 @@ def ab(other: str, path: str, repeat: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "capture":
-        capture(sys.argv[2], sys.argv[3])
+        capture(sys.argv[2], sys.argv[3], "--full" in sys.argv)
     elif sys.argv[1] == "ab":
         ab(sys.argv[2], sys.argv[3], int(sys.argv[sys.argv.index("--repeat") + 1])
            if "--repeat" in sys.argv else 9)

@@ -102,7 +102,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=3, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
-                 min_block_rows=8_192, random_state=None, verbose=False):
+                 min_block_rows=8_192, ensemble="auto", random_state=None, verbose=False):
         kwargs = dict(locals())
         kwargs.pop("self")
         kwargs.pop("__class__", None)

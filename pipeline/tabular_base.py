@@ -6,6 +6,7 @@ preprocessing, blocks, training, prediction, save and ONNX export). See
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import time
 from typing import Any
@@ -20,11 +21,13 @@ from . import optim
 from .blocks import split_blocks, to_blocks
 from .cluster import current_client
 from .mlp_config import local_steps_for, replicas_for
+from .nn import IndependentMembers
 from .predict_blocks import is_dask as _is_dask
 from .tabular_blocks import _block_stats, _finish_block, _forward_partition, _strip_weights
 from .tabular_net import build_network, weight_mask
 from .tabular_prep import TabularPreprocessor
-from .train import TrainConfig, train
+from .train import TrainConfig
+from .train.members import member_seeds
 
 _WEIGHT = "__pipeline_sample_weight__"
 _LABEL = "__pipeline_label__"
@@ -32,6 +35,13 @@ _ROWS_PER_PARTITION = 16_384  # pandas input: partitions by size only (never by 
 
 # local SGD over replicas (several blocks): the outer Nesterov step of MLPClassifier's defaults
 OUTER_LEARNING_RATE, OUTER_MOMENTUM = 1.0, 0.5
+
+
+def _member_dir(checkpoint_dir: str, i: int) -> str:
+    """Where independent member ``i`` keeps its checkpoints, under the fit's directory."""
+    import os
+
+    return os.path.join(os.fspath(checkpoint_dir), f"member-{i}")
 
 
 def _pandas_partitions(n_rows: int) -> int:
@@ -57,7 +67,7 @@ class _BaseTabular(BaseEstimator):
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
                  min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
-                 min_block_rows=8_192, random_state=None, verbose=False):
+                 min_block_rows=8_192, ensemble="auto", random_state=None, verbose=False):
         self.categorical = categorical
         self.numeric = numeric
         self.n_bins = n_bins
@@ -83,6 +93,7 @@ class _BaseTabular(BaseEstimator):
         self.replicas = replicas
         self.rounds_ahead = rounds_ahead
         self.min_block_rows = min_block_rows
+        self.ensemble = ensemble
         self.random_state = random_state
         self.verbose = verbose
 
@@ -130,6 +141,9 @@ class _BaseTabular(BaseEstimator):
                              f"{self.validation_fraction!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if self.ensemble not in ("auto", "shared", "independent"):
+            raise ValueError(f"ensemble must be 'auto', 'shared' or 'independent', got "
+                             f"{self.ensemble!r}")
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -178,7 +192,9 @@ class _BaseTabular(BaseEstimator):
             from .checkpoint import Checkpointer
             from .registry import saveable_classes
 
-            seed = Checkpointer.saved_seed(checkpoint_dir, saveable_classes()) or seed
+            seed = (Checkpointer.saved_seed(checkpoint_dir, saveable_classes())
+                    or Checkpointer.saved_seed(_member_dir(checkpoint_dir, 0),
+                                               saveable_classes()) or seed)
         frame, label, weighted = self._frames(X, y, sample_weight)
         features = [c for c in frame.columns if c not in (_LABEL, _WEIGHT)]
         prep = TabularPreprocessor(categorical=self.categorical, numeric=self.numeric,
@@ -243,8 +259,10 @@ class _BaseTabular(BaseEstimator):
                     key=[f"strip-{f.key}" for f in valid.futures]))
         loss = self._loss if n_classes is None else (
             "binary_log_loss" if n_classes == 2 else "log_loss")
-        model = build_network(prep.layout_, blocks.n_outputs, loss,
-                              **self._network_params())
+        ensemble = self._ensemble(len(blocks.futures))
+        k = int(self.n_members)
+        model = build_network(prep.layout_, blocks.n_outputs, loss, **self._network_params(
+            n_members=1 if ensemble == "independent" else k))
         batch_size = self._batch_size(blocks.n_samples)
         config = TrainConfig(
             solver="adamw", learning_rate="cosine", learning_rate_init=self.learning_rate_init,
@@ -261,46 +279,63 @@ class _BaseTabular(BaseEstimator):
             weight_decay=self.weight_decay, clip_norm=self.clip_norm,
             warmup_steps=round(self.warmup_fraction * total), total_steps=total,
             weight_mask=weight_mask(model) if self.weight_decay else None)
-        state, on_epoch_end = None, None
-        if checkpoint_dir is not None:
-            from .checkpoint import Checkpointer
-            from .registry import saveable_classes
+        configs = [config] if ensemble == "shared" else [
+            dataclasses.replace(config, random_state=s) for s in member_seeds(seed, k)]
+        runs = []
+        for i, cfg in enumerate(configs):
+            state, on_epoch_end = None, None
+            if checkpoint_dir is not None:
+                from .checkpoint import Checkpointer
+                from .registry import saveable_classes
 
-            ckpt = Checkpointer(checkpoint_dir, every=checkpoint_every, estimator=self,
-                                config=config, spec=model, blocks=blocks,
-                                registry=saveable_classes(), preprocessor=prep)
-            state = ckpt.restore() if resume else None
-            on_epoch_end = ckpt.save
+                ckpt = Checkpointer(
+                    checkpoint_dir if ensemble == "shared" else _member_dir(checkpoint_dir, i),
+                    every=checkpoint_every, estimator=self, config=cfg, spec=model,
+                    blocks=blocks, registry=saveable_classes(), preprocessor=prep)
+                state = ckpt.restore() if resume else None
+                on_epoch_end = ckpt.save
+            runs.append({"config": cfg, "state": state, "on_epoch_end": on_epoch_end,
+                         "run_name": type(self).__name__ if ensemble == "shared"
+                         else f"{type(self).__name__}-member{i}"})
         from .progress import report
+        from .train.members import train_members
 
         with report(client, type(self).__name__, self.verbose):  # verbose>0: a line per epoch
-            result = train(client, blocks, model=model, config=config, optimizer=optimizer,
-                           validation=valid, state=state, on_epoch_end=on_epoch_end,
-                           run_name=type(self).__name__,
-                           # one block: every epoch in one task (same bits, no client round
-                           # trips between epochs); verbose wants its line per epoch live
-                           fuse_epochs=not self.verbose)
+            results = train_members(client, blocks, runs, model=model, optimizer=optimizer,
+                                    validation=valid,
+                                    # one block: every epoch in one task (same bits, no client
+                                    # round trips between epochs); verbose wants its line per
+                                    # epoch live
+                                    fuse_epochs=not self.verbose)
+        result = results[0]
+        if ensemble == "independent":
+            model = IndependentMembers(model, k)
         self.preprocessor_ = prep
-        self.params_ = np.asarray(result.params)
+        self.params_ = np.concatenate([np.asarray(r.params) for r in results])
+        self.ensemble_ = ensemble
         self.n_outputs_ = int(blocks.n_outputs)
         self.loss_name_ = loss
         if classes is not None:
             self.classes_ = classes
         if target is not None:
             self.target_mean_, self.target_scale_ = target
-        self.n_iter_ = result.n_iter
+        # (independent members: the first member's curves and scores; n_iter_ the longest run)
+        self.n_iter_ = max(r.n_iter for r in results)
+        self.member_n_iter_ = [r.n_iter for r in results]
         self.loss_curve_ = list(result.state.loss_curve)
         self.validation_scores_ = list(result.state.validation_scores) or None
         self.early_stopping_ = early
         self.best_validation_score_ = result.state.best_validation_score if early else None
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
-        self.train_summary_ = {"seconds": result.seconds, "rounds": result.rounds,
+        self.train_summary_ = {"seconds": max(r.seconds for r in results),
+                               "rounds": sum(r.rounds for r in results),
                                "fit_seconds": time.perf_counter() - started,
                                "n_blocks": len(blocks.futures),
                                "n_partitions": len(blocks.futures),
                                "n_samples": blocks.n_samples,
-                               "stopped_early": result.stopped_early,
+                               "stopped_early": all(r.stopped_early for r in results),
+                               "ensemble": ensemble,
                                "n_params": model.n_params, "sync": config.sync,
                                "replicas": config.replicas, "local_steps": config.local_steps}
         self._model = model
@@ -350,12 +385,27 @@ class _BaseTabular(BaseEstimator):
                 "local_steps": local_steps_for(self.local_steps, batch_size),
                 "outer_learning_rate": OUTER_LEARNING_RATE, "outer_momentum": OUTER_MOMENTUM}
 
-    def _network_params(self) -> dict[str, Any]:
+    def _ensemble(self, n_blocks: int) -> str:
+        """How the ``n_members`` networks are built and trained. ``"shared"``: one network whose
+        members share the input encoding (periodic and categorical embeddings), trained
+        together in the same steps (TabM's way). ``"independent"``: ``n_members`` whole
+        networks, each trained on its own worker at the same time
+        (:mod:`pipeline.train.members`), a deep ensemble. ``"auto"``: independent on data of
+        one block (one task would otherwise train every member while the other workers idle),
+        shared on several blocks (every worker already trains, by local SGD over replicas)."""
+        if int(self.n_members) == 1:
+            return "shared"  # (the same network either way)
+        if self.ensemble == "auto":
+            return "independent" if n_blocks == 1 else "shared"
+        return self.ensemble
+
+    def _network_params(self, n_members: int | None = None) -> dict[str, Any]:
         hidden = self.hidden_layer_sizes
         hidden = (int(hidden),) if isinstance(hidden, numbers.Integral) else tuple(
             int(h) for h in hidden)
         return {"hidden_layer_sizes": hidden, "dropout": float(self.dropout),
-                "layer_norm": bool(self.layer_norm), "n_members": int(self.n_members),
+                "layer_norm": bool(self.layer_norm),
+                "n_members": int(self.n_members if n_members is None else n_members),
                 "numeric_embedding": getattr(self, "numeric_embedding", "none")}
 
     # ---- prediction ----------------------------------------------------------------------
@@ -368,8 +418,13 @@ class _BaseTabular(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
                                  "Call 'fit' first.")
         if getattr(self, "_model", None) is None:
-            self._model = build_network(self.preprocessor_.layout_, self.n_outputs_,
-                                        self.loss_name_, **self._network_params())
+            if getattr(self, "ensemble_", "shared") == "independent":
+                self._model = IndependentMembers(build_network(
+                    self.preprocessor_.layout_, self.n_outputs_, self.loss_name_,
+                    **self._network_params(n_members=1)), int(self.n_members))
+            else:
+                self._model = build_network(self.preprocessor_.layout_, self.n_outputs_,
+                                            self.loss_name_, **self._network_params())
         return self._model
 
     def _outputs(self, X: Any) -> Any:

@@ -9,7 +9,7 @@ protocol the trainer uses), :mod:`pipeline.nn.mlp` (scikit-learn's MLPs) and
 from .combinators import Chain, ColumnSplit
 from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .embedding import Embedding
-from .ensemble import EnsembleDense, EnsembleSequential
+from .ensemble import EnsembleDense, EnsembleSequential, IndependentMembers
 from .image import Augment, Normalize, Rescale, augment, augment_indices
 from .layers import (
     Context,
@@ -59,6 +59,7 @@ __all__ = [
     "GlobalAvgPool2D",
     "GroupNorm",
     "Identity",
+    "IndependentMembers",
     "Layer",
     "LayerNorm",
     "LayerSlice",

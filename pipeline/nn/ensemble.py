@@ -39,7 +39,7 @@ from ..backend import device, namespace
 from .layers import Context, Layer, Shape, _matmul
 from .sequential import Sequential
 
-__all__ = ["EnsembleDense", "EnsembleSequential"]
+__all__ = ["EnsembleDense", "EnsembleSequential", "IndependentMembers"]
 
 Array = Any
 
@@ -266,3 +266,59 @@ class EnsembleSequential(Sequential):
         dzw = np.multiply(np.reshape(dz, (n, k, o)), np.reshape(w, (n, 1, 1)),
                           out=ws.get("dzw", (n, k, o), z))
         return bk.total(weighted, np.float64), np.reshape(dzw, (n, k * o))
+
+
+class IndependentMembers:
+    """``k`` copies of one network, each with its own weights (its own input encoding too),
+    side by side in one flat buffer: member ``i`` owns ``flat[i * n : (i + 1) * n]``, where
+    ``n`` is ``network.n_params``. A deep ensemble: the members are trained apart (on different
+    workers, :mod:`pipeline.train.members`) and :meth:`forward` averages their output
+    activations, as :meth:`EnsembleSequential.forward` averages its members'.
+
+    Only inference lives here (``forward``, ``decision_function``); training goes member by
+    member through ``network``, the model protocol the trainer knows.
+    """
+
+    def __init__(self, network: Any, k: int) -> None:
+        if int(k) < 1:
+            raise ValueError(f"IndependentMembers needs k >= 1, got {k!r}")
+        self.network = network
+        self.k = int(k)
+        self.n_params = self.k * int(network.n_params)
+        self.n_outputs = network.n_outputs
+        self.loss = network.loss
+        self._loss = network._loss
+        self.in_shape = network.in_shape
+
+    def __repr__(self) -> str:
+        return f"IndependentMembers({self.network!r}, k={self.k})"
+
+    def member(self, flat: Array, i: int) -> Array:
+        """Member ``i``'s flat parameters (a view)."""
+        if not 0 <= i < self.k:
+            raise IndexError(f"member {i} of {self.k}")
+        n = self.network.n_params
+        return flat[i * n:(i + 1) * n]
+
+    def _check_flat(self, flat: Array) -> None:
+        if tuple(flat.shape) != (self.n_params,):
+            raise ValueError(f"{self!r} needs {self.n_params} parameters, got "
+                             f"{tuple(flat.shape)}")
+
+    def forward(self, flat: Array, X: Array, ctx: Context | None = None) -> Array:
+        """The members' mean output activation ``(batch, n_outputs)``."""
+        self._check_flat(flat)
+        total = None
+        for i in range(self.k):
+            p = self.network.forward(self.member(flat, i), X, ctx)
+            total = p if total is None else total + p
+        return total / self.k
+
+    def decision_function(self, flat: Array, X: Array, ctx: Context | None = None) -> Array:
+        """Every member's raw outputs side by side ``(batch, k * members * n_outputs)``."""
+        self._check_flat(flat)
+        xp = namespace(X)
+        zs = [self.network.decision_function(self.member(flat, i), X, ctx)
+              for i in range(self.k)]
+        n = X.shape[0]
+        return xp.concat([xp.reshape(z, (n, -1)) for z in zs], axis=1)

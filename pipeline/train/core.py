@@ -211,6 +211,7 @@ def train(
     on_epoch_end: Callable[[TrainState], None] | None = None,
     run_name: str = "fit",
     fuse_epochs: bool = False,
+    workers: list[str] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``blocks`` data-parallel; returns the final parameters and history.
 
@@ -238,6 +239,9 @@ def train(
         without replicas, balancing or outer optimizer, no ``on_epoch_end``): the same
         parameters, bit for bit, without the client between epochs; the per-epoch events
         and history are published when the task returns (:mod:`pipeline.train.fused`).
+    workers : list of str, optional
+        Where the fused task should run, by preference (the block travels there if it lives
+        elsewhere): :mod:`pipeline.train.members` puts concurrent runs on different workers.
     """
     config.validate()
     dtype = np.dtype(blocks.dtype)
@@ -269,7 +273,7 @@ def train(
                 strategy = make_strategy(config, optimizer)
                 if fuse_epochs and _fusable(strategy, rounds, config, state, on_epoch_end):
                     result = _train_fused(client, rounds, strategy, _stopping_rule(config),
-                                          config, state, validation, run_id)
+                                          config, state, validation, run_id, workers)
                 else:
                     result = _train_epochs(client, rounds, strategy, _stopping_rule(config),
                                            config, state, validation, on_epoch_end, run_id,
@@ -380,7 +384,7 @@ def _fusable(strategy: Any, rounds: Rounds, config: TrainConfig, state: TrainSta
 
 def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: StoppingRule,
                  config: TrainConfig, state: TrainState, validation: BlockSet | None,
-                 run_id: str) -> TrainResult:
+                 run_id: str, workers: list[str] | None = None) -> TrainResult:
     """:func:`_train_epochs` for a one-block local-SGD run, every epoch in one task
     (:func:`pipeline.train.fused.fused_epochs`); events and history replayed afterwards."""
     from .fused import FusedResult, fused_epochs, replay
@@ -399,7 +403,7 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                  state.epoch, config.max_iter, state.rounds, state.t, config.random_state,
                  config.shuffle, rounds.split_every)}
     res: FusedResult
-    (res,) = rounds.run(dsk, [key], "average")
+    (res,) = rounds.run(dsk, [key], "average", workers)
     r = replay(client, run_id, res.records, steps, state.loss_curve, state.validation_scores,
                state.history, state.t, state.rounds, state.epoch)
     loss_curve, val_scores, history = r.loss_curve, r.validation_scores, r.history

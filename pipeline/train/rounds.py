@@ -41,7 +41,8 @@ def _literal(value: Any) -> Any:
     return DataNode(None, value)
 
 
-def submit(client: Any, dsk: dict[Any, Any], keys: list[Any]) -> list[Any]:
+def submit(client: Any, dsk: dict[Any, Any], keys: list[Any],
+           workers: list[str] | None = None) -> list[Any]:
     """Futures of ``keys`` of the low-level graph ``dsk`` (``client.get(..., sync=False)``),
     without tokenising the graph.
 
@@ -50,13 +51,18 @@ def submit(client: Any, dsk: dict[Any, Any], keys: list[Any]) -> list[Any]:
     (the optimizer's, the model's) every time: ~1 ms per optimizer, 10-40 ms per graph here,
     in the client process, where a LocalCluster's scheduler shares the GIL. Our keys already
     name the graph, so the expression gets a random name instead (dask's ``_determ_token``;
-    with a dask that has no such expression, the dict goes in as is)."""
+    with a dask that has no such expression, the dict goes in as is). ``workers``: where the
+    graph's tasks should run, a preference (``allow_other_workers``: a lost worker's tasks
+    still run elsewhere)."""
     try:
         from dask._expr import LLGExpr
 
         graph: Any = LLGExpr(dsk, _determ_token=uuid.uuid4().hex)
     except (ImportError, TypeError):  # pragma: no cover - another dask: tokenise as usual
         graph = dsk
+    if workers:
+        return client.get(graph, keys, sync=False, workers=list(workers),
+                          allow_other_workers=True)
     return client.get(graph, keys, sync=False)
 
 
@@ -173,9 +179,10 @@ class Rounds:
         ``(epoch, step)`` at new parameters many times; a redone epoch submits its rounds again."""
         return tokenize(self.run_id, next(self._graphs), *parts)
 
-    def run(self, dsk: dict, keys: list, label: str) -> list[Any]:
+    def run(self, dsk: dict, keys: list, label: str,
+            workers: list[str] | None = None) -> list[Any]:
         """Compute ``keys`` of the round graph ``dsk`` and return their values, surviving faults
-        (see :mod:`pipeline.train.recovery`)."""
+        (see :mod:`pipeline.train.recovery`); ``workers``: where to run them, by preference."""
         if label != "score":
             self.round += 1
         start = time.perf_counter()
@@ -183,7 +190,7 @@ class Rounds:
         reasons: list[str] = []
         graph, want = dsk, keys
         while True:
-            futures = submit(self.client, graph, want)
+            futures = submit(self.client, graph, want, workers)
             try:
                 results = self.watchdog.gather(futures, f"round {self.round} ({label})")
                 break
