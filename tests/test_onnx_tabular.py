@@ -96,6 +96,8 @@ CONFIGS = {
     "multiclass_int": (lambda: pl.TabularClassifier(
         numeric="quantile_uniform", numeric_embedding="none", **{**SMALL, "n_members": 3}),
         "grade"),
+    # (one block: members are independent networks by default; here one network shares them)
+    "multiclass_shared": (lambda: pl.TabularClassifier(ensemble="shared", **SMALL), "tier"),
     "multiclass_str": (lambda: pl.TabularClassifier(numeric="ple", n_bins=8, layer_norm=True,
                                                     **SMALL), "tier"),
     "regressor": (lambda: pl.TabularRegressor(layer_norm=True, **SMALL), "target"),
@@ -309,10 +311,12 @@ def test_int8_quantizes_every_dense_weight_and_stays_close(fitted, data, tmp_pat
                      if t.data_type == onnx.TensorProto.INT8)
     from pipeline.nn import EnsembleDense
 
-    net = model.model_
+    members = model.model_  # independent members: k copies of one network
+    assert model.ensemble_ == "independent"
+    net = members.network
     dense = [s for layer, s in zip(net.layers, net.body._spans, strict=True)
              if isinstance(layer, EnsembleDense)]
-    assert int8_bytes == sum(int(np.prod(net.param_shapes[a])) for a, _ in dense)
+    assert int8_bytes == members.k * sum(int(np.prod(net.param_shapes[a])) for a, _ in dense)
     fp32 = _run(build_onnx(model), test)
     int8 = score_frame(OnnxModel.from_bytes(path.read_bytes()), test)
     # Loose: int8 weights (step max|W| / 127 per output channel) move probabilities a little.

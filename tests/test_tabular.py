@@ -255,7 +255,7 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
 
     X, y = _breast_cancer()
     clf = pl.TabularClassifier(**_small_params(numeric_embedding="periodic")).fit(X, y)
-    periodic = [layer for _, layer in clf.model_.body.layers[0].branches
+    periodic = [layer for _, layer in clf.model_.network.body.layers[0].branches
                 if isinstance(layer, Periodic)]
     assert len(periodic) == 1  # the numeric columns, and only they, are embedded
     assert clf.score(X, y) > 0.85
@@ -269,10 +269,10 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
         pl.TabularClassifier(**_small_params(numeric_embedding="fourier")).fit(X, y)
     # "auto" (the default): periodic on one column per feature, none on PLE's bins
     auto = pl.TabularClassifier(**_small_params(max_iter=1)).fit(X, y)
-    assert any(isinstance(layer, Periodic) for _, layer in auto.model_.body.layers[0].branches)
+    assert any(isinstance(layer, Periodic) for _, layer in auto.model_.network.body.layers[0].branches)
     ple = pl.TabularClassifier(**_small_params(max_iter=1, numeric="ple", n_bins=4)).fit(X, y)
     assert not any(isinstance(layer, Periodic)
-                   for _, layer in ple.model_.body.layers[0].branches)
+                   for _, layer in ple.model_.network.body.layers[0].branches)
 
 
 def test_regression_reports_target_units(client):
@@ -310,13 +310,17 @@ def test_sample_weights_normalised_and_class_weight_direction(client):
         compute_class_weight("balanced", classes=np.unique(y), y=y), rtol=1e-12)
 
 
-@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("early_stopping,ensemble", [(False, "independent"),
+                                                      (True, "independent"), (True, "shared")])
 def test_resume_from_a_checkpoint_is_bit_identical(client, tmp_path, monkeypatch,
-                                                   early_stopping):
+                                                   early_stopping, ensemble):
     from pipeline.checkpoint import latest_checkpoint
 
     X, y = _breast_cancer()
-    params = _small_params(max_iter=6, early_stopping=early_stopping, n_iter_no_change=100)
+    params = _small_params(max_iter=6, early_stopping=early_stopping, n_iter_no_change=100,
+                           ensemble=ensemble)
+    k = params["n_members"] if ensemble == "independent" else 1  # runs, one directory each
+    dirs = [tmp_path / f"member-{i}" for i in range(k)] if k > 1 else [tmp_path]
     full = pl.TabularClassifier(**params).fit(X, y)
 
     class Killed(Exception):
@@ -335,7 +339,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(client, tmp_path, monkeypatch
     with pytest.raises(Killed):
         pl.TabularClassifier(**params).fit(X, y, checkpoint_dir=tmp_path)
     monkeypatch.undo()
-    assert latest_checkpoint(tmp_path).name == "epoch-000003"
+    assert [latest_checkpoint(d).name for d in dirs] == ["epoch-000003"] * k
     epochs = []
 
     def save_and_count(self, state):
@@ -344,7 +348,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(client, tmp_path, monkeypatch
 
     monkeypatch.setattr(Checkpointer, "save", save_and_count)
     resumed = pl.TabularClassifier(**params).fit(X, y, checkpoint_dir=tmp_path, resume=True)
-    assert epochs == [4, 5, 6]  # it went on from the checkpoint
+    assert sorted(epochs) == sorted([4, 5, 6] * k)  # every run went on from its checkpoint
     np.testing.assert_array_equal(resumed.params_, full.params_)
     assert resumed.loss_curve_ == full.loss_curve_
     assert resumed.n_iter_ == full.n_iter_ == 6
@@ -423,6 +427,56 @@ def test_several_blocks_train_by_local_sgd_over_one_replica_per_worker(client):
     one = pl.TabularClassifier(random_state=0, max_iter=3).fit(X, y)  # one block
     assert (one.train_summary_["n_blocks"], one.train_summary_["replicas"],
             one.train_summary_["local_steps"]) == (1, None, None)
+
+
+def test_independent_members_are_separately_trained_networks(client):
+    """One block (``ensemble="auto"``): the k members are whole networks trained apart, each
+    the network a one-member estimator with the member's seed trains, and predictions are
+    their mean. The oracle is k one-member fits and NumPy's mean; without early stopping
+    there is no validation split, whose rows follow the estimator's own seed."""
+    from pipeline.nn import IndependentMembers
+    from pipeline.train.members import member_seeds
+
+    X, y = _breast_cancer()
+    params = _small_params(max_iter=5, early_stopping=False, n_members=3)
+    ens = pl.TabularClassifier(**params).fit(X, y)
+    assert ens.ensemble_ == "independent" and ens.train_summary_["ensemble"] == "independent"
+    assert isinstance(ens.model_, IndependentMembers) and ens.model_.k == 3
+    seeds = member_seeds(0, 3)
+    assert seeds[0] == 0 and len(set(seeds)) == 3
+    singles = [pl.TabularClassifier(**{**params, "n_members": 1, "random_state": s}).fit(X, y)
+               for s in seeds]
+    np.testing.assert_array_equal(ens.params_, np.concatenate([m.params_ for m in singles]))
+    np.testing.assert_allclose(ens.predict_proba(X),
+                               np.mean([m.predict_proba(X) for m in singles], axis=0),
+                               rtol=1e-5, atol=1e-7)
+    assert ens.member_n_iter_ == [5, 5, 5]
+    shared = pl.TabularClassifier(**params, ensemble="shared").fit(X, y)
+    assert shared.ensemble_ == "shared" and shared.params_.size < ens.params_.size
+
+
+def test_independent_members_train_on_different_workers_at_once(client):
+    """Each member's one task is asked onto its own worker (the block's holder first), so two
+    members on two workers take about one member's time; placement changes no bits."""
+    from distributed import get_task_stream
+
+    X, y = _breast_cancer()
+    params = _small_params(max_iter=4)
+    with get_task_stream(client) as ts:
+        ens = pl.TabularClassifier(**params).fit(X, y)
+    fused = [t for t in ts.data if str(t["key"]).startswith("fused_epochs")]
+    assert len(fused) == 2 and len({t["worker"] for t in fused}) == 2, fused
+    again = pl.TabularClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(ens.params_, again.params_)
+
+
+def test_ensemble_parameter_is_checked(client):
+    X, y = _breast_cancer()
+    with pytest.raises(ValueError, match="ensemble must be"):
+        pl.TabularClassifier(ensemble="bagged").fit(X, y)
+    one = pl.TabularRegressor(**_small_params(max_iter=2, n_members=1)).fit(
+        X.drop(columns="mean perimeter"), X["mean perimeter"].fillna(0))
+    assert one.ensemble_ == "shared"  # one member: the one network, as before
 
 
 def test_pandas_input_is_cut_into_equal_power_of_two_partitions():

@@ -56,7 +56,7 @@ from .onnx import (
 )
 
 __all__ = ["ML_OPSET", "build_tabular_onnx", "build_tabular_preprocessor_onnx", "is_tabular",
-           "network_graph", "tabular_features_graph"]
+           "members_graph", "network_graph", "tabular_features_graph"]
 
 ML_OPSET = 4  # ai.onnx.ml: LabelEncoder with float64 keys (keys_tensor) from version 4
 _F32, _F64, _I64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
@@ -305,6 +305,21 @@ def network_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
     return g.op("Div", [g.op("Sum", p, "sum"), g.const(np.float32(len(p)), "k")], "mean")
 
 
+def members_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
+    """:func:`network_graph` of ``net``, or, for :class:`~pipeline.nn.IndependentMembers`, of
+    each member network on the same ``x``, their mean output activations averaged (as
+    ``IndependentMembers.forward``)."""
+    from ..nn import IndependentMembers
+
+    if not isinstance(net, IndependentMembers):
+        return network_graph(g, net, flat, x)
+    flat = np.asarray(flat, dtype=np.float32)
+    outs = [network_graph(g, net.network, net.member(flat, i), x) for i in range(net.k)]
+    if len(outs) == 1:
+        return outs[0]
+    return g.op("Div", [g.op("Sum", outs, "sum"), g.const(np.float32(len(outs)), "k")], "mean")
+
+
 # ---- the whole model -------------------------------------------------------------------------
 
 def build_tabular_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
@@ -320,7 +335,7 @@ def build_tabular_onnx(model: Any, preprocessor: Any = None) -> onnx.ModelProto:
     x = tabular_features_graph(g, prep, [
         c for name in model.feature_names_in_ for c in
         list(prep.numeric_features_) + list(prep.categorical_features_) if str(c) == name])
-    mean = network_graph(g, model.model_, model.params_, x)
+    mean = members_graph(g, model.model_, model.params_, x)
     if hasattr(model, "classes_"):
         if model.n_outputs_ == 1:  # binary: [1 - p, p], as predict_proba
             proba = two_column_probabilities(g, mean, np.float32)
