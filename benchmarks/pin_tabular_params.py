@@ -2,7 +2,10 @@
 and regressor, PLE, class and sample weights, 3 members with LayerNorm; 4 blocks with exact
 gradients and at the defaults, local SGD over 2 replicas) to check that a change
 keeps the bits: `PYTHONPATH=. python benchmarks/pin_tabular_params.py save ref.npz`, then after
-the change `... check ref.npz` (prints SAME or the differing configurations)."""
+the change `... check ref.npz` (prints SAME or the differing configurations).
+`--param NAME=VALUE` (repeatable) adds a setting to every configuration: a new default pinned
+against the old behaviour by asking for the old one, e.g. `check ref.npz --param
+ensemble=shared` after `ensemble="auto"` came in."""
 import os
 import sys
 import warnings
@@ -41,7 +44,17 @@ CONFIGS = [
 ]
 
 def main():
+    import ast
+
     mode, path = sys.argv[1], sys.argv[2]
+    extra = {}
+    for i, a in enumerate(sys.argv):
+        if a == "--param":
+            k, v = sys.argv[i + 1].split("=", 1)
+            try:
+                extra[k] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                extra[k] = v
     client = Client(LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None))
     out = {}
     for i, (name, est, kw) in enumerate(CONFIGS):
@@ -58,7 +71,7 @@ def main():
             sw = ddf["__w"] if weighted else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m = est(random_state=3, **kw).fit(X, y, sample_weight=sw)
+            m = est(random_state=3, **kw, **extra).fit(X, y, sample_weight=sw)
         out[f"c{i}"] = m.params_
         out[f"c{i}_curve"] = np.asarray(m.loss_curve_)
         print(i, name, m.n_iter_, m.train_summary_["n_blocks"], m.params_[:3], flush=True)

@@ -9,11 +9,14 @@ missing values, as :func:`pipeline.read` returns it, and:
    (:func:`pipeline.blocks.to_blocks`); what the loss needs besides (regression target moments,
    class counts for ``class_weight="balanced"``, the weight total) is summed from the blocks in
    block order, so no further pass over the raw data and the same bits on any cluster;
-3. trains ``n_members`` networks (:mod:`pipeline.tabular_net`) together with AdamW, linear
+3. trains ``n_members`` networks (:mod:`pipeline.tabular_net`) with AdamW, linear
    warm-up then cosine decay, gradient clipping, and early stopping on a held-out
    ``validation_fraction`` that restores the best epoch's weights: one block as sequential
-   mini-batches, every epoch in one task; several blocks by local SGD over one replica per
-   worker, as the MLP estimators (``_BaseTabular._sync_params``).
+   mini-batches, every epoch in one task, each member a whole network trained in its own task
+   on its own worker at the same time (``ensemble="auto"``, a deep ensemble:
+   :mod:`pipeline.train.members`, :class:`pipeline.nn.IndependentMembers`); several blocks by
+   local SGD over one replica per worker, as the MLP estimators (``_BaseTabular._sync_params``),
+   the members one network sharing the input encoding (``ensemble="shared"``).
 
 Row weights (``sample_weight`` times ``class_weight``, normalised to mean 1) ride in the
 training blocks as one extra trailing column of ``Y``, which

@@ -25,8 +25,10 @@ The graph computes what ``predict_proba``/``predict`` compute, in the same preci
    weights, ``Split`` into one stream per member; the later ones one ``Gemm`` per member),
    ``Relu``, ``LayerNormalization``; dropout is the identity at inference and absent;
 3. the members' output activations (logistic, softmax or none) averaged, as
-   :meth:`pipeline.nn.EnsembleSequential.forward`; then ``[1 - p, p]`` for a binary
-   classifier, or the target's scale and mean for the regressor.
+   :meth:`pipeline.nn.EnsembleSequential.forward` (independent members,
+   :class:`pipeline.nn.IndependentMembers`: steps 2-3 once per member network on the same
+   matrix, their means averaged); then ``[1 - p, p]`` for a binary classifier, or the target's
+   scale and mean for the regressor.
 
 Every weight matrix is a ``Gemm`` weight, so ``quantize="int8"``
 (:func:`pipeline.export.quantize.quantize_int8`) stores all of them as int8; the embedding
