@@ -319,13 +319,19 @@ class _BaseTabular(BaseEstimator):
             self.classes_ = classes
         if target is not None:
             self.target_mean_, self.target_scale_ = target
-        # (independent members: the first member's curves and scores; n_iter_ the longest run)
+        # (independent members: the first member's curves and scores, n_iter_ the longest
+        # run, best_validation_score_ the ensemble's on the validation data)
         self.n_iter_ = max(r.n_iter for r in results)
         self.member_n_iter_ = [r.n_iter for r in results]
         self.loss_curve_ = list(result.state.loss_curve)
         self.validation_scores_ = list(result.state.validation_scores) or None
         self.early_stopping_ = early
         self.best_validation_score_ = result.state.best_validation_score if early else None
+        if early and ensemble == "independent":  # the ensemble's, not the first member's
+            from .train.members import ensemble_score
+
+            self.best_validation_score_ = ensemble_score(client, valid, self.params_, model,
+                                                         self._validation_scoring)
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
         self.train_summary_ = {"seconds": max(r.seconds for r in results),

@@ -69,8 +69,8 @@ def test_a_repeated_round_at_new_parameters_is_computed_again(client, monkeypatc
     held = []
     real_submit = rounds_module.submit
 
-    def submit_and_hold(c, dsk, keys):
-        futures = real_submit(c, dsk, keys)
+    def submit_and_hold(c, dsk, keys, workers=None):
+        futures = real_submit(c, dsk, keys, workers)
         held.extend(futures)  # the previous evaluation's keys stay alive on the scheduler
         return futures
 

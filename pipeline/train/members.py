@@ -21,7 +21,7 @@ from typing import Any
 
 from .core import TrainResult, train
 
-__all__ = ["member_seeds", "member_workers", "train_members"]
+__all__ = ["ensemble_score", "member_seeds", "member_workers", "train_members"]
 
 
 def member_seeds(seed: int, k: int) -> list[int]:
@@ -56,3 +56,18 @@ def train_members(client: Any, blocks: Any, runs: list[dict[str, Any]],
         futures = [pool.submit(train, client, blocks, workers=[w], **common, **run)
                    for run, w in zip(runs, where, strict=True)]
         return [f.result() for f in futures]
+
+
+def ensemble_score(client: Any, blocks: Any, params: Any, model: Any, scoring: str) -> float:
+    """The validation score (``scoring``, as early stopping reads it) of the whole ensemble
+    ``model`` (:class:`pipeline.nn.IndependentMembers`) at ``params`` on ``blocks``: each
+    member stopped on its own score, so the ensemble's is computed once at the end."""
+    import uuid
+
+    from .rounds import Rounds
+    from .scores import score_value
+
+    rounds = Rounds(client, blocks, model, split_every=8,
+                    run_id=f"members-score-{uuid.uuid4().hex[:8]}")
+    return score_value(rounds.score(blocks, params, "members", with_loss=False), model.loss,
+                       scoring)
