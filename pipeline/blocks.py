@@ -30,7 +30,8 @@ from .backend import (
 )
 from .placement import layout, plan_for_cluster, release_restrictions
 
-__all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "split_blocks", "to_blocks"]
+__all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "join_blocks", "split_blocks",
+           "to_blocks"]
 
 
 class Block(NamedTuple):
@@ -418,6 +419,29 @@ def _split_block(block: Block, fraction: float, seed: int, index: int, keep_vali
     xp = namespace(block.X)
     idx = xp.asarray(rows, device=device(block.X))
     return Block(xp.take(block.X, idx, axis=0), xp.take(block.Y, idx, axis=0))
+
+
+def _join_blocks(*blocks: Block) -> Block:
+    X = _concat_raw(*[(b.X, None) for b in blocks])[0]
+    Y = _concat_raw(*[(b.Y, None) for b in blocks])[0]
+    return Block(owned(X), owned(Y))
+
+
+def join_blocks(client: Any, blocks: BlockSet, name: str = "joined") -> BlockSet:
+    """``blocks`` as one block, rows in block order, on one worker (the scheduler's choice:
+    the one holding most of them). For small data whose every row one worker should see (a
+    deep ensemble's members, :mod:`pipeline.train.members`); the block keeps its lineage, so
+    a lost worker's copy is rebuilt from the blocks'."""
+    if len(blocks.futures) <= 1:
+        return blocks
+    if blocks.store != "memory":
+        raise ValueError(f"join_blocks joins blocks held in memory, not in a {blocks.store!r} "
+                         "store")
+    key = f"{name}-{dask.base.tokenize([f.key for f in blocks.futures])}"
+    joined = client.submit(_join_blocks, *blocks.futures, key=key)
+    with client.as_current():
+        wait([joined])
+    return blocks._replace(futures=[joined], rows=[blocks.n_samples])
 
 
 def _split_rows(n: int, fraction: float, seed: int, index: int) -> tuple[int, int]:

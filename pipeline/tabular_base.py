@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from . import optim
-from .blocks import split_blocks, to_blocks
+from .blocks import join_blocks, split_blocks, to_blocks
 from .cluster import current_client
 from .mlp_config import local_steps_for, replicas_for
 from .nn import IndependentMembers
@@ -32,9 +32,17 @@ from .train.members import member_seeds
 _WEIGHT = "__pipeline_sample_weight__"
 _LABEL = "__pipeline_label__"
 _ROWS_PER_PARTITION = 16_384  # pandas input: partitions by size only (never by cluster)
+# ensemble="auto": independent members (each a whole network on its own worker, the rows
+# joined into one block that every member's worker holds a copy of) up to this much data
+INDEPENDENT_MAX_ROWS, INDEPENDENT_MAX_BYTES = 65_536, 64 * 2**20
 
 # local SGD over replicas (several blocks): the outer Nesterov step of MLPClassifier's defaults
 OUTER_LEARNING_RATE, OUTER_MOMENTUM = 1.0, 0.5
+
+
+def _small(n_rows: int, n_features: int) -> bool:
+    """Whether independent members may each hold a copy of all the rows (float32)."""
+    return n_rows <= INDEPENDENT_MAX_ROWS and 4 * n_rows * n_features <= INDEPENDENT_MAX_BYTES
 
 
 def _member_dir(checkpoint_dir: str, i: int) -> str:
@@ -239,6 +247,8 @@ class _BaseTabular(BaseEstimator):
         n_features = blocks.n_features - (1 if weighted else 0)
         blocks = blocks._replace(n_features=n_features)
         has_weights = weighted or class_weights is not None
+        ensemble = self._ensemble(blocks.n_samples, blocks.n_features)
+        n_partitions = len(blocks.futures)
         valid = None
         early = self._early_stopping(blocks.n_samples, validation_data is not None)
         if early and validation_data is not None:
@@ -257,9 +267,10 @@ class _BaseTabular(BaseEstimator):
                 valid = valid._replace(futures=client.map(
                     _strip_weights, valid.futures, n_outputs=blocks.n_outputs,
                     key=[f"strip-{f.key}" for f in valid.futures]))
+        if ensemble == "independent" and _small(blocks.n_samples, blocks.n_features):
+            blocks = join_blocks(client, blocks, "tabular-joined")  # each member sees every row
         loss = self._loss if n_classes is None else (
             "binary_log_loss" if n_classes == 2 else "log_loss")
-        ensemble = self._ensemble(len(blocks.futures))
         k = int(self.n_members)
         model = build_network(prep.layout_, blocks.n_outputs, loss, **self._network_params(
             n_members=1 if ensemble == "independent" else k))
@@ -338,7 +349,7 @@ class _BaseTabular(BaseEstimator):
                                "rounds": sum(r.rounds for r in results),
                                "fit_seconds": time.perf_counter() - started,
                                "n_blocks": len(blocks.futures),
-                               "n_partitions": len(blocks.futures),
+                               "n_partitions": n_partitions,
                                "n_samples": blocks.n_samples,
                                "stopped_early": all(r.stopped_early for r in results),
                                "ensemble": ensemble,
@@ -391,18 +402,20 @@ class _BaseTabular(BaseEstimator):
                 "local_steps": local_steps_for(self.local_steps, batch_size),
                 "outer_learning_rate": OUTER_LEARNING_RATE, "outer_momentum": OUTER_MOMENTUM}
 
-    def _ensemble(self, n_blocks: int) -> str:
+    def _ensemble(self, n_rows: int, n_features: int) -> str:
         """How the ``n_members`` networks are built and trained. ``"shared"``: one network whose
         members share the input encoding (periodic and categorical embeddings), trained
-        together in the same steps (TabM's way). ``"independent"``: ``n_members`` whole
-        networks, each trained on its own worker at the same time
-        (:mod:`pipeline.train.members`), a deep ensemble. ``"auto"``: independent on data of
-        one block (one task would otherwise train every member while the other workers idle),
-        shared on several blocks (every worker already trains, by local SGD over replicas)."""
+        together in the same steps (TabM's way); on several blocks by local SGD over one
+        replica per worker. ``"independent"``: ``n_members`` whole networks, each trained on
+        its own worker at the same time (:mod:`pipeline.train.members`), a deep ensemble; on
+        small data (:data:`INDEPENDENT_MAX_ROWS` rows and :data:`INDEPENDENT_MAX_BYTES` of
+        features) the blocks are joined into one first, so each member trains on every row
+        as sequential mini-batches. ``"auto"``: independent on small data, shared beyond
+        (``benchmarks/results/evidence/tabular_independent_members.md``)."""
         if int(self.n_members) == 1:
             return "shared"  # (the same network either way)
         if self.ensemble == "auto":
-            return "independent" if n_blocks == 1 else "shared"
+            return "independent" if _small(n_rows, n_features) else "shared"
         return self.ensemble
 
     def _network_params(self, n_members: int | None = None) -> dict[str, Any]:

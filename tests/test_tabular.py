@@ -366,7 +366,9 @@ def test_bit_identical_fits_on_one_and_two_workers(sync):
     # cluster (the default replicas="auto" is one per worker, so it follows the cluster)
     X, y = _breast_cancer()
     Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
-    params = _small_params(max_iter=4, min_block_rows=100, **sync)
+    # (one network: small data would otherwise be joined into one block for independent
+    # members, test_small_data_of_several_blocks_is_joined_for_independent_members)
+    params = _small_params(max_iter=4, min_block_rows=100, ensemble="shared", **sync)
     fitted = []
     for n_workers in (1, 2):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
@@ -407,13 +409,14 @@ def test_several_blocks_train_by_local_sgd_over_one_replica_per_worker(client):
     Xte, yte = _two_moons_frame(4000, 1)
     Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
     Xd, yd = Xd.drop(columns="label"), Xd["label"]
-    auto = pl.TabularClassifier(random_state=0, min_block_rows=1000, max_iter=20).fit(Xd, yd)
+    auto = pl.TabularClassifier(random_state=0, min_block_rows=1000, max_iter=20,
+                                ensemble="shared").fit(Xd, yd)
     s = auto.train_summary_
     assert (s["n_blocks"], s["sync"], s["replicas"]) == (4, "average", 2)
     batch = pl.TabularClassifier()._batch_size(s["n_samples"])
     assert s["local_steps"] == -(-16_384 // batch)
     explicit = pl.TabularClassifier(random_state=0, min_block_rows=1000, max_iter=20,
-                                    sync="average", replicas=2,
+                                    ensemble="shared", sync="average", replicas=2,
                                     local_steps=s["local_steps"]).fit(Xd, yd)
     np.testing.assert_array_equal(auto.params_, explicit.params_)
     sk = make_pipeline(
@@ -468,6 +471,26 @@ def test_independent_members_train_on_different_workers_at_once(client):
     assert len(fused) == 2 and len({t["worker"] for t in fused}) == 2, fused
     again = pl.TabularClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(ens.params_, again.params_)
+
+
+def test_small_data_of_several_blocks_is_joined_for_independent_members(client):
+    """Small data in several partitions (``ensemble="auto"``): the training blocks are joined
+    into one, rows in block order, and each member trains on all of them; the oracle is the
+    same fit of the rows as one pandas partition, whose validation rows the same per-block
+    split holds out (early stopping off here: no split, so the rows are the frame's)."""
+    X, y = _breast_cancer()
+    params = _small_params(max_iter=3, early_stopping=False, min_block_rows=100)
+    Xd = dd.from_pandas(X.assign(label=y.to_numpy()), npartitions=4)
+    parts = pl.TabularClassifier(**params).fit(Xd.drop(columns="label"), Xd["label"])
+    s = parts.train_summary_
+    assert (s["ensemble"], s["n_partitions"], s["n_blocks"]) == ("independent", 4, 1)
+    whole = pl.TabularClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(parts.params_, whole.params_)
+    big = pl.TabularClassifier()
+    assert big._ensemble(65_536, 20) == "independent"
+    assert big._ensemble(65_537, 20) == "shared"
+    assert big._ensemble(60_000, 1_000) == "shared"  # 240 MB of features: not copied
+    assert pl.TabularClassifier(ensemble="independent")._ensemble(10**6, 20) == "independent"
 
 
 def test_ensemble_parameter_is_checked(client):
