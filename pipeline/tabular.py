@@ -34,7 +34,7 @@ accuracy -0.6 / +0.5 points on credit_data / wa_churn, RMSE -0.3% / -2.2% on loa
 hotel_rates), independent on small data (``ensemble="auto"``; against members sharing their
 encoding, same code, alternating runs: 1.1-1.8x sooner on the five one-block quality datasets
 at the same or better metric, hotel_rates 5.9 -> 3.5 s; diamonds, two blocks, 1.25x sooner
-and RMSE 610 -> 584; 24,000-48,000 synthetic rows 7-21% slower for +0.3 to +0.6 points of
+and RMSE 610 -> 584; 24,000-48,000 synthetic rows 7-22% slower for +0.3 to +0.6 points of
 accuracy: ``benchmarks/results/evidence/tabular_independent_members.md``), AdamW (rate 2e-3,
 weight decay 1e-4 on weights),
 5% warm-up, cosine decay over ``max_iter=60`` epochs, clip norm 1, batch size ``n / 8``
