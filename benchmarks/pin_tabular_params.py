@@ -1,6 +1,7 @@
-"""Pin the fitted parameters of 8 tabular configurations (one block and 4 blocks, classifier
-and regressor, PLE, class and sample weights, 3 members with LayerNorm; 4 blocks with exact
-gradients and at the defaults, local SGD over 2 replicas) to check that a change
+"""Pin the fitted parameters of 9 tabular configurations (one block and 4 blocks, classifier
+and regressor, PLE, class and sample weights, 3 members with LayerNorm; 4 blocks of one shared
+ensemble with exact gradients and by local SGD over 2 replicas; 4 blocks joined for
+independent members) to check that a change
 keeps the bits: `PYTHONPATH=. python benchmarks/pin_tabular_params.py save ref.npz`, then after
 the change `... check ref.npz` (prints SAME or the differing configurations).
 `--param NAME=VALUE` (repeatable) adds a setting to every configuration: a new default pinned
@@ -34,12 +35,18 @@ CONFIGS = [
     ("credit_data", pl.TabularClassifier, dict(max_iter=4, class_weight="balanced", numeric="ple")),
     ("wa_churn", pl.TabularClassifier, dict(max_iter=4, n_members=3, layer_norm=True)),
     ("loans", pl.TabularRegressor, dict(max_iter=5)),
+    # (several blocks: ensemble="shared", or small data's blocks are joined for independent
+    # members, session 12)
     ("hotel_rates", pl.TabularRegressor, dict(max_iter=4, min_block_rows=256, weighted=True,
-                                              sync="gradient")),
+                                              sync="gradient", ensemble="shared")),
     ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, verbose=0, n=3000,
-                                               sync="gradient")),
+                                               sync="gradient", ensemble="shared")),
     # several blocks at the defaults: local SGD over 2 replicas (session 10)
-    ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, n=3000)),
+    ("credit_data", pl.TabularClassifier, dict(max_iter=4, min_block_rows=300, n=3000,
+                                               ensemble="shared")),
+    ("hotel_rates", pl.TabularRegressor, dict(max_iter=4, min_block_rows=256, weighted=True,
+                                              ensemble="shared")),
+    # small data of several blocks at the defaults: joined, independent members (session 12)
     ("hotel_rates", pl.TabularRegressor, dict(max_iter=4, min_block_rows=256, weighted=True)),
 ]
 

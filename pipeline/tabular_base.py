@@ -292,22 +292,9 @@ class _BaseTabular(BaseEstimator):
             weight_mask=weight_mask(model) if self.weight_decay else None)
         configs = [config] if ensemble == "shared" else [
             dataclasses.replace(config, random_state=s) for s in member_seeds(seed, k)]
-        runs = []
-        for i, cfg in enumerate(configs):
-            state, on_epoch_end = None, None
-            if checkpoint_dir is not None:
-                from .checkpoint import Checkpointer
-                from .registry import saveable_classes
-
-                ckpt = Checkpointer(
-                    checkpoint_dir if ensemble == "shared" else _member_dir(checkpoint_dir, i),
-                    every=checkpoint_every, estimator=self, config=cfg, spec=model,
-                    blocks=blocks, registry=saveable_classes(), preprocessor=prep)
-                state = ckpt.restore() if resume else None
-                on_epoch_end = ckpt.save
-            runs.append({"config": cfg, "state": state, "on_epoch_end": on_epoch_end,
-                         "run_name": type(self).__name__ if ensemble == "shared"
-                         else f"{type(self).__name__}-member{i}"})
+        runs = [self._run(cfg, i if ensemble == "independent" else None, model, blocks, prep,
+                          checkpoint_dir, checkpoint_every, resume)
+                for i, cfg in enumerate(configs)]
         from .progress import report
         from .train.members import train_members
 
@@ -401,6 +388,26 @@ class _BaseTabular(BaseEstimator):
         return {"sync": "average", "replicas": replicas_for(self.replicas, client),
                 "local_steps": local_steps_for(self.local_steps, batch_size),
                 "outer_learning_rate": OUTER_LEARNING_RATE, "outer_momentum": OUTER_MOMENTUM}
+
+    def _run(self, config: TrainConfig, member: int | None, model: Any, blocks: Any, prep: Any,
+             checkpoint_dir: str | None, checkpoint_every: int, resume: bool) -> dict[str, Any]:
+        """One training run's arguments to :func:`pipeline.train.train` (``member``: which
+        independent member, with its checkpoints in ``member-<i>/`` under ``checkpoint_dir``;
+        ``None``: the one run of a shared ensemble)."""
+        name = type(self).__name__ if member is None else f"{type(self).__name__}-member{member}"
+        state, on_epoch_end = None, None
+        if checkpoint_dir is not None:
+            from .checkpoint import Checkpointer
+            from .registry import saveable_classes
+
+            ckpt = Checkpointer(
+                checkpoint_dir if member is None else _member_dir(checkpoint_dir, member),
+                every=checkpoint_every, estimator=self, config=config, spec=model,
+                blocks=blocks, registry=saveable_classes(), preprocessor=prep)
+            state = ckpt.restore() if resume else None
+            on_epoch_end = ckpt.save
+        return {"config": config, "state": state, "on_epoch_end": on_epoch_end,
+                "run_name": name}
 
     def _ensemble(self, n_rows: int, n_features: int) -> str:
         """How the ``n_members`` networks are built and trained. ``"shared"``: one network whose
