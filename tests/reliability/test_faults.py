@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
+import warnings
 from urllib.parse import urlparse
 
 import dask
@@ -445,3 +446,38 @@ def test_renamed_graph_has_fresh_keys_and_same_structure():
     assert new[("leaf-t-retry1", 1)] == (max, "params-t-retry1", spec,
                                          (len, ("leaf-t-retry1", 0)))
     assert new[("root-t-retry1", 0)] == (list, [("leaf-t-retry1", 0), ("leaf-t-retry1", 1)])
+
+
+@pytest.mark.timeout(180)
+def test_worker_dies_inside_an_independent_members_task(proc_client, tmp_path):
+    """Small tabular data trains as independent members, one fused task per worker. A worker
+    SIGKILLed inside its member's task: the task runs again on the other worker (the joined
+    block rebuilt from lineage if it was lost too) and the fit ends with the parameters of an
+    uninterrupted fit, bit for bit."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                          "g": rng.choice(["u", "v", "w"], size=n)})
+    frame["y"] = np.where(frame.a - frame.b ** 2 + (frame.g == "u") > 0, "yes", "no")
+    d = dd.from_pandas(frame, npartitions=2, sort=False)  # values in the graph: lineage
+    X, y = d.drop(columns="y"), d["y"]
+    params = {"hidden_layer_sizes": (16, 16), "max_iter": 4, "random_state": 0,
+              "min_block_rows": 100}
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pl.TabularClassifier(**params).fit(X, y, client=proc_client)
+
+    reference = fit()
+    assert reference.ensemble_ == "independent"
+    marker = arm_workers(proc_client, "pipeline.train.fused", "fused_epochs", 1,
+                         tmp_path / "victim")
+    model = fit()
+    dead = victim(marker)
+    assert dead is not None, "the fault was never injected"
+    assert dead not in proc_client.scheduler_info()["workers"]
+    np.testing.assert_array_equal(model.params_, reference.params_)
