@@ -8,7 +8,7 @@ hand (e.g. ``--parts 2 --param min_block_rows=1000 --param replicas=2`` against 
 
 A name ``synthetic:N`` is N rows of ``bench_tabular_scale.make_frame`` (binary, mixed columns).
 
-One JSON line per fit, then the means per dataset. 2-worker ``LocalCluster`` (nanny-started
+One JSON line per fit, then the means per dataset. 2-worker (``--workers N``) ``LocalCluster`` (nanny-started
 workers, one thread each), after an untimed warm-up fit.
 """
 
@@ -63,12 +63,14 @@ def main() -> None:
     ap.add_argument("datasets")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--parts", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--param", action="append", default=[],
                     help="NAME=VALUE (a Python literal) passed to the estimator, repeatable")
     args = ap.parse_args()
     params = {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in args.param)}
     rows = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                      dashboard_address=None) as cluster, \
             Client(cluster):
         Xw = pd.DataFrame({"a": np.arange(200.0), "b": ["u", "v"] * 100})
         pl.TabularClassifier(max_iter=1, random_state=0).fit(Xw, np.arange(200) % 2)
