@@ -141,6 +141,30 @@ def test_ensemble_loss_gradient_with_row_weights(backend, loss, n_out):
     np.testing.assert_allclose(to_host(g2), to_host(grad), rtol=1e-12)
 
 
+@pytest.mark.parametrize("loss,n_out", [("binary_log_loss", 1), ("log_loss", 3)])
+def test_independent_members_forward_is_the_mean_of_whole_networks(backend, loss, n_out):
+    """k whole networks in one buffer: the forward pass is the mean of each network's output
+    activation on its own slice (NumPy's mean written out), in any array namespace; the raw
+    outputs sit side by side."""
+    from pipeline.nn import IndependentMembers
+
+    rng = np.random.default_rng(5)
+    net = _small_ensemble(1, loss, n_out)
+    members = IndependentMembers(net, 3)
+    flat = np.concatenate([net.init_params(s, dtype=np.float64) for s in (0, 1, 2)])
+    assert members.n_params == flat.size == 3 * net.n_params
+    X = _tab_data(rng, 8)
+    each = [net.forward(flat[i * net.n_params:(i + 1) * net.n_params], X) for i in range(3)]
+    out = members.forward(backend.asarray(flat), backend.asarray(X))
+    np.testing.assert_allclose(to_host(out), np.mean(each, axis=0), rtol=1e-12)
+    z = to_host(members.decision_function(backend.asarray(flat), backend.asarray(X)))
+    assert z.shape == (8, 3 * n_out)
+    np.testing.assert_allclose(z[:, n_out:2 * n_out], net.decision_function(
+        flat[net.n_params:2 * net.n_params], X), rtol=1e-12)
+    with pytest.raises(ValueError, match="needs"):
+        members.forward(flat[:-1], X)
+
+
 def test_ensemble_equals_separately_computed_members():
     """k members in one buffer = k networks built and evaluated on their own."""
     k, rng = 3, np.random.default_rng(4)
