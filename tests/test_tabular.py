@@ -482,9 +482,10 @@ def test_independent_members_are_separately_trained_networks(client):
     assert shared.ensemble_ == "shared" and shared.params_.size < ens.params_.size
 
 
-def test_independent_members_train_on_different_workers_at_once(client):
+def test_independent_members_train_on_different_workers_at_once(client, tmp_path):
     """Each member's one task is asked onto its own worker (the block's holder first), so two
-    members on two workers take about one member's time; placement changes no bits."""
+    members on two workers take about one member's time; so are its rounds when it goes round
+    by round (checkpoints); placement changes no bits."""
     from distributed import get_task_stream
 
     X, y = _breast_cancer()
@@ -493,7 +494,10 @@ def test_independent_members_train_on_different_workers_at_once(client):
         ens = pl.TabularClassifier(**params).fit(X, y)
     fused = [t for t in ts.data if str(t["key"]).startswith("fused_epochs")]
     assert len(fused) == 2 and len({t["worker"] for t in fused}) == 2, fused
-    again = pl.TabularClassifier(**params).fit(X, y)
+    with get_task_stream(client) as ts:
+        again = pl.TabularClassifier(**params).fit(X, y, checkpoint_dir=tmp_path)
+    steps = [t for t in ts.data if "partition_local_steps" in str(t["key"])]
+    assert len(steps) == 2 * 4 and len({t["worker"] for t in steps}) == 2, steps
     np.testing.assert_array_equal(ens.params_, again.params_)
 
 

@@ -240,8 +240,10 @@ def train(
         parameters, bit for bit, without the client between epochs; the per-epoch events
         and history are published when the task returns (:mod:`pipeline.train.fused`).
     workers : list of str, optional
-        Where the fused task should run, by preference (the block travels there if it lives
-        elsewhere): :mod:`pipeline.train.members` puts concurrent runs on different workers.
+        Where a one-block run's rounds (or its fused task) should run, by preference (the
+        block travels there if it lives elsewhere): :mod:`pipeline.train.members` puts
+        concurrent runs on different workers. Ignored with several blocks, whose tasks go
+        where their blocks are.
     """
     config.validate()
     dtype = np.dtype(blocks.dtype)
@@ -258,6 +260,7 @@ def train(
     run_id = f"{run_name}-{uuid.uuid4().hex[:8]}"
     rounds = Rounds(client, blocks, model, split_every=config.split_every, run_id=run_id)
     rounds.round = state.rounds
+    rounds.workers = list(workers) if workers and len(blocks.futures) == 1 else None
     started = time.time()
     events.emit_start(client, run_id, config=asdict(config),
                  n_partitions=len(blocks.futures), n_samples=blocks.n_samples,
@@ -273,7 +276,7 @@ def train(
                 strategy = make_strategy(config, optimizer)
                 if fuse_epochs and _fusable(strategy, rounds, config, state, on_epoch_end):
                     result = _train_fused(client, rounds, strategy, _stopping_rule(config),
-                                          config, state, validation, run_id, workers)
+                                          config, state, validation, run_id)
                 else:
                     result = _train_epochs(client, rounds, strategy, _stopping_rule(config),
                                            config, state, validation, on_epoch_end, run_id,
@@ -384,7 +387,7 @@ def _fusable(strategy: Any, rounds: Rounds, config: TrainConfig, state: TrainSta
 
 def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: StoppingRule,
                  config: TrainConfig, state: TrainState, validation: BlockSet | None,
-                 run_id: str, workers: list[str] | None = None) -> TrainResult:
+                 run_id: str) -> TrainResult:
     """:func:`_train_epochs` for a one-block local-SGD run, every epoch in one task
     (:func:`pipeline.train.fused.fused_epochs`); events and history replayed afterwards."""
     from .fused import FusedResult, fused_epochs, replay
@@ -403,7 +406,7 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                  state.epoch, config.max_iter, state.rounds, state.t, config.random_state,
                  config.shuffle, rounds.split_every)}
     res: FusedResult
-    (res,) = rounds.run(dsk, [key], "average", workers)
+    (res,) = rounds.run(dsk, [key], "average")
     r = replay(client, run_id, res.records, steps, state.loss_curve, state.validation_scores,
                state.history, state.t, state.rounds, state.epoch)
     loss_curve, val_scores, history = r.loss_curve, r.validation_scores, r.history

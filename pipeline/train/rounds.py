@@ -78,6 +78,9 @@ class Rounds:
         self.block_keys = list(blocks.futures)  # futures in the graph become dependencies
         self.watchdog = Watchdog(client)
         self.retries = 0  # disrupted rounds recovered (one "retry" event each)
+        # where this run's rounds should go, by preference (a one-block run of several
+        # concurrent ones, :mod:`pipeline.train.members`); None: where the scheduler puts them
+        self.workers: list[str] | None = None
         self.recovery_seconds = 0.0  # time those rounds took beyond a typical round
         self.round = 0  # training rounds submitted so far
         self._graphs = itertools.count()  # makes every graph's keys new (see _token)
@@ -182,7 +185,9 @@ class Rounds:
     def run(self, dsk: dict, keys: list, label: str,
             workers: list[str] | None = None) -> list[Any]:
         """Compute ``keys`` of the round graph ``dsk`` and return their values, surviving faults
-        (see :mod:`pipeline.train.recovery`); ``workers``: where to run them, by preference."""
+        (see :mod:`pipeline.train.recovery`); ``workers``: where to run them, by preference
+        (default: the run's, :attr:`workers`)."""
+        workers = workers if workers is not None else self.workers
         if label != "score":
             self.round += 1
         start = time.perf_counter()
