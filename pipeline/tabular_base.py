@@ -272,8 +272,9 @@ class _BaseTabular(BaseEstimator):
         loss = self._loss if n_classes is None else (
             "binary_log_loss" if n_classes == 2 else "log_loss")
         k = int(self.n_members)
-        model = build_network(prep.layout_, blocks.n_outputs, loss, **self._network_params(
-            n_members=1 if ensemble == "independent" else k))
+        network = self._network(prep.layout_, blocks.n_outputs, loss, ensemble)
+        # what each run trains: the whole network, or one independent member's
+        model = network.network if ensemble == "independent" else network
         batch_size = self._batch_size(blocks.n_samples)
         config = TrainConfig(
             solver="adamw", learning_rate="cosine", learning_rate_init=self.learning_rate_init,
@@ -306,8 +307,6 @@ class _BaseTabular(BaseEstimator):
                                     # epoch live
                                     fuse_epochs=not self.verbose)
         result = results[0]
-        if ensemble == "independent":
-            model = IndependentMembers(model, k)
         self.preprocessor_ = prep
         self.params_ = np.concatenate([np.asarray(r.params) for r in results])
         self.ensemble_ = ensemble
@@ -328,7 +327,7 @@ class _BaseTabular(BaseEstimator):
         if early and ensemble == "independent":  # the ensemble's, not the first member's
             from .train.members import ensemble_score
 
-            self.best_validation_score_ = ensemble_score(client, valid, self.params_, model,
+            self.best_validation_score_ = ensemble_score(client, valid, self.params_, network,
                                                          self._validation_scoring)
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
@@ -340,9 +339,9 @@ class _BaseTabular(BaseEstimator):
                                "n_samples": blocks.n_samples,
                                "stopped_early": all(r.stopped_early for r in results),
                                "ensemble": ensemble,
-                               "n_params": model.n_params, "sync": config.sync,
+                               "n_params": network.n_params, "sync": config.sync,
                                "replicas": config.replicas, "local_steps": config.local_steps}
-        self._model = model
+        self._model = network
         return self
 
     # Early stopping's validation score: the classifier's is minus the validation log loss of
@@ -425,6 +424,14 @@ class _BaseTabular(BaseEstimator):
             return "independent" if _small(n_rows, n_features) else "shared"
         return self.ensemble
 
+    def _network(self, layout: Any, n_outputs: int, loss: str, ensemble: str) -> Any:
+        """The fitted model's network: ``n_members`` members sharing their input encoding, or
+        (``ensemble="independent"``) that many one-member networks side by side."""
+        independent = ensemble == "independent"
+        net = build_network(layout, n_outputs, loss,
+                            **self._network_params(1 if independent else None))
+        return IndependentMembers(net, int(self.n_members)) if independent else net
+
     def _network_params(self, n_members: int | None = None) -> dict[str, Any]:
         hidden = self.hidden_layer_sizes
         hidden = (int(hidden),) if isinstance(hidden, numbers.Integral) else tuple(
@@ -444,13 +451,8 @@ class _BaseTabular(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
                                  "Call 'fit' first.")
         if getattr(self, "_model", None) is None:
-            if getattr(self, "ensemble_", "shared") == "independent":
-                self._model = IndependentMembers(build_network(
-                    self.preprocessor_.layout_, self.n_outputs_, self.loss_name_,
-                    **self._network_params(n_members=1)), int(self.n_members))
-            else:
-                self._model = build_network(self.preprocessor_.layout_, self.n_outputs_,
-                                            self.loss_name_, **self._network_params())
+            self._model = self._network(self.preprocessor_.layout_, self.n_outputs_,
+                                        self.loss_name_, getattr(self, "ensemble_", "shared"))
         return self._model
 
     def _outputs(self, X: Any) -> Any:

@@ -301,10 +301,14 @@ def network_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
         net._loss.out_activation]
     p = h if act is None else [g.op(act, [t], "p", **({"axis": 1} if act == "Softmax" else {}))
                                for t in h]
-    if len(p) == 1:
-        return p[0]
-    # EnsembleSequential.forward's mean over members: their sum over k
-    return g.op("Div", [g.op("Sum", p, "sum"), g.const(np.float32(len(p)), "k")], "mean")
+    return _mean(g, p)  # EnsembleSequential.forward's mean over members
+
+
+def _mean(g: _Graph, outs: list[str]) -> str:
+    """The element-wise mean of ``outs``: their sum over their number (one: itself)."""
+    if len(outs) == 1:
+        return outs[0]
+    return g.op("Div", [g.op("Sum", outs, "sum"), g.const(np.float32(len(outs)), "k")], "mean")
 
 
 def members_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
@@ -316,10 +320,8 @@ def members_graph(g: _Graph, net: Any, flat: np.ndarray, x: str) -> str:
     if not isinstance(net, IndependentMembers):
         return network_graph(g, net, flat, x)
     flat = np.asarray(flat, dtype=np.float32)
-    outs = [network_graph(g, net.network, net.member(flat, i), x) for i in range(net.k)]
-    if len(outs) == 1:
-        return outs[0]
-    return g.op("Div", [g.op("Sum", outs, "sum"), g.const(np.float32(len(outs)), "k")], "mean")
+    return _mean(g, [network_graph(g, net.network, net.member(flat, i), x)
+                     for i in range(net.k)])
 
 
 # ---- the whole model -------------------------------------------------------------------------
