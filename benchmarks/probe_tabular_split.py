@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import sys
@@ -66,7 +67,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--param", action="append", default=[],
                     help="NAME=VALUE (a Python literal) passed to the estimator, repeatable")
+    ap.add_argument("--set", action="append", default=[],
+                    help="MODULE.NAME=VALUE (a Python literal) set on the client before the "
+                         "fits, e.g. pipeline.tabular_net.PERIODIC_FREQUENCIES=4; repeatable")
     args = ap.parse_args()
+    for item in args.set:
+        target, value = item.split("=", 1)
+        module, attr = target.rsplit(".", 1)
+        setattr(importlib.import_module(module), attr, ast.literal_eval(value))
     params = {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in args.param)}
     rows = []
     with LocalCluster(n_workers=args.workers, threads_per_worker=1,
@@ -96,13 +104,15 @@ def main() -> None:
                 lgb.fit(_as_lgb_frame(Xtr, cats), ytr)
                 lgb_s = time.perf_counter() - t0
                 rows.append({"dataset": name, "seed": seed, "wall_s": round(wall, 3),
+                             "train_s": round(est.train_summary_["seconds"], 3),
                              "epochs": int(est.n_iter_),
+                             "member_epochs": getattr(est, "member_n_iter_", None),
                              "blocks": est.train_summary_["n_blocks"],
                              "main": round(float(m["main"]), 4), "lgb_s": round(lgb_s, 3),
                              "ratio": round(wall / lgb_s, 1)})
                 print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
-    print(df.groupby("dataset", sort=False)[["wall_s", "epochs", "main", "ratio"]].mean()
+    print(df.groupby("dataset", sort=False)[["wall_s", "train_s", "epochs", "main", "ratio"]].mean()
           .round(4).to_string())
 
 

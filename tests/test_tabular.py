@@ -530,6 +530,34 @@ def test_ensemble_parameter_is_checked(client):
     assert one.ensemble_ == "shared"  # one member: the one network, as before
 
 
+def test_dropout_auto_only_where_no_early_stopping_ends_training(client, tmp_path):
+    """``dropout="auto"``: 0.1 where training runs its whole schedule (no early stopping),
+    none where a validation split stops it; the resolved rate is the fitted network's (and the
+    loaded one's), and a number is taken as given."""
+    from pipeline.nn import Dropout
+
+    def rates(est):
+        return [layer.rate for layer in est.model_.network.layers if isinstance(layer, Dropout)]
+
+    X, y = _breast_cancer()  # 569 rows: a 10% split is under 200 rows, no early stopping
+    small = pl.TabularClassifier(**_small_params(max_iter=2)).fit(X, y)
+    assert (small.early_stopping_, small.dropout_, rates(small)) == (False, 0.1, [0.1, 0.1])
+    Xv, yv = _breast_cancer(seed=1)
+    stopped = pl.TabularClassifier(**_small_params(max_iter=2)).fit(
+        X, y, validation_data=(Xv, yv))
+    assert (stopped.early_stopping_, stopped.dropout_, rates(stopped)) == (True, 0.0, [])
+    stopped.save(str(tmp_path / "m"))
+    back = pl.load(str(tmp_path / "m")).model
+    assert rates(back) == [] and back.dropout == "auto"
+    np.testing.assert_array_equal(back.predict_proba(X), stopped.predict_proba(X))
+    given = pl.TabularClassifier(**_small_params(max_iter=2, dropout=0.3)).fit(
+        X, y, validation_data=(Xv, yv))
+    assert given.dropout_ == 0.3 and rates(given) == [0.3, 0.3]
+    for bad in (1.0, -0.1, "high", True):
+        with pytest.raises(ValueError, match="dropout must be"):
+            pl.TabularClassifier(dropout=bad).fit(X, y)
+
+
 def test_pandas_input_is_cut_into_equal_power_of_two_partitions():
     """pandas frames are partitioned by their size alone: one partition under 16,384 rows;
     from there at least 2 (halves of >= 8,192 rows, the default ``min_block_rows``, so they
