@@ -51,18 +51,23 @@ def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: floa
     that of ``w + update(grad / m + pen_grad)``, operation for operation."""
     m = int(Xb.shape[0])
     loss, grad = model.loss_and_grad(w, Xb, Yb, ctx=ctx)
-    pen, pen_grad = _l2_penalty(model, w, alpha, global_rows, ctx)
+    # alpha = 0 (the tabular estimators: AdamW's decoupled decay instead): no penalty and no
+    # pass adding its gradient, W * 0 (the same values, up to the sign of a zero gradient)
+    pen, pen_grad = (0.0, None) if alpha == 0 else _l2_penalty(model, w, alpha, global_rows,
+                                                                 ctx)
     into = getattr(optimizer, "update_into", None)
     if into is not None:
         # the optimizer keeps nothing of its input: the scaled gradient may be a buffer too
         opt_ws = ctx.workspace.child("optimizer")
         buf = opt_ws.get("g", tuple(grad.shape), grad)
         g = grad / float(m) if buf is None else bk.elementwise("divide", grad, float(m), out=buf)
-        g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
+        if pen_grad is not None:
+            g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
         updates, state = into(g, state, w, opt_ws)
     else:
         g = grad / float(m)  # fresh: the optimizer may keep it
-        g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
+        if pen_grad is not None:
+            g = bk.elementwise("add", g, pen_grad, out=_same_dtype(g, pen_grad))
         updates, state = optimizer.update(g, state, w)
     return bk.elementwise("add", w, updates, out=_same_dtype(w, updates)), state, loss + pen * m
 
