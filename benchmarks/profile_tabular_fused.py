@@ -3,7 +3,9 @@
 of a default ``TabularClassifier/TabularRegressor(random_state=0)`` fit on the quick quality
 benchmark's seed-0 rows of a dataset (``--full``: 80% of all its rows, as the full benchmark trains).
 
-``capture NAME FILE [--full]`` fits once on an in-process cluster and pickles the task's arguments;
+``capture NAME FILE [--full] [--epochs N]`` fits once on an in-process cluster and pickles the task's
+arguments (``--epochs N``: ``max_iter=N`` and a patience that never stops it, so that trees whose
+bits differ run the same steps in ``ab``);
 ``replay FILE [--repeat N] [--profile]`` runs the task N times and prints seconds, minor page
 faults and (``--profile``) the top of a cProfile listing. Run the replay with
 ``MALLOC_TRIM_THRESHOLD_=65536`` and one BLAS thread to see what a nanny-started worker sees::
@@ -37,7 +39,7 @@ import pipeline.train.fused as fused
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def capture(name: str, path: str, full: bool = False) -> None:
+def capture(name: str, path: str, full: bool = False, epochs: int | None = None) -> None:
     from bench_quality import _dataset
     from distributed import Client, LocalCluster
     from sklearn.model_selection import train_test_split
@@ -61,7 +63,8 @@ def capture(name: str, path: str, full: bool = False) -> None:
                       dashboard_address=None) as cluster, Client(cluster):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m = est(random_state=0).fit(Xtr, ytr)
+            fixed = {} if epochs is None else {"max_iter": epochs, "n_iter_no_change": epochs + 1}
+            m = est(random_state=0, **fixed).fit(Xtr, ytr)
     print(f"{name}: {m.n_iter_} epochs, {m.train_summary_['n_params']} parameters -> {path}")
 
 
@@ -149,7 +152,8 @@ def ab(other: str, path: str, repeat: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "capture":
-        capture(sys.argv[2], sys.argv[3], "--full" in sys.argv)
+        capture(sys.argv[2], sys.argv[3], "--full" in sys.argv,
+                int(sys.argv[sys.argv.index("--epochs") + 1]) if "--epochs" in sys.argv else None)
     elif sys.argv[1] == "ab":
         ab(sys.argv[2], sys.argv[3], int(sys.argv[sys.argv.index("--repeat") + 1])
            if "--repeat" in sys.argv else 9)
