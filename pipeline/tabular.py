@@ -28,7 +28,7 @@ unchanged, so weighting needs no change to the trainer. Validation blocks carry 
 Defaults (see ``benchmarks/bench_quality.py`` for the evidence): quantile-normal numeric
 encoding for classification, standard scaling for regression (a target near-linear in a raw
 feature, hotel_rates' ``historical_adr``, is bent by the quantile map: RMSE 22.0 -> 18.7), two hidden layers of 128 units (256 was no better on the benchmark and 3-4x
-slower), dropout 0.1 without early stopping and none with it (``_BaseTabular._dropout``), 2 members (1 member: lower ROC AUC / higher RMSE on every benchmark
+slower), dropout none for independent members that stop early, else 0.1 (``_BaseTabular._dropout``), 2 members (1 member: lower ROC AUC / higher RMSE on every benchmark
 dataset tried; 4 members: twice the arithmetic for mixed quality on the quick benchmark,
 accuracy -0.6 / +0.5 points on credit_data / wa_churn, RMSE -0.3% / -2.2% on loans /
 hotel_rates), independent on small data (``ensemble="auto"``; against members sharing their

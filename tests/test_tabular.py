@@ -530,10 +530,11 @@ def test_ensemble_parameter_is_checked(client):
     assert one.ensemble_ == "shared"  # one member: the one network, as before
 
 
-def test_dropout_auto_only_where_no_early_stopping_ends_training(client, tmp_path):
-    """``dropout="auto"``: 0.1 where training runs its whole schedule (no early stopping),
-    none where a validation split stops it; the resolved rate is the fitted network's (and the
-    loaded one's), and a number is taken as given."""
+def test_dropout_auto_off_for_independent_members_that_stop_early(client, tmp_path):
+    """``dropout="auto"``: none for independent members that stop early, 0.1 where training
+    runs its whole schedule (no early stopping) or the members share their encoding; the
+    resolved rate is the fitted network's (and the loaded one's), and a number is taken as
+    given."""
     from pipeline.nn import Dropout
 
     def rates(est):
@@ -550,6 +551,9 @@ def test_dropout_auto_only_where_no_early_stopping_ends_training(client, tmp_pat
     back = pl.load(str(tmp_path / "m")).model
     assert rates(back) == [] and back.dropout == "auto"
     np.testing.assert_array_equal(back.predict_proba(X), stopped.predict_proba(X))
+    shared = pl.TabularClassifier(**_small_params(max_iter=2, ensemble="shared")).fit(
+        X, y, validation_data=(Xv, yv))
+    assert (shared.early_stopping_, shared.dropout_) == (True, 0.1)
     given = pl.TabularClassifier(**_small_params(max_iter=2, dropout=0.3)).fit(
         X, y, validation_data=(Xv, yv))
     assert given.dropout_ == 0.3 and rates(given) == [0.3, 0.3]
