@@ -185,9 +185,11 @@ def _scatter_add(grads: list[Any], idx: np.ndarray, dy: np.ndarray, total: int,
     table entry in the tables laid end to end), weighted by ``dy``, summed in float64 in row
     order, then each table's part written (rounded) into its gradient. O(batch x dims) work in
     one pass, where a one-hot product is O(batch x vocab x dims) and a sort per table costs a
-    few NumPy calls per table (9 tables: ~0.4 against ~0.1 ms a step at 432 rows)."""
+    few NumPy calls per table (hotel_rates' 9 tables at 432 rows, cProfile of a member's task:
+    ~0.08 against ~0.37 ms a step)."""
     if dy64 is not None:  # (a buffer for bincount's float64 weights: no fresh copy)
-        dy = np.copyto(dy64, dy) or dy64
+        np.copyto(dy64, dy)
+        dy = dy64
     sums = np.bincount(idx.reshape(-1), weights=dy.reshape(-1), minlength=total)
     start = 0
     for g in grads:
