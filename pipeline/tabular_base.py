@@ -143,8 +143,8 @@ class _BaseTabular(BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
         d = self.dropout
-        if not (isinstance(d, str) and d == "auto") and (
-                isinstance(d, (bool, str)) or not isinstance(d, numbers.Real) or not 0 <= d < 1):
+        if not (d == "auto" if isinstance(d, str) else
+                isinstance(d, numbers.Real) and not isinstance(d, bool) and 0 <= d < 1):
             raise ValueError(f"dropout must be 'auto' or in [0, 1), got {d!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got "
@@ -455,8 +455,9 @@ class _BaseTabular(BaseEstimator):
         hidden = self.hidden_layer_sizes
         hidden = (int(hidden),) if isinstance(hidden, numbers.Integral) else tuple(
             int(h) for h in hidden)
-        dropout = getattr(self, "dropout_", self.dropout)  # (fitted: "auto" resolved)
-        return {"hidden_layer_sizes": hidden, "dropout": float(0.1 if dropout == "auto" else dropout),
+        # (the fitted rate, "auto" resolved; a model saved before dropout_ existed has a number)
+        return {"hidden_layer_sizes": hidden,
+                "dropout": float(getattr(self, "dropout_", self.dropout)),
                 "layer_norm": bool(self.layer_norm),
                 "n_members": int(self.n_members if n_members is None else n_members),
                 "numeric_embedding": getattr(self, "numeric_embedding", "none")}

@@ -114,7 +114,7 @@ class Embedding(Layer):
         out = ctx.buffer("y", (n, len(table)), x, params[0].dtype)
         # in range: _check_codes saw every code lie in [0, vocab)
         out = np.take(flat, idx, out=out, mode="clip")
-        return out, ("host", idx)
+        return out, (idx,)
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         self._check_codes(x)
@@ -149,8 +149,8 @@ class Embedding(Layer):
                  grads: list[Array]) -> Array | None:
         xp = namespace(dy)
         n = dy.shape[0]
-        if isinstance(cache, tuple):  # the NumPy forward's index matrix
-            _scatter_add(grads, cache[1], dy, self._layout()[3],
+        if isinstance(cache, tuple):  # the NumPy forward's (index matrix,)
+            _scatter_add(grads, cache[0], dy, self._layout()[3],
                          ctx.buffer("dy64", tuple(dy.shape), dy, np.float64))
             if not ctx.need_input_grad:
                 return None
