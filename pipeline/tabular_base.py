@@ -73,7 +73,8 @@ class _BaseTabular(BaseEstimator):
                  numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout="auto", layer_norm=False, n_members=2,
                  learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
-                 validation_fraction=0.1, n_iter_no_change=6, tol=1e-3, max_categories=1000,
+                 validation_fraction=0.1, n_iter_no_change=4, tol=1e-3, ema_decay=0.5,
+                 max_categories=1000,
                  min_frequency=5, sync="auto", local_steps="auto", replicas="auto", rounds_ahead=4,
                  min_block_rows=8_192, ensemble="auto", random_state=None, verbose=False):
         self.categorical = categorical
@@ -94,6 +95,7 @@ class _BaseTabular(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.ema_decay = ema_decay
         self.max_categories = max_categories
         self.min_frequency = min_frequency
         self.sync = sync
@@ -149,6 +151,9 @@ class _BaseTabular(BaseEstimator):
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got "
                              f"{self.validation_fraction!r}")
+        e = self.ema_decay
+        if isinstance(e, bool) or not isinstance(e, numbers.Real) or not 0 <= e < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {e!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
         if self.ensemble not in ("auto", "shared", "independent"):
@@ -283,6 +288,7 @@ class _BaseTabular(BaseEstimator):
             solver="adamw", learning_rate="cosine", learning_rate_init=self.learning_rate_init,
             alpha=0.0, batch_size=batch_size, max_iter=self.max_iter,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change,
+            ema_decay=float(self.ema_decay),
             early_stopping=early, random_state=seed, rounds_ahead=self.rounds_ahead,
             scheduled_rate=True, validation_scoring=self._validation_scoring,
             **self._sync_params(len(blocks.futures), batch_size, client))

@@ -76,6 +76,8 @@ class TrainConfig:
     # early stopping's validation score: "score" (accuracy / R², scikit-learn's) or
     # "neg_log_loss" (classification: minus the log loss of the predicted probabilities)
     validation_scoring: str = "score"
+    # the epochs' parameter average the run is judged by and ends with (train.stopping); 0: none
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -98,6 +100,8 @@ class TrainConfig:
                 f"local_steps must be >= 1 or None, got {self.local_steps}",
             ),
             (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
+            (0.0 <= self.ema_decay < 1.0,
+             f"ema_decay must be in [0, 1), got {self.ema_decay!r}"),
             (self.rounds_ahead >= 1, f"rounds_ahead must be >= 1, got {self.rounds_ahead}"),
             (self.replicas is None or self.replicas >= 1,
              f"replicas must be >= 1 or None, got {self.replicas}"),
@@ -140,6 +144,7 @@ class TrainState(NamedTuple):
     history: list[dict[str, Any]]
     rounds: int
     cursors: list[int] | None = None  # sync="average": local steps each block has taken
+    average: np.ndarray | None = None  # the epochs' parameter average (ema_decay > 0)
 
 
 @dataclass
@@ -171,7 +176,8 @@ def _stopping_rule(config: TrainConfig) -> StoppingRule:
     # scikit-learn applies invscaling and adaptive to SGD only
     rule = config.learning_rate if config.solver == "sgd" else "constant"
     return StoppingRule(config.tol, config.n_iter_no_change, config.early_stopping, rule,
-                        config.learning_rate_init, config.power_t, config.validation_scoring)
+                        config.learning_rate_init, config.power_t, config.validation_scoring,
+                        config.ema_decay)
 
 
 def initial_state(params: np.ndarray, config: TrainConfig, n_blocks: int,
@@ -301,7 +307,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     params = state.params
     sync = SyncState(state.opt_state, state.local_states, state.outer_state, state.cursors)
     progress = Progress(state.best_loss, state.best_validation_score,
-                        state.no_improvement_count, state.best_params, state.learning_rate)
+                        state.no_improvement_count, state.best_params, state.learning_rate,
+                        average=state.average)
     loss_curve, val_scores = list(state.loss_curve), list(state.validation_scores)
     history = list(state.history)
     t, round_no, epoch = state.t, state.rounds, state.epoch
@@ -340,13 +347,14 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         loss = epoch_loss(out.loss_sum, out.rows)
         loss_curve.append(loss)
         score = None
+        progress, judged = rule.average(progress, params)
         if validation is not None:
             score = out.score if out.score is not None else score_value(
-                rounds.score(validation, params, (epoch, "val"), with_loss=False), model.loss,
+                rounds.score(validation, judged, (epoch, "val"), with_loss=False), model.loss,
                 rule.scoring)
             val_scores.append(score)
         lr = progress.learning_rate
-        progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)
+        progress = rule.update(progress, loss=loss, score=score, params=judged, samples_seen=t)
         epoch_seconds = (out.seconds if out.seconds is not None
                          else time.perf_counter() - epoch_start)
         record = {
@@ -362,7 +370,8 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
         state = TrainState(params, sync.opt_state, sync.local_states, sync.outer_state, epoch, t,
                            progress.learning_rate, loss_curve, val_scores, progress.best_loss,
                            progress.best_validation_score, progress.no_improvement_count,
-                           progress.best_params, history, round_no, sync.cursors)
+                           progress.best_params, history, round_no, sync.cursors,
+                           progress.average)
         if on_epoch_end is not None:
             on_epoch_end(state)
         if progress.stopped:
@@ -370,8 +379,7 @@ def _train_epochs(client: Any, rounds: Rounds, strategy: GradientSync | LocalSGD
     if strategy.ran_ahead(epoch):  # the workers' rule and this loop's disagree: a bug
         raise RuntimeError(f"the mesh ran epoch {epoch + 1}, past the run's end at epoch "
                            f"{epoch}")
-    final = (progress.best_params if (config.early_stopping and progress.best_params is not None)
-             else params)
+    final = rule.final(progress, params)
     return TrainResult(final, state, epoch, loss_curve[-1] if loss_curve else math.nan,
                        progress.stopped, run_id, 0.0, round_no, rounds.retries, history)
 
@@ -395,7 +403,8 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
 
     steps = strategy.steps_per_epoch(rounds.blocks.rows)
     progress = Progress(state.best_loss, state.best_validation_score,
-                        state.no_improvement_count, state.best_params, state.learning_rate)
+                        state.no_improvement_count, state.best_params, state.learning_rate,
+                        average=state.average)
     local_state = state.local_states[0] if state.local_states else None
     key = f"fused_epochs-{rounds._token('fused', state.epoch)}"
     vfutures = list(validation.futures) if validation is not None else []
@@ -416,9 +425,9 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
     new_state = TrainState(params, None, [res.local_state], state.outer_state, epoch, t,
                            progress.learning_rate, loss_curve, val_scores, progress.best_loss,
                            progress.best_validation_score, progress.no_improvement_count,
-                           progress.best_params, history, round_no, [res.cursor])
-    final = (progress.best_params if (config.early_stopping and progress.best_params is not None)
-             else params)
+                           progress.best_params, history, round_no, [res.cursor],
+                           progress.average)
+    final = rule.final(progress, params)
     return TrainResult(final, new_state, epoch, loss_curve[-1] if loss_curve else math.nan,
                        progress.stopped, run_id, 0.0, round_no, rounds.retries, history)
 

@@ -95,14 +95,15 @@ def fused_epochs(block: Any, valid_blocks: list[Any], params: np.ndarray, local_
         epoch += 1
         t += part.n
         score = None
+        progress, judged = rule.average(progress, params)
         if valid_blocks:
             # the score needs the outputs only: no loss (a forward and backward pass) here
             # the validation blocks are scored every epoch: their activations in buffers
-            score = score_value(fold_scores([partition_scores(valid_blocks, valid_idx, params,
+            score = score_value(fold_scores([partition_scores(valid_blocks, valid_idx, judged,
                                                               model, False, buffered=True)],
                                             split_every), model.loss, rule.scoring)
         rate = progress.learning_rate
-        progress = rule.update(progress, loss=loss, score=score, params=params, samples_seen=t)
+        progress = rule.update(progress, loss=loss, score=score, params=judged, samples_seen=t)
         records.append(EpochRecord(part._replace(vector=None), loss, score, rate,
                                    time.perf_counter() - e0, round_seconds))
         if progress.stopped:

@@ -69,7 +69,8 @@ class RunAhead(NamedTuple):
 
     def after(self, progress: Progress, loss_sum: float, rows: int, samples_seen: int,
               params: Any, score: float | None = None) -> Progress:
-        """``progress`` after an epoch of ``rows`` rows, as the client's loop will find it."""
+        """``progress`` (its average already taken, :meth:`StoppingRule.average`) after an
+        epoch of ``rows`` rows judged by ``params``, as the client's loop will find it."""
         return self.rule.update(progress, loss=epoch_loss(loss_sum, rows), score=score,
                                 params=params, samples_seen=samples_seen)
 
@@ -101,13 +102,14 @@ class RankEpochs:
         assert run is not None and self.progress is not None
         self.seen += self.total[1]
         score = None
+        progress, judged = run.rule.average(self.progress, params)
         if run.validation:
             # the score needs the outputs only: no loss (a forward and backward pass) here
-            parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], params,
+            parts = partition_scores([b for _, b in scoring], [i for i, _ in scoring], judged,
                                      model, False)
             score = score_value(fold_scores(mesh.allgather(parts), split_every), model.loss,
                                 run.rule.scoring)
-        self.progress = run.after(self.progress, *self.total, self.seen, params, score)
+        self.progress = run.after(progress, *self.total, self.seen, judged, score)
         self.epoch, self.total = self.epoch + 1, (0.0, 0)
         self.ends.append((rounds_done, params, score))
         full = len(self.ends) * int(params.nbytes) >= run.keep_bytes
