@@ -71,7 +71,7 @@ class _BaseTabular(BaseEstimator):
     # (the regressor's signature; the classifier spells out its own)
     def __init__(self, *, categorical=None, numeric="standard", n_bins=48,
                  numeric_embedding="auto", hidden_layer_sizes=(128, 128), dropout="auto", layer_norm=False, n_members=2,
-                 learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.05,
+                 learning_rate_init=2e-3, weight_decay=1e-4, warmup_fraction=0.02,
                  clip_norm=1.0, batch_size="auto", max_iter=60, early_stopping="auto",
                  validation_fraction=0.1, n_iter_no_change=4, tol=1e-3, ema_decay=0.5,
                  max_categories=1000,
