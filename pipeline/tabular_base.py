@@ -314,7 +314,10 @@ class _BaseTabular(BaseEstimator):
                                     # one block: every epoch in one task (same bits, no client
                                     # round trips between epochs); verbose wants its line per
                                     # epoch live
-                                    fuse_epochs=not self.verbose)
+                                    fuse_epochs=not self.verbose,
+                                    # the members' validation outputs, for the ensemble's
+                                    # score without another round
+                                    valid_outputs=early and ensemble == "independent")
         result = results[0]
         self.preprocessor_ = prep
         self.params_ = np.concatenate([np.asarray(r.params) for r in results])
@@ -337,7 +340,7 @@ class _BaseTabular(BaseEstimator):
             from .train.members import ensemble_score
 
             self.best_validation_score_ = ensemble_score(client, valid, self.params_, network,
-                                                         self._validation_scoring)
+                                                         self._validation_scoring, results)
         self.n_features_in_ = len(features)
         self.feature_names_in_ = np.asarray([str(c) for c in features], dtype=object)
         self.train_summary_ = {"seconds": max(r.seconds for r in results),

@@ -101,3 +101,47 @@ def test_tabular_classifier_restores_the_epoch_of_the_best_validation_log_loss(e
         assert clf.best_validation_score_ == max(scores)
     assert -log_loss(yv, proba, labels=clf.classes_) == pytest.approx(
         clf.best_validation_score_, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_independent_members_score_from_their_outputs_as_a_scoring_round(kind, capsys):
+    """A deep ensemble's members bring back their validation outputs from their fused tasks
+    and the ensemble is scored from their mean, with no scoring round: the same bits as the
+    scoring round of the whole ensemble (``ensemble_score`` without the results), and as an
+    unfused fit (``verbose``: round by round, scored by a round)."""
+    from pipeline.blocks import split_blocks
+    from pipeline.train.members import ensemble_score
+
+    rng = np.random.default_rng(5)
+    n = 2600
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "g": rng.choice(["u", "v", "w"], size=n)})
+    signal = 1.5 * X.a - X.b ** 2 + (X.g == "u")
+    if kind == "classifier":
+        est, y = pl.TabularClassifier, np.where(signal + rng.normal(size=n) > 0, "yes", "no")
+    else:
+        est, y = pl.TabularRegressor, signal + 0.3 * rng.normal(size=n)
+    kw = {"hidden_layer_sizes": (16,), "max_iter": 6, "random_state": 0}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        fused = est(**kw).fit(X, y)
+        loop = est(verbose=True, **kw).fit(X, y)
+        assert fused.ensemble_ == "independent" and fused.early_stopping_
+        assert np.array_equal(fused.params_, loop.params_)
+        assert fused.best_validation_score_ == loop.best_validation_score_
+        # the scoring round of the fitted ensemble on the same held-out rows
+        Xt = fused.preprocessor_.transform(X)
+        from pipeline.blocks import to_blocks
+        from pipeline.tabular_blocks import _finish_block
+
+        blocks = to_blocks(client, Xt, pd.Series(y), classification=kind == "classifier",
+                           dtype="float32", min_block_rows=fused.min_block_rows)
+        if kind == "regressor":
+            blocks = blocks._replace(futures=client.map(
+                _finish_block, blocks.futures, weighted=False, class_weights=None,
+                weight_scale=1.0, target=(fused.target_mean_, fused.target_scale_)))
+        _, valid = split_blocks(client, blocks, fused.validation_fraction, 0)
+        by_round = ensemble_score(client, valid, fused.params_, fused.model_,
+                                  fused._validation_scoring)
+    capsys.readouterr()
+    assert fused.best_validation_score_ == by_round

@@ -160,6 +160,9 @@ class TrainResult:
     retries: int = 0  # disrupted rounds recovered (lost workers, resubmitted rounds)
     history: list[dict[str, Any]] = field(default_factory=list)
     recovery_seconds: float = 0.0  # time the disrupted rounds took beyond a typical round
+    # train(valid_outputs=True), a fused run: per validation block, (outputs of ``params``,
+    # targets), host arrays; None otherwise
+    valid_outputs: list[tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def make_strategy(config: TrainConfig,
@@ -218,6 +221,7 @@ def train(
     run_name: str = "fit",
     fuse_epochs: bool = False,
     workers: list[str] | None = None,
+    valid_outputs: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``blocks`` data-parallel; returns the final parameters and history.
 
@@ -250,6 +254,9 @@ def train(
         block travels there if it lives elsewhere): :mod:`pipeline.train.members` puts
         concurrent runs on different workers. Ignored with several blocks, whose tasks go
         where their blocks are.
+    valid_outputs : bool
+        A fused run also returns the validation blocks' outputs at the final parameters
+        (``TrainResult.valid_outputs``), computed in its task; other runs return None.
     """
     config.validate()
     dtype = np.dtype(blocks.dtype)
@@ -282,7 +289,7 @@ def train(
                 strategy = make_strategy(config, optimizer)
                 if fuse_epochs and _fusable(strategy, rounds, config, state, on_epoch_end):
                     result = _train_fused(client, rounds, strategy, _stopping_rule(config),
-                                          config, state, validation, run_id)
+                                          config, state, validation, run_id, valid_outputs)
                 else:
                     result = _train_epochs(client, rounds, strategy, _stopping_rule(config),
                                            config, state, validation, on_epoch_end, run_id,
@@ -395,7 +402,7 @@ def _fusable(strategy: Any, rounds: Rounds, config: TrainConfig, state: TrainSta
 
 def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: StoppingRule,
                  config: TrainConfig, state: TrainState, validation: BlockSet | None,
-                 run_id: str) -> TrainResult:
+                 run_id: str, valid_outputs: bool = False) -> TrainResult:
     """:func:`_train_epochs` for a one-block local-SGD run, every epoch in one task
     (:func:`pipeline.train.fused.fused_epochs`); events and history replayed afterwards."""
     from .fused import FusedResult, fused_epochs, replay
@@ -413,7 +420,7 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                  strategy.alpha, int(rounds.blocks.rows[0]), steps, _literal(rule),
                  _literal(progress), config.scheduled_rate, config.learning_rate_init,
                  state.epoch, config.max_iter, state.rounds, state.t, config.random_state,
-                 config.shuffle, rounds.split_every)}
+                 config.shuffle, rounds.split_every, valid_outputs)}
     res: FusedResult
     (res,) = rounds.run(dsk, [key], "average")
     r = replay(client, run_id, res.records, steps, state.loss_curve, state.validation_scores,
@@ -429,7 +436,8 @@ def _train_fused(client: Any, rounds: Rounds, strategy: LocalSGD, rule: Stopping
                            progress.average)
     final = rule.final(progress, params)
     return TrainResult(final, new_state, epoch, loss_curve[-1] if loss_curve else math.nan,
-                       progress.stopped, run_id, 0.0, round_no, rounds.retries, history)
+                       progress.stopped, run_id, 0.0, round_no, rounds.retries, history,
+                       valid_outputs=res.valid_outputs)
 
 
 def _train_lbfgs(client: Any, rounds: Rounds, config: TrainConfig, state: TrainState,

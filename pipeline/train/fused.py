@@ -28,7 +28,7 @@ from .order import span
 from .scores import fold_scores, partition_scores, score_value
 from .stopping import Progress, StoppingRule
 from .strategies import LocalSGD
-from .tasks import Partial, Rate, check_finite
+from .tasks import Partial, Rate, _as_block, check_finite
 
 __all__ = ["EpochRecord", "FusedResult", "Replayed", "can_fuse", "fused_epochs", "replay"]
 
@@ -57,17 +57,24 @@ class FusedResult(NamedTuple):
     progress: Progress
     cursor: int  # local steps the block has taken
     records: list[EpochRecord]
+    # (valid_outputs=True) per validation block, the output activations of the parameters the
+    # run ends with and the block's targets, host arrays
+    valid_outputs: list[tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def fused_epochs(block: Any, valid_blocks: list[Any], params: np.ndarray, local_state: Any,
                  model: Any, optimizer: Any, alpha: float, n_rows: int, steps: int,
                  rule: StoppingRule, progress: Progress, scheduled_rate: bool,
                  learning_rate_init: float, first_epoch: int, max_iter: int, round_no: int,
-                 t: int, seed: int, shuffle: bool, split_every: int) -> FusedResult:
+                 t: int, seed: int, shuffle: bool, split_every: int,
+                 valid_outputs: bool = False) -> FusedResult:
     """Epochs ``first_epoch .. max_iter - 1`` (or until the rule stops) of local SGD on one
     block, with validation scoring and the stopping rule after each, as
     :func:`pipeline.train.core._train_epochs` drives :class:`LocalSGD` and
-    :meth:`pipeline.train.rounds.Rounds.score` round by round."""
+    :meth:`pipeline.train.rounds.Rounds.score` round by round. ``valid_outputs``: also the
+    validation blocks' outputs at the parameters the run ends with (a deep ensemble's members
+    return theirs, so the ensemble is scored without another round,
+    :func:`pipeline.train.members.ensemble_score`)."""
     step_rows = [span(n_rows, s, steps) for s in range(steps)]
     valid_idx = list(range(len(valid_blocks)))
     records: list[EpochRecord] = []
@@ -108,7 +115,14 @@ def fused_epochs(block: Any, valid_blocks: list[Any], params: np.ndarray, local_
                                    time.perf_counter() - e0, round_seconds))
         if progress.stopped:
             break
-    return FusedResult(params, local_state, progress, cursor, records)
+    outputs = None
+    if valid_outputs and valid_blocks:
+        final = rule.final(progress, params)
+        outputs = []
+        for b in valid_blocks:
+            X, Y = _as_block(b)
+            outputs.append((to_host(model.forward(final, X)), to_host(Y)))
+    return FusedResult(params, local_state, progress, cursor, records, outputs)
 
 
 class Replayed(NamedTuple):

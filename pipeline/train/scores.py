@@ -14,8 +14,8 @@ from ..nn.layers import make_context
 from ..reduce import tree_fold
 from .tasks import _EVALUATION, _as_block, _in_block_order, workspace_for
 
-__all__ = ["SCORINGS", "ScorePartial", "combine_scores", "fold_scores", "partition_score",
-           "partition_scores", "score_value"]
+__all__ = ["SCORINGS", "ScorePartial", "combine_scores", "fold_scores", "outputs_score",
+           "partition_score", "partition_scores", "score_value"]
 
 
 
@@ -43,11 +43,9 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
     ``forward`` takes a context; the same bits), not into fresh arrays that a worker faults in
     again at every scoring (see :mod:`pipeline.nn.workspace`)."""
     X, Y = _as_block(block)
-    xp = namespace(X)
     n = int(X.shape[0])
-    k = int(Y.shape[1]) if Y.ndim == 2 else 1
-    zeros = np.zeros(k)
     if n == 0:
+        zeros = np.zeros(int(Y.shape[1]) if Y.ndim == 2 else 1)
         return ScorePartial(0, 0.0, 0.0, zeros, zeros, zeros)
     rows = getattr(model, "score_rows", None)
     if rows and n > rows:  # a model with large activations (images) scores in slices
@@ -59,7 +57,17 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
         out = model.forward(params, X)
     else:
         out = model.forward(params, X, make_context(False, None, workspace, False))
-    if model.loss == "squared_error":
+    return outputs_score(out, Y, model.loss, float(loss))
+
+
+def outputs_score(out: Any, Y: Any, loss_name: str, loss: float = 0.0) -> ScorePartial:
+    """The sums of :func:`partition_score` from a block's output activations ``out`` and its
+    targets ``Y`` (``loss``: the block's summed loss, if computed)."""
+    xp = namespace(out)
+    n = int(Y.shape[0])
+    k = int(Y.shape[1]) if Y.ndim == 2 else 1
+    zeros = np.zeros(k)
+    if loss_name == "squared_error":
         r = out - Y
         return ScorePartial(
             n, float(loss), 0.0,
@@ -67,13 +75,13 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
             to_host(xp.sum(Y, axis=0)).astype(np.float64),
             to_host(xp.sum(Y * Y, axis=0)).astype(np.float64),
         )
-    if model.loss == "binary_log_loss":
+    if loss_name == "binary_log_loss":
         pred = xp.astype(out[:, 0] > 0.5, Y.dtype)
         correct = xp.sum(xp.astype(pred == Y[:, 0], xp.float64))
     else:
         correct = xp.sum(xp.astype(xp.argmax(out, axis=1) == xp.argmax(Y, axis=1), xp.float64))
     return ScorePartial(n, float(loss), float(to_host(correct)), zeros, zeros, zeros,
-                        _nll(out, Y, model.loss))
+                        _nll(out, Y, loss_name))
 
 
 def _nll(out: Any, Y: Any, loss: str) -> float:
