@@ -118,6 +118,16 @@ def _is_categorical_like(dtype: Any) -> bool:
 
 
 # auto_wrap_output_keys=None: transform returns dask collections (see Preprocessor).
+def _output_meta(meta: Any, names: tuple[str, ...], func: Any) -> Any:
+    """The empty frame :meth:`TabularPreprocessor.transform` gives for ``meta`` (float32
+    columns ``names``, ``meta``'s index), built directly for pandas: running the transform on
+    the empty frame, as dask would, costs ~13 ms of the client's time per call."""
+    if type(meta) is pd.DataFrame:
+        return pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), index=meta.index,
+                            columns=list(names))
+    return func(meta)
+
+
 class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Encode a raw tabular dask DataFrame for a network, fitted in one pass.
 
@@ -387,7 +397,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         names = tuple(str(n) for n in self.get_feature_names_out())
         func = functools.partial(frame_partition, plan=plan, names=names)
         if isinstance(df, dd.DataFrame):  # no apply_and_enforce: see Preprocessor.transform
-            return df.map_partitions(func, meta=func(df._meta), enforce_metadata=False)
+            return df.map_partitions(func, meta=_output_meta(df._meta, names, func),
+                                     enforce_metadata=False)
         return func(df)
 
     def transform_array(self, part):

@@ -340,3 +340,25 @@ def test_any_partitioning_matches_sklearn(output, data):
     out = tp.transform(ddf).compute()
     n_num = 2 + len(tp.indicator_features_)
     assert_float32_close(out.to_numpy()[:, :n_num], want)
+
+
+@pytest.mark.parametrize("numeric", ["quantile_normal", "standard", "ple"])
+def test_lazy_transform_declares_the_meta_its_partitions_have(numeric):
+    """The dask result's meta (built directly, not by transforming an empty frame) is the
+    empty frame the transform gives, and what a computed partition looks like."""
+    import functools
+
+    from pipeline.tabular_partition import frame_partition
+    from pipeline.tabular_prep import _output_meta
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=200), "g": rng.choice(["x", "y", "z"], size=200),
+                       "c": rng.integers(0, 5, size=200)})
+    df.loc[[3, 7], "a"] = np.nan
+    d = dd.from_pandas(df, npartitions=2)
+    tp = TabularPreprocessor(numeric=numeric, n_bins=4).fit(d)
+    names = tuple(str(n) for n in tp.get_feature_names_out())
+    func = functools.partial(frame_partition, plan=tp._plan(), names=names)
+    pd.testing.assert_frame_equal(_output_meta(d._meta, names, func), func(d._meta))
+    out = tp.transform(d)
+    pd.testing.assert_frame_equal(out._meta, out.partitions[0].compute().iloc[:0])
