@@ -33,10 +33,12 @@ if __name__ == "__main__":
     import pipeline.tabular_base as tb
     import pipeline.tabular_prep as tp
     import pipeline.train.members as mem
-    for n in ("to_blocks", "split_blocks", "join_blocks", "_compute_if_dask" if hasattr(tb, "_compute_if_dask") else "to_blocks"):
-        if hasattr(tb, n): wrap(tb, n)
-    wrap(mem, "train_members"); wrap(mem, "ensemble_score")
-    wrap(tp.TabularPreprocessor, "fit"); wrap(tp.TabularPreprocessor, "transform")
+    for n in ("to_blocks", "split_blocks", "join_blocks"):
+        wrap(tb, n)
+    wrap(mem, "train_members")
+    wrap(mem, "ensemble_score")
+    wrap(tp.TabularPreprocessor, "fit")
+    wrap(tp.TabularPreprocessor, "transform")
     name = sys.argv[1]
     with LocalCluster(n_workers=2, threads_per_worker=1) as c, Client(c) as client:
         X, y, task = _dataset(name)
