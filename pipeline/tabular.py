@@ -11,7 +11,8 @@ missing values, as :func:`pipeline.read` returns it, and:
    block order, so no further pass over the raw data and the same bits on any cluster;
 3. trains ``n_members`` networks (:mod:`pipeline.tabular_net`) with AdamW, linear
    warm-up then cosine decay, gradient clipping, and early stopping on a held-out
-   ``validation_fraction`` that restores the best epoch's weights: one block as sequential
+   ``validation_fraction`` that restores the best epoch's weights, every epoch judged on the
+   moving average of the epochs' parameters (``ema_decay``): one block as sequential
    mini-batches, every epoch in one task. On small data (``ensemble="auto"``: up to 65,536
    rows and 64 MiB, ``tabular_base.INDEPENDENT_MAX_ROWS``) each member is a whole network
    trained on every row (the blocks joined into one) in its own task on its own worker at the
