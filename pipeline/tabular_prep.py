@@ -117,17 +117,17 @@ def _is_categorical_like(dtype: Any) -> bool:
     )
 
 
-# auto_wrap_output_keys=None: transform returns dask collections (see Preprocessor).
 def _output_meta(meta: Any, names: tuple[str, ...], func: Any) -> Any:
     """The empty frame :meth:`TabularPreprocessor.transform` gives for ``meta`` (float32
-    columns ``names``, ``meta``'s index), built directly for pandas: running the transform on
-    the empty frame, as dask would, costs ~13 ms of the client's time per call."""
+    columns ``names``, ``meta``'s index), built directly for pandas rather than by running the
+    whole transform on the empty frame on the client (~13 ms a call under cProfile)."""
     if type(meta) is pd.DataFrame:
         return pd.DataFrame(np.empty((0, len(names)), dtype=np.float32), index=meta.index,
                             columns=list(names))
     return func(meta)
 
 
+# auto_wrap_output_keys=None: transform returns dask collections (see Preprocessor).
 class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Encode a raw tabular dask DataFrame for a network, fitted in one pass.
 

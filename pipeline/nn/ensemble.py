@@ -29,7 +29,7 @@ Example
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from ..backend import device, namespace
 from .layers import Context, Layer, Shape, _matmul
 from .sequential import Sequential
 
-__all__ = ["EnsembleDense", "EnsembleSequential", "IndependentMembers"]
+__all__ = ["EnsembleDense", "EnsembleSequential", "IndependentMembers", "member_mean"]
 
 Array = Any
 
@@ -268,6 +268,17 @@ class EnsembleSequential(Sequential):
         return bk.total(weighted, np.float64), np.reshape(dzw, (n, k * o))
 
 
+def member_mean(outputs: Iterable[Array]) -> Array:
+    """The mean of the members' outputs, summed in member order then divided by their number
+    (:meth:`IndependentMembers.forward`; the ensemble's validation score from its members'
+    outputs, :func:`pipeline.train.members.ensemble_score`, gives the same bits)."""
+    total, k = None, 0
+    for o in outputs:
+        total = o if total is None else total + o
+        k += 1
+    return total / k
+
+
 class IndependentMembers:
     """``k`` copies of one network, each with its own weights (its own input encoding too),
     side by side in one flat buffer: member ``i`` owns ``flat[i * n : (i + 1) * n]``, where
@@ -308,11 +319,8 @@ class IndependentMembers:
     def forward(self, flat: Array, X: Array, ctx: Context | None = None) -> Array:
         """The members' mean output activation ``(batch, n_outputs)``."""
         self._check_flat(flat)
-        total = None
-        for i in range(self.k):
-            p = self.network.forward(self.member(flat, i), X, ctx)
-            total = p if total is None else total + p
-        return total / self.k
+        return member_mean(self.network.forward(self.member(flat, i), X, ctx)
+                           for i in range(self.k))
 
     def decision_function(self, flat: Array, X: Array, ctx: Context | None = None) -> Array:
         """Every member's raw outputs side by side ``(batch, k * members * n_outputs)``."""

@@ -23,13 +23,12 @@ import numpy as np
 
 from .. import events
 from ..backend import to_host
-from ..nn.layers import make_context
 from .local_steps import fold_local, partitions_local_steps
 from .order import span
-from .scores import fold_scores, partition_scores, score_value
+from .scores import fold_scores, partition_outputs, partition_scores, score_value
 from .stopping import Progress, StoppingRule
 from .strategies import LocalSGD
-from .tasks import Partial, Rate, _as_block, check_finite, workspace_for
+from .tasks import Partial, Rate, check_finite
 
 __all__ = ["EpochRecord", "FusedResult", "Replayed", "can_fuse", "fused_epochs", "replay"]
 
@@ -118,15 +117,7 @@ def fused_epochs(block: Any, valid_blocks: list[Any], params: np.ndarray, local_
             break
     outputs = None
     if valid_outputs and valid_blocks:
-        final = rule.final(progress, params)
-        outputs = []
-        for i, b in enumerate(valid_blocks):
-            X, Y = _as_block(b)
-            # the forward pass in the buffers the epochs' scoring used (the same bits), copied
-            # out of them: the result outlives the task
-            ctx = make_context(False, None, workspace_for(("score", i), X), False)
-            outputs.append((np.array(to_host(model.forward(final, X, ctx)), copy=True),
-                            to_host(Y)))
+        outputs = partition_outputs(valid_blocks, rule.final(progress, params), model)
     return FusedResult(params, local_state, progress, cursor, records, outputs)
 
 

@@ -72,14 +72,12 @@ def ensemble_score(client: Any, blocks: Any, params: Any, model: Any, scoring: s
     from .scores import fold_scores, outputs_score, score_value
 
     if results and all(r.valid_outputs is not None for r in results):
-        parts = []
-        for i, block_outputs in enumerate(zip(*(r.valid_outputs for r in results),
-                                              strict=True)):
-            total = None
-            for out, _ in block_outputs:
-                total = out if total is None else total + out
-            parts.append((i, outputs_score(total / len(block_outputs), block_outputs[0][1],
-                                           model.loss)))
+        from ..nn.ensemble import member_mean
+
+        parts = [(i, outputs_score(member_mean(out for out, _ in block), block[0][1],
+                                   model.loss))
+                 for i, block in enumerate(zip(*(r.valid_outputs for r in results),
+                                               strict=True))]
         return score_value(fold_scores([parts], 8), model.loss, scoring)
     import uuid
 

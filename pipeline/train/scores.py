@@ -15,7 +15,7 @@ from ..reduce import tree_fold
 from .tasks import _EVALUATION, _as_block, _in_block_order, workspace_for
 
 __all__ = ["SCORINGS", "ScorePartial", "combine_scores", "fold_scores", "outputs_score",
-           "partition_score", "partition_scores", "score_value"]
+           "partition_outputs", "partition_score", "partition_scores", "score_value"]
 
 
 
@@ -53,11 +53,14 @@ def partition_score(block: Block, params: np.ndarray, model: Any,
                                                model, with_loss, workspace)
                                for a in range(0, n, rows)])
     loss = model.loss_and_grad(params, X, Y, ctx=_EVALUATION)[0] if with_loss else 0.0
+    return outputs_score(_forward(model, params, X, workspace), Y, model.loss, float(loss))
+
+
+def _forward(model: Any, params: Any, X: Any, workspace: Workspace | None) -> Any:
+    """The scoring forward pass, its activations in ``workspace``'s buffers if given."""
     if workspace is None:
-        out = model.forward(params, X)
-    else:
-        out = model.forward(params, X, make_context(False, None, workspace, False))
-    return outputs_score(out, Y, model.loss, float(loss))
+        return model.forward(params, X)
+    return model.forward(params, X, make_context(False, None, workspace, False))
 
 
 def outputs_score(out: Any, Y: Any, loss_name: str, loss: float = 0.0) -> ScorePartial:
@@ -111,6 +114,19 @@ def partition_scores(blocks: list[Block], indices: list[int], params: np.ndarray
             b = _as_block(b)  # a store handle loads once, here
             ws = workspace_for(("score", i), b.X)
         out.append((i, partition_score(b, params, model, with_loss, ws)))
+    return out
+
+
+def partition_outputs(blocks: list[Block], params: np.ndarray,
+                      model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per block, ``(outputs at params, targets)`` as host arrays, the forward passes in the
+    buffers :func:`partition_scores` (``buffered``) uses for block ``i`` (the same bits),
+    copied out of them."""
+    out = []
+    for i, b in enumerate(blocks):
+        X, Y = _as_block(b)
+        o = _forward(model, params, X, workspace_for(("score", i), X))
+        out.append((np.array(to_host(o), copy=True), to_host(Y)))
     return out
 
 
