@@ -19,6 +19,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..cluster import workers_info
 from .core import TrainResult, train
 
 __all__ = ["ensemble_score", "member_seeds", "member_workers", "train_members"]
@@ -36,7 +37,7 @@ def member_seeds(seed: int, k: int) -> list[int]:
 def member_workers(client: Any, block: Any, k: int) -> list[str]:
     """A worker address for each of ``k`` members: the workers holding ``block`` first, then
     the rest in address order, round robin."""
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = sorted(workers_info(client))  # (fetched now, not the client's cached identity)
     if not workers:
         raise RuntimeError("the cluster has no workers")
     holders = sorted(client.who_has([block]).get(block.key, ()))
