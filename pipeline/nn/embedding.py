@@ -56,19 +56,26 @@ class Embedding(Layer):
         return [rng.normal(0.0, 1.0, (v, d)) for v, d in zip(self.vocab_sizes, self.dims,
                                                                 strict=True)]
 
-    def _check_codes(self, x: Array) -> None:
+    def _check_codes(self, x: Array, ctx: Context) -> None:
         if not x.shape[0]:
             return
-        if type(x) is np.ndarray:  # (np.min/np.max's reductions, without their wrappers)
+        vocab = self.__dict__.get("_vocab")
+        if vocab is None:
+            vocab = self.__dict__["_vocab"] = np.asarray(self.vocab_sizes)
+        if type(x) is np.ndarray:
+            # every code in [0, vocab) (NaN fails both): two comparisons, where a column-wise
+            # min and max of a narrow batch take ~4x as long; the bounds only on failure
+            ok = ctx.buffer("in_range", tuple(x.shape), x, np.bool_)
+            bound = vocab.astype(x.dtype) if x.dtype.kind == "f" else vocab  # (exact: < 2**24)
+            if np.logical_and.reduce(np.greater_equal(x, 0, out=ok), axis=None) and \
+                    np.logical_and.reduce(np.less(x, bound, out=ok), axis=None):
+                return
             lo, hi = np.minimum.reduce(x, axis=0), np.maximum.reduce(x, axis=0)
         else:
             xp = namespace(x)
             lo, hi = to_host(xp.min(x, axis=0)), to_host(xp.max(x, axis=0))
-        vocab = self.__dict__.get("_vocab")
-        if vocab is None:
-            vocab = self.__dict__["_vocab"] = np.asarray(self.vocab_sizes)
-        if bool(np.all((lo >= 0) & (hi < vocab))):  # NaN fails too
-            return
+            if bool(np.all((lo >= 0) & (hi < vocab))):  # NaN fails too
+                return
         for j, v in enumerate(self.vocab_sizes):
             if not (lo[j] >= 0 and hi[j] < v):
                 raise ValueError(f"{self!r}: codes of input column {j} must lie in "
@@ -83,32 +90,36 @@ class Embedding(Layer):
         return got
 
     def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Per output column: its table, its table's width, and its offset in the tables laid
-        end to end (row-major), and the tables' total size; built once."""
+        """Per output column: its table and its place within its table's row; per table: its
+        width and its start in the tables laid end to end (row-major); and the tables' total
+        size. Built once."""
         got = self.__dict__.get("_flat_layout")
         if got is None:
             table = np.repeat(np.arange(len(self.dims)), self.dims)
-            width = np.repeat(np.asarray(self.dims, dtype=np.int64), self.dims)
-            sizes = np.asarray(self.vocab_sizes, dtype=np.int64) * np.asarray(self.dims)
-            starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
             within = np.concatenate([np.arange(d) for d in self.dims])
-            got = self.__dict__["_flat_layout"] = (table, width, starts[table] + within,
+            width = np.asarray(self.dims, dtype=np.int64)
+            sizes = np.asarray(self.vocab_sizes, dtype=np.int64) * width
+            starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            got = self.__dict__["_flat_layout"] = (table, within, width, starts,
                                                    int(sizes.sum()))
         return got
 
     def _host_forward(self, params: list[np.ndarray], x: np.ndarray,
                       ctx: Context) -> tuple[np.ndarray, Any]:
         """NumPy: every table's lookups as one gather from the tables laid end to end. Output
-        column ``col`` of row ``i`` is entry ``offset[col] + code * width[col]`` of that flat
-        vector (``code`` the row's code for the column's table): the same values as the
-        per-table takes, and the index matrix is the backward's scatter index too."""
+        column ``col`` of row ``i``, of table ``j``, is entry ``starts[j] + code * width[j] +
+        within[col]`` of that flat vector (``code`` the row's code for table ``j``): the same
+        values as the per-table takes, and the index matrix is the backward's scatter index
+        too."""
         n, k = x.shape
-        table, width, offset, total = self._layout()
+        table, within, width, starts, total = self._layout()
+        # each row's start in its table (code * width + the table's start), per code column,
+        # then spread over the table's output columns (+ the column's place in the row)
         codes = bk.astype(x, np.int64, out=ctx.buffer("codes", (n, k), x, np.int64))
+        codes = np.add(np.multiply(codes, width, out=codes), starts, out=codes)
         idx = np.take(codes, table, axis=1,
                       out=ctx.buffer("index", (n, len(table)), x, np.int64), mode="clip")
-        idx = np.multiply(idx, width, out=idx)
-        idx = np.add(idx, offset, out=idx)
+        idx = np.add(idx, within, out=idx)
         flat = ctx.buffer("tables", (total,), x, params[0].dtype)
         flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
         out = ctx.buffer("y", (n, len(table)), x, params[0].dtype)
@@ -117,7 +128,7 @@ class Embedding(Layer):
         return out, (idx,)
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
-        self._check_codes(x)
+        self._check_codes(x, ctx)
         if type(x) is np.ndarray and all(type(t) is np.ndarray and t.dtype == x.dtype
                                           for t in params):
             return self._host_forward(params, x, ctx)
@@ -150,7 +161,7 @@ class Embedding(Layer):
         xp = namespace(dy)
         n = dy.shape[0]
         if isinstance(cache, tuple):  # the NumPy forward's (index matrix,)
-            _scatter_add(grads, cache[0], dy, self._layout()[3],
+            _scatter_add(grads, cache[0], dy, self._layout()[4],
                          ctx.buffer("dy64", tuple(dy.shape), dy, np.float64))
             if not ctx.need_input_grad:
                 return None

@@ -95,8 +95,10 @@ class EnsembleDense(Layer):
         xp = namespace(x)
         n, (k, d, u) = x.shape[0], W.shape
         if len(x.shape) == 2:
-            # One product for all members: x (n, d) @ [W_0 | W_1 | ...] (d, k u).
-            Wcat = _copy_into(xp.permute_dims(W, (1, 0, 2)), ctx.buffer("Wcat", (d, k, u), W))
+            # One product for all members: x (n, d) @ [W_0 | W_1 | ...] (d, k u). (One
+            # member: W itself is that matrix, the same bytes, so no copy.)
+            Wcat = W if k == 1 else _copy_into(xp.permute_dims(W, (1, 0, 2)),
+                                               ctx.buffer("Wcat", (d, k, u), W))
             z = bk.matmul(x, xp.reshape(Wcat, (d, k * u)), out=ctx.buffer("z", (n, k * u), x))
             out = ctx.buffer("y", (n, k, u), x)
             y = bk.elementwise("add", xp.reshape(z, (n, k, u)), xp.reshape(b, (1, k, u)), out=out)
@@ -120,7 +122,11 @@ class EnsembleDense(Layer):
         x = cache
         xp = namespace(dy)
         n, (k, d, u) = dy.shape[0], W.shape
-        if len(x.shape) == 2:
+        if (len(x.shape) == 2 and k == 1 and type(grads[0]) is np.ndarray
+                and grads[0].flags.c_contiguous):
+            # one member: the product written straight into the gradient (the same bytes)
+            bk.matmul(x.T, xp.reshape(dy, (n, u)), out=np.reshape(grads[0], (d, u)))
+        elif len(x.shape) == 2:
             dWcat = bk.matmul(x.T, xp.reshape(dy, (n, k * u)),
                               out=ctx.buffer("dWcat", (d, k * u), dy))  # (d, k u)
             grads[0][...] = xp.permute_dims(xp.reshape(dWcat, (d, k, u)), (1, 0, 2))

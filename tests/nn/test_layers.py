@@ -4,6 +4,8 @@ Embedding (NumPy indexing), Dropout's randomness, and Sequential with each loss.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,7 @@ from pipeline.nn import (
     ReLU,
     Sequential,
     Tanh,
+    Workspace,
 )
 
 ACTIVATION_LAYERS = [Identity, ReLU, Tanh, Logistic]
@@ -191,10 +194,11 @@ def test_embedding_rejects_codes_out_of_range(backend):
     layer = Embedding((3, 5), (2, 2))
     layer.build((2,))
     P = [backend.asarray(np.zeros((3, 2))), backend.asarray(np.zeros((5, 2)))]
-    for bad in (5.0, -1.0, np.nan):
+    for bad, ctx in itertools.product((5.0, -1.0, np.nan, -0.5),
+                                      (Context(), Context(workspace=Workspace()))):
         codes = backend.asarray(np.array([[0.0, 1.0], [2.0, bad]]))
         with pytest.raises(ValueError, match=r"input column 1 must lie in \[0, 5\)"):
-            layer.forward(P, codes, Context())
+            layer.forward(P, codes, ctx)
 
 
 def test_column_split(backend, rng):
