@@ -221,7 +221,8 @@ def _branch(g: _Graph, layer: Any, params: list[np.ndarray], x: str) -> str:
         z = g.op("Mul", [g.op("Mul", [x3, g.const(c[None].astype(np.float32), "freq",
                                                    share=False)]),
                          g.const(np.float32(2 * math.pi), "twopi")], "z")
-        sc = g.op("Concat", [g.op("Sin", [z]), g.op("Cos", [z])], axis=2)
+        # (N, f, k) sines then cosines along the features: every sine, then every cosine
+        sc = g.op("Concat", [g.op("Sin", [z]), g.op("Cos", [z])], axis=1)
         return g.op("Reshape", [sc, g.const(_ints(0, f * 2 * k), "shape")], "periodic")
     if isinstance(layer, OneHot):
         pieces = []

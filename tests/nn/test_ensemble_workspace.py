@@ -74,9 +74,9 @@ def periodic_reference(c, x, dy):
     k = c.shape[1]
     z = (2 * math.pi) * (x.reshape(n, f, 1) * c.reshape(1, f, k))
     s, co = np.sin(z), np.cos(z)
-    y = np.concatenate([s, co], axis=2).reshape(n, f * 2 * k)
-    g = dy.reshape(n, f, 2 * k)
-    dz = g[:, :, :k] * co - g[:, :, k:] * s
+    y = np.concatenate([s.reshape(n, f * k), co.reshape(n, f * k)], axis=1)
+    g = dy.reshape(n, 2, f, k)  # every feature's sines, then every feature's cosines
+    dz = g[:, 0] * co - g[:, 1] * s
     dc = (2 * math.pi) * np.sum(dz * x.reshape(n, f, 1), axis=0)
     dx = (2 * math.pi) * np.sum(dz * c.reshape(1, f, k), axis=2)
     return y, dc, dx
@@ -91,7 +91,8 @@ def test_periodic_workspace_is_the_plain_expression(rng):
     for n in (256, 256, 3, 256):
         wide = rng.standard_normal((n, f + 2)).astype(np.float32)
         x = wide[:, 1:f + 1]  # a column slice, as ColumnSplit passes it
-        dy = rng.standard_normal((n, f * 2 * k)).astype(np.float32)
+        # the output's gradient as a column slice too: the next layer's input gradient
+        dy = rng.standard_normal((n, f * 2 * k + 3)).astype(np.float32)[:, 1:-2]
         y_ref, dc_ref, dx_ref = periodic_reference(c, x, dy)
         for space in (ws, None):
             y, _, (dc,), dx = run(layer, [c], x, dy, space)

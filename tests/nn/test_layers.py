@@ -181,10 +181,10 @@ def test_periodic(backend, rng):
     layer = Periodic(n_frequencies=3, sigma=0.5)
     x = rng.standard_normal((7, 4))
     flat, y = check_layer_gradients(layer, (4,), x, backend)
-    # the paper's formula written out: per feature, its sines then its cosines
+    # the paper's formula written out: every feature's sines, then every feature's cosines
     c = flat.reshape(4, 3)
     z = 2 * np.pi * x[:, :, None] * c[None]
-    expected = np.concatenate([np.sin(z), np.cos(z)], axis=2).reshape(7, 24)
+    expected = np.concatenate([np.sin(z).reshape(7, 12), np.cos(z).reshape(7, 12)], axis=1)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     assert layer.penalized([(4, 3)]) == [False]
     assert np.std(layer.init(np.random.default_rng(0), (400,))[0]) == pytest.approx(0.5, rel=0.05)
