@@ -134,7 +134,7 @@ class _BaseTabular(BaseEstimator):
             X[_LABEL] = np.asarray(y)
             if weighted:
                 X[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
-            X = dd.from_pandas(X, npartitions=_pandas_partitions(len(X)), sort=False)
+            X = dd.from_pandas(X, npartitions=_pandas_partitions(len(X)), sort=False).persist()
         if weighted:
             X = X.assign(**{_WEIGHT: X[_WEIGHT].astype("float64")})
         return X, X[_LABEL], weighted
