@@ -89,7 +89,7 @@ class Embedding(Layer):
             got = names[stem] = [f"{stem}{j}" for j in range(len(self.dims))]
         return got
 
-    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         """Per output column: its table and its place within its table's row; per table: its
         width and its start in the tables laid end to end (row-major); and the tables' total
         size. Built once."""
