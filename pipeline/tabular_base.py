@@ -222,6 +222,9 @@ class _BaseTabular(BaseEstimator):
         classification = self._loss != "squared_error"
         blocks = to_blocks(client, Xt, label, classification=classification, dtype="float32",
                            min_block_rows=self.min_block_rows, name="tabular-block")
+        # the raw frame (a pandas one persisted on the workers) is not needed once the blocks
+        # exist: released now, not held through training (the blocks keep their lineage)
+        del frame, label, Xt
         classes = blocks.classes
         n_classes = None if classes is None else len(classes)
         target, class_weights = None, None
