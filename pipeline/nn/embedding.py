@@ -66,7 +66,11 @@ class Embedding(Layer):
             # every code in [0, vocab) (NaN fails both): two comparisons, where a column-wise
             # min and max of a narrow batch take ~4x as long; the bounds only on failure
             ok = ctx.buffer("in_range", tuple(x.shape), x, np.bool_)
-            bound = vocab.astype(x.dtype) if x.dtype.kind == "f" else vocab  # (exact: < 2**24)
+            bounds = self.__dict__.setdefault("_bounds", {})  # per dtype, built once
+            bound = bounds.get(x.dtype)
+            if bound is None:  # (vocabularies in x's dtype: exact below 2**24)
+                bound = bounds[x.dtype] = vocab.astype(x.dtype) if x.dtype.kind == "f" \
+                    else vocab
             if np.logical_and.reduce(np.greater_equal(x, 0, out=ok), axis=None) and \
                     np.logical_and.reduce(np.less(x, bound, out=ok), axis=None):
                 return
