@@ -33,16 +33,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def replay(scores: list[float], tol: float, patience: int) -> tuple[int, int]:
-    """``(epochs run, best epoch)`` of :class:`pipeline.train.stopping.StoppingRule` with early
-    stopping on these per-epoch scores (``None`` epochs run: all of them)."""
-    best, best_e, no_improve = -np.inf, -1, 0
+    """``(epochs run, best epoch)`` of the estimators' rule
+    (:class:`pipeline.train.stopping.StoppingRule` with early stopping) on these per-epoch
+    scores; each epoch's "parameters" are its index, so the best ones name the best epoch."""
+    from pipeline.train.stopping import Progress, StoppingRule
+
+    rule, p = StoppingRule(tol=tol, n_iter_no_change=patience, early_stopping=True), Progress()
     for e, s in enumerate(scores):
-        no_improve = no_improve + 1 if s < best + tol else 0
-        if s > best:
-            best, best_e = s, e
-        if no_improve > patience:
-            return e + 1, best_e
-    return len(scores), best_e
+        p = rule.update(p, loss=0.0, score=s, params=np.array([e]), samples_seen=0)
+        if p.stopped:
+            return e + 1, int(p.best_params[0])
+    return len(scores), int(p.best_params[0])
 
 
 _LOCAL = threading.local()
@@ -87,17 +88,16 @@ def _test_metric(model, est, params, Xt, yte, classification):
     return float(np.sqrt(np.mean((np.asarray(yte, float) - pred) ** 2)))
 
 
-def _ensemble_score(model, params, Xv, Yv, classification):
-    """The rule's validation score of the members' mean output: R², or minus the log loss."""
-    from sklearn.metrics import r2_score
+def _ensemble_score(model, params, valid, scoring):
+    """The rule's validation score of the members' mean output on the validation block, as
+    :func:`pipeline.train.members.ensemble_score` computes it from the members' outputs."""
+    from pipeline.nn.ensemble import member_mean
+    from pipeline.train.scores import fold_scores, outputs_score, score_value
 
-    mean = np.mean([_outputs(model, p, Xv) for p in params], axis=0)
-    if not classification:
-        return r2_score(Yv[:, 0], mean[:, 0])
-    p = np.clip(mean, 1e-15, 1 - 1e-15)
-    if p.shape[1] == 1:
-        return float(np.mean(Yv[:, 0] * np.log(p[:, 0]) + (1 - Yv[:, 0]) * np.log(1 - p[:, 0])))
-    return float(np.mean(np.sum(Yv * np.log(p), axis=1)))
+    X, Y = valid.X, valid.Y
+    out = member_mean(model.forward(p, X) for p in params)
+    return score_value(fold_scores([[(0, outputs_score(out, Y, model.loss))]], 8), model.loss,
+                       scoring)
 
 
 def main() -> None:
@@ -139,16 +139,15 @@ def main() -> None:
             tol, patience = float(est.tol), int(est.n_iter_no_change)
             members = list(this.RECORDS.values())
             model = members[0]["model"]
-            Xv = members[0]["valid"].X
-            Yv = np.asarray(members[0]["valid"].Y)[:, :est.n_outputs_]
             Xt = np.asarray(est.preprocessor_.transform(Xte), dtype=np.float32)
             own = [replay(m["scores"], tol, patience) for m in members]
             own_metric = _test_metric(model, est, [m["params"][b] for m, (_, b) in
                                                    zip(members, own, strict=True)],
                                       Xt, yte, classification)
             n = min(len(m["scores"]) for m in members)
-            ens_scores = [_ensemble_score(model, [m["params"][e] for m in members], Xv, Yv,
-                                          classification) for e in range(n)]
+            ens_scores = [_ensemble_score(model, [m["params"][e] for m in members],
+                                          members[0]["valid"], est._validation_scoring)
+                          for e in range(n)]
             ens_epochs, ens_best = replay(ens_scores, tol, patience)
             ens_metric = _test_metric(model, est, [m["params"][ens_best] for m in members],
                                       Xt, yte, classification)
