@@ -35,10 +35,25 @@ __all__ = ["Block", "BlockSet", "coalesce_groups", "encode_targets", "join_block
 
 
 class Block(NamedTuple):
-    """One partition's training rows, resident on one worker."""
+    """One partition's training rows, resident on one worker.
+
+    A block that travels (to a second member's worker, or a validation block to the worker
+    that scores it) is unpickled from Dask's message frames, where its arrays are views at
+    arbitrary byte offsets; it is rebuilt in owned, aligned memory on arrival
+    (:func:`_arrived`), since every mini-batch ``take`` from a misaligned view costs ~40x more:
+    a one-block member on a copied block ran its epochs up to 30% slower.
+    """
 
     X: Any  # (n, n_features), contiguous, training dtype
     Y: Any  # (n, n_outputs), contiguous, training dtype
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, Any]]:
+        return _arrived, (self.X, self.Y)
+
+
+def _arrived(X: Any, Y: Any) -> Block:
+    """An unpickled :class:`Block`: its arrays in owned, aligned, C-contiguous memory."""
+    return Block(owned(X), None if Y is None else owned(Y))
 
 
 class BlockSet(NamedTuple):

@@ -84,6 +84,49 @@ def test_owned_copies_misaligned_views_once():
     assert owned(out) is out  # already owned: no second copy
 
 
+def test_a_block_unpickled_from_misaligned_frames_owns_aligned_memory():
+    """Dask sends a block's arrays as out-of-band frames, and unpickles them as views at
+    whatever offset the frame landed: the block is rebuilt in owned, aligned memory."""
+    import pickle
+
+    from pipeline.blocks import Block
+
+    rng = np.random.default_rng(1)
+    block = Block(rng.standard_normal((50, 7)).astype(np.float32),
+                  rng.standard_normal((50, 1)).astype(np.float32))
+    buffers = []
+    data = pickle.dumps(block, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 2  # the arrays travel out of band, as in a Dask message
+    frames = []
+    for b in buffers:  # each frame one byte off an aligned address
+        raw = b.raw()
+        mem = np.zeros(raw.nbytes + 1, dtype=np.uint8)
+        mem[1:] = np.frombuffer(raw, dtype=np.uint8)
+        frames.append(memoryview(mem)[1:])
+    out = pickle.loads(data, buffers=frames)
+    assert type(out) is Block
+    for got, sent in zip(out, block, strict=True):
+        assert got.flags.aligned and got.flags.owndata and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, sent)
+
+
+def test_a_block_moved_to_another_worker_owns_aligned_memory(client):
+    """A second ensemble member trains on a copy of the block on another worker: the copy owns
+    aligned memory too (a view into the message frame made its epochs up to 30% slower)."""
+    X = np.random.default_rng(2).standard_normal((3001, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    blocks = to_blocks(client, client.persist(da.from_array(X, chunks=(3001, -1))),
+                       client.persist(da.from_array(y, chunks=3001)), classification=True,
+                       dtype="float32")
+    (block,) = blocks.futures
+    holders = client.who_has([block])[block.key]
+    others = sorted(set(client.scheduler_info()["workers"]) - set(holders))
+    assert others, "the session cluster has two workers"
+    moved = client.submit(_layout, block, workers=others[:1], allow_other_workers=False,
+                          pure=False)
+    assert moved.result() == [(True, True, True)] * 2
+
+
 def test_split_blocks_holds_out_each_blocks_own_rows_and_counts_them(client):
     """Every block draws its own held-out rows (seeded by its index) and the BlockSet's row
     counts are the blocks' real sizes."""
