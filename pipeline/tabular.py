@@ -108,10 +108,13 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     ``numeric_embedding``: ``"periodic"``: each numeric column becomes 8 learned sine and 8
     cosine features (:class:`pipeline.nn.Periodic`, frequencies from ``normal(0, 0.1)``),
-    Gorishniy et al.'s periodic embeddings; ``"none"``: the encoded numeric columns enter the
-    first dense layer as they are; ``"auto"`` (default): periodic unless ``numeric="ple"``
-    (already a per-feature encoding). Evidence: ``benchmarks/bench_quality.py`` (quality
-    section of ``benchmarks/RESULTS.md``).
+    Gorishniy et al.'s periodic embeddings, except a column of at most two values (a flag),
+    which enters the first dense layer as it is (any function of it is affine in it: its sines
+    and cosines would only widen the layer; on the quality benchmark's hotel_rates and wa_churn
+    fits 10-18% sooner, ``benchmarks/results/evidence/two_valued_passthrough.md``); ``"none"``:
+    the encoded numeric columns enter the first dense layer as they are; ``"auto"`` (default):
+    periodic unless ``numeric="ple"`` (already a per-feature encoding). Evidence:
+    ``benchmarks/bench_quality.py`` (quality section of ``benchmarks/RESULTS.md``).
 
     ``ensemble``: ``"independent"``: the ``n_members`` networks are whole networks trained at
     once, one per worker, each with its own seed and early stopping (``validation_scores_`` and

@@ -6,7 +6,10 @@
 
 Numeric columns (quantile-normal or piecewise-linear encoded by the preprocessor) and the
 missing indicators pass through as they are (with ``numeric_embedding="periodic"`` the numeric
-columns go through :class:`pipeline.nn.Periodic` first); categorical code columns go through one-hot
+columns go through :class:`pipeline.nn.Periodic` first, except those of at most two values,
+``layout.two_valued``: a function of a two-valued feature is affine in it, so its periodic
+features are affine in the column itself and would only widen the first layer; Gorishniy et
+al. likewise keep binary features out of the numeric embeddings); categorical code columns go through one-hot
 (vocabularies of at most 3 codes, per the layout) or learned embeddings (fastai's width rule);
 the k members (:class:`pipeline.nn.EnsembleDense`) share that input encoding, as TabM's members
 share theirs, and are otherwise independent networks in one flat buffer.
@@ -109,8 +112,14 @@ def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
             raise ValueError("numeric_embedding='periodic' embeds one column per numeric "
                              f"feature; numeric={layout.numeric_encoding!r} has "
                              f"{layout.numeric_width}")
-        branches.append((numeric_cols, Periodic(PERIODIC_FREQUENCIES, PERIODIC_SIGMA)))
-        dense_cols = tuple(range(*layout.indicators))
+        # a feature of at most two values passes through as it is: any function of it is
+        # affine in it, so its sines and cosines would give the dense layer nothing more
+        two = layout.two_valued or (False,) * len(numeric_cols)
+        embedded = tuple(c for c, t in zip(numeric_cols, two, strict=True) if not t)
+        if embedded:
+            branches.append((embedded, Periodic(PERIODIC_FREQUENCIES, PERIODIC_SIGMA)))
+        dense_cols = tuple(c for c, t in zip(numeric_cols, two, strict=True) if t) \
+            + tuple(range(*layout.indicators))
     else:
         dense_cols = tuple(range(layout.numeric[0], layout.indicators[1]))
     if dense_cols:

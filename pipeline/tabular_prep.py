@@ -92,8 +92,9 @@ class TabularLayout:
     """Where each block sits in the transformed matrix (column ``[start, stop)`` pairs).
 
     ``numeric_width`` is the number of columns per numeric feature (``n_bins`` for PLE, else
-    1); categorical column ``j`` holds integer codes in ``[0, cardinalities[j])``, to be embedded
-    in ``embedding_dims[j]`` dimensions, or one-hot encoded when ``one_hot[j]``.
+    1); ``two_valued[j]``: numeric feature ``j`` takes at most two distinct values (a flag, or
+    a constant); categorical column ``j`` holds integer codes in ``[0, cardinalities[j])``, to
+    be embedded in ``embedding_dims[j]`` dimensions, or one-hot encoded when ``one_hot[j]``.
     """
 
     n_features: int
@@ -108,6 +109,9 @@ class TabularLayout:
     cardinalities: tuple[int, ...]
     embedding_dims: tuple[int, ...]
     one_hot: tuple[bool, ...]
+    # per numeric feature: it takes at most two distinct values (known exactly); () when not
+    # known (an estimator fitted before this was recorded)
+    two_valued: tuple[bool, ...] = ()
 
 
 def _is_categorical_like(dtype: Any) -> bool:
@@ -265,8 +269,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         # As QuantileTransformer: percentiles references * 100, divided by 100 by numpy.
         probs = np.linspace(0.0, 1.0, n_q) * 100 / 100
         bin_probs = np.linspace(0.0, 100.0, int(self.n_bins) + 1) / 100  # = np.percentile's
-        quantiles, bin_q, fills, means, variances, counts, errors, n_missing = (
-            [] for _ in range(8)
+        quantiles, bin_q, fills, means, variances, counts, errors, n_missing, two = (
+            [] for _ in range(9)
         )
         for c in spec.numeric:
             sk = stats.sketches[c]
@@ -284,6 +288,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             counts.append(imputed.n)
             errors.append(sk.rank_error)
             n_missing.append(sk.n_null)
+            # (the sketch's values are the column's distinct values when it is exact)
+            two.append(sk.rank_error == 0 and sk.values.size <= 2)
         n_num = len(spec.numeric)
         mean = np.asarray(means, dtype=np.float64)
         edges = encoding.ple_edges(np.stack(bin_q, axis=1)) if n_num else []
@@ -312,6 +318,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         )
         self.n_missing_ = np.asarray(n_missing, dtype=np.int64)
         self.rank_error_ = np.asarray(errors, dtype=np.float64)
+        self.numeric_two_valued_ = np.asarray(two, dtype=bool)
         self.vocabularies_ = vocabularies
         self.categorical_missing_ = np.asarray(has_missing, dtype=bool)
 
@@ -350,6 +357,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             cardinalities=cards,
             embedding_dims=tuple(vocab.embedding_dim(n) for n in cards),
             one_hot=tuple(vocab.use_one_hot(n, self.one_hot_max_codes) for n in cards),
+            # (getattr: a preprocessor fitted before this attribute existed does not know)
+            two_valued=tuple(bool(t) for t in getattr(self, "numeric_two_valued_", ())),
         )
 
     def get_feature_names_out(self, input_features=None):

@@ -299,6 +299,41 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
                    for _, layer in ple.model_.network.body.layers[0].branches)
 
 
+def test_two_valued_numeric_features_pass_through_the_periodic_embedding():
+    """A feature of at most two values goes to the dense layer as it is (any function of it is
+    affine in it), the other numeric features through the periodic embedding; a layout that
+    does not know (an estimator fitted before) embeds every numeric feature, as then."""
+    import dataclasses
+
+    from pipeline.nn import Identity, Periodic
+    from pipeline.tabular_net import PERIODIC_FREQUENCIES, build_network
+    from pipeline.tabular_prep import TabularPreprocessor
+
+    rng = np.random.default_rng(0)
+    n = 200
+    X = pd.DataFrame({"x": rng.normal(size=n), "flag": rng.integers(0, 2, n),
+                      "z": rng.normal(size=n), "gap": np.where(rng.random(n) < 0.2, np.nan, 1.0),
+                      "city": rng.choice(["a", "b", "c", "d", "e"], n)})
+    layout = TabularPreprocessor(numeric="quantile_normal").fit(X).layout_
+    assert layout.two_valued == (False, True, False, True)
+    kw = dict(hidden_layer_sizes=(8,), dropout=0.0, layer_norm=False, n_members=2)
+
+    def branches(lay):
+        split = build_network(lay, 1, "squared_error", **kw).body.layers[0]
+        return {type(layer).__name__: cols for cols, layer in split.branches}, split
+
+    got, split = branches(layout)
+    assert got["Periodic"] == (0, 2)  # x and z
+    assert got["Identity"] == (1, 3, 4)  # flag, the constant 1.0 column, gap's indicator
+    assert layout.one_hot == (False,)  # city: embedded
+    assert split.build((layout.n_features,))[1] == (
+        2 * 2 * PERIODIC_FREQUENCIES + 3 + layout.embedding_dims[0],)
+    old, _ = branches(dataclasses.replace(layout, two_valued=()))
+    assert old["Periodic"] == (0, 1, 2, 3) and old["Identity"] == (4,)
+    assert isinstance(split.branches[1][1], Identity)
+    assert not any(isinstance(layer, Periodic) and 1 in cols for cols, layer in split.branches)
+
+
 def test_regression_reports_target_units(client):
     X, _ = _breast_cancer()
     y = 1000.0 + 50.0 * X["mean perimeter"].fillna(X["mean perimeter"].median())
