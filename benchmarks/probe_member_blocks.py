@@ -1,6 +1,6 @@
 """Each independent member's block and epochs on its worker, in default tabular fits: the
-block's layout there (owns its memory, address modulo 64, aligned) and the member task's thread
-CPU seconds per epoch. The first member trains where the block was built; the second on a copy
+block's layout there (owns its memory, address modulo 64, aligned), the member task's thread
+CPU seconds per epoch and its minor page faults. The first member trains where the block was built; the second on a copy
 that Dask sent to the other worker (issue 13, session 16: a copy left as a view into the
 message frame, at an odd offset, ran its epochs up to 30% slower). 2-worker ``LocalCluster``
 (nanny-started workers, one thread each), quality dataset, 80% of its rows, after a warm-up
@@ -26,12 +26,15 @@ def _record_member_tasks():
     original, log = fused.fused_epochs, []
 
     def recorded(block, *args, **kwargs):
+        import resource
+
         X = block.X
-        t = time.thread_time()
+        t, f = time.thread_time(), resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         result = original(block, *args, **kwargs)
         log.append({"owndata": bool(X.flags.owndata), "mod64": X.ctypes.data % 64,
                     "aligned": bool(X.flags.aligned), "epochs": len(result.records),
-                    "cpu_s": time.thread_time() - t})
+                    "cpu_s": time.thread_time() - t,
+                    "faults": resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f})
         return result
 
     fused.fused_epochs, fused._member_log = recorded, log
@@ -61,7 +64,7 @@ if __name__ == "__main__":
         Est = pl.TabularClassifier if task == "classification" else pl.TabularRegressor
         Est(random_state=1, max_iter=2).fit(Xtr, ytr)
         client.run(_record_member_tasks)
-        print("seed  worker  owndata  mod64  aligned  epochs  cpu_s  ms_per_epoch  fit_s")
+        print("seed  worker  owndata  mod64  aligned  epochs  cpu_s  ms_per_epoch  faults  fit_s")
         for seed in range(seeds):
             t = time.perf_counter()
             Est(random_state=seed).fit(Xtr, ytr)
@@ -70,4 +73,5 @@ if __name__ == "__main__":
                 for r in logs:
                     print(f"{seed:4d}  {worker[-5:]:>6}  {r['owndata']!s:>7}  {r['mod64']:5d}  "
                           f"{r['aligned']!s:>7}  {r['epochs']:6d}  {r['cpu_s']:5.2f}  "
-                          f"{1e3 * r['cpu_s'] / r['epochs']:12.1f}  {fit_s:5.2f}")
+                          f"{1e3 * r['cpu_s'] / r['epochs']:12.1f}  {r['faults']:6d}  "
+                          f"{fit_s:5.2f}")

@@ -108,10 +108,12 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     ``numeric_embedding``: ``"periodic"``: each numeric column becomes 8 learned sine and 8
     cosine features (:class:`pipeline.nn.Periodic`, frequencies from ``normal(0, 0.1)``),
-    Gorishniy et al.'s periodic embeddings, except a column of at most two values (a flag),
-    which enters the first dense layer as it is (any function of it is affine in it: its sines
-    and cosines would only widen the layer; on the quality benchmark's hotel_rates and wa_churn
-    fits 10-18% sooner, ``benchmarks/results/evidence/two_valued_passthrough.md``); ``"none"``:
+    Gorishniy et al.'s periodic embeddings; a column of few values gets fewer, as many as its
+    values need (``ceil(v / 2)`` for ``v`` values: :func:`pipeline.tabular_net.periodic_frequencies`),
+    a column of two values (a flag) enters the first dense layer as it is (any function of it
+    is affine in it), and a column constant at fit is left out (on the quality benchmark:
+    fewer epochs and inputs at the same test metrics,
+    ``benchmarks/results/evidence/periodic_frequencies_by_levels.md``); ``"none"``:
     the encoded numeric columns enter the first dense layer as they are; ``"auto"`` (default):
     periodic unless ``numeric="ple"`` (already a per-feature encoding). Evidence:
     ``benchmarks/bench_quality.py`` (quality section of ``benchmarks/RESULTS.md``).

@@ -6,10 +6,8 @@
 
 Numeric columns (quantile-normal or piecewise-linear encoded by the preprocessor) and the
 missing indicators pass through as they are (with ``numeric_embedding="periodic"`` the numeric
-columns go through :class:`pipeline.nn.Periodic` first, except those of at most two values,
-``layout.two_valued``: a function of a two-valued feature is affine in it, so its periodic
-features are affine in the column itself and would only widen the first layer; Gorishniy et
-al. likewise keep binary features out of the numeric embeddings); categorical code columns go through one-hot
+columns go through :class:`pipeline.nn.Periodic` first, with as many frequencies as their
+values need, :func:`periodic_frequencies`); categorical code columns go through one-hot
 (vocabularies of at most 3 codes, per the layout) or learned embeddings (fastai's width rule);
 the k members (:class:`pipeline.nn.EnsembleDense`) share that input encoding, as TabM's members
 share theirs, and are otherwise independent networks in one flat buffer.
@@ -44,7 +42,7 @@ if TYPE_CHECKING:  # (an annotation only: tabular_prep brings scikit-learn and d
     # ~1.4 s of a fresh worker's first fit, to the worker that unpickles the network)
     from .tabular_prep import TabularLayout
 
-__all__ = ["OneHot", "build_network", "weight_mask"]
+__all__ = ["OneHot", "build_network", "periodic_frequencies", "weight_mask"]
 
 Array = Any
 
@@ -96,6 +94,23 @@ class OneHot(Layer):
 PERIODIC_FREQUENCIES, PERIODIC_SIGMA = 8, 0.1  # numeric_embedding="periodic"
 
 
+def periodic_frequencies(levels: int) -> int:
+    """Periodic frequencies for a numeric feature of ``levels`` distinct values (0: many).
+
+    On ``v`` points, every function of the feature is a vector of ``v`` values, so ``v``
+    columns can express any of them: ``ceil(v / 2)`` frequencies (``2 ceil(v / 2) >= v`` sines
+    and cosines) up to :data:`PERIODIC_FREQUENCIES`. A feature of two values gets 0: any
+    function of it is affine in it, so it passes through as one column, itself (Gorishniy et
+    al. keep binary features out of the numeric embeddings too); a feature constant at fit
+    (one value) is left out of the network (nothing was learned about it). On the quality
+    benchmark this cut the first layer's inputs and the fits' epochs at the same test metrics
+    (``benchmarks/results/evidence/periodic_frequencies_by_levels.md``).
+    """
+    if levels <= 0:
+        return PERIODIC_FREQUENCIES
+    return 0 if levels <= 2 else min(PERIODIC_FREQUENCIES, -(-int(levels) // 2))
+
+
 def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
                   hidden_layer_sizes: tuple[int, ...], dropout: float, layer_norm: bool,
                   n_members: int, numeric_embedding: str = "auto") -> EnsembleSequential:
@@ -112,14 +127,15 @@ def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
             raise ValueError("numeric_embedding='periodic' embeds one column per numeric "
                              f"feature; numeric={layout.numeric_encoding!r} has "
                              f"{layout.numeric_width}")
-        # a feature of at most two values passes through as it is: any function of it is
-        # affine in it, so its sines and cosines would give the dense layer nothing more
-        two = layout.two_valued or (False,) * len(numeric_cols)
-        embedded = tuple(c for c, t in zip(numeric_cols, two, strict=True) if not t)
-        if embedded:
-            branches.append((embedded, Periodic(PERIODIC_FREQUENCIES, PERIODIC_SIGMA)))
-        dense_cols = tuple(c for c, t in zip(numeric_cols, two, strict=True) if t) \
-            + tuple(range(*layout.indicators))
+        # as many frequencies as a feature's values need; one branch per count, most first
+        levels = layout.numeric_levels or (0,) * len(numeric_cols)
+        ks = [periodic_frequencies(v) for v in levels]
+        for k in sorted(set(ks) - {0}, reverse=True):
+            branches.append((tuple(c for c, kc in zip(numeric_cols, ks, strict=True) if kc == k),
+                             Periodic(k, PERIODIC_SIGMA)))
+        # (two values: as they are; constant at fit: left out, its missing indicator kept)
+        dense_cols = tuple(c for c, kc, v in zip(numeric_cols, ks, levels, strict=True)
+                           if kc == 0 and v != 1) + tuple(range(*layout.indicators))
     else:
         dense_cols = tuple(range(layout.numeric[0], layout.indicators[1]))
     if dense_cols:

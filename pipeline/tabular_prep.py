@@ -92,9 +92,10 @@ class TabularLayout:
     """Where each block sits in the transformed matrix (column ``[start, stop)`` pairs).
 
     ``numeric_width`` is the number of columns per numeric feature (``n_bins`` for PLE, else
-    1); ``two_valued[j]``: numeric feature ``j`` takes at most two distinct values (a flag, or
-    a constant); categorical column ``j`` holds integer codes in ``[0, cardinalities[j])``, to
-    be embedded in ``embedding_dims[j]`` dimensions, or one-hot encoded when ``one_hot[j]``.
+    1); ``numeric_levels[j]``: how many distinct values numeric feature ``j`` takes, when the
+    fit knows it exactly (at most ``sketch_size``), else 0; categorical column ``j`` holds
+    integer codes in ``[0, cardinalities[j])``, to be embedded in ``embedding_dims[j]``
+    dimensions, or one-hot encoded when ``one_hot[j]``.
     """
 
     n_features: int
@@ -109,9 +110,9 @@ class TabularLayout:
     cardinalities: tuple[int, ...]
     embedding_dims: tuple[int, ...]
     one_hot: tuple[bool, ...]
-    # per numeric feature: it takes at most two distinct values (known exactly); () when not
-    # known (an estimator fitted before this was recorded)
-    two_valued: tuple[bool, ...] = ()
+    # per numeric feature: its number of distinct values (0: more than the sketch holds); ()
+    # when not known (an estimator fitted before this was recorded)
+    numeric_levels: tuple[int, ...] = ()
 
 
 def _is_categorical_like(dtype: Any) -> bool:
@@ -269,7 +270,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         # As QuantileTransformer: percentiles references * 100, divided by 100 by numpy.
         probs = np.linspace(0.0, 1.0, n_q) * 100 / 100
         bin_probs = np.linspace(0.0, 100.0, int(self.n_bins) + 1) / 100  # = np.percentile's
-        quantiles, bin_q, fills, means, variances, counts, errors, n_missing, two = (
+        quantiles, bin_q, fills, means, variances, counts, errors, n_missing, levels = (
             [] for _ in range(9)
         )
         for c in spec.numeric:
@@ -289,7 +290,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             errors.append(sk.rank_error)
             n_missing.append(sk.n_null)
             # (the sketch's values are the column's distinct values when it is exact)
-            two.append(sk.rank_error == 0 and sk.values.size <= 2)
+            levels.append(int(sk.values.size) if sk.rank_error == 0 else 0)
         n_num = len(spec.numeric)
         mean = np.asarray(means, dtype=np.float64)
         edges = encoding.ple_edges(np.stack(bin_q, axis=1)) if n_num else []
@@ -318,7 +319,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
         )
         self.n_missing_ = np.asarray(n_missing, dtype=np.int64)
         self.rank_error_ = np.asarray(errors, dtype=np.float64)
-        self.numeric_two_valued_ = np.asarray(two, dtype=bool)
+        self.numeric_levels_ = np.asarray(levels, dtype=np.int64)
         self.vocabularies_ = vocabularies
         self.categorical_missing_ = np.asarray(has_missing, dtype=bool)
 
@@ -358,7 +359,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             embedding_dims=tuple(vocab.embedding_dim(n) for n in cards),
             one_hot=tuple(vocab.use_one_hot(n, self.one_hot_max_codes) for n in cards),
             # (getattr: a preprocessor fitted before this attribute existed does not know)
-            two_valued=tuple(bool(t) for t in getattr(self, "numeric_two_valued_", ())),
+            numeric_levels=tuple(int(v) for v in getattr(self, "numeric_levels_", ())),
         )
 
     def get_feature_names_out(self, input_features=None):

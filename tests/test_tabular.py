@@ -299,10 +299,22 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
                    for _, layer in ple.model_.network.body.layers[0].branches)
 
 
-def test_two_valued_numeric_features_pass_through_the_periodic_embedding():
-    """A feature of at most two values goes to the dense layer as it is (any function of it is
-    affine in it), the other numeric features through the periodic embedding; a layout that
-    does not know (an estimator fitted before) embeds every numeric feature, as then."""
+def test_periodic_frequencies_follow_a_features_number_of_values():
+    from pipeline.tabular_net import PERIODIC_FREQUENCIES, periodic_frequencies
+
+    # 2k >= v sines and cosines up to the default; a feature of at most two values passes
+    # through; 0 levels: not known (many)
+    got = [periodic_frequencies(v) for v in (0, 1, 2, 3, 4, 5, 9, 15, 16, 17, 10_000)]
+    assert got == [PERIODIC_FREQUENCIES, 0, 0, 2, 2, 3, 5, 8, 8, 8, 8]
+    assert all(2 * periodic_frequencies(v) >= v for v in range(3, 2 * PERIODIC_FREQUENCIES + 1))
+
+
+def test_periodic_branches_follow_the_layouts_numeric_levels():
+    """Features go through Periodic layers with as many frequencies as their values need, one
+    branch per count; two-valued features pass through with the missing indicators, and a
+    feature constant at fit is left out (its missing indicator kept); a layout
+    that does not know the levels (an estimator fitted before) embeds every numeric feature with
+    the default count, as then."""
     import dataclasses
 
     from pipeline.nn import Identity, Periodic
@@ -313,25 +325,28 @@ def test_two_valued_numeric_features_pass_through_the_periodic_embedding():
     n = 200
     X = pd.DataFrame({"x": rng.normal(size=n), "flag": rng.integers(0, 2, n),
                       "z": rng.normal(size=n), "gap": np.where(rng.random(n) < 0.2, np.nan, 1.0),
-                      "city": rng.choice(["a", "b", "c", "d", "e"], n)})
+                      "five": rng.integers(0, 5, n), "city": rng.choice(list("abcde"), n)})
     layout = TabularPreprocessor(numeric="quantile_normal").fit(X).layout_
-    assert layout.two_valued == (False, True, False, True)
+    assert layout.numeric_levels == (n, 2, n, 1, 5)
     kw = dict(hidden_layer_sizes=(8,), dropout=0.0, layer_norm=False, n_members=2)
 
     def branches(lay):
         split = build_network(lay, 1, "squared_error", **kw).body.layers[0]
-        return {type(layer).__name__: cols for cols, layer in split.branches}, split
+        return [(type(layer).__name__, getattr(layer, "n_frequencies", None), cols)
+                for cols, layer in split.branches], split
 
     got, split = branches(layout)
-    assert got["Periodic"] == (0, 2)  # x and z
-    assert got["Identity"] == (1, 3, 4)  # flag, the constant 1.0 column, gap's indicator
+    assert got[:3] == [("Periodic", PERIODIC_FREQUENCIES, (0, 2)),  # x and z
+                       ("Periodic", 3, (4,)),  # five values: 3 frequencies
+                       ("Identity", None, (1, 5))]  # flag, gap's indicator (gap: constant)
     assert layout.one_hot == (False,)  # city: embedded
     assert split.build((layout.n_features,))[1] == (
-        2 * 2 * PERIODIC_FREQUENCIES + 3 + layout.embedding_dims[0],)
-    old, _ = branches(dataclasses.replace(layout, two_valued=()))
-    assert old["Periodic"] == (0, 1, 2, 3) and old["Identity"] == (4,)
-    assert isinstance(split.branches[1][1], Identity)
-    assert not any(isinstance(layer, Periodic) and 1 in cols for cols, layer in split.branches)
+        2 * 2 * PERIODIC_FREQUENCIES + 2 * 3 + 2 + layout.embedding_dims[0],)
+    old, _ = branches(dataclasses.replace(layout, numeric_levels=()))
+    assert old[:2] == [("Periodic", PERIODIC_FREQUENCIES, (0, 1, 2, 3, 4)),
+                       ("Identity", None, (5,))]
+    assert isinstance(split.branches[2][1], Identity)
+    assert all(isinstance(layer, Periodic) for _, layer in split.branches[:2])
 
 
 def test_regression_reports_target_units(client):

@@ -156,28 +156,30 @@ def test_indicators_match_simple_imputer_and_layout_is_consistent():
 
 
 @pytest.mark.parametrize("npartitions", [1, 3])
-def test_two_valued_numeric_columns_are_found_as_pandas_counts_them(npartitions):
-    """``layout_.two_valued``: numeric columns with at most two distinct non-missing values (a
-    flag with missing values, a bool, a constant), against pandas' ``nunique``."""
+def test_numeric_levels_are_counted_as_pandas_counts_them(npartitions):
+    """``layout_.numeric_levels``: each numeric column's number of distinct non-missing values
+    (a flag with missing values, a bool, a constant, a count), against pandas' ``nunique``; 0
+    for a column with more distinct values than the sketch holds."""
     rng = np.random.default_rng(3)
     n = 400
     flag = rng.integers(0, 2, n).astype(np.float64)
     flag[rng.random(n) < 0.1] = np.nan
     rare = np.zeros(n)
-    rare[7], rare[8] = 2.0, 1.0  # a third value in one row out of 400: not two-valued
+    rare[7], rare[8] = 2.0, 1.0  # a third value in one row out of 400
     pdf = pd.DataFrame({"x": rng.normal(size=n), "flag": flag, "on": rng.random(n) < 0.3,
                         "three": rng.integers(0, 3, n), "const": np.full(n, 5.0),
-                        "rare": rare, "city": rng.choice(["a", "b"], n)})
-    tp = TabularPreprocessor(numeric="quantile_normal").fit(
-        dd.from_pandas(pdf, npartitions=npartitions))
+                        "rare": rare, "count": rng.poisson(2.0, n),
+                        "city": rng.choice(["a", "b"], n)})
+    ddf = dd.from_pandas(pdf, npartitions=npartitions)
+    tp = TabularPreprocessor(numeric="quantile_normal").fit(ddf)
     numeric = tp.layout_.numeric_features
-    assert list(numeric) == ["x", "flag", "on", "three", "const", "rare"]
-    want = tuple(bool(pdf[c].nunique(dropna=True) <= 2) for c in numeric)
-    assert want == (False, True, True, False, True, False)
-    assert tp.layout_.two_valued == want
-    # a column with more distinct values than the sketch holds is never called two-valued
-    small = TabularPreprocessor(sketch_size=8).fit(dd.from_pandas(pdf, npartitions=npartitions))
-    assert small.layout_.two_valued == want
+    assert list(numeric) == ["x", "flag", "on", "three", "const", "rare", "count"]
+    want = tuple(int(pdf[c].nunique(dropna=True)) for c in numeric)
+    assert want[:6] == (n, 2, 2, 3, 1, 3)
+    assert tp.layout_.numeric_levels == want
+    # more distinct values than the sketch holds: not known (0)
+    small = TabularPreprocessor(sketch_size=8).fit(ddf)
+    assert small.layout_.numeric_levels == tuple(0 if v > 8 else v for v in want)
 
 
 def test_categorical_codes_follow_frequency_with_unknown_rare_and_missing():
