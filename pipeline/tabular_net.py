@@ -150,6 +150,9 @@ def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
         branches.append((tuple(c0 + j for j in emb),
                          Embedding(tuple(layout.cardinalities[j] for j in emb),
                                    tuple(layout.embedding_dims[j] for j in emb))))
+    if not branches:  # every feature constant at fit: they enter as they are (a network
+        # needs an input; it learns the mean)
+        branches.append((numeric_cols, Identity()))
     layers: list[Layer] = [ColumnSplit(branches)]
     for units in hidden_layer_sizes:
         layers += [EnsembleDense(n_members, int(units)), ReLU()]

@@ -347,6 +347,9 @@ def test_periodic_branches_follow_the_layouts_numeric_levels():
                        ("Identity", None, (5,))]
     assert isinstance(split.branches[2][1], Identity)
     assert all(isinstance(layer, Periodic) for _, layer in split.branches[:2])
+    # every feature constant at fit: they still enter the network (which learns the mean)
+    flat = TabularPreprocessor().fit(pd.DataFrame({"c": np.full(n, 3.0), "d": np.ones(n)}))
+    assert branches(flat.layout_)[0] == [("Identity", None, (0, 1))]
 
 
 def test_regression_reports_target_units(client):
