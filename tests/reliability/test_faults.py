@@ -245,6 +245,12 @@ def test_losing_every_worker_fails_fast_with_a_clear_error(proc_client, proc_clu
 
 # ------------------------------------------------------------------ client loss and resume ----
 
+def _checkpointed_epoch(ckpt) -> int:
+    """The epoch of the latest complete checkpoint in ``ckpt`` (0: none yet)."""
+    latest = latest_checkpoint(ckpt)
+    return 0 if latest is None else int(latest.name.split("-")[1])
+
+
 @pytest.mark.timeout(180)
 def test_client_killed_mid_training_resumes_bit_for_bit(proc_client, proc_cluster, data,
                                                         tmp_path):
@@ -254,14 +260,16 @@ def test_client_killed_mid_training_resumes_bit_for_bit(proc_client, proc_cluste
         proc = start_training_process(script, proc_cluster.address, ckpt, out, False, log)
         try:
             deadline = time.monotonic() + 90
-            while not (ckpt / "epoch-000002").exists():
+            # the second checkpoint committed (the latest pointer names it: its directory
+            # appears a moment before, and a kill in between leaves the first as the latest)
+            while _checkpointed_epoch(ckpt) < 2:
                 assert proc.poll() is None, (tmp_path / "first.log").read_text()
                 assert time.monotonic() < deadline, "no second checkpoint within 90 s"
                 time.sleep(0.02)
         finally:
             kill_group(proc)  # SIGKILL, mid-training
     assert not out.exists()
-    killed_at = int(latest_checkpoint(ckpt).name.split("-")[1])
+    killed_at = _checkpointed_epoch(ckpt)
     assert 2 <= killed_at < RESUME_CONFIG["max_iter"]
 
     with open(tmp_path / "second.log", "wb") as log:
