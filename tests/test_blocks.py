@@ -113,6 +113,8 @@ def test_a_block_unpickled_from_misaligned_frames_owns_aligned_memory():
 def test_a_block_moved_to_another_worker_owns_aligned_memory(client):
     """A second ensemble member trains on a copy of the block on another worker: the copy owns
     aligned memory too (a view into the message frame made its epochs up to 30% slower)."""
+    from pipeline.cluster import workers_info  # (fetched now, not the cached identity)
+
     X = np.random.default_rng(2).standard_normal((3001, 5)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     blocks = to_blocks(client, client.persist(da.from_array(X, chunks=(3001, -1))),
@@ -120,7 +122,7 @@ def test_a_block_moved_to_another_worker_owns_aligned_memory(client):
                        dtype="float32")
     (block,) = blocks.futures
     holders = client.who_has([block])[block.key]
-    others = sorted(set(client.scheduler_info()["workers"]) - set(holders))
+    others = sorted(set(workers_info(client)) - set(holders))
     assert others, "the session cluster has two workers"
     moved = client.submit(_layout, block, workers=others[:1], allow_other_workers=False,
                           pure=False)
