@@ -280,6 +280,7 @@ class _BaseTabular(BaseEstimator):
         if ensemble == "independent" and _small(blocks.n_samples, blocks.n_features):
             blocks = join_blocks(client, blocks, "tabular-joined")  # each member sees every row
         self.dropout_ = self._dropout(early, ensemble)
+        self.periodic_order_ = "halves"  # (a model saved before it existed: see _network_params)
         loss = self._loss if n_classes is None else (
             "binary_log_loss" if n_classes == 2 else "log_loss")
         k = int(self.n_members)
@@ -472,7 +473,10 @@ class _BaseTabular(BaseEstimator):
                 "dropout": float(getattr(self, "dropout_", self.dropout)),
                 "layer_norm": bool(self.layer_norm),
                 "n_members": int(self.n_members if n_members is None else n_members),
-                "numeric_embedding": getattr(self, "numeric_embedding", "none")}
+                "numeric_embedding": getattr(self, "numeric_embedding", "none"),
+                # a model saved when each periodic frequency count was a layer of its own
+                # keeps that layer's output order (the same for one count)
+                "periodic_order": getattr(self, "periodic_order_", "groups")}
 
     # ---- prediction ----------------------------------------------------------------------
 

@@ -113,8 +113,11 @@ def periodic_frequencies(levels: int) -> int:
 
 def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
                   hidden_layer_sizes: tuple[int, ...], dropout: float, layer_norm: bool,
-                  n_members: int, numeric_embedding: str = "auto") -> EnsembleSequential:
-    """The estimator's network for inputs laid out as ``layout`` (see the module docstring)."""
+                  n_members: int, numeric_embedding: str = "auto",
+                  periodic_order: str = "halves") -> EnsembleSequential:
+    """The estimator's network for inputs laid out as ``layout`` (see the module docstring).
+    ``periodic_order``: the periodic embedding's output order (:class:`pipeline.nn.Periodic`;
+    ``"groups"`` for the models saved when each frequency count was a layer of its own)."""
     if numeric_embedding not in ("auto", "none", "periodic"):
         raise ValueError(f"numeric_embedding must be 'auto', 'none' or 'periodic', got "
                          f"{numeric_embedding!r}")
@@ -127,12 +130,17 @@ def build_network(layout: TabularLayout, n_outputs: int, loss: str, *,
             raise ValueError("numeric_embedding='periodic' embeds one column per numeric "
                              f"feature; numeric={layout.numeric_encoding!r} has "
                              f"{layout.numeric_width}")
-        # as many frequencies as a feature's values need; one branch per count, most first
+        # as many frequencies as a feature's values need: one layer, its features grouped by
+        # count, most first
         levels = layout.numeric_levels or (0,) * len(numeric_cols)
         ks = [periodic_frequencies(v) for v in levels]
-        for k in sorted(set(ks) - {0}, reverse=True):
-            branches.append((tuple(c for c, kc in zip(numeric_cols, ks, strict=True) if kc == k),
-                             Periodic(k, PERIODIC_SIGMA)))
+        groups = [(k, tuple(c for c, kc in zip(numeric_cols, ks, strict=True) if kc == k))
+                  for k in sorted(set(ks) - {0}, reverse=True)]
+        if groups:
+            counts = tuple(k for k, cols in groups for _ in cols)
+            branches.append((tuple(c for _, cols in groups for c in cols),
+                             Periodic(counts[0] if len(groups) == 1 else counts,
+                                      PERIODIC_SIGMA, periodic_order)))
         # (two values: as they are; constant at fit: left out, its missing indicator kept)
         dense_cols = tuple(c for c, kc, v in zip(numeric_cols, ks, levels, strict=True)
                            if kc == 0 and v != 1) + tuple(range(*layout.indicators))

@@ -255,6 +255,24 @@ def test_regressor_matches_predict(fitted, data, name):
     np.testing.assert_allclose(out[:, 0], model.predict(test[FEATURES]), rtol=1e-5, atol=1e-5)
 
 
+def test_periodic_order_of_older_models_matches_predict(fitted, data):
+    """A model saved before ``periodic_order_`` existed builds the ``"groups"`` order (each
+    frequency count's sines, then its cosines); its export follows it."""
+    import copy
+
+    from pipeline.nn import Periodic
+
+    _, test = data
+    model = copy.deepcopy(fitted["regressor"][0])
+    del model.periodic_order_
+    model._model = None
+    (periodic,) = [layer for _, layer in model.model_.network.body.layers[0].branches
+                   if isinstance(layer, Periodic)]
+    assert periodic.order == "groups" and len(set(periodic.n_frequencies)) > 1
+    out = _run(build_onnx(model), test)["variable"]
+    np.testing.assert_allclose(out[:, 0], model.predict(test[FEATURES]), rtol=1e-5, atol=1e-5)
+
+
 def test_zero_rows(fitted, data):
     _, test = data
     for name in ("multiclass_str", "regressor"):

@@ -32,7 +32,7 @@ from pipeline.nn import (
     ReLU,
     Sequential,
 )
-from pipeline.tabular_net import OneHot
+from pipeline.tabular_net import PERIODIC_FREQUENCIES, OneHot
 
 
 def _central(f, x, h=1e-6):
@@ -299,6 +299,36 @@ def test_periodic_numeric_embeddings_train_save_and_load(client, tmp_path):
                    for _, layer in ple.model_.network.body.layers[0].branches)
 
 
+def test_periodic_order_is_fitted_saved_and_kept_for_older_models(client, tmp_path):
+    """A fit records its periodic embedding's output order (``periodic_order_``); save/load
+    keeps it and the predictions; a model saved before the attribute existed (each frequency
+    count a layer of its own) builds the ``"groups"`` order, those layers' output side by side
+    (bit for bit: ``tests/nn/test_ensemble_workspace.py``)."""
+    from pipeline.nn import Periodic
+
+    rng = np.random.default_rng(3)
+    n = 600
+    X = pd.DataFrame({"x": rng.normal(size=n), "five": rng.integers(0, 5, n).astype(float),
+                      "three": rng.integers(0, 3, n).astype(float),
+                      "city": rng.choice(list("abc"), n)})
+    y = X["x"] + 0.5 * X["five"] + rng.normal(scale=0.1, size=n)
+    reg = pl.TabularRegressor(**_small_params(max_iter=3)).fit(X, y)
+    assert reg.periodic_order_ == "halves"
+    (periodic,) = [layer for _, layer in reg.model_.network.body.layers[0].branches
+                   if isinstance(layer, Periodic)]
+    assert periodic.n_frequencies == (PERIODIC_FREQUENCIES, 3, 2)
+    assert periodic.order == "halves"
+    reg.save(str(tmp_path / "reg"))
+    back = pl.load(str(tmp_path / "reg")).model
+    assert back.periodic_order_ == "halves"
+    np.testing.assert_array_equal(back.predict(X), reg.predict(X))
+    del back.periodic_order_
+    back._model = None
+    (older,) = [layer for _, layer in back.model_.network.body.layers[0].branches
+                if isinstance(layer, Periodic)]
+    assert older.order == "groups" and older.n_frequencies == periodic.n_frequencies
+
+
 def test_periodic_frequencies_follow_a_features_number_of_values():
     from pipeline.tabular_net import PERIODIC_FREQUENCIES, periodic_frequencies
 
@@ -336,17 +366,21 @@ def test_periodic_branches_follow_the_layouts_numeric_levels():
                 for cols, layer in split.branches], split
 
     got, split = branches(layout)
-    assert got[:3] == [("Periodic", PERIODIC_FREQUENCIES, (0, 2)),  # x and z
-                       ("Periodic", 3, (4,)),  # five values: 3 frequencies
+    k = PERIODIC_FREQUENCIES
+    assert got[:2] == [("Periodic", (k, k, 3), (0, 2, 4)),  # x and z; five values: 3
                        ("Identity", None, (1, 5))]  # flag, gap's indicator (gap: constant)
     assert layout.one_hot == (False,)  # city: embedded
     assert split.build((layout.n_features,))[1] == (
-        2 * 2 * PERIODIC_FREQUENCIES + 2 * 3 + 2 + layout.embedding_dims[0],)
+        2 * 2 * k + 2 * 3 + 2 + layout.embedding_dims[0],)
+    assert split.branches[0][1].order == "halves"
+    # a model saved when each count was a layer of its own keeps that output order
+    saved = build_network(layout, 1, "squared_error", periodic_order="groups", **kw)
+    assert saved.body.layers[0].branches[0][1].order == "groups"
     old, _ = branches(dataclasses.replace(layout, numeric_levels=()))
-    assert old[:2] == [("Periodic", PERIODIC_FREQUENCIES, (0, 1, 2, 3, 4)),
+    assert old[:2] == [("Periodic", k, (0, 1, 2, 3, 4)),
                        ("Identity", None, (5,))]
-    assert isinstance(split.branches[2][1], Identity)
-    assert all(isinstance(layer, Periodic) for _, layer in split.branches[:2])
+    assert isinstance(split.branches[1][1], Identity)
+    assert isinstance(split.branches[0][1], Periodic)
     # every feature constant at fit: they still enter the network (which learns the mean)
     flat = TabularPreprocessor().fit(pd.DataFrame({"c": np.full(n, 3.0), "d": np.ones(n)}))
     assert branches(flat.layout_)[0] == [("Identity", None, (0, 1))]

@@ -215,15 +215,19 @@ def _branch(g: _Graph, layer: Any, params: list[np.ndarray], x: str) -> str:
     if isinstance(layer, Identity):
         return x
     if isinstance(layer, Periodic):
-        (c,) = params
-        f, k = c.shape
-        x3 = g.op("Unsqueeze", [x, g.const(_ints(2), "i")])
-        z = g.op("Mul", [g.op("Mul", [x3, g.const(c[None].astype(np.float32), "freq",
-                                                   share=False)]),
+        # every feature's sines, then every feature's cosines (Periodic.forward): x repeated
+        # k_j times along its features, times every frequency
+        c = np.concatenate([np.asarray(p, np.float32).reshape(-1) for p in params])[None]
+        counts = [p.shape[1] for p in params for _ in range(p.shape[0])]
+        xs = g.op("Gather", [x, g.const(np.repeat(np.arange(len(counts)), counts)
+                                        .astype(np.int64), "cols")], axis=1)
+        z = g.op("Mul", [g.op("Mul", [xs, g.const(c, "freq", share=False)]),
                          g.const(np.float32(2 * math.pi), "twopi")], "z")
-        # (N, f, k) sines then cosines along the features: every sine, then every cosine
-        sc = g.op("Concat", [g.op("Sin", [z]), g.op("Cos", [z])], axis=1)
-        return g.op("Reshape", [sc, g.const(_ints(0, f * 2 * k), "shape")], "periodic")
+        y = g.op("Concat", [g.op("Sin", [z]), g.op("Cos", [z])], "periodic", axis=1)
+        perm = getattr(layer, "_permutation", None)  # order="groups"
+        if perm is not None:
+            y = g.op("Gather", [y, g.const(perm.astype(np.int64), "cols")], "periodic", axis=1)
+        return y
     if isinstance(layer, OneHot):
         pieces = []
         for j, v in enumerate(layer.vocab_sizes):

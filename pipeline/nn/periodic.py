@@ -1,15 +1,21 @@
 """Periodic embeddings of numeric features (Gorishniy, Rubachev and Babenko, "On Embeddings for
 Numerical Features in Tabular Deep Learning", NeurIPS 2022).
 
-Feature ``j`` of ``(batch, features)`` gets ``2k`` values, ``sin(2π c_j1 x_j), …, sin(2π c_jk
+Feature ``j`` of ``(batch, features)`` gets ``2k_j`` values, ``sin(2π c_j1 x_j), …, sin(2π c_jk
 x_j)`` and ``cos(2π c_j1 x_j), …, cos(2π c_jk x_j)``, with the frequencies ``c`` learned and drawn
 at init from ``normal(0, sigma)``. A following dense layer then sees smooth, high-frequency
 functions of each feature that a ReLU network on the raw value fits poorly; ``sigma`` sets the
 scale of those functions on standardized inputs (the paper tunes it in ``[0.01, 100]``; 0.1 to
-1 suits quantile-normal inputs). The output holds every feature's sines, then every feature's
-cosines (``(batch, 2, features, k)`` flattened): the order is immaterial to the dense layer that
-follows, and each half is one contiguous run per row, which the sine and cosine write straight
-into (an order per feature, sines then cosines, cost two copies forward and two backward).
+1 suits quantile-normal inputs).
+
+Features may have different numbers of frequencies (``n_frequencies``: one count per feature);
+consecutive features of one count form a *group*, with one ``(features, k)`` parameter array.
+The output holds every feature's sines, then every feature's cosines (feature by feature,
+frequency by frequency): the order is immaterial to the dense layer that follows, and each half
+is one contiguous run per row, which the sine and cosine write straight into, whatever the
+groups. (``order="groups"``, each group's sines then its cosines, is the output of the networks
+saved when each group was a layer of its own; it is kept so that they load and predict as
+before. It costs a permutation of the columns each way.)
 
 Backward, with ``z = 2π c x``: ``dz = dsin · cos z − dcos · sin z``, ``dc_ji = 2π Σ_rows dz x_j``
 and ``dx_j = 2π Σ_i dz c_ji``.
@@ -18,97 +24,166 @@ and ``dx_j = 2π Σ_i dz c_ji``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import backend as bk
-from ..backend import namespace
+from ..backend import device, namespace
 from .layers import Context, Layer, Shape, _flat_input
 
 __all__ = ["Periodic"]
 
 Array = Any
+_ORDERS = ("halves", "groups")
+
+
+def _columns(a: Array, index: np.ndarray, out: Array) -> Array:
+    """The columns ``index`` of ``a`` (a permutation), into ``out`` when given."""
+    if type(out) is np.ndarray and type(a) is np.ndarray:
+        return np.take(a, index, axis=1, out=out, mode="clip")
+    xp = namespace(a)
+    return xp.take(a, xp.asarray(index, device=device(a)), axis=1)
 
 
 class Periodic(Layer):
-    """``(batch, features)`` -> ``(batch, 2 * features * n_frequencies)``: every feature's
-    sines, then every feature's cosines (see the module docstring). One parameter: the frequencies,
-    ``(features, n_frequencies)``, not covered by the L2 penalty or weight decay (shrinking
-    them to 0 would flatten the embedding, not regularise it)."""
+    """``(batch, features)`` -> ``(batch, 2 Σ_j k_j)``: every feature's sines, then every
+    feature's cosines (see the module docstring). ``n_frequencies``: one count ``k`` for every
+    feature, or one per feature. One parameter per group of consecutive features with the same
+    count: its frequencies, ``(features, k)``, not covered by the L2 penalty or weight decay
+    (shrinking them to 0 would flatten the embedding, not regularise it)."""
 
-    def __init__(self, n_frequencies: int = 8, sigma: float = 0.1) -> None:
-        if int(n_frequencies) < 1:
-            raise ValueError(f"n_frequencies must be >= 1, got {n_frequencies!r}")
+    def __init__(self, n_frequencies: int | Sequence[int] = 8, sigma: float = 0.1,
+                 order: str = "halves") -> None:
+        single = isinstance(n_frequencies, (int, np.integer))
+        ks = (n_frequencies,) if single else tuple(n_frequencies)
+        if not ks or any(isinstance(k, bool) or int(k) != k or int(k) < 1 for k in ks):
+            raise ValueError(f"n_frequencies must be an int >= 1 or a sequence of them, got "
+                             f"{n_frequencies!r}")
         if not float(sigma) > 0:
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
-        self.n_frequencies = int(n_frequencies)
+        if order not in _ORDERS:
+            raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
+        self.n_frequencies = int(ks[0]) if single else tuple(int(k) for k in ks)
         self.sigma = float(sigma)
+        self.order = order
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        if self.order == "halves":  # (the default: configs read as they did before it)
+            del config["order"]
+        return config
+
+    def _counts(self, f: int) -> tuple[int, ...]:
+        if isinstance(self.n_frequencies, int):
+            return (self.n_frequencies,) * f
+        if len(self.n_frequencies) != f:
+            raise ValueError(f"{self!r} has frequency counts for {len(self.n_frequencies)} "
+                             f"features; its input has {f}")
+        return self.n_frequencies
+
+    def _grouped(self, f: int) -> list[tuple[int, int, int]]:
+        """The groups of ``f`` features: (first feature, features, k)."""
+        groups, j = [], 0
+        counts = self._counts(f)
+        while j < f:
+            k, m = counts[j], 1
+            while j + m < f and counts[j + m] == k:
+                m += 1
+            groups.append((j, m, k))
+            j += m
+        return groups
 
     def build(self, in_shape: Shape) -> tuple[list[Shape], Shape]:
         f = _flat_input(self, in_shape)
-        return [(f, self.n_frequencies)], (f * 2 * self.n_frequencies,)
+        counts = self._counts(f)
+        self._groups = self._grouped(f)
+        self._width = w = int(sum(counts))
+        # the column of x each frequency multiplies (features repeated k times)
+        self._repeat = np.repeat(np.arange(f), counts)
+        self._permutation = None  # order="groups": output column i is halves column perm[i]
+        if self.order == "groups" and len(self._groups) > 1:
+            perm, a = [], 0
+            for _, m, k in self._groups:
+                perm += list(range(a, a + m * k)) + list(range(w + a, w + a + m * k))
+                a += m * k
+            self._permutation = np.asarray(perm)
+            self._inverse = np.argsort(self._permutation)
+        return [(m, k) for _, m, k in self._groups], (2 * w,)
 
     def init(self, rng: np.random.Generator, in_shape: Shape) -> list[np.ndarray]:
-        return [rng.normal(0.0, self.sigma, (int(in_shape[0]), self.n_frequencies))]
+        return [rng.normal(0.0, self.sigma, (m, k))
+                for _, m, k in self._grouped(int(in_shape[0]))]
 
     def penalized(self, param_shapes: list[Shape]) -> list[bool]:
-        return [False]
+        return [False] * len(param_shapes)
+
+    def _frequencies(self, params: list[Array], ctx: Context) -> Array:
+        """Every frequency in one row ``(1, width)``, feature by feature."""
+        if len(params) == 1:
+            return namespace(params[0]).reshape(params[0], (1, self._width))
+        xp = namespace(params[0])
+        flat = [xp.reshape(p, (-1,)) for p in params]
+        buf = ctx.buffer("c", (self._width,), params[0])
+        if type(buf) is np.ndarray:
+            return np.concatenate(flat, out=buf).reshape(1, self._width)
+        return xp.reshape(xp.concat(flat), (1, self._width))
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         # Arrays in the step's workspace (ctx.buffer; None: fresh), as in EnsembleDense: the
         # same operations as the plain expressions, so the same bits, without page faults.
         xp = namespace(x)
-        (c,) = params
-        n, f = x.shape
-        k = self.n_frequencies
-        z = ctx.buffer("z", (n, f, k), x)
-        out = ctx.buffer("y", (n, 2, f, k), x)
-        if type(z) is np.ndarray and type(x) is np.ndarray and type(c) is np.ndarray and \
-                type(out) is np.ndarray:
-            # x repeated k times along its features first: the products x_j c_ji, each as
-            # the broadcast makes it, in one long loop instead of n f loops of k (the repeat
-            # is the cache: the backward's dz x_j reads it the same way); the sines and
-            # cosines straight into their halves of the output (runs of f k values a row)
-            xs = ctx.buffer("xs", (n, f, k), x)
-            np.copyto(xs, np.reshape(x, (n, f, 1)))
-            z = np.multiply(xs, np.reshape(c, (1, f, k)), out=z)
-            z = np.multiply(z, 2 * math.pi, out=z)
-            s, co = np.sin(z, out=out[:, 0]), np.cos(z, out=out[:, 1])
-            return np.reshape(out, (n, 2 * f * k)), (x, s, co, xs)
-        z = bk.elementwise("multiply", xp.reshape(x, (n, f, 1)), xp.reshape(c, (1, f, k)),
-                           out=z)
+        n, w = x.shape[0], self._width
+        c = self._frequencies(params, ctx)
+        halves = ctx.buffer("y" if self._permutation is None else "halves", (n, 2 * w), x)
+        # x repeated k times along its features first (the cache: the backward's dz x_j
+        # reads it the same way), times every frequency in one long loop
+        if type(x) is np.ndarray:
+            xs = ctx.buffer("xs", (n, w), x)
+            xs = x[:, self._repeat] if xs is None else \
+                np.take(x, self._repeat, axis=1, out=xs, mode="clip")
+        else:
+            xs = xp.take(x, xp.asarray(self._repeat, device=device(x)), axis=1)
+        z = bk.elementwise("multiply", xs, c, out=ctx.buffer("z", (n, w), x))
         z = bk.elementwise("multiply", z, 2 * math.pi, out=z)
-        s = bk.elementwise("sin", z, out=ctx.buffer("sin", (n, f, k), x))
-        co = bk.elementwise("cos", z, out=ctx.buffer("cos", (n, f, k), x))
-        return xp.reshape(xp.concat([s, co], axis=1), (n, 2 * f * k)), (x, s, co, None)
+        if halves is not None and type(halves) is np.ndarray:
+            # the sines and cosines straight into their halves of the output
+            s, co = np.sin(z, out=halves[:, :w]), np.cos(z, out=halves[:, w:])
+        else:
+            s, co = bk.elementwise("sin", z), bk.elementwise("cos", z)
+            halves = xp.concat([s, co], axis=1)
+        y = halves
+        if self._permutation is not None:
+            y = _columns(halves, self._permutation, out=ctx.buffer("y", (n, 2 * w), x))
+        return y, (s, co, xs)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
         xp = namespace(dy)
-        (c,) = params
-        x, s, co, xs = cache
-        n, f = x.shape
-        k = self.n_frequencies
-        d = xp.reshape(dy, (n, 2, f, k))  # (a view where dy's rows are runs: a column slice)
-        dz = ctx.buffer("dz", (n, f, k), dy)
-        t = ctx.buffer("t", (n, f, k), dy)
-        if xs is not None and type(dz) is np.ndarray and type(dy) is np.ndarray:
-            # the products and difference in long loops (each half of dy a run per row);
-            # dz x_j from the repeated x
-            a = np.multiply(d[:, 0], co, out=dz)
-            dz = np.subtract(a, np.multiply(d[:, 1], s, out=t), out=a)
-            t = np.multiply(dz, xs, out=t)
-            # (2π) Σ_rows, the sum reduced into a buffer and scaled into the gradient
-            total = np.add.reduce(t, axis=0, out=ctx.buffer("dc", (f, k), dy))
-            np.multiply(2 * math.pi, total, out=grads[0])
-        else:
-            a = bk.elementwise("multiply", d[:, 0, ...], co, out=dz)
-            dz = bk.elementwise("subtract", a,
-                                bk.elementwise("multiply", d[:, 1, ...], s, out=t), out=a)
-            t = bk.elementwise("multiply", dz, xp.reshape(x, (n, f, 1)), out=t)
-            grads[0][...] = (2 * math.pi) * xp.sum(t, axis=0)
+        s, co, xs = cache
+        n, w = dy.shape[0], self._width
+        if self._permutation is not None:
+            dy = _columns(dy, self._inverse, out=ctx.buffer("dhalves", (n, 2 * w), dy))
+        # dz over every frequency at once (each half of dy a run a row), dz x_j from the
+        # repeated x, and (2π) Σ_rows in one reduction, handed out group by group
+        t = ctx.buffer("t", (n, w), dy)
+        dz = bk.elementwise("multiply", dy[:, :w], co, out=ctx.buffer("dz", (n, w), dy))
+        dz = bk.elementwise("subtract", dz,
+                            bk.elementwise("multiply", dy[:, w:], s, out=t), out=dz)
+        t = bk.elementwise("multiply", dz, xs, out=t)
+        total = bk.reduce("sum", t, axis=0, out=ctx.buffer("dc", (w,), dy))
+        a = 0
+        for (_, m, k), g in zip(self._groups, grads, strict=True):
+            bk.elementwise("multiply", 2 * math.pi, xp.reshape(total[a:a + m * k], (m, k)),
+                           out=g)
+            a += m * k
         if not ctx.need_input_grad:
             return None
-        t = bk.elementwise("multiply", dz, xp.reshape(c, (1, f, k)), out=t)
-        return (2 * math.pi) * xp.sum(t, axis=2)
+        dxs, a = [], 0
+        for (_, m, k), c in zip(self._groups, params, strict=True):
+            tt = bk.elementwise("multiply", xp.reshape(dz[:, a:a + m * k], (n, m, k)),
+                                xp.reshape(c, (1, m, k)))
+            dxs.append((2 * math.pi) * xp.sum(tt, axis=2))
+            a += m * k
+        return dxs[0] if len(dxs) == 1 else xp.concat(dxs, axis=1)

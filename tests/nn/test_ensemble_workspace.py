@@ -102,6 +102,60 @@ def test_periodic_workspace_is_the_plain_expression(rng):
             assert none is None and np.array_equal(dc2, dc_ref)
 
 
+@pytest.mark.parametrize("order", ["halves", "groups"])
+def test_periodic_of_several_counts_is_the_plain_expression(order, rng):
+    """One layer of several frequency counts gives, with and without a workspace, the bits of
+    the plain expressions of each run of equal counts (written out here); ``order="groups"``
+    gives the bits of the runs as layers of their own side by side, the network that the
+    models saved before this layer had (they load into it and predict the same)."""
+    from pipeline.nn import ColumnSplit
+
+    runs = [(3, 8), (1, 7), (2, 3)]  # (features, k), most frequencies first
+    counts = tuple(k for f, k in runs for _ in range(f))
+    layer = Periodic(counts, 0.5, order=order)
+    layer.build((6,))
+    cs = [rng.normal(0.0, 0.5, (f, k)).astype(np.float32) for f, k in runs]
+    old = ColumnSplit([((0, 1, 2), Periodic(8, 0.5)), ((3,), Periodic(7, 0.5)),
+                       ((4, 5), Periodic(3, 0.5))])
+    old.build((6,))
+    ws, ws_old = Workspace(), Workspace()
+    w = sum(f * k for f, k in runs)
+    for n in (256, 256, 3, 256):
+        wide = rng.standard_normal((n, 8)).astype(np.float32)
+        x = wide[:, 1:7]  # a column slice, as ColumnSplit passes it
+        dy = rng.standard_normal((n, 2 * w + 3)).astype(np.float32)[:, 1:-2]
+        pieces, sines, cosines, dcs, dxs, a = [], [], [], [], [], 0
+        for (f, k), c in zip(runs, cs, strict=True):
+            xr = np.ascontiguousarray(x[:, a:a + f])
+            if order == "groups":
+                dyr = dy[:, 2 * sum(ff * kk for ff, kk in runs[:len(dcs)]):][:, :2 * f * k]
+            else:
+                off = sum(ff * kk for ff, kk in runs[:len(dcs)])
+                dyr = np.concatenate([dy[:, off:off + f * k], dy[:, w + off:w + off + f * k]],
+                                     axis=1)
+            y_r, dc_r, dx_r = periodic_reference(c, xr, np.ascontiguousarray(dyr))
+            sines.append(y_r[:, :f * k])
+            cosines.append(y_r[:, f * k:])
+            pieces.append(y_r)
+            dcs.append(dc_r)
+            dxs.append(dx_r)
+            a += f
+        y_ref = np.concatenate(pieces if order == "groups" else sines + cosines, axis=1)
+        for space in (ws, None):
+            y, _, dc, dx = run(layer, cs, x, dy, space)
+            assert np.array_equal(y, y_ref)
+            assert all(np.array_equal(g, r) for g, r in zip(dc, dcs, strict=True))
+            assert np.array_equal(dx, np.concatenate(dxs, axis=1))
+            _, _, dc2, none = run(layer, cs, x, dy, space, need_input_grad=False)
+            assert none is None and all(np.array_equal(g, r) for g, r in zip(dc2, dcs,
+                                                                            strict=True))
+        if order == "groups":
+            y_old, _, dc_old, _ = run(old, cs, x, dy, ws_old, need_input_grad=False)
+            y, _, dc, _ = run(layer, cs, x, dy, ws, need_input_grad=False)
+            assert np.array_equal(y, y_old)
+            assert all(np.array_equal(g, r) for g, r in zip(dc, dc_old, strict=True))
+
+
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])

@@ -190,6 +190,40 @@ def test_periodic(backend, rng):
     assert np.std(layer.init(np.random.default_rng(0), (400,))[0]) == pytest.approx(0.5, rel=0.05)
 
 
+def test_periodic_frequency_counts_per_feature(backend, rng):
+    """Features of different frequency counts in one layer: the paper's formula written out
+    feature by feature (every feature's sines, then every feature's cosines), gradients against
+    central differences, one (features, k) parameter per run of equal counts; ``order="groups"``
+    is each run's sines then its cosines."""
+    counts = (3, 3, 1, 2, 2, 2)
+    x = rng.standard_normal((7, 6))
+    layer = Periodic(n_frequencies=counts, sigma=0.5)
+    assert layer.build((6,)) == ([(2, 3), (1, 1), (3, 2)], (2 * 13,))
+    flat, y = check_layer_gradients(layer, (6,), x, backend)
+    c = [flat[:6].reshape(2, 3), flat[6:7].reshape(1, 1), flat[7:].reshape(3, 2)]
+    per_feature = [c[0][0], c[0][1], c[1][0], c[2][0], c[2][1], c[2][2]]
+    z = [2 * np.pi * x[:, [j]] * per_feature[j][None] for j in range(6)]
+    sines = np.concatenate([np.sin(zj) for zj in z], axis=1)
+    cosines = np.concatenate([np.cos(zj) for zj in z], axis=1)
+    np.testing.assert_allclose(y, np.concatenate([sines, cosines], axis=1), rtol=1e-12,
+                               atol=1e-12)
+    grouped = Periodic(n_frequencies=counts, sigma=0.5, order="groups")
+    _, yg = check_layer_gradients(grouped, (6,), x, backend)
+    runs = [(0, 6), (6, 7), (7, 13)]  # each run's columns among the 13 frequencies
+    expected = np.concatenate([part for a, b in runs for part in (sines[:, a:b],
+                                                                  cosines[:, a:b])], axis=1)
+    np.testing.assert_allclose(yg, expected, rtol=1e-12, atol=1e-12)
+    assert layer.penalized([(2, 3), (1, 1), (3, 2)]) == [False] * 3
+    assert [p.shape for p in layer.init(np.random.default_rng(0), (6,))] == [(2, 3), (1, 1),
+                                                                               (3, 2)]
+    with pytest.raises(ValueError, match="frequency counts for 6 features; its input has 5"):
+        Periodic(counts).build((5,))
+    with pytest.raises(ValueError, match="n_frequencies must be"):
+        Periodic((3, 0))
+    with pytest.raises(ValueError, match="order must be"):
+        Periodic(3, order="interleaved")
+
+
 def test_embedding_rejects_codes_out_of_range(backend):
     layer = Embedding((3, 5), (2, 2))
     layer.build((2,))
