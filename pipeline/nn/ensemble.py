@@ -137,8 +137,10 @@ class EnsembleDense(Layer):
         if not ctx.need_input_grad:
             return None
         if len(x.shape) == 2:
-            WcatT = _copy_into(xp.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W))
-            return bk.matmul(xp.reshape(dy, (n, k * u)), xp.reshape(WcatT, (k * u, d)),
+            # (one member: W[0]'s transpose is a view the product reads as it is)
+            WcatT = xp.permute_dims(W[0], (1, 0)) if k == 1 else xp.reshape(_copy_into(
+                xp.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
+            return bk.matmul(xp.reshape(dy, (n, k * u)), WcatT,
                              out=ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)
         dyk, WT = xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1))
