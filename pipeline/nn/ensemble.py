@@ -140,8 +140,8 @@ class EnsembleDense(Layer):
             # (one member: W[0]'s transpose is a view the product reads as it is)
             WcatT = xp.permute_dims(W[0], (1, 0)) if k == 1 else xp.reshape(_copy_into(
                 xp.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
-            return bk.matmul(xp.reshape(dy, (n, k * u)), WcatT,
-                             out=ctx.buffer("dx", (n, d), dy))
+            # (a one-output layer: (n, 1) @ (1, d), NumPy's outer-product loop, faster)
+            return _matmul(xp.reshape(dy, (n, k * u)), WcatT, ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)
         dyk, WT = xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1))
         # (k, n, d); one output per member (u = 1): NumPy's loop for outer products, faster
