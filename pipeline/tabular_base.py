@@ -185,6 +185,28 @@ class _BaseTabular(BaseEstimator):
     def _class_weights(self, counts: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
         return None
 
+    def _weighting(self, stats: np.ndarray, classes: np.ndarray | None) -> tuple[
+            tuple[float, float] | None, np.ndarray | None, float]:
+        """``(target, class_weights, weight_scale)`` from the blocks' summed
+        :func:`~pipeline.tabular_blocks._block_stats`: the regression target's mean and scale,
+        the class weights, and the mean row weight the weights are divided by."""
+        target, class_weights = None, None
+        if classes is None:
+            n, s, s2, wsum = stats
+            mean = s / n
+            scale = float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
+            target = (float(mean), scale)
+            weight_scale = wsum / n
+        else:
+            n_classes = len(classes)
+            counts, wsums = stats[:n_classes], stats[n_classes:]
+            class_weights = self._class_weights(counts, classes)
+            cw = np.ones(n_classes) if class_weights is None else class_weights
+            weight_scale = float(np.sum(cw * wsums) / np.sum(counts))
+        if not weight_scale > 0:
+            raise ValueError("sample_weight sums to zero (or less): nothing to learn from")
+        return target, class_weights, weight_scale
+
     def fit(self, X: Any, y: Any, sample_weight: Any = None, *, client: Any = None,
             validation_data: tuple[Any, Any] | None = None, checkpoint_dir: str | None = None,
             checkpoint_every: int = 1, resume: bool = False, preprocessor: Any = None):
@@ -210,75 +232,14 @@ class _BaseTabular(BaseEstimator):
             seed = (Checkpointer.saved_seed(checkpoint_dir, saveable_classes())
                     or Checkpointer.saved_seed(_member_dir(checkpoint_dir, 0),
                                                saveable_classes()) or seed)
-        frame, label, weighted = self._frames(X, y, sample_weight)
-        features = [c for c in frame.columns if c not in (_LABEL, _WEIGHT)]
-        prep = TabularPreprocessor(categorical=self.categorical, numeric=self.numeric,
-                                   n_bins=self.n_bins, max_categories=self.max_categories,
-                                   min_frequency=self.min_frequency, add_indicator=True)
-        prep.fit(frame[features])
-        Xt = prep.transform(frame[features])
-        if weighted:
-            Xt = Xt.assign(**{_WEIGHT: frame[_WEIGHT].astype("float32")})
-        classification = self._loss != "squared_error"
-        blocks = to_blocks(client, Xt, label, classification=classification, dtype="float32",
-                           min_block_rows=self.min_block_rows, name="tabular-block")
-        # the raw frame (a pandas one persisted on the workers) is not needed once the blocks
-        # exist: released now, not held through training (the blocks keep their lineage)
-        del frame, label, Xt
+        got = None
+        if validation_data is None and not _is_dask(X):  # data in this process: built here
+            got = self._blocks_here(client, X, y, sample_weight, seed)
+        if got is None:
+            got = self._blocks_on_workers(client, X, y, sample_weight, validation_data, seed)
+        prep, blocks, valid, target, _, n_partitions, early, ensemble, features = got
         classes = blocks.classes
         n_classes = None if classes is None else len(classes)
-        target, class_weights = None, None
-        # Unweighted classification without class weights: the loss needs nothing from the
-        # blocks (no target moments, every row weighs 1) and finishing would leave them as
-        # they are, so neither the statistics round trip nor the finishing tasks are run.
-        needs_stats = weighted or n_classes is None or \
-            getattr(self, "class_weight", None) is not None
-        if needs_stats:
-            stats = np.sum(client.gather(client.map(_block_stats, blocks.futures,
-                                                    weighted=weighted, n_classes=n_classes)),
-                           axis=0)
-            if n_classes is None:
-                n, s, s2, wsum = stats
-                mean = s / n
-                scale = float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
-                target = (float(mean), scale)
-                weight_scale = wsum / n
-            else:
-                counts, wsums = stats[:n_classes], stats[n_classes:]
-                class_weights = self._class_weights(counts, classes)
-                cw = np.ones(n_classes) if class_weights is None else class_weights
-                weight_scale = float(np.sum(cw * wsums) / np.sum(counts))
-            if not weight_scale > 0:
-                raise ValueError("sample_weight sums to zero (or less): nothing to learn from")
-            futures = client.map(_finish_block, blocks.futures, weighted=weighted,
-                                 class_weights=class_weights, weight_scale=weight_scale,
-                                 target=target, key=[f"finish-{f.key}" for f in blocks.futures])
-            blocks = blocks._replace(futures=futures)
-        n_features = blocks.n_features - (1 if weighted else 0)
-        blocks = blocks._replace(n_features=n_features)
-        has_weights = weighted or class_weights is not None
-        ensemble = self._ensemble(blocks.n_samples, blocks.n_features)
-        n_partitions = len(blocks.futures)
-        valid = None
-        early = self._early_stopping(blocks.n_samples, validation_data is not None)
-        if early and validation_data is not None:
-            vframe, vlabel, _ = self._frames(*validation_data, None)
-            vblocks = to_blocks(client, prep.transform(vframe[features]), vlabel,
-                                classification=classification, classes=classes,
-                                dtype="float32", min_block_rows=self.min_block_rows,
-                                name="tabular-valid")
-            valid = vblocks if target is None else vblocks._replace(futures=client.map(
-                _finish_block, vblocks.futures, weighted=False, class_weights=None,
-                weight_scale=1.0, target=target,
-                key=[f"finish-{f.key}" for f in vblocks.futures]))
-        elif early:
-            blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
-            if has_weights:
-                valid = valid._replace(futures=client.map(
-                    _strip_weights, valid.futures, n_outputs=blocks.n_outputs,
-                    key=[f"strip-{f.key}" for f in valid.futures]))
-        if ensemble == "independent" and _small(blocks.n_samples, blocks.n_features):
-            blocks = join_blocks(client, blocks, "tabular-joined")  # each member sees every row
         self.dropout_ = self._dropout(early, ensemble)
         self.periodic_order_ = "halves"  # (a model saved before it existed: see _network_params)
         loss = self._loss if n_classes is None else (
@@ -359,6 +320,116 @@ class _BaseTabular(BaseEstimator):
                                "replicas": config.replicas, "local_steps": config.local_steps}
         self._model = network
         return self
+
+
+    def _needs_stats(self, weighted: bool, classes: Any) -> bool:
+        """Unweighted classification without class weights: the loss needs nothing from the
+        blocks (no target moments, every row weighs 1) and finishing would leave them as they
+        are, so neither the statistics nor the finishing pass are run."""
+        return weighted or classes is None or getattr(self, "class_weight", None) is not None
+
+    def _blocks_here(self, client: Any, X: Any, y: Any, sample_weight: Any,
+                     seed: int) -> tuple | None:
+        """:meth:`_blocks_on_workers` for a pandas frame (or arrays) whose members each hold
+        every row, computed in this process by the same functions on the same partitions
+        (:mod:`pipeline.tabular_local`); ``None`` when the blocks would be trained where they
+        lie, spread over the workers (a shared ensemble over several blocks)."""
+        from .tabular_local import local_blocks, partitions
+
+        frame = pd.DataFrame(X).copy()
+        frame[_LABEL] = np.asarray(y)
+        weighted = sample_weight is not None
+        if weighted:
+            frame[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
+        parts = partitions(frame, _pandas_partitions(len(frame)))
+        features = [c for c in parts[0].columns if c not in (_LABEL, _WEIGHT)]
+        prep = self._preprocessor()
+        n = len(frame)
+        prep.fit_partitions([p[features] for p in parts])
+        if len(parts) > 1 and self._ensemble(n, len(prep.get_feature_names_out())) \
+                != "independent":  # several blocks: here only when joined for the members
+            return None
+        state: dict[str, Any] = {}
+
+        def early(n_samples: int) -> bool:
+            state["early"] = self._early_stopping(n_samples, False)
+            return state["early"]
+
+        def join(n_samples: int, n_train: int, n_features: int) -> bool:
+            state["ensemble"] = self._ensemble(n_samples, n_features)
+            return state["ensemble"] == "independent" and _small(n_train, n_features)
+
+        got = local_blocks(
+            client, parts, features, prep, label=_LABEL, weight=_WEIGHT if weighted else None,
+            classification=self._loss != "squared_error", min_block_rows=self.min_block_rows,
+            weighting=self._weighting,
+            needs_stats=lambda classes: self._needs_stats(weighted, classes),
+            early=early, fraction=self.validation_fraction, seed=seed, join=join)
+        return (prep, got.blocks, got.valid, got.target, got.class_weights, got.n_blocks,
+                state["early"], state["ensemble"], features)
+
+    def _preprocessor(self) -> TabularPreprocessor:
+        return TabularPreprocessor(categorical=self.categorical, numeric=self.numeric,
+                                   n_bins=self.n_bins, max_categories=self.max_categories,
+                                   min_frequency=self.min_frequency, add_indicator=True)
+
+    def _blocks_on_workers(self, client: Any, X: Any, y: Any, sample_weight: Any,
+                           validation_data: Any, seed: int) -> tuple:
+        """The preprocessing learned and the training (and validation) blocks built in tasks
+        on the workers: ``(prep, blocks, valid, target, class_weights, n_partitions, early,
+        ensemble, features)``."""
+        classification = self._loss != "squared_error"
+        frame, label, weighted = self._frames(X, y, sample_weight)
+        features = [c for c in frame.columns if c not in (_LABEL, _WEIGHT)]
+        prep = self._preprocessor()
+        prep.fit(frame[features])
+        Xt = prep.transform(frame[features])
+        if weighted:
+            Xt = Xt.assign(**{_WEIGHT: frame[_WEIGHT].astype("float32")})
+        blocks = to_blocks(client, Xt, label, classification=classification, dtype="float32",
+                           min_block_rows=self.min_block_rows, name="tabular-block")
+        # the raw frame (a pandas one persisted on the workers) is not needed once the blocks
+        # exist: released now, not held through training (the blocks keep their lineage)
+        del frame, label, Xt
+        classes = blocks.classes
+        n_classes = None if classes is None else len(classes)
+        target, class_weights = None, None
+        if self._needs_stats(weighted, classes):
+            stats = np.sum(client.gather(client.map(_block_stats, blocks.futures,
+                                                    weighted=weighted, n_classes=n_classes)),
+                           axis=0)
+            target, class_weights, weight_scale = self._weighting(stats, classes)
+            futures = client.map(_finish_block, blocks.futures, weighted=weighted,
+                                 class_weights=class_weights, weight_scale=weight_scale,
+                                 target=target, key=[f"finish-{f.key}" for f in blocks.futures])
+            blocks = blocks._replace(futures=futures)
+        n_features = blocks.n_features - (1 if weighted else 0)
+        blocks = blocks._replace(n_features=n_features)
+        has_weights = weighted or class_weights is not None
+        ensemble = self._ensemble(blocks.n_samples, blocks.n_features)
+        n_partitions = len(blocks.futures)
+        valid = None
+        early = self._early_stopping(blocks.n_samples, validation_data is not None)
+        if early and validation_data is not None:
+            vframe, vlabel, _ = self._frames(*validation_data, None)
+            vblocks = to_blocks(client, prep.transform(vframe[features]), vlabel,
+                                classification=classification, classes=classes,
+                                dtype="float32", min_block_rows=self.min_block_rows,
+                                name="tabular-valid")
+            valid = vblocks if target is None else vblocks._replace(futures=client.map(
+                _finish_block, vblocks.futures, weighted=False, class_weights=None,
+                weight_scale=1.0, target=target,
+                key=[f"finish-{f.key}" for f in vblocks.futures]))
+        elif early:
+            blocks, valid = split_blocks(client, blocks, self.validation_fraction, seed)
+            if has_weights:
+                valid = valid._replace(futures=client.map(
+                    _strip_weights, valid.futures, n_outputs=blocks.n_outputs,
+                    key=[f"strip-{f.key}" for f in valid.futures]))
+        if ensemble == "independent" and _small(blocks.n_samples, blocks.n_features):
+            blocks = join_blocks(client, blocks, "tabular-joined")  # each member sees every row
+        return (prep, blocks, valid, target, class_weights, n_partitions, early, ensemble,
+                features)
 
     # Early stopping's validation score: the classifier's is minus the validation log loss of
     # the ensemble's probabilities, LightGBM's and xgboost's default early-stopping metric.

@@ -256,6 +256,25 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator, auto_wrap_output_keys
             name="tabular-merge_stats",
         )
         (stats,) = dask.compute(root)
+        return self._learned(spec, stats)
+
+    def fit_partitions(self, parts: list[Any]) -> TabularPreprocessor:
+        """:meth:`fit` on in-memory partitions (pandas or cuDF frames, in order), computed here:
+        the same per-partition statistics merged in the same tree as ``fit``'s tasks
+        (:func:`~pipeline.reduce.tree_fold`), so the same learned values as ``fit`` on a dask
+        frame of those partitions. For data already in this process (a frame the user passed),
+        where tasks would ship it to the workers and the statistics back."""
+        from .reduce import tree_fold
+
+        self._validate_params()
+        if not parts:
+            raise ValueError("fit_partitions needs at least one partition")
+        spec = self._resolve_columns(parts[0].iloc[:0])
+        stats = tree_fold([partial_tabular_stats(part, spec) for part in parts],
+                          merge_tabular_stats, split_every=self.split_every)
+        return self._learned(spec, stats)
+
+    def _learned(self, spec: TabularSpec, stats: TabularStats) -> TabularPreprocessor:
         self._set_learned(spec, stats)
         names = [str(n) for n in self.get_feature_names_out()]
         if len(set(names)) != len(names):

@@ -457,10 +457,12 @@ def test_renamed_graph_has_fresh_keys_and_same_structure():
 
 
 @pytest.mark.timeout(180)
-def test_worker_dies_inside_an_independent_members_task(proc_client, tmp_path):
+@pytest.mark.parametrize("given", ["dask", "pandas"])
+def test_worker_dies_inside_an_independent_members_task(proc_client, tmp_path, given):
     """Small tabular data trains as independent members, one fused task per worker. A worker
-    SIGKILLed inside its member's task: the task runs again on the other worker (the joined
-    block rebuilt from lineage if it was lost too) and the fit ends with the parameters of an
+    SIGKILLed inside its member's task: the task runs again on the other worker (a dask
+    frame's joined block rebuilt from lineage if it was lost too; a pandas frame's blocks,
+    built in the client, are on every worker) and the fit ends with the parameters of an
     uninterrupted fit, bit for bit."""
     import dask.dataframe as dd
     import pandas as pd
@@ -472,6 +474,8 @@ def test_worker_dies_inside_an_independent_members_task(proc_client, tmp_path):
     frame["y"] = np.where(frame.a - frame.b ** 2 + (frame.g == "u") > 0, "yes", "no")
     d = dd.from_pandas(frame, npartitions=2, sort=False)  # values in the graph: lineage
     X, y = d.drop(columns="y"), d["y"]
+    if given == "pandas":
+        X, y = frame.drop(columns="y"), frame["y"]
     params = {"hidden_layer_sizes": (16, 16), "max_iter": 4, "random_state": 0,
               "min_block_rows": 100}
 
