@@ -1,6 +1,7 @@
 """Where the client's time goes in one small tabular fit: start and end (seconds from the
-fit's start) of the preprocessing fit and transform, the blocks, the split, the join, the
-members' training and the ensemble's score, for two ``max_iter=1`` default fits of a quality
+fit's start) of the preprocessing fit and transform, the blocks, the split, the join (or, for a
+pandas frame built in the client, ``_blocks_here``), the members' training and the ensemble's
+score, for two ``max_iter=1`` default fits of a quality
 dataset (80% of its rows) on a 2-worker ``LocalCluster`` after a warm-up fit. Imports the
 package from the current directory, so it can be run from two checkouts::
 
@@ -35,6 +36,8 @@ if __name__ == "__main__":
     import pipeline.train.members as mem
     for n in ("to_blocks", "split_blocks", "join_blocks"):
         wrap(tb, n)
+    if hasattr(tb._BaseTabular, "_blocks_here"):  # (a pandas frame built in the client)
+        wrap(tb._BaseTabular, "_blocks_here")
     wrap(mem, "train_members")
     wrap(mem, "ensemble_score")
     wrap(tp.TabularPreprocessor, "fit")

@@ -45,7 +45,9 @@ epochs, flchain 11.4 -> 9.4, the rest within an epoch, every metric within the s
 in [32, 256] (``n / 32`` up to 1024 from 8k rows), blocks of at least 8,192 rows
 (``min_block_rows``; a pandas frame from 16,384 rows is cut into 2, 4, 8, ... equal
 partitions, so two workers share a shared ensemble's replicas: 1.2-1.5x sooner on
-20,000-32,000 rows than one block on one worker, the same accuracy), early stopping from 2,000
+20,000-32,000 rows than one block on one worker, the same accuracy; a pandas frame whose
+members each hold every row is preprocessed and blocked in the client, by the tasks'
+functions, and the blocks sent to every worker: :mod:`pipeline.tabular_local`), early stopping from 2,000
 rows: stop
 after ``n_iter_no_change`` epochs in which the validation score (minus the log loss, or R²) did
 not beat the best by ``tol=1e-3`` (patience 8 with ``tol=0`` ran 180 epochs over the quick
