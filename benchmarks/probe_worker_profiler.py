@@ -3,11 +3,12 @@
 fresh 2-worker ``LocalCluster`` at once (nanny-started, one thread each, as the members of a
 default fit run), with the workers' stack sampler (``distributed.worker.profile``) at Dask's
 10 ms, at 100 ms (what ``pl.connect()`` starts its workers with) and off, the three
-alternating ``--rounds`` times. Prints, per setting, the median over rounds of each round's
+alternating ``--rounds`` times, without the scheduler's dashboard (as the benchmarks start
+their clusters) or with it (``--dashboard``: a ``LocalCluster()`` of Dask's defaults). Prints, per setting, the median over rounds of each round's
 median wall and CPU seconds per run of the task (issue 13, session 17)::
 
     MALLOC_TRIM_THRESHOLD_=65536 OMP_NUM_THREADS=1 PYTHONPATH=. \\
-        python benchmarks/probe_worker_profiler.py /tmp/hotel.pkl [--rounds 4]
+        python benchmarks/probe_worker_profiler.py /tmp/hotel.pkl [--rounds 4] [--dashboard]
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def main() -> None:
 
     path = sys.argv[1]
     rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 4
+    # the scheduler's dashboard (a user's LocalCluster() has one; the benchmarks' do not)
+    dashboard = ":0" if "--dashboard" in sys.argv else None
     wall: dict[str, list[float]] = {k: [] for k in SETTINGS}
     cpu: dict[str, list[float]] = {k: [] for k in SETTINGS}
     for _ in range(rounds):
         for name, config in SETTINGS.items():
             with dask.config.set(config), LocalCluster(n_workers=2, threads_per_worker=1,
-                                                       dashboard_address=None) as cluster, \
+                                                       dashboard_address=dashboard) as cluster, \
                     Client(cluster) as client:
                 workers = sorted(client.scheduler_info()["workers"])
                 futures = [client.submit(run_task, path, 3, workers=[w], pure=False)
