@@ -13,6 +13,7 @@ not reproduce the library's bits (its operations fuse and round differently).
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import time
@@ -22,19 +23,15 @@ import numpy as np
 from pipeline import optim
 from pipeline.nn.workspace import Workspace
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import best_microseconds
+
 N = 65_234
 FASTMATH = "--fastmath" in sys.argv
 
 
-def _best(fn, n=2000, repeat=7) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best * 1e6
+def _best(fn) -> float:
+    return best_microseconds(fn, n=2000, repeat=7)
 
 
 def main() -> None:

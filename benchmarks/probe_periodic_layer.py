@@ -10,7 +10,8 @@ microseconds of a forward and of a backward (best of 5 runs of 2,000)::
 
 from __future__ import annotations
 
-import time
+import os
+import sys
 
 import numpy as np
 
@@ -18,21 +19,13 @@ from pipeline.nn import ColumnSplit, Periodic
 from pipeline.nn.layers import make_context
 from pipeline.nn.workspace import Workspace
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import best_microseconds
+
 # hotel_rates' numeric features by frequency count (tabular_net.periodic_frequencies of their
 # numbers of values), most first, as build_network groups them
 COUNTS = (8,) * 6 + (7,) + (5,) + (3,) * 4 + (2,) * 2
 ROWS = 346
-
-
-def _best(fn, n: int = 2000, repeat: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best * 1e6
 
 
 def _time(layer, f: int) -> tuple[float, float]:
@@ -44,8 +37,8 @@ def _time(layer, f: int) -> tuple[float, float]:
     dy = rng.standard_normal((ROWS, out[0])).astype(np.float32)
     ctx = make_context(True, (0,), Workspace(), False)
     _, cache = layer.forward(params, x, ctx)
-    return (_best(lambda: layer.forward(params, x, ctx)),
-            _best(lambda: layer.backward(params, cache, dy, ctx, grads)))
+    return (best_microseconds(lambda: layer.forward(params, x, ctx)),
+            best_microseconds(lambda: layer.backward(params, cache, dy, ctx, grads)))
 
 
 def main() -> None:
