@@ -321,7 +321,6 @@ class _BaseTabular(BaseEstimator):
         self._model = network
         return self
 
-
     def _needs_stats(self, weighted: bool, classes: Any) -> bool:
         """Unweighted classification without class weights: the loss needs nothing from the
         blocks (no target moments, every row weighs 1) and finishing would leave them as they
@@ -346,9 +345,10 @@ class _BaseTabular(BaseEstimator):
         prep = self._preprocessor()
         n = len(frame)
         prep.fit_partitions([p[features] for p in parts])
-        if len(parts) > 1 and self._ensemble(n, len(prep.get_feature_names_out())) \
-                != "independent":  # several blocks: here only when joined for the members
-            return None
+        width = len(prep.get_feature_names_out())
+        if len(parts) > 1 and not (self._ensemble(n, width) == "independent"
+                                   and _small(n, width)):
+            return None  # several blocks: here only when they are joined for the members
         state: dict[str, Any] = {}
 
         def early(n_samples: int) -> bool:

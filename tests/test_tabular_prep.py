@@ -330,6 +330,25 @@ def test_distributed_fit_matches_sync_bit_for_bit(client):
     pd.testing.assert_frame_equal(remote_out, local_out)
 
 
+def test_fit_partitions_in_memory_matches_the_tasks_bit_for_bit():
+    """The in-memory fit of a frame's partitions (what a tabular fit of a pandas frame runs in
+    the client) learns what the tasks learn from the dask frame of those partitions."""
+    pdf = make_frame(3_000)
+    ddf = dd.from_pandas(pdf, npartitions=7)
+    params = {"label": "y", "categorical": ["code"], "sketch_size": 256, "split_every": 3}
+    tasks = TabularPreprocessor(**params).fit(ddf)
+    parts = list(dask.compute(*ddf.to_delayed()))
+    here = TabularPreprocessor(**params).fit_partitions(parts)
+    assert tasks.rank_error_.max() > 0  # the approximate regime: the tree decides
+    for attr in ("quantiles_", "statistics_", "bin_edges_", "mean_", "scale_", "rank_error_",
+                 "numeric_levels_"):
+        np.testing.assert_array_equal(getattr(here, attr), getattr(tasks, attr))
+    assert here.layout_ == tasks.layout_
+    pd.testing.assert_frame_equal(here.transform(parts[0]), tasks.transform(parts[0]))
+    with pytest.raises(ValueError, match="at least one partition"):
+        TabularPreprocessor().fit_partitions([])
+
+
 @st.composite
 def small_frames(draw):
     """Numeric columns with NaN and ties, a string column, cut into 1-8 partitions."""
