@@ -335,12 +335,16 @@ class _BaseTabular(BaseEstimator):
         lie, spread over the workers (a shared ensemble over several blocks)."""
         from .tabular_local import local_blocks, partitions
 
+        n_parts = _pandas_partitions(len(X))
+        if n_parts > 1 and (len(X) > INDEPENDENT_MAX_ROWS or int(self.n_members) == 1
+                            or self.ensemble == "shared"):
+            return None  # several blocks, not joined: built where they will train
         frame = pd.DataFrame(X).copy()
         frame[_LABEL] = np.asarray(y)
         weighted = sample_weight is not None
         if weighted:
             frame[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
-        parts = partitions(frame, _pandas_partitions(len(frame)))
+        parts = partitions(frame, n_parts)
         features = [c for c in parts[0].columns if c not in (_LABEL, _WEIGHT)]
         prep = self._preprocessor()
         n = len(frame)
