@@ -5,8 +5,8 @@ workers (:mod:`pipeline.tabular_base`). A pandas frame is already in the client'
 small data (the rows that independent members each hold a copy of) shipping it to the workers
 to compute a few statistics, bringing them back, and then building, finishing and splitting the
 blocks in a chain of tasks costs a dozen scheduler round trips around ~50 ms of work (on
-hotel_rates' 9,857 rows: the members' tasks started 0.22 s into a fit whose epochs take ~0.08
-s). Here the same functions run in the same order on the same partitions (dask's own, from
+hotel_rates' 12,321 rows the members' training started 0.21-0.24 s into a fit whose epochs take
+~0.08 s; built here, 0.08 s: ``benchmarks/probe_fit_phases.py``). Here the same functions run in the same order on the same partitions (dask's own, from
 ``dd.from_pandas``), so the blocks are the same bits; the finished blocks then go to every
 worker at once (``scatter(broadcast=True)``): each member's worker holds them, as the members
 need, and a lost worker leaves a copy on the others.
