@@ -63,6 +63,16 @@ def _pandas_partitions(n_rows: int) -> int:
     return 1 if k < 1 else max(2, 1 << (k.bit_length() - 1))
 
 
+def _pandas_frame(X: Any, y: Any, sample_weight: Any) -> pd.DataFrame:
+    """A copy of in-memory ``X`` (pandas, NumPy, ...) as a pandas frame, with the label and (if
+    given) the sample weights (float64) as its last columns."""
+    frame = pd.DataFrame(X).copy()
+    frame[_LABEL] = np.asarray(y)
+    if sample_weight is not None:
+        frame[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
+    return frame
+
+
 class _BaseTabular(BaseEstimator):
     """Shared fit/predict machinery; see :mod:`pipeline.tabular`."""
 
@@ -130,10 +140,7 @@ class _BaseTabular(BaseEstimator):
                                     "Series partitioned as X")
                 X = X.assign(**{_WEIGHT: sample_weight})
         else:
-            X = pd.DataFrame(X).copy()
-            X[_LABEL] = np.asarray(y)
-            if weighted:
-                X[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
+            X = _pandas_frame(X, y, sample_weight)
             X = dd.from_pandas(X, npartitions=_pandas_partitions(len(X)), sort=False).persist()
         if weighted:
             X = X.assign(**{_WEIGHT: X[_WEIGHT].astype("float64")})
@@ -321,11 +328,12 @@ class _BaseTabular(BaseEstimator):
         self._model = network
         return self
 
-    def _needs_stats(self, weighted: bool, classes: Any) -> bool:
+    def _needs_stats(self, weighted: bool, classification: bool) -> bool:
         """Unweighted classification without class weights: the loss needs nothing from the
         blocks (no target moments, every row weighs 1) and finishing would leave them as they
         are, so neither the statistics nor the finishing pass are run."""
-        return weighted or classes is None or getattr(self, "class_weight", None) is not None
+        return weighted or not classification or \
+            getattr(self, "class_weight", None) is not None
 
     def _blocks_here(self, client: Any, X: Any, y: Any, sample_weight: Any,
                      seed: int) -> tuple | None:
@@ -339,38 +347,28 @@ class _BaseTabular(BaseEstimator):
         if n_parts > 1 and (len(X) > INDEPENDENT_MAX_ROWS or int(self.n_members) == 1
                             or self.ensemble == "shared"):
             return None  # several blocks, not joined: built where they will train
-        frame = pd.DataFrame(X).copy()
-        frame[_LABEL] = np.asarray(y)
+        frame = _pandas_frame(X, y, sample_weight)
         weighted = sample_weight is not None
-        if weighted:
-            frame[_WEIGHT] = np.asarray(sample_weight, dtype=np.float64)
         parts = partitions(frame, n_parts)
         features = [c for c in parts[0].columns if c not in (_LABEL, _WEIGHT)]
         prep = self._preprocessor()
         n = len(frame)
         prep.fit_partitions([p[features] for p in parts])
         width = len(prep.get_feature_names_out())
-        if len(parts) > 1 and not (self._ensemble(n, width) == "independent"
-                                   and _small(n, width)):
-            return None  # several blocks: here only when they are joined for the members
-        state: dict[str, Any] = {}
-
-        def early(n_samples: int) -> bool:
-            state["early"] = self._early_stopping(n_samples, False)
-            return state["early"]
-
-        def join(n_samples: int, n_train: int, n_features: int) -> bool:
-            state["ensemble"] = self._ensemble(n_samples, n_features)
-            return state["ensemble"] == "independent" and _small(n_train, n_features)
-
+        ensemble = self._ensemble(n, width)
+        # (several blocks: here only when they are joined for the members)
+        join = ensemble == "independent" and _small(n, width)
+        if len(parts) > 1 and not join:
+            return None
+        classification = self._loss != "squared_error"
+        early = self._early_stopping(n, False)
         got = local_blocks(
             client, parts, features, prep, label=_LABEL, weight=_WEIGHT if weighted else None,
-            classification=self._loss != "squared_error", min_block_rows=self.min_block_rows,
-            weighting=self._weighting,
-            needs_stats=lambda classes: self._needs_stats(weighted, classes),
+            classification=classification, min_block_rows=self.min_block_rows,
+            weighting=self._weighting, needs_stats=self._needs_stats(weighted, classification),
             early=early, fraction=self.validation_fraction, seed=seed, join=join)
         return (prep, got.blocks, got.valid, got.target, got.class_weights, got.n_blocks,
-                state["early"], state["ensemble"], features)
+                early, ensemble, features)
 
     def _preprocessor(self) -> TabularPreprocessor:
         return TabularPreprocessor(categorical=self.categorical, numeric=self.numeric,
@@ -398,7 +396,7 @@ class _BaseTabular(BaseEstimator):
         classes = blocks.classes
         n_classes = None if classes is None else len(classes)
         target, class_weights = None, None
-        if self._needs_stats(weighted, classes):
+        if self._needs_stats(weighted, classification):
             stats = np.sum(client.gather(client.map(_block_stats, blocks.futures,
                                                     weighted=weighted, n_classes=n_classes)),
                            axis=0)

@@ -57,8 +57,8 @@ def partitions(frame: Any, npartitions: int) -> list[Any]:
 
 def local_blocks(client: Any, parts: list[Any], features: list[Any], prep: Any, *,
                  label: str, weight: str | None, classification: bool,
-                 min_block_rows: int | None, weighting: Any, needs_stats: Any,
-                 early: Any, fraction: float, seed: int, join: Any) -> LocalBlocks:
+                 min_block_rows: int | None, weighting: Any, needs_stats: bool,
+                 early: bool, fraction: float, seed: int, join: bool) -> LocalBlocks:
     """The blocks a fit builds from ``parts`` (pandas partitions with the ``label`` and, if
     given, ``weight`` columns), by the functions of its tasks in their order: ``prep`` (fitted
     on them, :meth:`~pipeline.tabular_prep.TabularPreprocessor.fit_partitions`) applied, the raw
@@ -66,10 +66,9 @@ def local_blocks(client: Any, parts: list[Any], features: list[Any], prep: Any, 
     blocks finished, then split (``fraction`` held out with ``seed``) and joined, then sent to
     every worker.
 
-    The estimator decides from what it sees on the way: ``weighting(stats, classes)`` gives
-    ``(target, class_weights, weight_scale)``, ``needs_stats(classes)`` whether to finish,
-    ``early(n_rows)`` whether to hold out rows, ``join(n_rows, n_training_rows, n_features)``
-    whether to join the training blocks into one.
+    The estimator's choices: ``needs_stats`` (finish the blocks, with ``weighting(stats,
+    classes)`` giving ``(target, class_weights, weight_scale)``), ``early`` (hold out rows),
+    ``join`` (the training blocks into one).
     """
     raws, summaries = [], []
     for p in parts:
@@ -89,16 +88,15 @@ def local_blocks(client: Any, parts: list[Any], features: list[Any], prep: Any, 
                            classes, "float32") for g in groups]
     weighted = weight is not None
     target, class_weights = None, None
-    if needs_stats(classes):
+    if needs_stats:
         n_classes = None if classes is None else len(classes)
         stats = np.sum([_block_stats(b, weighted, n_classes) for b in blocks], axis=0)
         target, class_weights, weight_scale = weighting(stats, classes)
         blocks = [_finish_block(b, weighted, class_weights, weight_scale, target)
                   for b in blocks]
     n_features -= 1 if weighted else 0
-    n_samples = int(sum(block_rows))
     valid = None
-    if early(n_samples):
+    if early:
         counts = [_split_rows(n, fraction, seed, i) for i, n in enumerate(block_rows)]
         valid = [_split_block(b, fraction, seed, i, True) for i, b in enumerate(blocks)]
         blocks = [_split_block(b, fraction, seed, i, False) for i, b in enumerate(blocks)]
@@ -107,7 +105,7 @@ def local_blocks(client: Any, parts: list[Any], features: list[Any], prep: Any, 
         train_rows, valid_rows = [c[0] for c in counts], [c[1] for c in counts]
     else:
         train_rows, valid_rows = block_rows, []
-    if join(n_samples, sum(train_rows), n_features) and len(blocks) > 1:
+    if join and len(blocks) > 1:
         blocks, train_rows = [_join_blocks(*blocks)], [sum(train_rows)]
     # (hash=False: keys of their own, never another fit's blocks of the same values)
     futures = client.scatter(blocks + (valid or []), broadcast=True, hash=False)
