@@ -36,6 +36,7 @@ from .base import (
     state_to_host,
 )
 from .factory import LEARNING_RATES, SOLVERS, from_sklearn
+from .fused import fused_adamw
 from .learning_rate import (
     ScaleByLearningRateState,
     get_learning_rate,
@@ -79,6 +80,7 @@ __all__ = [
     "constant",
     "cosine_decay",
     "from_sklearn",
+    "fused_adamw",
     "get_learning_rate",
     "get_learning_rate_scale",
     "get_optimizer",

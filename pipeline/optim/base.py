@@ -47,11 +47,16 @@ Schedule = Callable[[int], float]
 class GradientTransformation(NamedTuple):
     """``init(params) -> state``; ``update(updates, state, params=None) -> (updates, state)``;
     optionally ``update_into(updates, state, params, workspace) -> (updates, state)``, the same
-    bits in workspace buffers (see the module docstring), ``None`` where there is none."""
+    bits in workspace buffers (see the module docstring), ``None`` where there is none;
+    optionally ``step_into``, a fused step (see the field's comment)."""
 
     init: Callable[[Array], Any]
     update: Callable[..., tuple[Array, Any]]
     update_into: Callable[..., tuple[Array, Any]] | None = None
+    # optionally step_into(grads, scale, state, params, workspace) -> (params, state) | None:
+    # a whole step on scale * grads, params updated in place, the same update up to rounding
+    # (:func:`pipeline.optim.fused_adamw`); None where it cannot, and the caller updates
+    step_into: Callable[..., tuple[Array, Any] | None] | None = None
 
 
 class EmptyState(NamedTuple):

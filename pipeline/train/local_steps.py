@@ -55,6 +55,13 @@ def _local_step(model: Any, optimizer: optim.GradientTransformation, alpha: floa
     # pass adding its gradient, W * 0 (the same values, up to the sign of a zero gradient)
     pen, pen_grad = (0.0, None) if alpha == 0 else _l2_penalty(model, w, alpha, global_rows,
                                                                  ctx)
+    step = getattr(optimizer, "step_into", None)
+    if step is not None and pen_grad is None:
+        # a fused step (pipeline.optim.fused_adamw): grad / m folded into its factors, w
+        # updated in place
+        done = step(grad, 1.0 / m, state, w, ctx.workspace.child("optimizer"))
+        if done is not None:
+            return done[0], done[1], loss + pen * m
     into = getattr(optimizer, "update_into", None)
     if into is not None:
         # the optimizer keeps nothing of its input: the scaled gradient may be a buffer too
