@@ -152,7 +152,7 @@ def test_a_local_step_takes_the_fused_path():
         calls = []
         if name == "fused":
             inner = opt.step_into
-            opt = opt._replace(step_into=lambda *a: calls.append(a[1]) or inner(*a))
+            opt = opt._replace(step_into=lambda *a, c=calls, f=inner: c.append(a[1]) or f(*a))
         w, state = w0.copy(), opt.init(w0)
         ws = workspace_for(3, X)
         for i in range(5):
