@@ -15,12 +15,26 @@ from pipeline.nn import Context, EnsembleDense, Periodic, Workspace
 from pipeline.tabular_net import build_network
 
 
-def run(layer, params, x, dy, ws, need_input_grad=True):
+def flat_views(arrays, fill=None):
+    """``arrays`` (or NaNs like them) as views one after the other in one flat vector, as a
+    network's parameters and gradients are."""
+    flat = np.concatenate([a.reshape(-1) for a in arrays])
+    if fill is not None:
+        flat[:] = fill
+    views, a = [], 0
+    for p in arrays:
+        views.append(flat[a:a + p.size].reshape(p.shape))
+        a += p.size
+    return views
+
+
+def run(layer, params, x, dy, ws, need_input_grad=True, flat=False):
     ctx = Context(training=True, key=(0, 1, 2, 3), workspace=ws, need_input_grad=need_input_grad)
     y, cache = layer.forward(params, x, ctx)
     y_copy = np.array(y, copy=True, order="K")  # the buffer is overwritten by the next step
     strides = y.strides
-    grads = [np.full_like(p, np.nan) for p in params]  # every element must be written
+    # every element must be written
+    grads = flat_views(params, np.nan) if flat else [np.full_like(p, np.nan) for p in params]
     dx = layer.backward(params, cache, dy, ctx, grads)
     return y_copy, strides, grads, dx
 
@@ -102,12 +116,15 @@ def test_periodic_workspace_is_the_plain_expression(rng):
             assert none is None and np.array_equal(dc2, dc_ref)
 
 
+@pytest.mark.parametrize("flat", [False, True])
 @pytest.mark.parametrize("order", ["halves", "groups"])
-def test_periodic_of_several_counts_is_the_plain_expression(order, rng):
+def test_periodic_of_several_counts_is_the_plain_expression(order, flat, rng):
     """One layer of several frequency counts gives, with and without a workspace, the bits of
     the plain expressions of each run of equal counts (written out here); ``order="groups"``
     gives the bits of the runs as layers of their own side by side, the network that the
-    models saved before this layer had (they load into it and predict the same)."""
+    models saved before this layer had (they load into it and predict the same). ``flat``:
+    the parameters and gradients are views one after the other in flat vectors (a network's),
+    which the layer reads and writes as one span."""
     from pipeline.nn import ColumnSplit
 
     runs = [(3, 8), (1, 7), (2, 3)]  # (features, k), most frequencies first
@@ -115,6 +132,8 @@ def test_periodic_of_several_counts_is_the_plain_expression(order, rng):
     layer = Periodic(counts, 0.5, order=order)
     layer.build((6,))
     cs = [rng.normal(0.0, 0.5, (f, k)).astype(np.float32) for f, k in runs]
+    if flat:
+        cs = flat_views(cs)
     old = ColumnSplit([((0, 1, 2), Periodic(8, 0.5)), ((3,), Periodic(7, 0.5)),
                        ((4, 5), Periodic(3, 0.5))])
     old.build((6,))
@@ -142,11 +161,11 @@ def test_periodic_of_several_counts_is_the_plain_expression(order, rng):
             a += f
         y_ref = np.concatenate(pieces if order == "groups" else sines + cosines, axis=1)
         for space in (ws, None):
-            y, _, dc, dx = run(layer, cs, x, dy, space)
+            y, _, dc, dx = run(layer, cs, x, dy, space, flat=flat)
             assert np.array_equal(y, y_ref)
             assert all(np.array_equal(g, r) for g, r in zip(dc, dcs, strict=True))
             assert np.array_equal(dx, np.concatenate(dxs, axis=1))
-            _, _, dc2, none = run(layer, cs, x, dy, space, need_input_grad=False)
+            _, _, dc2, none = run(layer, cs, x, dy, space, need_input_grad=False, flat=flat)
             assert none is None and all(np.array_equal(g, r) for g, r in zip(dc2, dcs,
                                                                             strict=True))
         if order == "groups":
@@ -215,3 +234,20 @@ def test_layers_on_other_namespaces_match_numpy(backend, rng):
     np.testing.assert_allclose(to_host(ys), y_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(to_host(dc), dc_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(to_host(dxs), dx_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_span_is_one_view_of_consecutive_arrays_only():
+    from pipeline.nn.periodic import _span
+
+    flat = np.arange(20, dtype=np.float32)
+    a, b, c = flat[2:8].reshape(2, 3), flat[8:12].reshape(4, 1), flat[12:14]
+    span = _span([a, b, c])
+    assert span is not None and np.shares_memory(span, flat)
+    np.testing.assert_array_equal(span, np.arange(2, 14))
+    span[:] = -1  # writes through: a gradient written as one span lands in each array
+    assert (a == -1).all() and (c == -1).all() and flat[14] == 14
+    assert _span([a, c]) is None  # a gap
+    assert _span([b, a]) is None  # out of order
+    assert _span([a, flat[8:12].astype(np.float64)]) is None  # another buffer and dtype
+    assert _span([flat[2:12:2]]) is None  # not contiguous
+    assert _span([np.zeros(3)]) is not None  # one array of its own: itself, flattened
