@@ -29,7 +29,7 @@ def main() -> None:
     if getattr(opt, "step_into", None) is None:
         raise SystemExit("the captured optimizer has no step_into: capture with this checkout")
     variants = {"fused": tuple(args),
-                "chain": tuple(args[:5] + [opt._replace(step_into=None)] + args[6:])}
+                "chain": (*args[:5], opt._replace(step_into=None), *args[6:])}
     for v in variants.values():
         fused_epochs(*v)  # warm-up: workspaces
     seconds: dict[str, list[float]] = {k: [] for k in variants}
@@ -55,7 +55,7 @@ def main() -> None:
         calls.append(time.perf_counter() - t)
         return out
 
-    fused_epochs(*(args[:5] + [opt._replace(step_into=timed)] + args[6:]))
+    fused_epochs(*args[:5], opt._replace(step_into=timed), *args[6:])
     print(f"step_into: median {statistics.median(calls) * 1e6:.1f} us a step over "
           f"{len(calls)} steps ({args[2].size} parameters)")
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array
 
-__all__ = ["astype", "clip", "elementwise", "masked", "matmul", "namespace", "reduce",
-           "supports_out", "take_rows", "total"]
+__all__ = ["astype", "clip", "elementwise", "masked", "matmul", "namespace", "permute_dims",
+           "reduce", "reshape", "supports_out", "take_rows", "total"]
 
 
 _NAMESPACES: dict[type, Any] = {}
@@ -43,6 +43,22 @@ def namespace(*arrays: Any) -> Any:
             xp = _NAMESPACES[kind] = array_namespace(arrays[0])
         return xp
     return array_namespace(*arrays)
+
+
+def reshape(x: Any, shape: tuple[int, ...]) -> Any:
+    """``xp.reshape(x, shape)``: for a NumPy array its own ``reshape`` (the same view, or copy
+    where no view exists, without array_api_compat's wrapper: ~0.15 against ~0.75 us, and a
+    network's step makes dozens)."""
+    if type(x) is np.ndarray:
+        return x.reshape(shape)
+    return namespace(x).reshape(x, shape)
+
+
+def permute_dims(x: Any, axes: tuple[int, ...]) -> Any:
+    """``xp.permute_dims(x, axes)``: for a NumPy array its own ``transpose`` (the same view)."""
+    if type(x) is np.ndarray:
+        return x.transpose(axes)
+    return namespace(x).permute_dims(x, axes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ class Embedding(Layer):
         start = 0
         for j, (vocab, dim) in enumerate(zip(self.vocab_sizes, self.dims, strict=True)):
             ids = self._ids(j, dy, ws)
-            col, row = xp.reshape(codes[j, :], (n, 1)), xp.reshape(ids, (1, vocab))
+            col, row = bk.reshape(codes[j, :], (n, 1)), bk.reshape(ids, (1, vocab))
             onehot = ctx.buffer(self._names("onehot")[j], (n, vocab), dy)
             if type(onehot) is np.ndarray:
                 # the comparison's booleans cast to 0.0/1.0 on the way out: astype's values

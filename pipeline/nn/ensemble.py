@@ -97,11 +97,11 @@ class EnsembleDense(Layer):
         if len(x.shape) == 2:
             # One product for all members: x (n, d) @ [W_0 | W_1 | ...] (d, k u). (One
             # member: W itself is that matrix, the same bytes, so no copy.)
-            Wcat = W if k == 1 else _copy_into(xp.permute_dims(W, (1, 0, 2)),
+            Wcat = W if k == 1 else _copy_into(bk.permute_dims(W, (1, 0, 2)),
                                                ctx.buffer("Wcat", (d, k, u), W))
-            z = bk.matmul(x, xp.reshape(Wcat, (d, k * u)), out=ctx.buffer("z", (n, k * u), x))
+            z = bk.matmul(x, bk.reshape(Wcat, (d, k * u)), out=ctx.buffer("z", (n, k * u), x))
             out = ctx.buffer("y", (n, k, u), x)
-            y = bk.elementwise("add", xp.reshape(z, (n, k, u)), xp.reshape(b, (1, k, u)), out=out)
+            y = bk.elementwise("add", bk.reshape(z, (n, k, u)), bk.reshape(b, (1, k, u)), out=out)
             if out is None:
                 y = xp.asarray(y, copy=True)
             return y, x
@@ -110,11 +110,11 @@ class EnsembleDense(Layer):
         # expression keeps that layout, and the later layers' reductions depend on it).
         zk = ctx.buffer("zk", (k, n, u), x)
         if zk is None:
-            z = xp.permute_dims(xp.permute_dims(x, (1, 0, 2)) @ W, (1, 0, 2))
-            return xp.asarray(z + xp.reshape(b, (1, k, u)), copy=True), x
-        zk = bk.matmul(xp.permute_dims(x, (1, 0, 2)), W, out=zk)
-        zk = bk.elementwise("add", zk, xp.reshape(b, (k, 1, u)), out=zk)
-        return xp.permute_dims(zk, (1, 0, 2)), x
+            z = bk.permute_dims(bk.permute_dims(x, (1, 0, 2)) @ W, (1, 0, 2))
+            return xp.asarray(z + bk.reshape(b, (1, k, u)), copy=True), x
+        zk = bk.matmul(bk.permute_dims(x, (1, 0, 2)), W, out=zk)
+        zk = bk.elementwise("add", zk, bk.reshape(b, (k, 1, u)), out=zk)
+        return bk.permute_dims(zk, (1, 0, 2)), x
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:
@@ -125,30 +125,30 @@ class EnsembleDense(Layer):
         if (len(x.shape) == 2 and k == 1 and type(grads[0]) is np.ndarray
                 and grads[0].flags.c_contiguous):
             # one member: the product written straight into the gradient (the same bytes)
-            bk.matmul(x.T, xp.reshape(dy, (n, u)), out=np.reshape(grads[0], (d, u)))
+            bk.matmul(x.T, bk.reshape(dy, (n, u)), out=bk.reshape(grads[0], (d, u)))
         elif len(x.shape) == 2:
-            dWcat = bk.matmul(x.T, xp.reshape(dy, (n, k * u)),
+            dWcat = bk.matmul(x.T, bk.reshape(dy, (n, k * u)),
                               out=ctx.buffer("dWcat", (d, k * u), dy))  # (d, k u)
-            grads[0][...] = xp.permute_dims(xp.reshape(dWcat, (d, k, u)), (1, 0, 2))
+            grads[0][...] = bk.permute_dims(bk.reshape(dWcat, (d, k, u)), (1, 0, 2))
         else:
-            bk.matmul(xp.permute_dims(x, (1, 2, 0)), xp.permute_dims(dy, (1, 0, 2)),
+            bk.matmul(bk.permute_dims(x, (1, 2, 0)), bk.permute_dims(dy, (1, 0, 2)),
                       out=grads[0])
         bk.reduce("sum", dy, axis=0, out=grads[1])
         if not ctx.need_input_grad:
             return None
         if len(x.shape) == 2:
             # (one member: W[0]'s transpose is a view the product reads as it is)
-            WcatT = xp.permute_dims(W[0], (1, 0)) if k == 1 else xp.reshape(_copy_into(
-                xp.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
+            WcatT = bk.permute_dims(W[0], (1, 0)) if k == 1 else bk.reshape(_copy_into(
+                bk.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
             # (a one-output layer: (n, 1) @ (1, d), NumPy's outer-product loop, faster)
-            return _matmul(xp.reshape(dy, (n, k * u)), WcatT, ctx.buffer("dx", (n, d), dy))
+            return _matmul(bk.reshape(dy, (n, k * u)), WcatT, ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)
-        dyk, WT = xp.permute_dims(dy, (1, 0, 2)), xp.permute_dims(W, (0, 2, 1))
+        dyk, WT = bk.permute_dims(dy, (1, 0, 2)), bk.permute_dims(W, (0, 2, 1))
         # (k, n, d); one output per member (u = 1): NumPy's loop for outer products, faster
         dx = dyk @ WT if dxk is None else _matmul(dyk, WT, dxk)
         if dxk is None:
-            return xp.asarray(xp.permute_dims(dx, (1, 0, 2)), copy=True)
-        return xp.permute_dims(dx, (1, 0, 2))  # the layout the plain expression's copy has
+            return xp.asarray(bk.permute_dims(dx, (1, 0, 2)), copy=True)
+        return bk.permute_dims(dx, (1, 0, 2))  # the layout the plain expression's copy has
 
 
 def _copy_into(a: Array, out: Array | None) -> Array:
@@ -192,8 +192,8 @@ class EnsembleSequential(Sequential):
         z = self.decision_function(flat, X, ctx)
         xp = namespace(z)
         n, k, o = z.shape[0], self.members, self.n_outputs
-        p = self._loss.output(xp.reshape(z, (n * k, o)))
-        return xp.mean(xp.reshape(p, (n, k, o)), axis=1)
+        p = self._loss.output(bk.reshape(z, (n * k, o)))
+        return xp.mean(bk.reshape(p, (n, k, o)), axis=1)
 
     def loss_and_grad(self, flat: Array, X: Array, Y: Array, sample_weight: Array | None = None,
                       ctx: Context | None = None) -> tuple[float, Array]:
@@ -229,13 +229,13 @@ class EnsembleSequential(Sequential):
             # loss's own included), not fresh arrays
             loss, dz = self._weighted_loss(z, Y, sample_weight, ws.child("loss"))
         else:
-            Yk = xp.reshape(xp.broadcast_to(xp.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
-            row_loss, dz = self._loss.row_loss_and_delta(xp.reshape(z, (n * k, o)), Yk)
+            Yk = bk.reshape(xp.broadcast_to(bk.reshape(Y, (n, 1, o)), (n, k, o)), (n * k, o))
+            row_loss, dz = self._loss.row_loss_and_delta(bk.reshape(z, (n * k, o)), Yk)
             w = xp.full((n,), 1.0 / k, dtype=X.dtype, device=dev)
             if sample_weight is not None:
                 w = w * self._sample_weight(sample_weight, X)
-            row_loss = xp.reshape(row_loss, (n, k)) * xp.reshape(w, (n, 1))
-            dz = xp.reshape(xp.reshape(dz, (n, k, o)) * xp.reshape(w, (n, 1, 1)), (n, k * o))
+            row_loss = bk.reshape(row_loss, (n, k)) * bk.reshape(w, (n, 1))
+            dz = bk.reshape(bk.reshape(dz, (n, k, o)) * bk.reshape(w, (n, 1, 1)), (n, k * o))
             loss = float(xp.sum(row_loss, dtype=xp.float64))
         # the flat gradient in the step's workspace when there is one (every element is
         # written by the layers, as Sequential.loss_and_grad relies on)
@@ -262,18 +262,18 @@ class EnsembleSequential(Sequential):
         float64 sum), each written into a reused buffer."""
         n, k, o = z.shape[0], self.members, self.n_outputs
         Yk = ws.get("Yk", (n, k, o), z)
-        Yk[...] = np.reshape(Y, (n, 1, o))  # what broadcast_to + reshape copy
-        row_loss, dz = self._loss.row_loss_and_delta(np.reshape(z, (n * k, o)),
-                                                     np.reshape(Yk, (n * k, o)), ws)
+        Yk[...] = bk.reshape(Y, (n, 1, o))  # what broadcast_to + reshape copy
+        row_loss, dz = self._loss.row_loss_and_delta(bk.reshape(z, (n * k, o)),
+                                                     bk.reshape(Yk, (n * k, o)), ws)
         w = ws.get("w", (n,), z)
         w[...] = 1.0 / k  # what xp.full rounds to the dtype
         if sample_weight is not None:
             w = np.multiply(w, self._sample_weight(sample_weight, z), out=w)
-        weighted = np.multiply(np.reshape(row_loss, (n, k)), np.reshape(w, (n, 1)),
+        weighted = np.multiply(bk.reshape(row_loss, (n, k)), bk.reshape(w, (n, 1)),
                                out=ws.get("weighted", (n, k), z))
-        dzw = np.multiply(np.reshape(dz, (n, k, o)), np.reshape(w, (n, 1, 1)),
+        dzw = np.multiply(bk.reshape(dz, (n, k, o)), bk.reshape(w, (n, 1, 1)),
                           out=ws.get("dzw", (n, k, o), z))
-        return bk.total(weighted, np.float64), np.reshape(dzw, (n, k * o))
+        return bk.total(weighted, np.float64), bk.reshape(dzw, (n, k * o))
 
 
 def member_mean(outputs: Iterable[Array]) -> Array:
@@ -337,4 +337,4 @@ class IndependentMembers:
         zs = [self.network.decision_function(self.member(flat, i), X, ctx)
               for i in range(self.k)]
         n = X.shape[0]
-        return xp.concat([xp.reshape(z, (n, -1)) for z in zs], axis=1)
+        return xp.concat([bk.reshape(z, (n, -1)) for z in zs], axis=1)

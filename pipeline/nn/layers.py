@@ -419,8 +419,7 @@ class Flatten(Layer):
         return [], (math.prod(in_shape),)
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
-        xp = namespace(x)
-        return xp.reshape(x, (x.shape[0], -1)), tuple(x.shape)
+        return bk.reshape(x, (x.shape[0], -1)), tuple(x.shape)
 
     def backward(self, params: list[Array], cache: Any, dy: Array, ctx: Context,
                  grads: list[Array]) -> Array | None:

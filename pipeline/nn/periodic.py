@@ -164,11 +164,11 @@ class Periodic(Layer):
         if span is not None:  # parameters: a view of them, no copy
             return span.reshape(1, self._width)
         xp = namespace(params[0])
-        flat = [xp.reshape(p, (-1,)) for p in params]
+        flat = [bk.reshape(p, (-1,)) for p in params]
         buf = ctx.buffer("c", (self._width,), params[0])
         if type(buf) is np.ndarray:
             return np.concatenate(flat, out=buf).reshape(1, self._width)
-        return xp.reshape(xp.concat(flat), (1, self._width))
+        return bk.reshape(xp.concat(flat), (1, self._width))
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         # Arrays in the step's workspace (ctx.buffer; None: fresh), as in EnsembleDense: the
@@ -220,14 +220,14 @@ class Periodic(Layer):
             a = 0
             for (_, m, k), g in zip(self._groups, grads, strict=True):
                 bk.elementwise("multiply", 2 * math.pi,
-                               xp.reshape(total[a:a + m * k], (m, k)), out=g)
+                               bk.reshape(total[a:a + m * k], (m, k)), out=g)
                 a += m * k
         if not ctx.need_input_grad:
             return None
         dxs, a = [], 0
         for (_, m, k), c in zip(self._groups, params, strict=True):
-            tt = bk.elementwise("multiply", xp.reshape(dz[:, a:a + m * k], (n, m, k)),
-                                xp.reshape(c, (1, m, k)))
+            tt = bk.elementwise("multiply", bk.reshape(dz[:, a:a + m * k], (n, m, k)),
+                                bk.reshape(c, (1, m, k)))
             dxs.append((2 * math.pi) * xp.sum(tt, axis=2))
             a += m * k
         return dxs[0] if len(dxs) == 1 else xp.concat(dxs, axis=1)

@@ -127,8 +127,7 @@ class Sequential:
     def unpack(self, flat: Array) -> list[Array]:
         """Every parameter as a view of ``flat`` (NumPy, CuPy), in flat-buffer order."""
         self._check_flat(flat)
-        xp = namespace(flat)
-        return [xp.reshape(flat[a:b], s)
+        return [bk.reshape(flat[a:b], s)
                 for (a, b), s in zip(self.slices, self.param_shapes, strict=True)]
 
     def _views(self, name: str, flat: Array, ws: Any) -> list[Array]:
@@ -234,7 +233,7 @@ class Sequential:
             # when buffered.
             row_loss = bk.elementwise("multiply", row_loss, sw,
                                       out=None if ws is None else row_loss)
-            dz = bk.elementwise("multiply", dz, xp.reshape(sw, (-1, 1)),
+            dz = bk.elementwise("multiply", dz, bk.reshape(sw, (-1, 1)),
                                 out=None if ws is None else dz)
         loss = bk.total(row_loss, xp.float64)
 
@@ -270,7 +269,7 @@ class Sequential:
                                             strict=True):
                 if penalized:
                     total += float(xp.sum(W * W, dtype=xp.float64))
-                    grad[a:b] = xp.reshape(W, (-1,)) * scale
+                    grad[a:b] = bk.reshape(W, (-1,)) * scale
             return 0.5 * scale * total, grad
         pairs = [(W, G) for W, G, penalized in zip(
             self._views("params", flat, ws), ws.memo("l2_grad", (self, grad), _zeroed_views),
