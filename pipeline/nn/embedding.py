@@ -124,8 +124,11 @@ class Embedding(Layer):
         idx = np.take(codes, table, axis=1,
                       out=ctx.buffer("index", (n, len(table)), x, np.int64), mode="clip")
         idx = np.add(idx, within, out=idx)
-        flat = ctx.buffer("tables", (total,), x, params[0].dtype)
-        flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
+        # the tables one after the other in the flat parameters: a view of them, no copy
+        flat = None if ctx.workspace is None else ctx.workspace.span("tables", params)
+        if flat is None:
+            flat = ctx.buffer("tables", (total,), x, params[0].dtype)
+            flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
         out = ctx.buffer("y", (n, len(table)), x, params[0].dtype)
         # in range: _check_codes saw every code lie in [0, vocab)
         out = np.take(flat, idx, out=out, mode="clip")
@@ -166,7 +169,8 @@ class Embedding(Layer):
         n = dy.shape[0]
         if isinstance(cache, tuple):  # the NumPy forward's (index matrix,)
             _scatter_add(grads, cache[0], dy, self._layout()[4],
-                         ctx.buffer("dy64", tuple(dy.shape), dy, np.float64))
+                         ctx.buffer("dy64", tuple(dy.shape), dy, np.float64),
+                         None if ctx.workspace is None else ctx.workspace.span("grads", grads))
             if not ctx.need_input_grad:
                 return None
             return xp.zeros((n, len(self.vocab_sizes)), dtype=dy.dtype)
@@ -194,7 +198,7 @@ class Embedding(Layer):
 
 
 def _scatter_add(grads: list[Any], idx: np.ndarray, dy: np.ndarray, total: int,
-                 dy64: np.ndarray | None = None) -> None:
+                 dy64: np.ndarray | None = None, span: np.ndarray | None = None) -> None:
     """``g_j = 0; g_j[codes_j[i]] += dy_j[i]`` for every table ``j`` and row ``i`` (NumPy), all
     tables at once: ``np.bincount`` of the forward's index matrix (each entry of ``dy`` to its
     table entry in the tables laid end to end), weighted by ``dy``, summed in float64 in row
@@ -206,6 +210,9 @@ def _scatter_add(grads: list[Any], idx: np.ndarray, dy: np.ndarray, total: int,
         np.copyto(dy64, dy)
         dy = dy64
     sums = np.bincount(idx.reshape(-1), weights=dy.reshape(-1), minlength=total)
+    if span is not None:  # (the gradients one after the other: one rounding copy)
+        np.copyto(span, sums, casting="same_kind")
+        return
     start = 0
     for g in grads:
         size = g.size

@@ -47,43 +47,6 @@ def _columns(a: Array, index: np.ndarray, out: Array) -> Array:
     return xp.take(a, xp.asarray(index, device=device(a)), axis=1)
 
 
-def _span(arrays: Sequence[Array]) -> np.ndarray | None:
-    """One 1-D view over NumPy ``arrays`` that lie one after the other in one buffer, each
-    contiguous (a layer's parameters, or its gradients, in a flat vector), in order; None
-    otherwise."""
-    first = arrays[0]
-    if type(first) is not np.ndarray:
-        return None
-    start = first.__array_interface__["data"][0]
-    end, size = start, 0
-    for a in arrays:
-        if type(a) is not np.ndarray or a.dtype != first.dtype or not a.flags.c_contiguous \
-                or a.__array_interface__["data"][0] != end:
-            return None
-        end += a.nbytes
-        size += a.size
-    base = first.base if first.base is not None else first
-    if base is first:
-        return first.reshape(-1) if len(arrays) == 1 else None
-    if type(base) is not np.ndarray or not base.flags.c_contiguous:
-        return None
-    offset = start - base.__array_interface__["data"][0]
-    flat = base.reshape(-1)
-    if offset % first.itemsize or flat.dtype != first.dtype:
-        return None
-    i = offset // first.itemsize
-    return flat[i:i + size] if 0 <= i and i + size <= flat.size else None
-
-
-def _spanned(arrays: Sequence[Array], ctx: Context, name: str) -> np.ndarray | None:
-    """:func:`_span` of ``arrays``, remembered in the step's workspace while they are the same
-    objects (a layer's parameter and gradient views carry over from step to step)."""
-    ws = ctx.workspace
-    if ws is None or type(arrays[0]) is not np.ndarray:
-        return None
-    return ws.memo(name, tuple(arrays), lambda *a: _span(a))
-
-
 class Periodic(Layer):
     """``(batch, features)`` -> ``(batch, 2 Σ_j k_j)``: every feature's sines, then every
     feature's cosines (see the module docstring). ``n_frequencies``: one count ``k`` for every
@@ -160,8 +123,9 @@ class Periodic(Layer):
         """Every frequency in one row ``(1, width)``, feature by feature."""
         if len(params) == 1:
             return namespace(params[0]).reshape(params[0], (1, self._width))
-        span = _spanned(params, ctx, "c")  # the groups one after the other in the flat
-        if span is not None:  # parameters: a view of them, no copy
+        # the groups one after the other in the flat parameters: a view of them, no copy
+        span = None if ctx.workspace is None else ctx.workspace.span("c", params)
+        if span is not None:
             return span.reshape(1, self._width)
         xp = namespace(params[0])
         flat = [bk.reshape(p, (-1,)) for p in params]
@@ -213,7 +177,8 @@ class Periodic(Layer):
                             bk.elementwise("multiply", dy[:, w:], s, out=t), out=dz)
         t = bk.elementwise("multiply", dz, xs, out=t)
         total = bk.reduce("sum", t, axis=0, out=ctx.buffer("dc", (w,), dy))
-        span = _spanned(grads, ctx, "dc") if len(grads) > 1 else None
+        span = None if ctx.workspace is None or len(grads) < 2 else \
+            ctx.workspace.span("dc", grads)
         if span is not None:  # the groups' gradients one after the other: one product
             bk.elementwise("multiply", 2 * math.pi, total, out=span)
         else:

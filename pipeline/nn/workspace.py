@@ -33,9 +33,38 @@ import numpy as np
 
 from ..backend import device, namespace, supports_out, take_rows
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "flat_span"]
 
 Array = Any
+
+
+def flat_span(arrays: Any) -> np.ndarray | None:
+    """One 1-D view over the NumPy ``arrays`` when they lie one after the other in one
+    buffer, each contiguous and of one dtype (a layer's parameters, or its gradients, in a flat
+    vector), in order; ``None`` otherwise. Reading the span reads them all; writing it writes
+    them all."""
+    first = arrays[0]
+    if type(first) is not np.ndarray:
+        return None
+    start = first.__array_interface__["data"][0]
+    end, size = start, 0
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != first.dtype or not a.flags.c_contiguous \
+                or a.__array_interface__["data"][0] != end:
+            return None
+        end += a.nbytes
+        size += a.size
+    base = first.base if first.base is not None else first
+    if base is first:
+        return first.reshape(-1) if len(arrays) == 1 else None
+    if type(base) is not np.ndarray or not base.flags.c_contiguous:
+        return None
+    offset = start - base.__array_interface__["data"][0]
+    flat = base.reshape(-1)
+    if offset % first.itemsize or flat.dtype != first.dtype:
+        return None
+    i = offset // first.itemsize
+    return flat[i:i + size] if 0 <= i and i + size <= flat.size else None
 
 
 class Workspace:
@@ -115,6 +144,14 @@ class Workspace:
         value = build(*sources)
         self._memos[key] = (sources, value)
         return value
+
+    def span(self, name: str, arrays: Any) -> np.ndarray | None:
+        """:func:`flat_span` of ``arrays``, remembered under ``name`` while they are the very
+        objects of the previous call (a layer's parameter and gradient views carry over from
+        step to step)."""
+        if type(arrays[0]) is not np.ndarray:
+            return None
+        return self.memo(("span", name), tuple(arrays), lambda *a: flat_span(a))
 
     def child(self, key: Any) -> Workspace:
         """The workspace of a part (a layer of a chain, a branch): buffer names stay local."""

@@ -237,7 +237,7 @@ def test_layers_on_other_namespaces_match_numpy(backend, rng):
 
 
 def test_span_is_one_view_of_consecutive_arrays_only():
-    from pipeline.nn.periodic import _span
+    from pipeline.nn.workspace import flat_span as _span
 
     flat = np.arange(20, dtype=np.float32)
     a, b, c = flat[2:8].reshape(2, 3), flat[8:12].reshape(4, 1), flat[12:14]
@@ -251,3 +251,27 @@ def test_span_is_one_view_of_consecutive_arrays_only():
     assert _span([a, flat[8:12].astype(np.float64)]) is None  # another buffer and dtype
     assert _span([flat[2:12:2]]) is None  # not contiguous
     assert _span([np.zeros(3)]) is not None  # one array of its own: itself, flattened
+
+
+def test_embedding_reads_and_writes_flat_tables_as_one_span(rng):
+    """Tables and their gradients as views one after the other in flat vectors (a network's),
+    with a workspace (the span path: no concatenation, one rounding copy): the bits of
+    separate arrays without one."""
+    from pipeline.nn import Embedding
+
+    vocab, dims = (5, 49, 3), (4, 14, 2)
+    layer = Embedding(vocab, dims)
+    layer.build((3,))
+    tables = [rng.standard_normal((v, d)).astype(np.float32) for v, d in zip(vocab, dims,
+                                                                            strict=True)]
+    flat = flat_views(tables)
+    ws = Workspace()
+    for n in (64, 64, 5):
+        codes = np.stack([rng.integers(0, v, n) for v in vocab], axis=1).astype(np.float32)
+        dy = rng.standard_normal((n, sum(dims))).astype(np.float32)
+        y_ref, _, g_ref, _ = run(layer, tables, codes, dy, None, need_input_grad=False)
+        y, _, g, _ = run(layer, flat, codes, dy, ws, need_input_grad=False, flat=True)
+        assert np.array_equal(y, y_ref)
+        assert all(np.array_equal(a, b) for a, b in zip(g, g_ref, strict=True))
+    # the spans were found (and remembered): the path under test ran
+    assert ws.span("tables", flat) is not None and ws._memos[("span", "tables")][1] is not None
