@@ -80,11 +80,16 @@ def test_a_pandas_frame_fits_as_its_dask_partitions_do(client, case):
     np.testing.assert_array_equal(here.predict(X), there.predict(X))
 
 
-def test_partitions_are_dasks(client):
+@pytest.mark.parametrize("n_parts, shuffled", [(4, False), (1, False), (1, True)])
+def test_partitions_are_dasks(client, n_parts, shuffled):
+    """Several partitions (dask's own, computed here) and one (the frame with dask's string
+    conversion, no graph): dask's rows, dtypes and index, with or without a sorted index."""
     X, _, _ = _frame(16_387)
-    X = X.assign(city=X["city"].astype(object))
-    parts = partitions(X, 4)
-    ref = dd.from_pandas(X, npartitions=4, sort=False)
+    X = X.assign(city=X["city"].astype(object), code=X["city"].astype("category"))
+    if shuffled:
+        X = X.sample(frac=1.0, random_state=0)
+    parts = partitions(X, n_parts)
+    ref = dd.from_pandas(X, npartitions=n_parts, sort=False)
     assert [len(p) for p in parts] == ref.map_partitions(len).compute().tolist()
     for p, r in zip(parts, ref.to_delayed(), strict=True):
         pd.testing.assert_frame_equal(p, r.compute())  # (strings converted as dask does)
@@ -110,3 +115,17 @@ def test_bad_labels_are_named_as_before(client):
         _fit(pl.TabularClassifier(max_iter=1), X, np.full(300, "a"), None, client)
     with pytest.raises(ValueError, match="regression target has 1 missing"):
         _fit(pl.TabularRegressor(max_iter=1), X, np.r_[np.nan, signal[1:]], None, client)
+
+
+def test_one_partition_follows_dasks_string_setting(client):
+    """With dask's string conversion off, one partition keeps the object strings, as dask's
+    partition does."""
+    import dask
+
+    X, _, _ = _frame(500)
+    X = X.assign(city=X["city"].astype(object))
+    with dask.config.set({"dataframe.convert-string": False}):
+        (part,) = partitions(X, 1)
+        ref = dd.from_pandas(X, npartitions=1, sort=False).compute()
+    assert part["city"].dtype == object
+    pd.testing.assert_frame_equal(part, ref)
