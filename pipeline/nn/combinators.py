@@ -75,6 +75,9 @@ class Chain(_Composite):
             params, shape = layer.build(shape)
             shapes.append([tuple(p) for p in params])
         self._record(shapes, in_shapes)
+        for layer, after in zip(self.layers, self.layers[1:], strict=False):
+            if isinstance(layer, ColumnSplit):  # (see ColumnSplit: its output's memory order)
+                layer._column_major = bool(getattr(after, "reads_column_major", False))
         return [p for s in shapes for p in s], shape
 
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
@@ -107,6 +110,13 @@ class ColumnSplit(_Composite):
     (4, 3)))])`` passes 8 numeric columns through and embeds 2 categorical code columns, giving
     ``8 + 4 + 3`` features. Columns may repeat across branches or be left out.
     """
+
+    # Column-major output (a NumPy step with a workspace, when the chain's next layer reads
+    # either memory order alike: ``reads_column_major``, set by Chain.build): the batch's
+    # columns are transposed once into rows, each branch's columns are a row gather, and every
+    # branch works on columns that are contiguous runs (Periodic, Embedding), as does the
+    # backward on the next layer's input gradient. The same values, element by element.
+    _column_major = False
 
     def __init__(self, branches: Sequence[tuple[Sequence[int], Layer]]) -> None:
         if not branches:
@@ -144,17 +154,35 @@ class ColumnSplit(_Composite):
         xp = namespace(x)
         return xp.take(x, xp.asarray(cols, dtype=xp.int64, device=device(x)), axis=1)
 
+    def _rows_of(self, xT: np.ndarray, b: int, ctx: Context) -> np.ndarray:
+        """Branch ``b``'s columns of the batch whose transpose is ``xT``, column-major: a
+        view of ``xT``'s rows (a run of columns) or their gather into a buffer."""
+        cols = self.branches[b][0]
+        if cols == tuple(range(cols[0], cols[0] + len(cols))):
+            return xT[cols[0]:cols[0] + len(cols)].T
+        index = self.__dict__.setdefault("_index", {}).get(b)
+        if index is None:
+            index = self._index[b] = np.asarray(cols, dtype=np.intp)
+        rows = ctx.buffer(f"x{b}T", (len(cols), xT.shape[1]), xT)
+        return np.take(xT, index, axis=0, out=rows, mode="clip").T
+
     def forward(self, params: list[Array], x: Array, ctx: Context) -> tuple[Array, Any]:
         xp = namespace(x)
         n = x.shape[0]
-        out = ctx.buffer("y", (n, sum(self._widths)), x)
+        xT = None
+        if self._column_major and type(x) is np.ndarray and ctx.workspace is not None:
+            xT = ctx.buffer("xT", (x.shape[1], n), x)
+            np.copyto(xT, x.T)
+            out = ctx.buffer("yT", (sum(self._widths), n), x).T
+        else:
+            out = ctx.buffer("y", (n, sum(self._widths)), x)
         if out is None:
             out = xp.empty((n, sum(self._widths)), dtype=x.dtype, device=device(x))
         caches, start = [], 0
         for b, ((cols, layer), p) in enumerate(zip(self.branches, self._split(params),
                                                    strict=True)):
-            y, cache = layer.forward(p, self._columns(x, cols),
-                                     _part_context(ctx, b, ctx.need_input_grad))
+            xb = self._columns(x, cols) if xT is None else self._rows_of(xT, b, ctx)
+            y, cache = layer.forward(p, xb, _part_context(ctx, b, ctx.need_input_grad))
             out[:, start:start + self._widths[b]] = y
             caches.append(cache)
             start += self._widths[b]

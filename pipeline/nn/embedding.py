@@ -117,6 +117,24 @@ class Embedding(Layer):
         too."""
         n, k = x.shape
         table, within, width, starts, total = self._layout()
+        # the tables one after the other in the flat parameters: a view of them, no copy
+        flat = None if ctx.workspace is None else ctx.workspace.span("tables", params)
+        if flat is None:
+            flat = ctx.buffer("tables", (total,), x, params[0].dtype)
+            flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
+        if ctx.workspace is not None and x.flags.f_contiguous and not x.flags.c_contiguous:
+            # column-major codes (ColumnSplit's): the same index built on the transposes,
+            # where each of its rows is a run (a row gather, not a column one)
+            codesT = ctx.buffer("codesT", (k, n), x, np.int64)
+            np.copyto(codesT, x.T, casting="unsafe")
+            np.multiply(codesT, width[:, None], out=codesT)
+            np.add(codesT, starts[:, None], out=codesT)
+            idxT = np.take(codesT, table, axis=0,
+                           out=ctx.buffer("indexT", (len(table), n), x, np.int64), mode="clip")
+            np.add(idxT, within[:, None], out=idxT)
+            outT = ctx.buffer("yT", (len(table), n), x, params[0].dtype)
+            # in range: _check_codes saw every code lie in [0, vocab)
+            return np.take(flat, idxT, out=outT, mode="clip").T, (idxT.T,)
         # each row's start in its table (code * width + the table's start), per code column,
         # then spread over the table's output columns (+ the column's place in the row)
         codes = bk.astype(x, np.int64, out=ctx.buffer("codes", (n, k), x, np.int64))
@@ -124,11 +142,6 @@ class Embedding(Layer):
         idx = np.take(codes, table, axis=1,
                       out=ctx.buffer("index", (n, len(table)), x, np.int64), mode="clip")
         idx = np.add(idx, within, out=idx)
-        # the tables one after the other in the flat parameters: a view of them, no copy
-        flat = None if ctx.workspace is None else ctx.workspace.span("tables", params)
-        if flat is None:
-            flat = ctx.buffer("tables", (total,), x, params[0].dtype)
-            flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
         out = ctx.buffer("y", (n, len(table)), x, params[0].dtype)
         # in range: _check_codes saw every code lie in [0, vocab)
         out = np.take(flat, idx, out=out, mode="clip")
@@ -168,9 +181,22 @@ class Embedding(Layer):
         xp = namespace(dy)
         n = dy.shape[0]
         if isinstance(cache, tuple):  # the NumPy forward's (index matrix,)
-            _scatter_add(grads, cache[0], dy, self._layout()[4],
-                         ctx.buffer("dy64", tuple(dy.shape), dy, np.float64),
-                         None if ctx.workspace is None else ctx.workspace.span("grads", grads))
+            idx = cache[0]
+            if idx.flags.f_contiguous and not idx.flags.c_contiguous:
+                # column-major: the transposes' runs, each bin's entries still in row order
+                # (a bin is one column's), so the same sums
+                dyT = ctx.buffer("dy64T", tuple(dy.shape[::-1]), dy, np.float64)
+                if dyT is None:
+                    dyT = np.empty(dy.shape[::-1])
+                np.copyto(dyT, dy.T)
+                _scatter_add(grads, idx.T, dyT, self._layout()[4], None,
+                             None if ctx.workspace is None else
+                             ctx.workspace.span("grads", grads))
+            else:
+                _scatter_add(grads, idx, dy, self._layout()[4],
+                             ctx.buffer("dy64", tuple(dy.shape), dy, np.float64),
+                             None if ctx.workspace is None else
+                             ctx.workspace.span("grads", grads))
             if not ctx.need_input_grad:
                 return None
             return xp.zeros((n, len(self.vocab_sizes)), dtype=dy.dtype)

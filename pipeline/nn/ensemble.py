@@ -63,6 +63,11 @@ class EnsembleDense(Layer):
         self.units = int(units)
         self.init_factor = float(init_factor)
 
+    # Its products read an input of either memory order at the same speed and with the same
+    # sums (BLAS's transposed operands), so a ColumnSplit before it may hand it a column-major
+    # one (see ColumnSplit).
+    reads_column_major = True
+
     def _fan_in(self, in_shape: Shape) -> tuple[int, bool]:
         in_shape = tuple(in_shape)
         if len(in_shape) == 1:
@@ -140,6 +145,13 @@ class EnsembleDense(Layer):
             # (one member: W[0]'s transpose is a view the product reads as it is)
             WcatT = bk.permute_dims(W[0], (1, 0)) if k == 1 else bk.reshape(_copy_into(
                 bk.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
+            if (k == 1 < u and type(x) is np.ndarray and type(dy) is np.ndarray
+                    and x.flags.f_contiguous and not x.flags.c_contiguous):
+                # a column-major input (ColumnSplit's) gets a column-major dx, which its
+                # branches read column by column: (dy W^T)^T = W dy^T, the same BLAS sums
+                dxT = ctx.buffer("dxT", (d, n), dy)
+                if dxT is not None:
+                    return bk.matmul(W[0], bk.reshape(dy, (n, u)).T, out=dxT).T
             # (a one-output layer: (n, 1) @ (1, d), NumPy's outer-product loop, faster)
             return _matmul(bk.reshape(dy, (n, k * u)), WcatT, ctx.buffer("dx", (n, d), dy))
         dxk = ctx.buffer("dxk", (k, n, d), dy)

@@ -47,6 +47,13 @@ def _columns(a: Array, index: np.ndarray, out: Array) -> Array:
     return xp.take(a, xp.asarray(index, device=device(a)), axis=1)
 
 
+def _column_major(a: Array, ctx: Context) -> bool:
+    """``a`` a column-major NumPy matrix (ColumnSplit's input columns, its next layer's input
+    gradient), in a step with a workspace."""
+    return type(a) is np.ndarray and ctx.workspace is not None and a.ndim == 2 \
+        and a.flags.f_contiguous and not a.flags.c_contiguous
+
+
 class Periodic(Layer):
     """``(batch, features)`` -> ``(batch, 2 Σ_j k_j)``: every feature's sines, then every
     feature's cosines (see the module docstring). ``n_frequencies``: one count ``k`` for every
@@ -140,16 +147,24 @@ class Periodic(Layer):
         xp = namespace(x)
         n, w = x.shape[0], self._width
         c = self._frequencies(params, ctx)
-        halves = ctx.buffer("y" if self._permutation is None else "halves", (n, 2 * w), x)
         # x repeated k times along its features first (the cache: the backward's dz x_j
         # reads it the same way), times every frequency in one long loop
-        if type(x) is np.ndarray:
-            xs = ctx.buffer("xs", (n, w), x)
-            xs = x[:, self._repeat] if xs is None else \
-                np.take(x, self._repeat, axis=1, out=xs, mode="clip")
+        if _column_major(x, ctx) and self._permutation is None:
+            # (a column-major x, ColumnSplit's: every array column-major, each column a run;
+            # the repeat is a gather of x's transposed rows)
+            xs = np.take(x.T, self._repeat, axis=0, out=ctx.buffer("xsT", (w, n), x),
+                         mode="clip").T
+            z_out, halves = ctx.buffer("zT", (w, n), x).T, ctx.buffer("yT", (2 * w, n), x).T
         else:
-            xs = xp.take(x, xp.asarray(self._repeat, device=device(x)), axis=1)
-        z = bk.elementwise("multiply", xs, c, out=ctx.buffer("z", (n, w), x))
+            z_out = ctx.buffer("z", (n, w), x)
+            halves = ctx.buffer("y" if self._permutation is None else "halves", (n, 2 * w), x)
+            if type(x) is np.ndarray:
+                xs = ctx.buffer("xs", (n, w), x)
+                xs = x[:, self._repeat] if xs is None else \
+                    np.take(x, self._repeat, axis=1, out=xs, mode="clip")
+            else:
+                xs = xp.take(x, xp.asarray(self._repeat, device=device(x)), axis=1)
+        z = bk.elementwise("multiply", xs, c, out=z_out)
         z = bk.elementwise("multiply", z, 2 * math.pi, out=z)
         if halves is not None and type(halves) is np.ndarray:
             # the sines and cosines straight into their halves of the output
@@ -171,8 +186,11 @@ class Periodic(Layer):
             dy = _columns(dy, self._inverse, out=ctx.buffer("dhalves", (n, 2 * w), dy))
         # dz over every frequency at once (each half of dy a run a row), dz x_j from the
         # repeated x, and (2π) Σ_rows in one reduction, handed out group by group
-        t = ctx.buffer("t", (n, w), dy)
-        dz = bk.elementwise("multiply", dy[:, :w], co, out=ctx.buffer("dz", (n, w), dy))
+        if _column_major(dy, ctx) and _column_major(co, ctx):
+            t, dz_out = ctx.buffer("tT", (w, n), dy).T, ctx.buffer("dzT", (w, n), dy).T
+        else:
+            t, dz_out = ctx.buffer("t", (n, w), dy), ctx.buffer("dz", (n, w), dy)
+        dz = bk.elementwise("multiply", dy[:, :w], co, out=dz_out)
         dz = bk.elementwise("subtract", dz,
                             bk.elementwise("multiply", dy[:, w:], s, out=t), out=dz)
         t = bk.elementwise("multiply", dz, xs, out=t)
