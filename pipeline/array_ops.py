@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array
 
-__all__ = ["astype", "clip", "elementwise", "masked", "matmul", "namespace", "permute_dims",
-           "reduce", "reshape", "supports_out", "take_rows", "total"]
+__all__ = ["astype", "clip", "column_major", "elementwise", "masked", "matmul", "namespace",
+           "permute_dims", "reduce", "reshape", "supports_out", "take_rows", "total"]
 
 
 _NAMESPACES: dict[type, Any] = {}
@@ -52,6 +52,14 @@ def reshape(x: Any, shape: tuple[int, ...]) -> Any:
     if type(x) is np.ndarray:
         return x.reshape(shape)
     return namespace(x).reshape(x, shape)
+
+
+def column_major(a: Any) -> bool:
+    """``a`` a NumPy matrix laid out column by column (Fortran order; not also row-major, as a
+    single row or column is): the input layer's arrays in a column-major step
+    (:class:`pipeline.nn.ColumnSplit`)."""
+    return type(a) is np.ndarray and a.ndim == 2 and a.flags.f_contiguous \
+        and not a.flags.c_contiguous
 
 
 def permute_dims(x: Any, axes: tuple[int, ...]) -> Any:

@@ -24,6 +24,7 @@ from array_api_compat import (
 from .array_ops import (
     astype,
     clip,
+    column_major,
     elementwise,
     masked,
     matmul,
@@ -40,6 +41,7 @@ __all__ = [
     "aligned",
     "astype",
     "clip",
+    "column_major",
     "device",
     "elementwise",
     "frame_to_array",

@@ -122,7 +122,7 @@ class Embedding(Layer):
         if flat is None:
             flat = ctx.buffer("tables", (total,), x, params[0].dtype)
             flat = np.concatenate([t.reshape(-1) for t in params], out=flat)
-        if ctx.workspace is not None and x.flags.f_contiguous and not x.flags.c_contiguous:
+        if ctx.workspace is not None and bk.column_major(x):
             # column-major codes (ColumnSplit's): the same index built on the transposes,
             # where each of its rows is a run (a row gather, not a column one)
             codesT = ctx.buffer("codesT", (k, n), x, np.int64)
@@ -182,21 +182,13 @@ class Embedding(Layer):
         n = dy.shape[0]
         if isinstance(cache, tuple):  # the NumPy forward's (index matrix,)
             idx = cache[0]
-            if idx.flags.f_contiguous and not idx.flags.c_contiguous:
-                # column-major: the transposes' runs, each bin's entries still in row order
-                # (a bin is one column's), so the same sums
-                dyT = ctx.buffer("dy64T", tuple(dy.shape[::-1]), dy, np.float64)
-                if dyT is None:
-                    dyT = np.empty(dy.shape[::-1])
-                np.copyto(dyT, dy.T)
-                _scatter_add(grads, idx.T, dyT, self._layout()[4], None,
-                             None if ctx.workspace is None else
-                             ctx.workspace.span("grads", grads))
-            else:
-                _scatter_add(grads, idx, dy, self._layout()[4],
-                             ctx.buffer("dy64", tuple(dy.shape), dy, np.float64),
-                             None if ctx.workspace is None else
-                             ctx.workspace.span("grads", grads))
+            if bk.column_major(idx):
+                # (the column-major forward's, with a workspace: the transposes' runs, each
+                # bin's entries still in row order, a bin being one column's: the same sums)
+                idx, dy = idx.T, dy.T
+            _scatter_add(grads, idx, dy, self._layout()[4],
+                         ctx.buffer("dy64", tuple(dy.shape), dy, np.float64),
+                         None if ctx.workspace is None else ctx.workspace.span("grads", grads))
             if not ctx.need_input_grad:
                 return None
             return xp.zeros((n, len(self.vocab_sizes)), dtype=dy.dtype)

@@ -145,8 +145,7 @@ class EnsembleDense(Layer):
             # (one member: W[0]'s transpose is a view the product reads as it is)
             WcatT = bk.permute_dims(W[0], (1, 0)) if k == 1 else bk.reshape(_copy_into(
                 bk.permute_dims(W, (0, 2, 1)), ctx.buffer("WcatT", (k, u, d), W)), (k * u, d))
-            if (k == 1 < u and type(x) is np.ndarray and type(dy) is np.ndarray
-                    and x.flags.f_contiguous and not x.flags.c_contiguous):
+            if k == 1 < u and type(dy) is np.ndarray and bk.column_major(x):
                 # a column-major input (ColumnSplit's) gets a column-major dx, which its
                 # branches read column by column: (dy W^T)^T = W dy^T, the same BLAS sums
                 dxT = ctx.buffer("dxT", (d, n), dy)

@@ -48,10 +48,9 @@ def _columns(a: Array, index: np.ndarray, out: Array) -> Array:
 
 
 def _column_major(a: Array, ctx: Context) -> bool:
-    """``a`` a column-major NumPy matrix (ColumnSplit's input columns, its next layer's input
-    gradient), in a step with a workspace."""
-    return type(a) is np.ndarray and ctx.workspace is not None and a.ndim == 2 \
-        and a.flags.f_contiguous and not a.flags.c_contiguous
+    """``a`` column-major (ColumnSplit's input columns, its next layer's input gradient), in a
+    step with a workspace."""
+    return ctx.workspace is not None and bk.column_major(a)
 
 
 class Periodic(Layer):
